@@ -1,0 +1,351 @@
+//! The basic class: publish, consume, cancel, get, qos, ack, nack, reject, recover.
+//!
+//! Runs in: the connection reader task.
+//!
+//! # Invariants
+//! - A publish is routed and enqueued before the next frame of the connection is read, so one
+//!   channel's messages reach each queue in publish order.
+//! - basic.consume-ok is written before the first delivery to the new consumer (it is appended under
+//!   the queue's lock, before the queue starts delivering).
+//! - Unroutable + mandatory: basic.return is written before the publish's confirm.
+use super::{requeue_grouped, Assembly, Channel};
+use crate::channel::delivery::Consumer;
+use crate::connection::ConnCtx;
+use crate::error::{AmqpError, AmqpResult};
+use crate::ids::random_suffix;
+use crate::message::Message;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{fast, BasicProperties, Method, ShortStr};
+
+impl Channel {
+    /// basic.publish method frame: check the exchange now, then wait for the content.
+    pub(super) fn start_publish(&mut self, ctx: &ConnCtx, p: BasicPublish) -> AmqpResult<()> {
+        if p.immediate {
+            // rabbitmq-compat: RabbitMQ 3.x does not implement immediate and closes the connection.
+            return Err(AmqpError::connection_ids(
+                NOT_IMPLEMENTED,
+                "immediate=true",
+                60,
+                40,
+            ));
+        }
+        // The exchange is checked once the content is complete, as RabbitMQ does.
+        let _ = ctx;
+        self.assembly = Assembly::Header(p);
+        Ok(())
+    }
+
+    /// The message is complete: route, enqueue, return if unroutable, confirm.
+    pub(super) fn finish_publish(
+        &mut self,
+        ctx: &ConnCtx,
+        p: BasicPublish,
+        properties: bytes::Bytes,
+        body: bytes::Bytes,
+    ) -> AmqpResult<()> {
+        let mut targets = std::mem::take(&mut self.route_buf);
+        let headers_of = || {
+            BasicProperties::decode(properties.clone())
+                .ok()
+                .and_then(|p| p.headers)
+        };
+        if let Err(e) = ctx
+            .vhost
+            .route(&p.exchange, &p.routing_key, headers_of, &mut targets)
+        {
+            self.route_buf = targets;
+            return Err(e);
+        }
+        let routed = !targets.is_empty();
+        if routed || p.mandatory {
+            let msg = Arc::new(Message {
+                exchange: p.exchange,
+                routing_key: p.routing_key,
+                properties,
+                body,
+            });
+            let mut delivered = false;
+            for q in targets.drain(..) {
+                delivered |= q.publish(msg.clone());
+            }
+            if !delivered && p.mandatory {
+                let id = self.id();
+                self.shared.out.write_content(
+                    id,
+                    |b| {
+                        fast::basic_return(
+                            b,
+                            id,
+                            NO_ROUTE,
+                            b"NO_ROUTE",
+                            msg.exchange.as_bytes(),
+                            msg.routing_key.as_bytes(),
+                        )
+                    },
+                    &msg.properties,
+                    &msg.body,
+                );
+            }
+        }
+        self.route_buf = targets;
+        if let Some(c) = &mut self.confirm {
+            c.published();
+        }
+        Ok(())
+    }
+
+    /// basic.ack from the client.
+    pub(super) fn ack(&mut self, tag: u64, multiple: bool, m: &Method) -> AmqpResult<()> {
+        let mut settled = std::mem::take(&mut self.settle_buf);
+        let ok = self.shared.state.lock().settle(tag, multiple, &mut settled);
+        if ok.is_none() {
+            self.settle_buf = settled;
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+                Some(m),
+            ));
+        }
+        // Credit was released: queues with waiting messages may deliver again.
+        let mut last: Option<*const crate::queue::Queue> = None;
+        for u in settled.drain(..) {
+            let p = Arc::as_ptr(&u.queue);
+            if last != Some(p) && u.consumer.is_some() {
+                u.queue.drive();
+                last = Some(p);
+            }
+        }
+        self.settle_buf = settled;
+        Ok(())
+    }
+
+    /// basic.nack / basic.reject.
+    pub(super) fn nack(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let mut settled = Vec::new();
+        if self
+            .shared
+            .state
+            .lock()
+            .settle(tag, multiple, &mut settled)
+            .is_none()
+        {
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+                Some(m),
+            ));
+        }
+        if requeue {
+            requeue_grouped(settled);
+        } else {
+            // TODO(message lifetime issue): dead-letter instead of dropping when the queue has a DLX.
+            let queues: Vec<_> = settled
+                .iter()
+                .filter(|u| u.consumer.is_some())
+                .map(|u| u.queue.clone())
+                .collect();
+            drop(settled);
+            for q in dedup(queues) {
+                q.drive();
+            }
+        }
+        Ok(())
+    }
+
+    /// basic.recover / basic.recover-async.
+    pub(super) fn recover(&mut self, requeue: bool, reply: bool, m: &Method) -> AmqpResult<()> {
+        if !requeue {
+            // rabbitmq-compat: RabbitMQ refuses requeue=false the same way.
+            return Err(AmqpError::connection(
+                NOT_IMPLEMENTED,
+                "requeue=false",
+                Some(m),
+            ));
+        }
+        let all = self.shared.state.lock().take_all();
+        requeue_grouped(all);
+        if reply {
+            self.send(&BasicRecoverOk.into());
+        }
+        Ok(())
+    }
+
+    /// basic.qos.
+    pub(super) fn qos(&mut self, q: &BasicQos, m: &Method) -> AmqpResult<()> {
+        if q.prefetch_size != 0 {
+            // rabbitmq-compat: RabbitMQ does not implement prefetch-size either.
+            return Err(AmqpError::connection(
+                NOT_IMPLEMENTED,
+                format!("prefetch_size!=0 ({})", q.prefetch_size),
+                Some(m),
+            ));
+        }
+        let queues = {
+            let mut st = self.shared.state.lock();
+            if q.global {
+                // rabbitmq-compat: global=true is a limit shared by all consumers of the channel.
+                st.channel_prefetch = q.prefetch_count as u32;
+            } else {
+                // rabbitmq-compat: global=false is a per-consumer limit for consumers created after it.
+                st.consumer_prefetch = q.prefetch_count as u32;
+            }
+            st.consumers
+                .values()
+                .map(|c| c.queue.clone())
+                .collect::<Vec<_>>()
+        };
+        self.send(&BasicQosOk.into());
+        for q in dedup(queues) {
+            q.drive();
+        }
+        Ok(())
+    }
+
+    /// basic.consume.
+    pub(super) fn consume(
+        &mut self,
+        ctx: &ConnCtx,
+        c: &BasicConsume,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let qname = self.queue_name(&c.queue, m)?;
+        let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        let priority = match c.arguments.get("x-priority") {
+            None => 0,
+            Some(v) => v.as_i64().ok_or_else(|| {
+                AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "invalid arg 'x-priority' for {}: expected an integer",
+                        queue.describe()
+                    ),
+                    Some(m),
+                )
+            })?,
+        };
+        let tag = if c.consumer_tag.is_empty() {
+            ShortStr::from(format!("amq.ctag-{}", random_suffix()))
+        } else {
+            c.consumer_tag.clone()
+        };
+        let consumer = {
+            let mut st = self.shared.state.lock();
+            if st.consumers.contains_key(&tag) {
+                return Err(AmqpError::connection(
+                    NOT_ALLOWED,
+                    format!("attempt to reuse consumer tag '{tag}'"),
+                    Some(m),
+                ));
+            }
+            let consumer = Arc::new(Consumer {
+                tag: tag.clone(),
+                channel: self.shared.clone(),
+                queue: queue.clone(),
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                priority,
+                prefetch: st.consumer_prefetch,
+                in_flight: AtomicU32::new(0),
+            });
+            st.consumers.insert(tag.clone(), consumer.clone());
+            consumer
+        };
+        let ok = BasicConsumeOk {
+            consumer_tag: tag.clone(),
+        }
+        .into();
+        let no_wait = c.no_wait;
+        let added = queue.add_consumer(consumer, || {
+            if !no_wait {
+                self.send(&ok);
+            }
+        });
+        if let Err(e) = added {
+            self.shared.state.lock().consumers.remove(&tag);
+            return Err(with_method(e, m));
+        }
+        Ok(())
+    }
+
+    /// basic.cancel.
+    pub(super) fn cancel(&mut self, ctx: &ConnCtx, c: &BasicCancel, _m: &Method) -> AmqpResult<()> {
+        let removed = self.shared.state.lock().consumers.remove(&c.consumer_tag);
+        if !c.no_wait {
+            self.send(
+                &BasicCancelOk {
+                    consumer_tag: c.consumer_tag.clone(),
+                }
+                .into(),
+            );
+        }
+        if let Some(consumer) = removed {
+            if consumer.queue.remove_consumer(&consumer) {
+                ctx.vhost.delete_queue(&consumer.queue);
+            }
+        }
+        Ok(())
+    }
+
+    /// basic.get.
+    pub(super) fn get(&mut self, ctx: &ConnCtx, g: &BasicGet, m: &Method) -> AmqpResult<()> {
+        let qname = self.queue_name(&g.queue, m)?;
+        let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        match queue.get() {
+            Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
+            None => self.send(
+                &BasicGetEmpty {
+                    cluster_id: ShortStr::empty(),
+                }
+                .into(),
+            ),
+        }
+        Ok(())
+    }
+
+    /// spec: an empty queue name means the last queue declared on this channel.
+    pub(super) fn queue_name(&self, name: &ShortStr, m: &Method) -> AmqpResult<ShortStr> {
+        if !name.is_empty() {
+            return Ok(name.clone());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::channel(NOT_FOUND, "no previously declared queue", Some(m)))
+    }
+}
+
+/// Attach the method's ids to an error built without them.
+fn with_method(e: AmqpError, m: &Method) -> AmqpError {
+    match e {
+        AmqpError::Channel { code, text, .. } => AmqpError::Channel {
+            code,
+            text,
+            class_id: m.class_id(),
+            method_id: m.method_id(),
+        },
+        AmqpError::Connection { code, text, .. } => AmqpError::Connection {
+            code,
+            text,
+            class_id: m.class_id(),
+            method_id: m.method_id(),
+        },
+    }
+}
+
+fn dedup(mut v: Vec<Arc<crate::queue::Queue>>) -> Vec<Arc<crate::queue::Queue>> {
+    let mut out: Vec<Arc<crate::queue::Queue>> = Vec::with_capacity(v.len());
+    for q in v.drain(..) {
+        if !out.iter().any(|x| Arc::ptr_eq(x, &q)) {
+            out.push(q);
+        }
+    }
+    out
+}

@@ -1,0 +1,290 @@
+//! The part of a channel that queues touch: delivery tags, unacked messages, prefetch credit and the
+//! channel's consumers. Shared (`Arc<ChannelShared>`) between the connection reader, which acks and
+//! closes, and every queue that delivers to a consumer of this channel.
+//!
+//! Runs in: whichever task delivers (a publisher's reader, this connection's reader on ack, a writer
+//! re-driving a queue) under the queue's lock; and this connection's reader for acks.
+//!
+//! # Invariants
+//! - Lock order: queue state -> `ChannelShared::state` -> outbound buffer (LOCKS.md). Code holding
+//!   `state` never takes a queue lock.
+//! - A delivery tag is assigned and its frames appended to the outbound buffer under `state`, so tags
+//!   reach the client strictly increasing.
+//! - `unacked[i]` holds tag `base_tag + i`; `None` marks a tag already settled (or a no-ack delivery).
+//! - `in_flight` of a consumer and `global_in_flight` count exactly the unacked deliveries they cover.
+use crate::message::QueuedMsg;
+use crate::outbound::Outbound;
+use crate::queue::Queue;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use warren_protocol::{fast, ShortStr};
+
+/// A consumer: a subscription of one channel to one queue.
+pub struct Consumer {
+    /// Consumer tag (client-chosen or `amq.ctag-...`).
+    pub tag: ShortStr,
+    /// The channel deliveries go to.
+    pub channel: Arc<ChannelShared>,
+    /// The queue consumed from.
+    pub queue: Arc<Queue>,
+    /// Deliveries need no ack (settled on send).
+    pub no_ack: bool,
+    /// Exclusive consumer: no other consumer may share the queue.
+    pub exclusive: bool,
+    /// Consumer priority (`x-priority` argument); higher goes first while it has credit.
+    pub priority: i64,
+    /// Per-consumer prefetch (basic.qos global=false at consume time); 0 = unlimited.
+    pub prefetch: u32,
+    /// Unacked deliveries of this consumer (changed only under the channel's `state` lock).
+    pub in_flight: AtomicU32,
+}
+
+/// One delivered, unacknowledged message.
+pub struct Unacked {
+    /// The message and its queue position.
+    pub msg: QueuedMsg,
+    /// Queue to requeue into.
+    pub queue: Arc<Queue>,
+    /// The consumer whose credit it holds (`None` for basic.get).
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+/// Mutable delivery state of a channel.
+pub struct Deliveries {
+    /// Tag of `unacked[0]`.
+    pub base_tag: u64,
+    /// Next tag to assign (tags start at 1).
+    pub next_tag: u64,
+    /// Delivered messages by tag, see invariants.
+    pub unacked: VecDeque<Option<Unacked>>,
+    /// Number of `Some` in `unacked`.
+    pub unacked_count: u32,
+    /// Prefetch applied to consumers created from now on (basic.qos global=false); 0 = unlimited.
+    pub consumer_prefetch: u32,
+    /// Prefetch shared by all consumers of the channel (basic.qos global=true); 0 = unlimited.
+    pub channel_prefetch: u32,
+    /// Unacked consumer deliveries of the channel, for `channel_prefetch`.
+    pub global_in_flight: u32,
+    /// channel.flow: false stops deliveries to consumers.
+    pub flow_active: bool,
+    /// Set when the channel is closing: no more deliveries.
+    pub closed: bool,
+    /// Consumers by tag.
+    pub consumers: HashMap<ShortStr, Arc<Consumer>>,
+}
+
+/// The channel state shared with queues.
+pub struct ChannelShared {
+    /// Channel number on its connection.
+    pub id: u16,
+    /// The connection's outbound buffer.
+    pub out: Arc<Outbound>,
+    /// Whether the client asked for basic.cancel notifications (consumer_cancel_notify capability).
+    pub cancel_notify: bool,
+    /// Delivery state.
+    pub state: Mutex<Deliveries>,
+}
+
+impl ChannelShared {
+    pub fn new(id: u16, out: Arc<Outbound>, cancel_notify: bool) -> Arc<ChannelShared> {
+        Arc::new(ChannelShared {
+            id,
+            out,
+            cancel_notify,
+            state: Mutex::new(Deliveries {
+                base_tag: 1,
+                next_tag: 1,
+                unacked: VecDeque::new(),
+                unacked_count: 0,
+                consumer_prefetch: 0,
+                channel_prefetch: 0,
+                global_in_flight: 0,
+                flow_active: true,
+                closed: false,
+                consumers: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Try to deliver `m` to `c`. Called by the queue under its lock. Returns false when the consumer
+    /// has no credit, the channel is paused or closed, or the connection's buffer is full (then the
+    /// queue is registered to be re-driven when it drains).
+    #[inline]
+    pub fn try_deliver(
+        &self,
+        c: &Arc<Consumer>,
+        m: QueuedMsg,
+        queue: &Arc<Queue>,
+    ) -> Result<(), QueuedMsg> {
+        let mut st = self.state.lock();
+        if st.closed || !st.flow_active {
+            return Err(m);
+        }
+        if !c.no_ack {
+            let inf = c.in_flight.load(Ordering::Relaxed);
+            if c.prefetch != 0 && inf >= c.prefetch {
+                return Err(m);
+            }
+            if st.channel_prefetch != 0 && st.global_in_flight >= st.channel_prefetch {
+                return Err(m);
+            }
+        }
+        if self.out.over_high_water() {
+            self.out.wait_for_drain(queue);
+            return Err(m);
+        }
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        let redelivered = m.redelivered;
+        let msg = m.msg.clone();
+        if c.no_ack {
+            st.push_settled();
+        } else {
+            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            st.global_in_flight += 1;
+            st.unacked_count += 1;
+            st.unacked.push_back(Some(Unacked {
+                msg: m,
+                queue: queue.clone(),
+                consumer: Some(c.clone()),
+            }));
+        }
+        self.out.write_content(
+            self.id,
+            |b| {
+                fast::deliver(
+                    b,
+                    self.id,
+                    c.tag.as_bytes(),
+                    tag,
+                    redelivered,
+                    msg.exchange.as_bytes(),
+                    msg.routing_key.as_bytes(),
+                )
+            },
+            &msg.properties,
+            &msg.body,
+        );
+        drop(st);
+        Ok(())
+    }
+
+    /// basic.get: record (unless no-ack) and send get-ok for `m`.
+    pub fn deliver_get(&self, m: QueuedMsg, queue: &Arc<Queue>, no_ack: bool, remaining: u32) {
+        let mut st = self.state.lock();
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        let msg = m.msg.clone();
+        if no_ack {
+            st.push_settled();
+        } else {
+            st.unacked_count += 1;
+            st.unacked.push_back(Some(Unacked {
+                msg: m.clone(),
+                queue: queue.clone(),
+                consumer: None,
+            }));
+        }
+        self.out.write_content(
+            self.id,
+            |b| {
+                fast::get_ok(
+                    b,
+                    self.id,
+                    tag,
+                    m.redelivered,
+                    msg.exchange.as_bytes(),
+                    msg.routing_key.as_bytes(),
+                    remaining,
+                )
+            },
+            &msg.properties,
+            &msg.body,
+        );
+    }
+}
+
+impl Deliveries {
+    /// Record a tag that needs no ack.
+    fn push_settled(&mut self) {
+        if self.unacked.is_empty() {
+            // Nothing outstanding: just move the window.
+            self.base_tag = self.next_tag;
+        } else {
+            self.unacked.push_back(None);
+        }
+    }
+
+    /// Remove tag `tag` (and with `multiple` every lower tag). Tag 0 with `multiple` means all.
+    /// Returns None when `tag` is not an outstanding delivery (spec: a channel error 406).
+    pub fn settle(&mut self, tag: u64, multiple: bool, out: &mut Vec<Unacked>) -> Option<()> {
+        let start = out.len();
+        if multiple {
+            let upto = if tag == 0 {
+                self.base_tag + self.unacked.len() as u64
+            } else {
+                tag + 1
+            };
+            if tag != 0 {
+                // spec(basic.ack): acking a tag not delivered is an error even with multiple.
+                let idx = tag.checked_sub(self.base_tag)? as usize;
+                if idx >= self.unacked.len()
+                    || (self.unacked[idx].is_none() && !self.any_before(idx))
+                {
+                    return None;
+                }
+            }
+            while self.base_tag < upto {
+                match self.unacked.pop_front() {
+                    Some(e) => {
+                        self.base_tag += 1;
+                        if let Some(u) = e {
+                            out.push(u);
+                        }
+                    }
+                    None => break,
+                }
+            }
+        } else {
+            let idx = tag.checked_sub(self.base_tag)? as usize;
+            let u = self.unacked.get_mut(idx)?.take()?;
+            out.push(u);
+            while let Some(None) = self.unacked.front() {
+                self.unacked.pop_front();
+                self.base_tag += 1;
+            }
+        }
+        if self.unacked.is_empty() {
+            self.base_tag = self.next_tag;
+        }
+        for u in &out[start..] {
+            self.release(u);
+        }
+        Some(())
+    }
+
+    fn any_before(&self, idx: usize) -> bool {
+        self.unacked.iter().take(idx).any(|e| e.is_some())
+    }
+
+    /// Give back the credit an unacked entry held.
+    fn release(&mut self, u: &Unacked) {
+        self.unacked_count -= 1;
+        if let Some(c) = &u.consumer {
+            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.global_in_flight -= 1;
+        }
+    }
+
+    /// Take every outstanding delivery, in tag order (channel close, basic.recover).
+    pub fn take_all(&mut self) -> Vec<Unacked> {
+        let all: Vec<Unacked> = self.unacked.drain(..).flatten().collect();
+        self.base_tag = self.next_tag;
+        for u in &all {
+            self.release(u);
+        }
+        all
+    }
+}

@@ -1,0 +1,330 @@
+//! A channel: its lifecycle, the content assembler, and dispatch to one handler module per AMQP
+//! class (`exchange.rs`, `queue.rs`, `basic.rs`, `confirm.rs`, `tx.rs`).
+//!
+//! Runs in: the connection reader task, which owns every `Channel` of its connection. The part queues
+//! need to reach (delivery tags, unacked messages, consumers) is in [`delivery::ChannelShared`].
+//!
+//! # Invariants
+//! - A channel is `Open` until either side sends channel.close; then it is `Closing` and every frame
+//!   but channel.close / channel.close-ok is ignored (spec(channel.close)).
+//! - Content frames follow their method in order: method -> header -> body*; anything else on that
+//!   channel mid-content is 505 UNEXPECTED_FRAME (a connection error, as in RabbitMQ).
+//! - On close (either side, or the connection's end) consumers are cancelled first, then unacked
+//!   messages are requeued in their original order.
+pub mod basic;
+pub mod confirm;
+pub mod delivery;
+pub mod exchange;
+pub mod queue;
+pub mod tx;
+
+use crate::connection::ConnCtx;
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::QueuedMsg;
+use crate::queue::Queue;
+use bytes::{Bytes, BytesMut};
+use delivery::{ChannelShared, Unacked};
+use std::sync::Arc;
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{frame, ContentHeader, Method, ShortStr};
+
+/// Content being assembled for a basic.publish.
+pub enum Assembly {
+    /// No content expected.
+    Idle,
+    /// basic.publish seen, waiting for the content header.
+    Header(BasicPublish),
+    /// Header seen, collecting body frames.
+    Body {
+        /// The publish method.
+        publish: BasicPublish,
+        /// Raw properties from the header.
+        properties: Bytes,
+        /// Declared body size.
+        size: u64,
+        /// Body frames so far (one, in the common case).
+        parts: Vec<Bytes>,
+        /// Bytes received so far.
+        received: u64,
+    },
+}
+
+/// Channel lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Open,
+    /// We sent channel.close and wait for close-ok.
+    Closing,
+}
+
+/// A channel as its connection's reader owns it.
+pub struct Channel {
+    /// State shared with queues.
+    pub shared: Arc<ChannelShared>,
+    /// Lifecycle.
+    pub phase: Phase,
+    /// Content assembler.
+    pub assembly: Assembly,
+    /// Publisher confirms: `Some` once confirm.select was received.
+    pub confirm: Option<confirm::ConfirmState>,
+    /// Last queue declared on this channel (spec: an empty queue name means it).
+    pub last_queue: Option<ShortStr>,
+    /// Reused buffer for routing results (avoids an allocation per publish).
+    route_buf: Vec<Arc<Queue>>,
+    /// Reused buffer for settled deliveries.
+    settle_buf: Vec<Unacked>,
+}
+
+impl Channel {
+    pub fn new(shared: Arc<ChannelShared>) -> Channel {
+        Channel {
+            shared,
+            phase: Phase::Open,
+            assembly: Assembly::Idle,
+            confirm: None,
+            last_queue: None,
+            route_buf: Vec::new(),
+            settle_buf: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> u16 {
+        self.shared.id
+    }
+
+    /// Send a method on this channel.
+    pub fn send(&self, m: &Method) {
+        let id = self.shared.id;
+        self.shared
+            .out
+            .write(|b: &mut BytesMut| frame::encode_method(b, id, m));
+    }
+
+    /// Handle a method for an open channel.
+    pub fn handle(&mut self, ctx: &ConnCtx, m: Method) -> AmqpResult<()> {
+        if !matches!(self.assembly, Assembly::Idle) {
+            return Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                format!(
+                    "expected content header for class 60, got non content header frame instead"
+                ),
+                Some(&m),
+            ));
+        }
+        match &m {
+            Method::BasicPublish(_) => {
+                let Method::BasicPublish(p) = m else {
+                    unreachable!()
+                };
+                self.start_publish(ctx, p)
+            }
+            Method::BasicAck(a) => self.ack(a.delivery_tag, a.multiple, &m),
+            Method::BasicNack(n) => self.nack(n.delivery_tag, n.multiple, n.requeue, &m),
+            Method::BasicReject(r) => self.nack(r.delivery_tag, false, r.requeue, &m),
+            Method::BasicConsume(c) => self.consume(ctx, c, &m),
+            Method::BasicCancel(c) => self.cancel(ctx, c, &m),
+            Method::BasicGet(g) => self.get(ctx, g, &m),
+            Method::BasicQos(q) => self.qos(q, &m),
+            Method::BasicRecover(r) => self.recover(r.requeue, true, &m),
+            Method::BasicRecoverAsync(r) => self.recover(r.requeue, false, &m),
+            Method::QueueDeclare(d) => self.queue_declare(ctx, d, &m),
+            Method::QueueBind(b) => self.queue_bind(ctx, b, &m),
+            Method::QueueUnbind(u) => self.queue_unbind(ctx, u, &m),
+            Method::QueuePurge(p) => self.queue_purge(ctx, p, &m),
+            Method::QueueDelete(d) => self.queue_delete(ctx, d, &m),
+            Method::ExchangeDeclare(d) => self.exchange_declare(ctx, d, &m),
+            Method::ExchangeDelete(d) => self.exchange_delete(ctx, d, &m),
+            Method::ExchangeBind(_) | Method::ExchangeUnbind(_) => self.exchange_bind(ctx, &m),
+            Method::ConfirmSelect(c) => self.confirm_select(c.no_wait, &m),
+            Method::TxSelect(_) | Method::TxCommit(_) | Method::TxRollback(_) => self.tx(&m),
+            Method::ChannelFlow(f) => {
+                self.flow(ctx, f.active);
+                Ok(())
+            }
+            Method::ChannelFlowOk(_) => Ok(()),
+            Method::AccessRequest(_) => {
+                // Deprecated in 0-9-1; RabbitMQ still answers it.
+                self.send(&AccessRequestOk { ticket: 1 }.into());
+                Ok(())
+            }
+            _ => Err(AmqpError::connection(
+                COMMAND_INVALID,
+                format!("unexpected method {} on a channel", m.name()),
+                Some(&m),
+            )),
+        }
+    }
+
+    /// channel.flow from the client: pause or resume deliveries to this channel's consumers.
+    fn flow(&mut self, ctx: &ConnCtx, active: bool) {
+        let queues = {
+            let mut st = self.shared.state.lock();
+            st.flow_active = active;
+            st.consumers
+                .values()
+                .map(|c| c.queue.clone())
+                .collect::<Vec<_>>()
+        };
+        self.send(&ChannelFlowOk { active }.into());
+        let _ = ctx;
+        if active {
+            for q in queues {
+                q.drive();
+            }
+        }
+    }
+
+    /// A content header frame.
+    pub fn on_header(&mut self, ctx: &ConnCtx, payload: Bytes) -> AmqpResult<()> {
+        let publish = match std::mem::replace(&mut self.assembly, Assembly::Idle) {
+            Assembly::Header(p) => p,
+            other => {
+                self.assembly = other;
+                return Err(AmqpError::connection_ids(
+                    UNEXPECTED_FRAME,
+                    "unexpected content header frame",
+                    60,
+                    40,
+                ));
+            }
+        };
+        let h = ContentHeader::decode(payload).map_err(|e| {
+            AmqpError::connection_ids(
+                e.reply_code(),
+                format!("malformed content header: {e}"),
+                60,
+                40,
+            )
+        })?;
+        if h.class_id != CLASS_BASIC {
+            return Err(AmqpError::connection_ids(
+                UNEXPECTED_FRAME,
+                format!(
+                    "expected content header for class 60, got one for class {}",
+                    h.class_id
+                ),
+                60,
+                40,
+            ));
+        }
+        if h.body_size == 0 {
+            return self.finish_publish(ctx, publish, h.properties, Bytes::new());
+        }
+        self.assembly = Assembly::Body {
+            publish,
+            properties: h.properties,
+            size: h.body_size,
+            parts: Vec::new(),
+            received: 0,
+        };
+        Ok(())
+    }
+
+    /// A content body frame.
+    pub fn on_body(&mut self, ctx: &ConnCtx, payload: Bytes) -> AmqpResult<()> {
+        let Assembly::Body {
+            size,
+            parts,
+            received,
+            ..
+        } = &mut self.assembly
+        else {
+            return Err(AmqpError::connection_ids(
+                UNEXPECTED_FRAME,
+                "unexpected content body frame",
+                60,
+                40,
+            ));
+        };
+        *received += payload.len() as u64;
+        if *received > *size {
+            return Err(AmqpError::connection_ids(
+                FRAME_ERROR,
+                format!("content body exceeds the {size} bytes announced in its header"),
+                60,
+                40,
+            ));
+        }
+        parts.push(payload);
+        if *received < *size {
+            return Ok(());
+        }
+        let Assembly::Body {
+            publish,
+            properties,
+            mut parts,
+            ..
+        } = std::mem::replace(&mut self.assembly, Assembly::Idle)
+        else {
+            unreachable!()
+        };
+        let body = if parts.len() == 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            // TODO(perf issue): keep multi-frame bodies as a chain of slices instead of one copy.
+            let mut b = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+            for p in parts {
+                b.extend_from_slice(&p);
+            }
+            b.freeze()
+        };
+        self.finish_publish(ctx, publish, properties, body)
+    }
+
+    /// Close from our side: send channel.close and tear down.
+    pub fn fail(
+        &mut self,
+        ctx: &ConnCtx,
+        code: u16,
+        text: ShortStr,
+        class_id: u16,
+        method_id: u16,
+    ) {
+        self.send(
+            &ChannelClose {
+                reply_code: code,
+                reply_text: text,
+                class_id,
+                method_id,
+            }
+            .into(),
+        );
+        self.phase = Phase::Closing;
+        self.assembly = Assembly::Idle;
+        self.teardown(ctx);
+    }
+
+    /// Release everything: cancel consumers (auto-deleting queues), requeue unacked in order.
+    pub fn teardown(&mut self, ctx: &ConnCtx) {
+        let (consumers, unacked) = {
+            let mut st = self.shared.state.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let consumers: Vec<_> = st.consumers.drain().map(|(_, c)| c).collect();
+            (consumers, st.take_all())
+        };
+        for c in consumers {
+            if c.queue.remove_consumer(&c) {
+                ctx.vhost.delete_queue(&c.queue);
+            }
+        }
+        requeue_grouped(unacked);
+    }
+}
+
+/// Requeue settled-with-requeue deliveries, one call per queue, keeping tag order.
+pub fn requeue_grouped(unacked: Vec<Unacked>) {
+    let mut groups: Vec<(Arc<Queue>, Vec<QueuedMsg>)> = Vec::new();
+    for u in unacked {
+        match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+            Some((_, v)) => v.push(u.msg),
+            None => groups.push((u.queue, vec![u.msg])),
+        }
+    }
+    for (q, msgs) in groups {
+        q.requeue(msgs);
+    }
+}

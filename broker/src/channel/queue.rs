@@ -1,0 +1,141 @@
+//! The queue class: declare, bind, unbind, purge, delete.
+//!
+//! Runs in: the connection reader task.
+//!
+//! # Invariants
+//! - Names starting `amq.` are reserved for the broker (403 on a non-passive declare); an empty name
+//!   asks for a server-named `amq.gen-...` queue.
+//! - A queue exclusive to another connection answers 405 RESOURCE_LOCKED to every queue method.
+use super::Channel;
+use crate::connection::ConnCtx;
+use crate::error::{AmqpError, AmqpResult};
+use crate::ids::random_suffix;
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{Method, ShortStr};
+
+impl Channel {
+    pub(super) fn queue_declare(
+        &mut self,
+        ctx: &ConnCtx,
+        d: &QueueDeclare,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let name = if d.queue.is_empty() {
+            if d.passive {
+                self.queue_name(&d.queue, m)?
+            } else {
+                ShortStr::from(format!("amq.gen-{}", random_suffix()))
+            }
+        } else {
+            if !d.passive && d.queue.as_bytes().starts_with(b"amq.") {
+                return Err(AmqpError::channel(
+                    ACCESS_REFUSED,
+                    format!("queue name '{}' contains reserved prefix 'amq.*'", d.queue),
+                    Some(m),
+                ));
+            }
+            d.queue.clone()
+        };
+        let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id, m)?;
+        self.last_queue = Some(name.clone());
+        if !d.no_wait {
+            self.send(
+                &QueueDeclareOk {
+                    queue: name,
+                    message_count: r.message_count,
+                    consumer_count: r.consumer_count,
+                }
+                .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_bind(
+        &mut self,
+        ctx: &ConnCtx,
+        b: &QueueBind,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let qname = self.queue_name(&b.queue, m)?;
+        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
+        let key = if b.routing_key.is_empty() && b.queue.is_empty() {
+            qname.clone()
+        } else {
+            b.routing_key.clone()
+        };
+        ctx.vhost
+            .bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
+        if !b.no_wait {
+            self.send(&QueueBindOk.into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_unbind(
+        &mut self,
+        ctx: &ConnCtx,
+        u: &QueueUnbind,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let qname = self.queue_name(&u.queue, m)?;
+        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        ctx.vhost
+            .unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
+        self.send(&QueueUnbindOk.into());
+        Ok(())
+    }
+
+    pub(super) fn queue_purge(
+        &mut self,
+        ctx: &ConnCtx,
+        p: &QueuePurge,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let qname = self.queue_name(&p.queue, m)?;
+        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        let n = q.purge();
+        if !p.no_wait {
+            self.send(&QueuePurgeOk { message_count: n }.into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_delete(
+        &mut self,
+        ctx: &ConnCtx,
+        d: &QueueDelete,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let qname = self.queue_name(&d.queue, m)?;
+        let n = match ctx.vhost.queue(&qname) {
+            // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
+            None => 0,
+            Some(_) => {
+                let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+                let (messages, consumers) = q.counts();
+                if d.if_unused && consumers > 0 {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!("{} in use", q.describe()),
+                        Some(m),
+                    ));
+                }
+                if d.if_empty && messages > 0 {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!("{} not empty", q.describe()),
+                        Some(m),
+                    ));
+                }
+                ctx.vhost.delete_queue(&q)
+            }
+        };
+        if !d.no_wait {
+            self.send(&QueueDeleteOk { message_count: n }.into());
+        }
+        Ok(())
+    }
+}

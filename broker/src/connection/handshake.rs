@@ -1,0 +1,340 @@
+//! The connection handshake: protocol header, start/start-ok (PLAIN, AMQPLAIN), tune/tune-ok,
+//! open/open-ok.
+//!
+//! Runs in: the connection's task, before the writer task exists (it writes directly).
+//!
+//! # Invariants
+//! - A wrong protocol header gets `AMQP 0 0 9 1` back and the socket closed (spec).
+//! - The whole handshake is bounded by the handshake timeout (caller).
+//! - Failed authentication: if the client advertises `authentication_failure_close`, it gets
+//!   connection.close 403 ACCESS_REFUSED before the socket closes; otherwise the socket just closes.
+use crate::config::Config;
+use crate::server::Broker;
+use crate::vhost::VHost;
+use bytes::BytesMut;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{frame, FieldTable, FieldValue, FrameType, LongStr, Method, ShortStr};
+
+/// What the handshake settled.
+pub struct Negotiated {
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat: u16,
+    pub vhost: Arc<VHost>,
+    pub user: String,
+    /// Client supports basic.cancel from the broker.
+    pub cancel_notify: bool,
+    /// Client's `connection_name` property, for logs.
+    pub name: Option<String>,
+}
+
+/// Why the handshake ended without a connection.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// Socket closed or failed.
+    Io,
+    /// Protocol violation or refusal; already answered (or nothing to answer).
+    Refused(String),
+}
+
+impl From<std::io::Error> for HandshakeError {
+    fn from(_: std::io::Error) -> Self {
+        HandshakeError::Io
+    }
+}
+
+pub async fn run(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    buf: &mut BytesMut,
+    broker: &Broker,
+) -> Result<Negotiated, HandshakeError> {
+    let cfg: &Config = &broker.config;
+    while buf.len() < 8 {
+        if rd.read_buf(buf).await? == 0 {
+            return Err(HandshakeError::Io);
+        }
+    }
+    if &buf[..8] != PROTOCOL_HEADER {
+        // spec: answer with the protocol version we speak, then close.
+        wr.write_all(PROTOCOL_HEADER).await?;
+        let _ = wr.shutdown().await;
+        return Err(HandshakeError::Refused(format!(
+            "bad protocol header {:?}",
+            &buf[..8.min(buf.len())]
+        )));
+    }
+    let _ = buf.split_to(8);
+
+    send(
+        wr,
+        &ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            locales: LongStr::from("en_US"),
+        }
+        .into(),
+    )
+    .await?;
+
+    let start_ok = match next_method(rd, buf, 0).await? {
+        Method::ConnectionStartOk(s) => s,
+        other => {
+            return Err(refuse(
+                wr,
+                COMMAND_INVALID,
+                &format!("expected connection.start-ok, got {}", other.name()),
+                &other,
+            )
+            .await)
+        }
+    };
+    let caps = match start_ok.client_properties.get("capabilities") {
+        Some(FieldValue::Table(t)) => t.clone(),
+        _ => FieldTable::new(),
+    };
+    let cap = |n: &str| caps.get(n).and_then(|v| v.as_bool()).unwrap_or(false);
+    let name = start_ok
+        .client_properties
+        .get("connection_name")
+        .and_then(|v| v.as_bytes())
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+
+    let mech = start_ok.mechanism.to_str_lossy().into_owned();
+    let creds = match mech.as_str() {
+        "PLAIN" => parse_plain(start_ok.response.as_bytes()),
+        "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes()),
+        _ => None,
+    };
+    let user = match creds {
+        Some((u, p)) if broker.check_password(&u, &p) => u,
+        _ => {
+            let text = format!(
+                "ACCESS_REFUSED - Login was refused using authentication mechanism {mech}. For details see the broker logfile."
+            );
+            tracing::warn!("authentication failed (mechanism {mech})");
+            if cap("authentication_failure_close") {
+                let _ = send(
+                    wr,
+                    &ConnectionClose {
+                        reply_code: ACCESS_REFUSED,
+                        reply_text: ShortStr::truncating(text.clone()),
+                        class_id: 10,
+                        method_id: 11,
+                    }
+                    .into(),
+                )
+                .await;
+            }
+            let _ = wr.shutdown().await;
+            return Err(HandshakeError::Refused(text));
+        }
+    };
+
+    send(
+        wr,
+        &ConnectionTune {
+            channel_max: cfg.channel_max,
+            frame_max: cfg.frame_max,
+            heartbeat: cfg.heartbeat,
+        }
+        .into(),
+    )
+    .await?;
+    let tune_ok = match next_method(rd, buf, 0).await? {
+        Method::ConnectionTuneOk(t) => t,
+        other => {
+            return Err(refuse(
+                wr,
+                COMMAND_INVALID,
+                &format!("expected connection.tune-ok, got {}", other.name()),
+                &other,
+            )
+            .await)
+        }
+    };
+    let frame_max = if tune_ok.frame_max == 0 {
+        cfg.frame_max
+    } else {
+        tune_ok.frame_max.min(cfg.frame_max)
+    };
+    if frame_max < FRAME_MIN_SIZE {
+        let m = Method::ConnectionTuneOk(tune_ok.clone());
+        return Err(refuse(
+            wr,
+            NOT_ALLOWED,
+            &format!(
+                "frame_max={} < {} min size",
+                tune_ok.frame_max, FRAME_MIN_SIZE
+            ),
+            &m,
+        )
+        .await);
+    }
+    let channel_max = if tune_ok.channel_max == 0 {
+        cfg.channel_max
+    } else {
+        tune_ok.channel_max.min(cfg.channel_max)
+    };
+    // rabbitmq-compat: like RabbitMQ, the client's heartbeat value in tune-ok is used as is.
+    let heartbeat = tune_ok.heartbeat;
+
+    let open = match next_method(rd, buf, frame_max).await? {
+        Method::ConnectionOpen(o) => o,
+        other => {
+            return Err(refuse(
+                wr,
+                COMMAND_INVALID,
+                &format!("expected connection.open, got {}", other.name()),
+                &other,
+            )
+            .await)
+        }
+    };
+    let vname = open.virtual_host.to_str_lossy().into_owned();
+    let Some(vhost) = broker.vhost(&vname) else {
+        let m = Method::ConnectionOpen(open);
+        return Err(refuse(wr, NOT_ALLOWED, &format!("vhost {vname} not found"), &m).await);
+    };
+    send(
+        wr,
+        &ConnectionOpenOk {
+            known_hosts: ShortStr::empty(),
+        }
+        .into(),
+    )
+    .await?;
+    Ok(Negotiated {
+        frame_max,
+        channel_max,
+        heartbeat,
+        vhost,
+        user,
+        cancel_notify: cap("consumer_cancel_notify"),
+        name,
+    })
+}
+
+/// Server properties as RabbitMQ sends them, with Warren's identity.
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::new();
+    for c in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        caps.insert(ShortStr::from_static(c), FieldValue::Bool(true));
+    }
+    let s = |v: &'static str| FieldValue::LongStr(LongStr::from(v));
+    let mut t = FieldTable::new();
+    t.insert("capabilities", FieldValue::Table(caps));
+    t.insert("cluster_name", s("warren@localhost"));
+    t.insert("copyright", s("Copyright (c) the Warren authors"));
+    t.insert("information", s("Warren, an AMQP 0-9-1 broker compatible with RabbitMQ clients. Licensed under Apache-2.0."));
+    t.insert(
+        "platform",
+        s(concat!("Rust/", env!("CARGO_PKG_RUST_VERSION"))),
+    );
+    t.insert("product", s("Warren"));
+    t.insert("version", s(env!("CARGO_PKG_VERSION")));
+    t
+}
+
+fn parse_plain(resp: &[u8]) -> Option<(String, String)> {
+    // authzid \0 authcid \0 password
+    let mut parts = resp.split(|&b| b == 0);
+    let _authz = parts.next()?;
+    let user = parts.next()?;
+    let pass = parts.next()?;
+    Some((
+        String::from_utf8_lossy(user).into_owned(),
+        String::from_utf8_lossy(pass).into_owned(),
+    ))
+}
+
+fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
+    // The response is a field table without its length prefix.
+    let t = FieldTable::decode(bytes::Bytes::copy_from_slice(resp)).ok()?;
+    let get = |k: &str| {
+        t.get(k)
+            .and_then(|v| v.as_bytes())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    Some((get("LOGIN")?, get("PASSWORD")?))
+}
+
+async fn send(wr: &mut OwnedWriteHalf, m: &Method) -> std::io::Result<()> {
+    let mut b = BytesMut::new();
+    frame::encode_method(&mut b, 0, m);
+    wr.write_all(&b).await
+}
+
+/// Send connection.close for a handshake failure and give up.
+async fn refuse(wr: &mut OwnedWriteHalf, code: u16, text: &str, m: &Method) -> HandshakeError {
+    let text = format!("{} - {text}", reply_name(code));
+    let _ = send(
+        wr,
+        &ConnectionClose {
+            reply_code: code,
+            reply_text: ShortStr::truncating(text.clone()),
+            class_id: m.class_id(),
+            method_id: m.method_id(),
+        }
+        .into(),
+    )
+    .await;
+    let _ = wr.shutdown().await;
+    HandshakeError::Refused(text)
+}
+
+/// Read the next method frame on channel 0 (heartbeats skipped).
+async fn next_method(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    frame_max: u32,
+) -> Result<Method, HandshakeError> {
+    let limit = if frame_max == 0 {
+        FRAME_MIN_SIZE.max(64 * 1024)
+    } else {
+        frame_max
+    };
+    loop {
+        match frame::decode(buf, limit) {
+            Ok(Some(f)) => match f.kind {
+                FrameType::Heartbeat => continue,
+                FrameType::Method if f.channel == 0 => {
+                    return Method::decode(f.payload).map_err(|e| {
+                        HandshakeError::Refused(format!("bad method in handshake: {e}"))
+                    });
+                }
+                _ => {
+                    return Err(HandshakeError::Refused(
+                        "unexpected frame during handshake".into(),
+                    ))
+                }
+            },
+            Ok(None) => {
+                if rd.read_buf(buf).await? == 0 {
+                    return Err(HandshakeError::Io);
+                }
+            }
+            Err(e) => {
+                return Err(HandshakeError::Refused(format!(
+                    "frame error in handshake: {e}"
+                )))
+            }
+        }
+    }
+}

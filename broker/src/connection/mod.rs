@@ -1,0 +1,483 @@
+//! A client connection: the reader loop that parses frames and dispatches them to channels, and the
+//! one place where errors become close frames.
+//!
+//! Runs in: one task per socket (the reader, which owns all channel state) plus the writer task
+//! ([`writer`]).
+//!
+//! # Invariants
+//! - Frames are handled in arrival order; a whole read buffer of frames is processed before the next
+//!   read, then pending confirms are flushed (one coalesced ack per channel per batch).
+//! - Once we sent connection.close, everything but connection.close / close-ok is ignored, and the
+//!   socket closes on close-ok or after `CLOSE_OK_TIMEOUT`.
+//! - When the connection ends (any way), every channel is torn down (consumers cancelled, unacked
+//!   requeued) and its exclusive queues are deleted.
+//! - The reader stops reading while its outbound buffer is over the high-water mark (TCP then pushes
+//!   back on a client that does not read what it is sent).
+pub mod handshake;
+pub mod writer;
+
+use crate::channel::delivery::ChannelShared;
+use crate::channel::{Channel, Phase};
+use crate::config::CLOSE_OK_TIMEOUT;
+use crate::error::AmqpError;
+use crate::ids::ConnectionId;
+use crate::outbound::Outbound;
+use crate::server::Broker;
+use crate::vhost::VHost;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{frame, Frame, FrameType, Method, ShortStr};
+use writer::Liveness;
+
+/// Read buffer size: one read takes up to this much.
+const READ_BUF: usize = 128 * 1024;
+
+/// What channel handlers need from their connection.
+pub struct ConnCtx {
+    /// This connection's id.
+    pub id: ConnectionId,
+    /// The vhost it opened.
+    pub vhost: Arc<VHost>,
+    /// Outbound buffer.
+    pub out: Arc<Outbound>,
+}
+
+/// Connection lifecycle after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent connection.close and wait for close-ok.
+    Closing,
+    /// Done: stop reading.
+    Closed,
+}
+
+/// A connection's reader-side state.
+struct Connection {
+    /// Shared with channel handlers.
+    ctx: ConnCtx,
+    /// Open (or closing) channels by number.
+    channels: HashMap<u16, Channel>,
+    /// Channels with confirms to flush at the end of the batch.
+    confirm_dirty: Vec<u16>,
+    /// Negotiated channel_max.
+    channel_max: u16,
+    /// Negotiated frame_max.
+    frame_max: u32,
+    /// Client supports broker-initiated basic.cancel.
+    cancel_notify: bool,
+    /// Lifecycle.
+    state: State,
+}
+
+/// Serve one accepted socket until it closes.
+pub async fn serve(
+    sock: TcpStream,
+    broker: Arc<Broker>,
+    id: ConnectionId,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let hs = tokio::time::timeout(
+        broker.config.handshake_timeout,
+        handshake::run(&mut rd, &mut wr, &mut buf, &broker),
+    )
+    .await;
+    let neg = match hs {
+        Ok(Ok(n)) => n,
+        Ok(Err(handshake::HandshakeError::Refused(why))) => {
+            tracing::warn!(%peer, "closing connection {id} during handshake: {why}");
+            return;
+        }
+        Ok(Err(handshake::HandshakeError::Io)) => {
+            tracing::debug!(%peer, "connection {id} closed during handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "closing connection {id}: handshake timeout");
+            return;
+        }
+    };
+    tracing::info!(%peer, user = %neg.user, vhost = %neg.vhost.name, name = ?neg.name, "connection {id} opened");
+    let out = Outbound::new(neg.frame_max);
+    let live = Arc::new(Liveness {
+        epoch: Instant::now(),
+        last_read: AtomicU64::new(0),
+        abort: Notify::new(),
+    });
+    let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
+    let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone()));
+    let mut conn = Connection {
+        ctx: ConnCtx {
+            id,
+            vhost: neg.vhost,
+            out: out.clone(),
+        },
+        channels: HashMap::new(),
+        confirm_dirty: Vec::new(),
+        channel_max: neg.channel_max,
+        frame_max: neg.frame_max,
+        cancel_notify: neg.cancel_notify,
+        state: State::Open,
+    };
+    let mut close_deadline: Option<tokio::time::Instant> = None;
+    'read: loop {
+        // Process every complete frame in the buffer.
+        loop {
+            if conn.state == State::Closed {
+                break 'read;
+            }
+            match frame::decode(&mut buf, conn.frame_max) {
+                Ok(Some(f)) => {
+                    if let Err(e) = conn.handle_frame(f) {
+                        conn.fail(e);
+                        if conn.state == State::Closing && close_deadline.is_none() {
+                            close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A framing error leaves the stream unparseable: close and stop reading.
+                    conn.fail(AmqpError::connection_ids(
+                        e.reply_code(),
+                        e.to_string(),
+                        0,
+                        0,
+                    ));
+                    break 'read;
+                }
+            }
+        }
+        conn.flush_confirms();
+        // Backpressure: don't read more while the client isn't reading what we send.
+        while out.over_high_water() && !out.is_closed() {
+            let drained = out.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !out.over_high_water() {
+                break;
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = live.abort.notified() => break 'read,
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_BUF);
+        }
+        let deadline = close_deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    if conn.state == State::Open {
+                        tracing::info!(%peer, "connection {id} closed by client without connection.close");
+                    }
+                    break 'read;
+                }
+                Ok(_) => live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed),
+            },
+            _ = live.abort.notified() => {
+                tracing::warn!(%peer, "connection {id}: peer unreachable (missed heartbeats or write failure)");
+                break 'read;
+            }
+            _ = tokio::time::sleep_until(deadline), if close_deadline.is_some() => {
+                tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
+                break 'read;
+            }
+            _ = shutdown.changed(), if conn.state == State::Open => {
+                conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
+                close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+    conn.teardown();
+    out.close();
+    let _ = writer.await;
+    tracing::info!(%peer, "connection {id} closed");
+}
+
+impl Connection {
+    fn handle_frame(&mut self, f: Frame) -> Result<(), Failure> {
+        if self.state == State::Closing {
+            // spec(connection.close): after sending close, only close / close-ok matter.
+            if f.kind == FrameType::Method && f.channel == 0 {
+                match Method::decode(f.payload) {
+                    Ok(Method::ConnectionCloseOk(_)) => self.state = State::Closed,
+                    Ok(Method::ConnectionClose(_)) => {
+                        self.send0(&ConnectionCloseOk.into());
+                        self.state = State::Closed;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match f.kind {
+            FrameType::Heartbeat => {
+                if f.channel != 0 {
+                    // rabbitmq-compat: RabbitMQ answers 505 here, not the spec's 501.
+                    return Err(AmqpError::connection_ids(
+                        UNEXPECTED_FRAME,
+                        "heartbeat frame on a non-zero channel",
+                        0,
+                        0,
+                    )
+                    .into());
+                }
+                Ok(())
+            }
+            FrameType::Method => {
+                let m = Method::decode(f.payload).map_err(|e| {
+                    AmqpError::connection_ids(
+                        e.reply_code(),
+                        format!("cannot decode method frame: {e}"),
+                        0,
+                        0,
+                    )
+                })?;
+                let ch = f.channel;
+                if ch == 0 {
+                    self.connection_method(m).map_err(Failure::from)
+                } else {
+                    self.channel_method(ch, m)
+                }
+            }
+            FrameType::Header | FrameType::Body => {
+                let Some(ch) = self.channels.get_mut(&f.channel) else {
+                    return Err(AmqpError::connection_ids(
+                        CHANNEL_ERROR,
+                        format!("content frame on channel {} which is not open", f.channel),
+                        0,
+                        0,
+                    )
+                    .into());
+                };
+                if ch.phase == Phase::Closing {
+                    return Ok(());
+                }
+                let r = if f.kind == FrameType::Header {
+                    ch.on_header(&self.ctx, f.payload)
+                } else {
+                    ch.on_body(&self.ctx, f.payload)
+                };
+                if ch.confirm.is_some() && !self.confirm_dirty.contains(&f.channel) {
+                    self.confirm_dirty.push(f.channel);
+                }
+                r.map_err(|e| on_channel(e, f.channel))
+            }
+        }
+    }
+
+    fn connection_method(&mut self, m: Method) -> Result<(), AmqpError> {
+        match m {
+            Method::ConnectionClose(c) => {
+                tracing::debug!(code = c.reply_code, text = %c.reply_text, "connection {} closed by client", self.ctx.id);
+                self.teardown();
+                self.send0(&ConnectionCloseOk.into());
+                self.state = State::Closed;
+                Ok(())
+            }
+            Method::ConnectionCloseOk(_) => {
+                self.state = State::Closed;
+                Ok(())
+            }
+            Method::ConnectionUpdateSecret(_) => {
+                // Secrets (OAuth tokens) are not used by Warren's user store; accept like RabbitMQ
+                // accepts a refreshed secret.
+                self.send0(&ConnectionUpdateSecretOk.into());
+                Ok(())
+            }
+            Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_) => Ok(()),
+            other => Err(AmqpError::connection(
+                COMMAND_INVALID,
+                format!("unexpected method {} on channel 0", other.name()),
+                Some(&other),
+            )),
+        }
+    }
+
+    fn channel_method(&mut self, id: u16, m: Method) -> Result<(), Failure> {
+        if id > self.channel_max {
+            return Err(AmqpError::connection(
+                CHANNEL_ERROR,
+                format!(
+                    "channel {id} is above the negotiated channel_max {}",
+                    self.channel_max
+                ),
+                Some(&m),
+            )
+            .into());
+        }
+        if m.class_id() == CLASS_CONNECTION {
+            return Err(AmqpError::connection(
+                COMMAND_INVALID,
+                format!("connection method {} on channel {id}", m.name()),
+                Some(&m),
+            )
+            .into());
+        }
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return match m {
+                Method::ChannelOpen(_) => {
+                    let shared = ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify);
+                    let ch = Channel::new(shared);
+                    ch.send(
+                        &ChannelOpenOk {
+                            channel_id: Default::default(),
+                        }
+                        .into(),
+                    );
+                    self.channels.insert(id, ch);
+                    Ok(())
+                }
+                other => Err(AmqpError::connection(
+                    CHANNEL_ERROR,
+                    "expected 'channel.open'",
+                    Some(&other),
+                )
+                .into()),
+            };
+        };
+        if ch.phase == Phase::Closing {
+            match m {
+                Method::ChannelCloseOk(_) => {
+                    self.channels.remove(&id);
+                }
+                Method::ChannelClose(_) => {
+                    ch.send(&ChannelCloseOk.into());
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match m {
+            Method::ChannelOpen(_) => {
+                Err(
+                    AmqpError::connection(CHANNEL_ERROR, "second 'channel.open' seen", Some(&m))
+                        .into(),
+                )
+            }
+            Method::ChannelClose(_) => {
+                ch.teardown(&self.ctx);
+                ch.send(&ChannelCloseOk.into());
+                self.channels.remove(&id);
+                Ok(())
+            }
+            Method::ChannelCloseOk(_) => Ok(()),
+            m => ch.handle(&self.ctx, m).map_err(|e| on_channel(e, id)),
+        }
+    }
+
+    /// The one place errors become close frames.
+    fn fail(&mut self, e: impl Into<Failure>) {
+        match e.into() {
+            Failure(
+                AmqpError::Channel {
+                    code,
+                    text,
+                    class_id,
+                    method_id,
+                },
+                ch_id,
+            ) if ch_id != 0 => {
+                tracing::warn!(
+                    "connection {}: closing channel {ch_id}: {text}",
+                    self.ctx.id
+                );
+                if let Some(ch) = self.channels.get_mut(&ch_id) {
+                    ch.fail(
+                        &self.ctx,
+                        code,
+                        ShortStr::truncating(text),
+                        class_id,
+                        method_id,
+                    );
+                }
+            }
+            Failure(
+                AmqpError::Channel {
+                    code,
+                    text,
+                    class_id,
+                    method_id,
+                },
+                _,
+            )
+            | Failure(
+                AmqpError::Connection {
+                    code,
+                    text,
+                    class_id,
+                    method_id,
+                },
+                _,
+            ) => {
+                if self.state != State::Open {
+                    return;
+                }
+                tracing::warn!("connection {}: closing connection: {text}", self.ctx.id);
+                self.teardown();
+                self.send0(
+                    &ConnectionClose {
+                        reply_code: code,
+                        reply_text: ShortStr::truncating(text),
+                        class_id,
+                        method_id,
+                    }
+                    .into(),
+                );
+                self.state = State::Closing;
+            }
+        }
+    }
+
+    fn send0(&self, m: &Method) {
+        self.ctx.out.write(|b| frame::encode_method(b, 0, m));
+    }
+
+    fn flush_confirms(&mut self) {
+        for id in self.confirm_dirty.drain(..) {
+            if let Some(ch) = self.channels.get_mut(&id) {
+                if ch.phase == Phase::Open {
+                    ch.flush_confirms();
+                }
+            }
+        }
+    }
+
+    /// Tear down every channel and delete this connection's exclusive queues.
+    fn teardown(&mut self) {
+        for ch in self.channels.values_mut() {
+            ch.teardown(&self.ctx);
+        }
+        for q in self.ctx.vhost.exclusive_queues_of(self.ctx.id) {
+            self.ctx.vhost.delete_queue(&q);
+        }
+    }
+}
+
+/// An error and the channel it happened on (0: the connection itself).
+pub struct Failure(AmqpError, u16);
+
+impl From<AmqpError> for Failure {
+    fn from(e: AmqpError) -> Self {
+        Failure(e, 0)
+    }
+}
+
+fn on_channel(e: AmqpError, id: u16) -> Failure {
+    Failure(e, id)
+}

@@ -1,0 +1,97 @@
+//! AMQP errors as handlers return them. One place (`connection::Connection::fail`) turns them into
+//! `channel.close` or `connection.close` frames.
+//!
+//! # Invariants
+//! - Reply texts start with RabbitMQ's name of the code (`NOT_FOUND - ...`), as clients display them.
+use warren_protocol::constants::reply_name;
+use warren_protocol::{Method, ShortStr};
+
+/// A soft (channel) or hard (connection) error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmqpError {
+    /// Closes one channel; the connection and its other channels go on.
+    #[error("channel error {code}: {text}")]
+    Channel {
+        code: u16,
+        text: String,
+        class_id: u16,
+        method_id: u16,
+    },
+    /// Closes the whole connection.
+    #[error("connection error {code}: {text}")]
+    Connection {
+        code: u16,
+        text: String,
+        class_id: u16,
+        method_id: u16,
+    },
+}
+
+pub type AmqpResult<T> = Result<T, AmqpError>;
+
+impl AmqpError {
+    /// A channel error in reply to method `m` (or `None` when no method caused it).
+    pub fn channel(code: u16, text: impl AsRef<str>, m: Option<&Method>) -> AmqpError {
+        let (class_id, method_id) = ids(m);
+        AmqpError::Channel {
+            code,
+            text: format!("{} - {}", reply_name(code), text.as_ref()),
+            class_id,
+            method_id,
+        }
+    }
+    /// A connection error in reply to method `m` (or `None`).
+    pub fn connection(code: u16, text: impl AsRef<str>, m: Option<&Method>) -> AmqpError {
+        let (class_id, method_id) = ids(m);
+        AmqpError::Connection {
+            code,
+            text: format!("{} - {}", reply_name(code), text.as_ref()),
+            class_id,
+            method_id,
+        }
+    }
+    /// A channel error naming the class/method ids directly.
+    pub fn channel_ids(
+        code: u16,
+        text: impl AsRef<str>,
+        class_id: u16,
+        method_id: u16,
+    ) -> AmqpError {
+        AmqpError::Channel {
+            code,
+            text: format!("{} - {}", reply_name(code), text.as_ref()),
+            class_id,
+            method_id,
+        }
+    }
+    /// A connection error naming the class/method ids directly.
+    pub fn connection_ids(
+        code: u16,
+        text: impl AsRef<str>,
+        class_id: u16,
+        method_id: u16,
+    ) -> AmqpError {
+        AmqpError::Connection {
+            code,
+            text: format!("{} - {}", reply_name(code), text.as_ref()),
+            class_id,
+            method_id,
+        }
+    }
+    pub fn code(&self) -> u16 {
+        match self {
+            AmqpError::Channel { code, .. } | AmqpError::Connection { code, .. } => *code,
+        }
+    }
+    pub fn reply_text(&self) -> ShortStr {
+        match self {
+            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } => {
+                ShortStr::truncating(text.clone())
+            }
+        }
+    }
+}
+
+fn ids(m: Option<&Method>) -> (u16, u16) {
+    m.map(|m| (m.class_id(), m.method_id())).unwrap_or((0, 0))
+}

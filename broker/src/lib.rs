@@ -1,0 +1,22 @@
+//! Warren, an AMQP 0-9-1 message broker: the server library behind the `warren` binary.
+//!
+//! The library form exists so tests and tools can run a broker in-process ([`server::start`]).
+//! See ARCHITECTURE.md for the task model and LOCKS.md for lock ordering.
+//!
+//! # Invariants
+//! - Nothing a client sends can panic the broker: handlers return [`error::AmqpError`], turned into
+//!   close frames in one place (`connection::Connection::fail`).
+//! - The hot path (publish -> route -> enqueue -> deliver -> ack) takes no lock that is held across
+//!   an await, and performs no per-message syscall: frames go to a per-connection outbound buffer that
+//!   the writer task flushes in batches.
+pub mod channel;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod ids;
+pub mod message;
+pub mod outbound;
+pub mod queue;
+pub mod server;
+pub mod vhost;

@@ -1,0 +1,114 @@
+//! `warren`: the broker binary. Parses flags and environment (clap), sets up logging (tracing),
+//! starts the server, prints `Server startup complete`, and shuts down cleanly on SIGTERM / Ctrl-C
+//! (connections get 320 CONNECTION_FORCED, exit code 0).
+use anyhow::Context;
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use warren::config::{self, Config};
+
+/// Warren: an AMQP 0-9-1 message broker, a drop-in for RabbitMQ in development and CI.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on for AMQP; repeat for several. Default: every IPv4 and IPv6 address.
+    #[arg(long = "bind", env = "WARREN_BIND", value_delimiter = ',')]
+    bind: Vec<IpAddr>,
+    /// AMQP port (0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "WARREN_PORT", default_value_t = config::DEFAULT_PORT)]
+    port: u16,
+    /// Log filter (error, warn, info, debug, trace, or tracing's directive syntax).
+    #[arg(long, env = "WARREN_LOG", default_value = "info")]
+    log_level: String,
+    /// Heartbeat interval proposed to clients, seconds (0 disables).
+    #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = config::DEFAULT_HEARTBEAT_SECS)]
+    heartbeat: u16,
+    /// frame_max proposed to clients, bytes.
+    #[arg(long, env = "WARREN_FRAME_MAX", default_value_t = config::DEFAULT_FRAME_MAX)]
+    frame_max: u32,
+    /// Default user (RABBITMQ_DEFAULT_USER is honoured too).
+    #[arg(long, env = "RABBITMQ_DEFAULT_USER", default_value = "guest")]
+    default_user: String,
+    /// Default user's password (RABBITMQ_DEFAULT_PASS is honoured too).
+    #[arg(
+        long,
+        env = "RABBITMQ_DEFAULT_PASS",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    default_pass: String,
+    /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
+    #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
+    default_vhost: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .context("invalid --log-level")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = Config::default();
+    if !cli.bind.is_empty() {
+        cfg.listen = cli
+            .bind
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, cli.port))
+            .collect();
+    } else {
+        for a in cfg.listen.iter_mut() {
+            a.set_port(cli.port);
+        }
+    }
+    cfg.heartbeat = cli.heartbeat;
+    cfg.frame_max = cli
+        .frame_max
+        .max(warren_protocol::constants::FRAME_MIN_SIZE);
+    cfg.default_user = cli.default_user;
+    cfg.default_pass = cli.default_pass;
+    cfg.default_vhost = cli.default_vhost;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let handle = warren::server::start(cfg.clone())
+        .await
+        .with_context(|| format!("cannot listen on {:?}", cfg.listen))?;
+    for a in &handle.local_addrs {
+        println!("Listening for AMQP on {a}");
+    }
+    // Tools (CI service health checks, test harnesses) wait for this exact line.
+    println!("Server startup complete");
+    tracing::info!("Warren {} started", env!("CARGO_PKG_VERSION"));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,208 @@
+//! The per-connection outbound buffer: every task that has frames for a client (the connection's own
+//! reader, any queue delivering to one of its consumers) encodes them here; the connection's writer
+//! task takes everything accumulated and writes it with one vectored syscall.
+//!
+//! Runs in: producers' tasks (append), the writer task (take + write).
+//!
+//! # Invariants
+//! - Frames are appended whole under the lock, so frames of concurrent producers never interleave.
+//! - The writer is woken only on the empty -> non-empty transition (one wakeup per batch, not per frame).
+//! - Large bodies are not copied: they are pushed as their own `Bytes` chunk between the small frames.
+//! - Queues that skipped a consumer because this buffer was over [`HIGH_WATER`] are remembered in
+//!   `waiting` and re-driven by the writer once the buffer falls under [`LOW_WATER`]. A queue never
+//!   waits for a connection.
+use crate::queue::Queue;
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use tokio::sync::Notify;
+use warren_protocol::constants::FRAME_END;
+use warren_protocol::{fast, frame};
+
+/// Above this many pending bytes, queues stop delivering to this connection's consumers and the
+/// connection stops reading its own socket (TCP pushes back on the client).
+pub const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Below this many pending bytes, the writer re-drives the queues that stopped at [`HIGH_WATER`].
+pub const LOW_WATER: usize = 1024 * 1024;
+/// Bodies at least this large are queued as their own chunk rather than copied into the buffer.
+pub const LARGE_BODY: usize = 16 * 1024;
+/// Initial capacity of the small-frame buffer.
+const BUF_CAPACITY: usize = 64 * 1024;
+
+/// Frames waiting for the writer.
+struct Pending {
+    /// Chunks complete and ordered before `cur`.
+    chunks: Vec<Bytes>,
+    /// Small frames appended since the last chunk boundary.
+    cur: BytesMut,
+}
+
+/// Shared outbound state of one connection.
+pub struct Outbound {
+    /// The frames themselves.
+    pending: Mutex<Pending>,
+    /// Bytes pending (chunks + cur), readable without the lock.
+    len: AtomicUsize,
+    /// Wakes the writer.
+    wake: Notify,
+    /// Wakes a reader waiting for the buffer to drain below [`HIGH_WATER`].
+    pub drained: Notify,
+    /// Negotiated frame_max (set after connection.tune-ok).
+    pub frame_max: AtomicU32,
+    /// Set when the connection is closing: appends are dropped.
+    closed: AtomicBool,
+    /// Queues to re-drive when the buffer drains.
+    waiting: Mutex<Vec<Weak<Queue>>>,
+}
+
+impl Outbound {
+    pub fn new(frame_max: u32) -> Arc<Outbound> {
+        Arc::new(Outbound {
+            pending: Mutex::new(Pending {
+                chunks: Vec::new(),
+                cur: BytesMut::with_capacity(BUF_CAPACITY),
+            }),
+            len: AtomicUsize::new(0),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            frame_max: AtomicU32::new(frame_max),
+            closed: AtomicBool::new(false),
+            waiting: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Append frames encoded by `f`.
+    #[inline]
+    pub fn write(&self, f: impl FnOnce(&mut BytesMut)) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut p = self.pending.lock();
+        let before = p.cur.len();
+        f(&mut p.cur);
+        let added = p.cur.len() - before;
+        drop(p);
+        self.added(added);
+    }
+
+    #[inline]
+    fn added(&self, n: usize) {
+        if self.len.fetch_add(n, Ordering::AcqRel) == 0 && n > 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Append a whole message delivery: method frame (by `method`), content header and body frames.
+    #[inline]
+    pub fn write_content(
+        &self,
+        channel: u16,
+        method: impl FnOnce(&mut BytesMut),
+        properties: &[u8],
+        body: &Bytes,
+    ) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let frame_max = self.frame_max.load(Ordering::Relaxed);
+        let mut p = self.pending.lock();
+        let before_cur = p.cur.len();
+        let mut moved = 0;
+        method(&mut p.cur);
+        fast::header(&mut p.cur, channel, body.len() as u64, properties);
+        if body.len() < LARGE_BODY {
+            fast::body(&mut p.cur, channel, body, frame_max);
+        } else {
+            let chunk = fast::max_body_chunk(frame_max);
+            let mut off = 0;
+            while off < body.len() {
+                let end = (off + chunk).min(body.len());
+                let at = frame::begin(&mut p.cur, frame::FrameType::Body, channel);
+                let size = (end - off) as u32;
+                p.cur[at + 3..at + 7].copy_from_slice(&size.to_be_bytes());
+                let head = p.cur.split().freeze();
+                moved += head.len();
+                p.chunks.push(head);
+                p.chunks.push(body.slice(off..end));
+                moved += end - off;
+                p.cur.put_u8(FRAME_END);
+                off = end;
+            }
+        }
+        let added = p.cur.len() + moved - before_cur;
+        drop(p);
+        self.added(added);
+    }
+
+    /// Bytes waiting to be written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    #[inline]
+    pub fn over_high_water(&self) -> bool {
+        self.len() > HIGH_WATER
+    }
+
+    /// Remember a queue to re-drive when the buffer drains.
+    pub fn wait_for_drain(&self, q: &Arc<Queue>) {
+        let mut w = self.waiting.lock();
+        if !w.iter().any(|x| x.as_ptr() == Arc::as_ptr(q)) {
+            w.push(Arc::downgrade(q));
+        }
+    }
+
+    /// Writer side: wait until something is pending.
+    pub async fn ready(&self) {
+        if self.len() == 0 {
+            self.wake.notified().await;
+        }
+    }
+
+    /// Writer side: take every pending chunk, in order.
+    pub fn take(&self, into: &mut Vec<Bytes>) -> usize {
+        let mut p = self.pending.lock();
+        into.append(&mut p.chunks);
+        if !p.cur.is_empty() {
+            let b = p.cur.split().freeze();
+            into.push(b);
+        }
+        if p.cur.capacity() < BUF_CAPACITY / 4 {
+            p.cur.reserve(BUF_CAPACITY);
+        }
+        into.iter().map(|b| b.len()).sum()
+    }
+
+    /// Writer side: `n` bytes were written.
+    pub fn written(&self, n: usize) {
+        let before = self.len.fetch_sub(n, Ordering::AcqRel);
+        let now = before - n;
+        if before > LOW_WATER && now <= LOW_WATER || now == 0 {
+            self.drained.notify_waiters();
+        }
+        if now <= LOW_WATER {
+            let waiting = std::mem::take(&mut *self.waiting.lock());
+            for q in waiting.iter().filter_map(Weak::upgrade) {
+                q.drive();
+            }
+        }
+    }
+
+    /// Stop accepting frames (the connection is going away).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        self.drained.notify_waiters();
+    }
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+    /// Wake the writer even if nothing is pending (e.g. to make it notice `close`).
+    pub fn kick(&self) {
+        self.wake.notify_one();
+    }
+}

@@ -1,0 +1,593 @@
+//! A virtual host: its exchanges, queues and bindings, and the declare/delete/bind rules.
+//!
+//! Runs in: any connection reader (declares are rare; routing is per message).
+//!
+//! # Invariants
+//! - Topology maps are `RwLock`s: routing takes read locks only and holds none of them while it
+//!   enqueues. Declares and deletes take the write lock of one map at a time (LOCKS.md).
+//! - The default exchange (`""`) is implicit: every queue is bound to it by name; it cannot be
+//!   bound, unbound or deleted.
+//! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`) exist
+//!   in every vhost and cannot be deleted or declared differently.
+use crate::channel::delivery::Consumer;
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::{Binding, Exchange, ExchangeKind};
+use crate::ids::ConnectionId;
+use crate::queue::Queue;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use warren_protocol::constants::*;
+use warren_protocol::method::{ExchangeDeclare, QueueDeclare};
+use warren_protocol::{FieldTable, Method, ShortStr};
+
+/// A virtual host.
+pub struct VHost {
+    /// Name, e.g. `/`.
+    pub name: String,
+    /// Exchanges by name (the default exchange is not in here).
+    exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
+    /// Queues by name.
+    queues: RwLock<HashMap<ShortStr, Arc<Queue>>>,
+}
+
+/// Result of a queue.declare.
+pub struct Declared {
+    pub queue: Arc<Queue>,
+    pub message_count: u32,
+    pub consumer_count: u32,
+    /// True when this declare created the queue.
+    pub created: bool,
+}
+
+impl VHost {
+    pub fn new(name: &str) -> Arc<VHost> {
+        let v = VHost {
+            name: name.to_string(),
+            exchanges: RwLock::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
+        };
+        {
+            let mut ex = v.exchanges.write();
+            for (n, k) in [
+                ("amq.direct", ExchangeKind::Direct),
+                ("amq.fanout", ExchangeKind::Fanout),
+                ("amq.topic", ExchangeKind::Topic),
+                ("amq.headers", ExchangeKind::Headers),
+                ("amq.match", ExchangeKind::Headers),
+            ] {
+                let name = ShortStr::from_static(n);
+                ex.insert(
+                    name.clone(),
+                    Exchange::new(name, k, true, false, false, FieldTable::new()),
+                );
+            }
+        }
+        Arc::new(v)
+    }
+
+    pub fn queue(&self, name: &ShortStr) -> Option<Arc<Queue>> {
+        self.queues.read().get(name).cloned()
+    }
+    pub fn exchange(&self, name: &ShortStr) -> Option<Arc<Exchange>> {
+        self.exchanges.read().get(name).cloned()
+    }
+
+    /// `exchange 'x' in vhost '/'`.
+    fn ex_desc(&self, name: &ShortStr) -> String {
+        format!("exchange '{}' in vhost '{}'", name, self.name)
+    }
+    fn q_desc(&self, name: &ShortStr) -> String {
+        format!("queue '{}' in vhost '{}'", name, self.name)
+    }
+
+    /// A queue that exists and that `conn` may use (exclusive queues belong to their connection).
+    pub fn usable_queue(
+        &self,
+        name: &ShortStr,
+        conn: ConnectionId,
+        m: &Method,
+    ) -> AmqpResult<Arc<Queue>> {
+        let q = self.queue(name).ok_or_else(|| {
+            AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), Some(m))
+        })?;
+        check_exclusive(&q, conn, m)?;
+        Ok(q)
+    }
+
+    /// Route: the queues a message published to `exchange` with `routing_key` goes to.
+    #[inline]
+    pub fn route(
+        &self,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        headers: impl FnOnce() -> Option<FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            if let Some(q) = self.queues.read().get(routing_key) {
+                out.push(q.clone());
+            }
+            return Ok(());
+        }
+        let ex = self.exchanges.read().get(exchange).cloned();
+        match ex {
+            None => Err(AmqpError::channel_ids(
+                NOT_FOUND,
+                format!("no {}", self.ex_desc(exchange)),
+                60,
+                40,
+            )),
+            Some(e) if e.internal => Err(AmqpError::channel_ids(
+                ACCESS_REFUSED,
+                format!("cannot publish to internal {}", self.ex_desc(exchange)),
+                60,
+                40,
+            )),
+            Some(e) => {
+                e.route(routing_key, headers, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// queue.declare, all of RabbitMQ's checks. `name` is the final name (server-named already).
+    pub fn declare_queue(
+        &self,
+        d: &QueueDeclare,
+        name: ShortStr,
+        conn: ConnectionId,
+        m: &Method,
+    ) -> AmqpResult<Declared> {
+        if !d.passive {
+            validate_queue_args(&d.arguments).map_err(|(arg, why)| {
+                AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("invalid arg '{arg}' for {}: {why}", self.q_desc(&name)),
+                    Some(m),
+                )
+            })?;
+        }
+        if let Some(q) = self.queue(&name) {
+            check_exclusive(&q, conn, m)?;
+            if !d.passive {
+                let ineq = |arg: &str, got: String, cur: String| {
+                    AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!("inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'", self.q_desc(&name)),
+                        Some(m),
+                    )
+                };
+                if q.durable != d.durable {
+                    return Err(ineq(
+                        "durable",
+                        d.durable.to_string(),
+                        q.durable.to_string(),
+                    ));
+                }
+                if q.exclusive_owner.is_some() != d.exclusive {
+                    return Err(ineq(
+                        "exclusive",
+                        d.exclusive.to_string(),
+                        q.exclusive_owner.is_some().to_string(),
+                    ));
+                }
+                if q.auto_delete != d.auto_delete {
+                    return Err(ineq(
+                        "auto_delete",
+                        d.auto_delete.to_string(),
+                        q.auto_delete.to_string(),
+                    ));
+                }
+                if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &q.arguments) {
+                    return Err(ineq(&k, got, cur));
+                }
+            }
+            let (message_count, consumer_count) = q.counts();
+            return Ok(Declared {
+                queue: q,
+                message_count,
+                consumer_count,
+                created: false,
+            });
+        }
+        if d.passive {
+            return Err(AmqpError::channel(
+                NOT_FOUND,
+                format!("no {}", self.q_desc(&name)),
+                Some(m),
+            ));
+        }
+        let mut qs = self.queues.write();
+        // Re-check under the write lock: another connection may have won the race.
+        if qs.contains_key(&name) {
+            drop(qs);
+            return self.declare_queue(
+                &QueueDeclare {
+                    passive: false,
+                    ..d.clone()
+                },
+                name,
+                conn,
+                m,
+            );
+        }
+        let owner = d.exclusive.then_some(conn);
+        let q = Queue::new(
+            name.clone(),
+            &self.name,
+            d.durable,
+            owner,
+            d.auto_delete,
+            d.arguments.clone(),
+        );
+        qs.insert(name, q.clone());
+        Ok(Declared {
+            queue: q,
+            message_count: 0,
+            consumer_count: 0,
+            created: true,
+        })
+    }
+
+    /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
+    pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
+        {
+            let mut qs = self.queues.write();
+            match qs.get(&q.name) {
+                Some(x) if Arc::ptr_eq(x, q) => {
+                    qs.remove(&q.name);
+                }
+                _ => return 0,
+            }
+        }
+        let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().values().cloned().collect();
+        for ex in exchanges {
+            if ex.unbind_queue(q) && ex.auto_delete {
+                self.exchanges.write().remove(&ex.name);
+            }
+        }
+        let (consumers, n) = q.mark_deleted();
+        for c in consumers {
+            cancel_by_broker(&c);
+        }
+        n
+    }
+
+    /// exchange.declare.
+    pub fn declare_exchange(&self, d: &ExchangeDeclare, m: &Method) -> AmqpResult<()> {
+        let name = &d.exchange;
+        if name.is_empty() {
+            // spec: the default exchange can be declared passively only... RabbitMQ refuses both.
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("operation not permitted on the default exchange"),
+                Some(m),
+            ));
+        }
+        if let Some(ex) = self.exchange(name) {
+            if d.passive {
+                return Ok(());
+            }
+            let ineq = |arg: &str, got: String, cur: String| {
+                AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
+                        self.ex_desc(name)
+                    ),
+                    Some(m),
+                )
+            };
+            if ex.kind.name().as_bytes() != d.kind.as_bytes() {
+                return Err(ineq("type", d.kind.to_string(), ex.kind.name().to_string()));
+            }
+            if ex.durable != d.durable {
+                return Err(ineq(
+                    "durable",
+                    d.durable.to_string(),
+                    ex.durable.to_string(),
+                ));
+            }
+            if ex.auto_delete != d.auto_delete {
+                return Err(ineq(
+                    "auto_delete",
+                    d.auto_delete.to_string(),
+                    ex.auto_delete.to_string(),
+                ));
+            }
+            if ex.internal != d.internal {
+                return Err(ineq(
+                    "internal",
+                    d.internal.to_string(),
+                    ex.internal.to_string(),
+                ));
+            }
+            if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &ex.arguments) {
+                return Err(ineq(&k, got, cur));
+            }
+            return Ok(());
+        }
+        if d.passive {
+            return Err(AmqpError::channel(
+                NOT_FOUND,
+                format!("no {}", self.ex_desc(name)),
+                Some(m),
+            ));
+        }
+        if name.as_bytes().starts_with(b"amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!(
+                    "{} contains reserved prefix 'amq.*'",
+                    format!("exchange name '{}'", name)
+                ),
+                Some(m),
+            ));
+        }
+        let kind = ExchangeKind::parse(d.kind.as_bytes()).ok_or_else(|| {
+            // rabbitmq-compat: RabbitMQ closes the connection with 503 for an unknown type.
+            AmqpError::connection(
+                COMMAND_INVALID,
+                format!("unknown exchange type '{}'", d.kind),
+                Some(m),
+            )
+        })?;
+        let mut exs = self.exchanges.write();
+        exs.entry(name.clone()).or_insert_with(|| {
+            Exchange::new(
+                name.clone(),
+                kind,
+                d.durable,
+                d.auto_delete,
+                d.internal,
+                d.arguments.clone(),
+            )
+        });
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool, m: &Method) -> AmqpResult<()> {
+        if name.is_empty() || name.as_bytes().starts_with(b"amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!(
+                    "operation not permitted on the {}",
+                    if name.is_empty() {
+                        "default exchange".to_string()
+                    } else {
+                        self.ex_desc(name)
+                    }
+                ),
+                Some(m),
+            ));
+        }
+        let mut exs = self.exchanges.write();
+        let Some(ex) = exs.get(name) else {
+            // rabbitmq-compat: RabbitMQ 3.x answers delete-ok for a missing exchange.
+            return Ok(());
+        };
+        if if_unused && ex.has_bindings() {
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("{} in use", self.ex_desc(name)),
+                Some(m),
+            ));
+        }
+        exs.remove(name);
+        Ok(())
+    }
+
+    /// queue.bind.
+    pub fn bind_queue(
+        &self,
+        q: Arc<Queue>,
+        exchange: &ShortStr,
+        routing_key: ShortStr,
+        arguments: FieldTable,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("operation not permitted on the default exchange"),
+                Some(m),
+            ));
+        }
+        let ex = self.exchange(exchange).ok_or_else(|| {
+            AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m))
+        })?;
+        ex.bind(Binding {
+            queue: q,
+            routing_key,
+            arguments,
+        });
+        Ok(())
+    }
+
+    /// queue.unbind.
+    pub fn unbind_queue(
+        &self,
+        q: &Arc<Queue>,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        arguments: &FieldTable,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("operation not permitted on the default exchange"),
+                Some(m),
+            ));
+        }
+        let ex = self.exchange(exchange).ok_or_else(|| {
+            AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m))
+        })?;
+        if ex.unbind(q, routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
+            self.exchanges.write().remove(exchange);
+        }
+        Ok(())
+    }
+
+    /// Queues owned exclusively by `conn` (deleted when it closes).
+    pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
+        self.queues
+            .read()
+            .values()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Check the types and ranges of the queue arguments RabbitMQ knows, as RabbitMQ does (406 on a bad
+/// one). Unknown arguments are accepted and kept.
+fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
+    for (k, v) in args.iter() {
+        let key = k.to_str_lossy();
+        let int = || {
+            v.as_i64().ok_or_else(|| {
+                (
+                    key.to_string(),
+                    format!("{{unacceptable_type,{}}}", type_name(v)),
+                )
+            })
+        };
+        match key.as_ref() {
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+                if int()? < 0 {
+                    return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
+                }
+            }
+            "x-expires" => {
+                if int()? <= 0 {
+                    return Err((
+                        key.to_string(),
+                        format!("{{value_zero_or_less,{}}}", int()?),
+                    ));
+                }
+            }
+            "x-max-priority" => {
+                let p = int()?;
+                if !(0..=255).contains(&p) {
+                    return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
+                }
+            }
+            "x-dead-letter-exchange"
+            | "x-dead-letter-routing-key"
+            | "x-queue-mode"
+            | "x-queue-type"
+            | "x-overflow" => {
+                let Some(b) = v.as_bytes() else {
+                    return Err((
+                        key.to_string(),
+                        format!("{{unacceptable_type,{}}}", type_name(v)),
+                    ));
+                };
+                let ok = match key.as_ref() {
+                    "x-overflow" => {
+                        matches!(b, b"drop-head" | b"reject-publish" | b"reject-publish-dlx")
+                    }
+                    "x-queue-mode" => matches!(b, b"default" | b"lazy"),
+                    "x-queue-type" => matches!(b, b"classic" | b"quorum" | b"stream"),
+                    _ => true,
+                };
+                if !ok {
+                    return Err((
+                        key.to_string(),
+                        format!("{{unacceptable_value,{}}}", String::from_utf8_lossy(b)),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn type_name(v: &warren_protocol::FieldValue) -> &'static str {
+    use warren_protocol::FieldValue as F;
+    match v {
+        F::LongStr(_) | F::Bytes(_) => "longstr",
+        F::Bool(_) => "bool",
+        F::F32(_) | F::F64(_) => "double",
+        F::Table(_) => "table",
+        F::Array(_) => "array",
+        F::Timestamp(_) => "timestamp",
+        F::Decimal(..) => "decimal",
+        F::Void => "void",
+        _ => "signedint",
+    }
+}
+
+/// 405 when `q` is exclusive to another connection.
+fn check_exclusive(q: &Queue, conn: ConnectionId, m: &Method) -> AmqpResult<()> {
+    match q.exclusive_owner {
+        Some(owner) if owner != conn => Err(AmqpError::channel(
+            RESOURCE_LOCKED,
+            format!(
+                "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                q.describe()
+            ),
+            Some(m),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The first `x-` argument that differs between a redeclare and the original, as
+/// (name, received, current). rabbitmq-compat: RabbitMQ compares the arguments it knows; Warren
+/// compares every argument, so an unknown argument that changes is also a 406.
+fn first_arg_difference(got: &FieldTable, cur: &FieldTable) -> Option<(String, String, String)> {
+    for (k, v) in got.iter() {
+        match cur.get(&k.to_str_lossy()) {
+            Some(cv) if cv == v || same_number(cv, v) => {}
+            other => return Some((k.to_string(), fmt_value(Some(v)), fmt_value(other))),
+        }
+    }
+    for (k, v) in cur.iter() {
+        if got.get(&k.to_str_lossy()).is_none() {
+            return Some((k.to_string(), "none".into(), fmt_value(Some(v))));
+        }
+    }
+    None
+}
+
+fn same_number(a: &warren_protocol::FieldValue, b: &warren_protocol::FieldValue) -> bool {
+    matches!((a.as_i64(), b.as_i64()), (Some(x), Some(y)) if x == y)
+}
+
+fn fmt_value(v: Option<&warren_protocol::FieldValue>) -> String {
+    use warren_protocol::FieldValue as F;
+    match v {
+        None => "none".into(),
+        Some(v) => match v.as_i64() {
+            Some(n) => n.to_string(),
+            None => match v {
+                F::LongStr(s) | F::Bytes(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                F::Bool(b) => b.to_string(),
+                other => format!("{other:?}"),
+            },
+        },
+    }
+}
+
+/// The broker cancels a consumer (its queue was deleted): remove it from its channel and tell the
+/// client with basic.cancel if it supports consumer_cancel_notify.
+pub fn cancel_by_broker(c: &Arc<Consumer>) {
+    let ch = &c.channel;
+    let mut st = ch.state.lock();
+    if st.consumers.remove(&c.tag).is_none() || st.closed {
+        return;
+    }
+    if ch.cancel_notify {
+        let m = Method::BasicCancel(warren_protocol::method::BasicCancel {
+            consumer_tag: c.tag.clone(),
+            no_wait: true,
+        });
+        ch.out
+            .write(|b| warren_protocol::frame::encode_method(b, ch.id, &m));
+    }
+}

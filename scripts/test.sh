@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run every Warren test on a fresh machine: Rust unit, property and end-to-end tests (cargo), the
+# Node amqplib suite and the Python pika suite. Installs what the suites need into the project's own
+# folders (tests/node/node_modules, tests/python/.venv); needs cargo, node/npm and python3.
+#
+# Ends with one line "N passed, N failed" summing all suites; exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+passed=0
+failed=0
+status=0
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "build"
+cargo build --workspace --all-targets || exit 1
+export WARREN_BIN="$root/target/debug/warren"
+
+step "cargo test"
+cargo test --workspace 2>&1 | tee "$log_dir/cargo.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+while read -r p f; do
+  passed=$((passed + p)); failed=$((failed + f))
+done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$log_dir/cargo.log")
+
+step "node (amqplib)"
+(
+  cd tests/node
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+    npm ci --no-audit --no-fund || exit 1
+  fi
+  npm test
+) 2>&1 | tee "$log_dir/node.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+p=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$log_dir/node.log" | tail -n1)
+f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$log_dir/node.log" | tail -n1)
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+[ -n "$p" ] || { echo "node suite did not run"; status=1; }
+
+step "python (pika)"
+(
+  cd tests/python
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv || exit 1
+  fi
+  if ! cmp -s requirements.txt .venv/.installed-requirements; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt || exit 1
+    cp requirements.txt .venv/.installed-requirements
+  fi
+  .venv/bin/python -m pytest -q
+) 2>&1 | tee "$log_dir/python.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+p=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' "$log_dir/python.log" | tail -n1)
+f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' "$log_dir/python.log" | tail -n1)
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+[ -n "$p" ] || { echo "python suite did not run"; status=1; }
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] || status=1
+exit $status
