@@ -5,7 +5,7 @@ The JSON is the one the amq-protocol-codegen crate ships (specs/amqp-rabbitmq-0.
 vendored here: point this script at a copy (e.g. in ~/.cargo/registry/src/*/amq-protocol-codegen-*/).
 Generation is not part of the normal build; the output is checked in.
 
-    python3 protocol/codegen/gen_methods.py path/to/amqp-rabbitmq-0.9.1.json > protocol/src/method.rs
+    python3 protocol/codegen/gen_methods.py path/to/amqp-rabbitmq-0.9.1.json > protocol/src/method.rs && cargo fmt
 """
 import json
 import sys
@@ -64,6 +64,7 @@ def main():
     w("//! # Invariants")
     w("//! - `decode(encode(m)) == m` for every method (bits packed per the spec, LSB first).")
     w("//! - Decoding never panics: short input is `MethodError::Truncated`, unknown ids `MethodError::Unknown`.")
+    w("//! - Bytes after the last argument are ignored (lenient, like most clients' decoders).")
     w("#![allow(missing_docs)]")
     w("use bytes::{BufMut, BytesMut, Bytes};")
     w("use crate::codec::{put_longstr, put_shortstr, Reader};")

@@ -106,9 +106,12 @@ pub fn header(out: &mut BytesMut, channel: u16, body_size: u64, properties: &[u8
     finish(out, at);
 }
 
-/// Largest body payload per frame for a negotiated `frame_max`.
+/// Largest body payload per frame for a negotiated `frame_max` (0 = no limit).
 #[inline]
 pub fn max_body_chunk(frame_max: u32) -> usize {
+    if frame_max == 0 {
+        return u32::MAX as usize;
+    }
     (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
 }
 

@@ -13,6 +13,9 @@ use crate::error::FrameError;
 use crate::method::Method;
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// Most bytes `decode` reserves ahead for an incomplete frame.
+const MAX_RESERVE: usize = 1024 * 1024;
+
 /// Frame type octet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -61,7 +64,9 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
     }
     let total = total as usize;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Reserve for the rest of the frame, but never trust a peer's size for more than a bounded
+        // amount up front (frame_max 0 means "no limit").
+        buf.reserve((total - buf.len()).min(MAX_RESERVE));
         return Ok(None);
     }
     let end = buf[total - 1];

@@ -8,6 +8,7 @@
 //! # Invariants
 //! - `decode(encode(m)) == m` for every method (bits packed per the spec, LSB first).
 //! - Decoding never panics: short input is `MethodError::Truncated`, unknown ids `MethodError::Unknown`.
+//! - Bytes after the last argument are ignored (lenient, like most clients' decoders).
 #![allow(missing_docs)]
 use crate::codec::{put_longstr, put_shortstr, Reader};
 use crate::error::MethodError;

@@ -4,7 +4,8 @@
 //! # Invariants
 //! - Order and duplicate keys are kept as sent (RabbitMQ passes header tables through unchanged).
 //! - Nesting depth is bounded (`MAX_DEPTH`) so hostile input cannot exhaust the stack.
-//! - `encode(decode(b)) == b` for every valid table `b`.
+//! - `encode(decode(b)) == b` for every valid table `b` whose booleans are 0 or 1 (any other byte
+//!   decodes as true and re-encodes as 1, as in RabbitMQ).
 use crate::codec::{put_longstr, put_shortstr, Reader};
 use crate::error::MethodError;
 use crate::types::{LongStr, ShortStr};
