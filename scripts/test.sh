@@ -53,8 +53,8 @@ step "python (pika)"
   .venv/bin/python -m pytest -q
 ) 2>&1 | tee "$log_dir/python.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-p=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' "$log_dir/python.log" | tail -n1)
-f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' "$log_dir/python.log" | tail -n1)
+p=$(grep -oE '[0-9]+ passed' "$log_dir/python.log" | tail -n1 | cut -d' ' -f1)
+f=$(grep -oE '[0-9]+ failed' "$log_dir/python.log" | tail -n1 | cut -d' ' -f1)
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 [ -n "$p" ] || { echo "python suite did not run"; status=1; }
 

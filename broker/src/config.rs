@@ -65,9 +65,6 @@ impl Default for Config {
 impl Config {
     /// A config listening on one loopback port (0 = any free port), for tests.
     pub fn loopback(port: u16) -> Config {
-        Config {
-            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)],
-            ..Config::default()
-        }
+        Config { listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)], ..Config::default() }
     }
 }

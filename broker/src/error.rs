@@ -11,20 +11,10 @@ use warren_protocol::{Method, ShortStr};
 pub enum AmqpError {
     /// Closes one channel; the connection and its other channels go on.
     #[error("channel error {code}: {text}")]
-    Channel {
-        code: u16,
-        text: String,
-        class_id: u16,
-        method_id: u16,
-    },
+    Channel { code: u16, text: String, class_id: u16, method_id: u16 },
     /// Closes the whole connection.
     #[error("connection error {code}: {text}")]
-    Connection {
-        code: u16,
-        text: String,
-        class_id: u16,
-        method_id: u16,
-    },
+    Connection { code: u16, text: String, class_id: u16, method_id: u16 },
 }
 
 pub type AmqpResult<T> = Result<T, AmqpError>;
@@ -33,50 +23,20 @@ impl AmqpError {
     /// A channel error in reply to method `m` (or `None` when no method caused it).
     pub fn channel(code: u16, text: impl AsRef<str>, m: Option<&Method>) -> AmqpError {
         let (class_id, method_id) = ids(m);
-        AmqpError::Channel {
-            code,
-            text: format!("{} - {}", reply_name(code), text.as_ref()),
-            class_id,
-            method_id,
-        }
+        AmqpError::Channel { code, text: format!("{} - {}", reply_name(code), text.as_ref()), class_id, method_id }
     }
     /// A connection error in reply to method `m` (or `None`).
     pub fn connection(code: u16, text: impl AsRef<str>, m: Option<&Method>) -> AmqpError {
         let (class_id, method_id) = ids(m);
-        AmqpError::Connection {
-            code,
-            text: format!("{} - {}", reply_name(code), text.as_ref()),
-            class_id,
-            method_id,
-        }
+        AmqpError::Connection { code, text: format!("{} - {}", reply_name(code), text.as_ref()), class_id, method_id }
     }
     /// A channel error naming the class/method ids directly.
-    pub fn channel_ids(
-        code: u16,
-        text: impl AsRef<str>,
-        class_id: u16,
-        method_id: u16,
-    ) -> AmqpError {
-        AmqpError::Channel {
-            code,
-            text: format!("{} - {}", reply_name(code), text.as_ref()),
-            class_id,
-            method_id,
-        }
+    pub fn channel_ids(code: u16, text: impl AsRef<str>, class_id: u16, method_id: u16) -> AmqpError {
+        AmqpError::Channel { code, text: format!("{} - {}", reply_name(code), text.as_ref()), class_id, method_id }
     }
     /// A connection error naming the class/method ids directly.
-    pub fn connection_ids(
-        code: u16,
-        text: impl AsRef<str>,
-        class_id: u16,
-        method_id: u16,
-    ) -> AmqpError {
-        AmqpError::Connection {
-            code,
-            text: format!("{} - {}", reply_name(code), text.as_ref()),
-            class_id,
-            method_id,
-        }
+    pub fn connection_ids(code: u16, text: impl AsRef<str>, class_id: u16, method_id: u16) -> AmqpError {
+        AmqpError::Connection { code, text: format!("{} - {}", reply_name(code), text.as_ref()), class_id, method_id }
     }
     pub fn code(&self) -> u16 {
         match self {
@@ -85,9 +45,7 @@ impl AmqpError {
     }
     pub fn reply_text(&self) -> ShortStr {
         match self {
-            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } => {
-                ShortStr::truncating(text.clone())
-            }
+            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } => ShortStr::truncating(text.clone()),
         }
     }
 }

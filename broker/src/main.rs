@@ -29,12 +29,7 @@ struct Cli {
     #[arg(long, env = "RABBITMQ_DEFAULT_USER", default_value = "guest")]
     default_user: String,
     /// Default user's password (RABBITMQ_DEFAULT_PASS is honoured too).
-    #[arg(
-        long,
-        env = "RABBITMQ_DEFAULT_PASS",
-        default_value = "guest",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "RABBITMQ_DEFAULT_PASS", default_value = "guest", hide_env_values = true)]
     default_pass: String,
     /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
@@ -44,41 +39,29 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .context("invalid --log-level")?,
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log-level")?)
         .with_writer(std::io::stderr)
         .init();
     let mut cfg = Config::default();
     if !cli.bind.is_empty() {
-        cfg.listen = cli
-            .bind
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, cli.port))
-            .collect();
+        cfg.listen = cli.bind.iter().map(|ip| SocketAddr::new(*ip, cli.port)).collect();
     } else {
         for a in cfg.listen.iter_mut() {
             a.set_port(cli.port);
         }
     }
     cfg.heartbeat = cli.heartbeat;
-    cfg.frame_max = cli
-        .frame_max
-        .max(warren_protocol::constants::FRAME_MIN_SIZE);
+    cfg.frame_max = cli.frame_max.max(warren_protocol::constants::FRAME_MIN_SIZE);
     cfg.default_user = cli.default_user;
     cfg.default_pass = cli.default_pass;
     cfg.default_vhost = cli.default_vhost;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cfg))
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let handle = warren::server::start(cfg.clone())
-        .await
-        .with_context(|| format!("cannot listen on {:?}", cfg.listen))?;
+    let handle =
+        warren::server::start(cfg.clone()).await.with_context(|| format!("cannot listen on {:?}", cfg.listen))?;
     for a in &handle.local_addrs {
         println!("Listening for AMQP on {a}");
     }

@@ -59,10 +59,7 @@ pub struct Outbound {
 impl Outbound {
     pub fn new(frame_max: u32) -> Arc<Outbound> {
         Arc::new(Outbound {
-            pending: Mutex::new(Pending {
-                chunks: Vec::new(),
-                cur: BytesMut::with_capacity(BUF_CAPACITY),
-            }),
+            pending: Mutex::new(Pending { chunks: Vec::new(), cur: BytesMut::with_capacity(BUF_CAPACITY) }),
             len: AtomicUsize::new(0),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -95,13 +92,7 @@ impl Outbound {
 
     /// Append a whole message delivery: method frame (by `method`), content header and body frames.
     #[inline]
-    pub fn write_content(
-        &self,
-        channel: u16,
-        method: impl FnOnce(&mut BytesMut),
-        properties: &[u8],
-        body: &Bytes,
-    ) {
+    pub fn write_content(&self, channel: u16, method: impl FnOnce(&mut BytesMut), properties: &[u8], body: &Bytes) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }

@@ -34,10 +34,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
         let mut vhosts = HashMap::new();
-        vhosts.insert(
-            config.default_vhost.clone(),
-            VHost::new(&config.default_vhost),
-        );
+        vhosts.insert(config.default_vhost.clone(), VHost::new(&config.default_vhost));
         let mut users = HashMap::new();
         users.insert(config.default_user.clone(), config.default_pass.clone());
         Arc::new(Broker {
@@ -73,10 +70,7 @@ impl ServerHandle {
     /// Close every connection with 320 CONNECTION_FORCED and stop listening.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while self.tasks.join_next().await.is_some() {} }).await;
     }
 }
 
@@ -95,12 +89,7 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
     for l in listeners {
         tasks.spawn(accept_loop(l, broker.clone(), rx.clone()));
     }
-    Ok(ServerHandle {
-        local_addrs,
-        broker,
-        shutdown: tx,
-        tasks,
-    })
+    Ok(ServerHandle { local_addrs, broker, shutdown: tx, tasks })
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

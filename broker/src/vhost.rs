@@ -11,15 +11,33 @@
 //!   in every vhost and cannot be deleted or declared differently.
 use crate::channel::delivery::Consumer;
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::{Binding, Exchange, ExchangeKind};
+use crate::exchange::{Binding, Dest, Exchange, ExchangeKind, Routed};
 use crate::ids::ConnectionId;
 use crate::queue::Queue;
+use bytes::Bytes;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::method::{ExchangeDeclare, QueueDeclare};
+use warren_protocol::{BasicProperties, FieldValue};
 use warren_protocol::{FieldTable, Method, ShortStr};
+
+/// Bit 13 of the property flags (headers present), as seen in the first flags byte.
+const HEADERS_FLAG_HIGH_BYTE: u8 = 0x20;
+
+/// Properties without the BCC header (RabbitMQ removes it before delivery).
+fn strip_bcc(properties: &Bytes) -> Bytes {
+    match BasicProperties::decode(properties.clone()) {
+        Ok(mut p) => {
+            if let Some(h) = &mut p.headers {
+                h.0.retain(|(k, _)| k != "BCC");
+            }
+            p.to_bytes()
+        }
+        Err(_) => properties.clone(),
+    }
+}
 
 /// A virtual host.
 pub struct VHost {
@@ -57,10 +75,7 @@ impl VHost {
                 ("amq.match", ExchangeKind::Headers),
             ] {
                 let name = ShortStr::from_static(n);
-                ex.insert(
-                    name.clone(),
-                    Exchange::new(name, k, true, false, false, FieldTable::new()),
-                );
+                ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new()));
             }
         }
         Arc::new(v)
@@ -82,53 +97,108 @@ impl VHost {
     }
 
     /// A queue that exists and that `conn` may use (exclusive queues belong to their connection).
-    pub fn usable_queue(
-        &self,
-        name: &ShortStr,
-        conn: ConnectionId,
-        m: &Method,
-    ) -> AmqpResult<Arc<Queue>> {
-        let q = self.queue(name).ok_or_else(|| {
-            AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), Some(m))
-        })?;
+    pub fn usable_queue(&self, name: &ShortStr, conn: ConnectionId, m: &Method) -> AmqpResult<Arc<Queue>> {
+        let q = self
+            .queue(name)
+            .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), Some(m)))?;
         check_exclusive(&q, conn, m)?;
         Ok(q)
     }
 
-    /// Route: the queues a message published to `exchange` with `routing_key` goes to.
-    #[inline]
+    /// Route a message published to `exchange`: the queues it goes to end up in `out.queues`.
+    /// Follows exchange-to-exchange bindings (each exchange visited once, so cycles neither loop nor
+    /// duplicate), alternate exchanges, and the CC / BCC headers (sender-selected distribution).
+    /// Returns replacement properties when the BCC header had to be removed before delivery.
     pub fn route(
         &self,
         exchange: &ShortStr,
         routing_key: &ShortStr,
-        headers: impl FnOnce() -> Option<FieldTable>,
-        out: &mut Vec<Arc<Queue>>,
-    ) -> AmqpResult<()> {
+        properties: &Bytes,
+        out: &mut Routed,
+    ) -> AmqpResult<Option<Bytes>> {
+        out.clear();
+        // Only a message with a headers table can carry CC/BCC or match a headers exchange.
+        let headers = if properties.first().is_some_and(|f| f & HEADERS_FLAG_HIGH_BYTE != 0) {
+            BasicProperties::decode(properties.clone()).ok().and_then(|p| p.headers)
+        } else {
+            None
+        };
+        let mut keys = vec![routing_key.clone()];
+        let mut has_bcc = false;
+        if let Some(h) = &headers {
+            for (k, v) in h.iter() {
+                let bcc = k == "BCC";
+                if k == "CC" || bcc {
+                    if let FieldValue::Array(items) = v {
+                        keys.extend(
+                            items
+                                .iter()
+                                .filter_map(|i| i.as_bytes())
+                                .map(|b| ShortStr::truncating(Bytes::copy_from_slice(b))),
+                        );
+                        has_bcc |= bcc;
+                    }
+                }
+            }
+        }
         if exchange.is_empty() {
-            if let Some(q) = self.queues.read().get(routing_key) {
-                out.push(q.clone());
+            let qs = self.queues.read();
+            for k in &keys {
+                if let Some(q) = qs.get(k) {
+                    if !out.queues.iter().any(|x| Arc::ptr_eq(x, q)) {
+                        out.queues.push(q.clone());
+                    }
+                }
             }
-            return Ok(());
+        } else {
+            let start = self.exchanges.read().get(exchange).cloned();
+            let start = match start {
+                None => {
+                    return Err(AmqpError::channel_ids(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), 60, 40))
+                }
+                Some(e) if e.internal => {
+                    return Err(AmqpError::channel_ids(
+                        ACCESS_REFUSED,
+                        format!("cannot publish to internal {}", self.ex_desc(exchange)),
+                        60,
+                        40,
+                    ))
+                }
+                Some(e) => e,
+            };
+            self.walk(start, &keys, headers.as_ref(), out);
         }
-        let ex = self.exchanges.read().get(exchange).cloned();
-        match ex {
-            None => Err(AmqpError::channel_ids(
-                NOT_FOUND,
-                format!("no {}", self.ex_desc(exchange)),
-                60,
-                40,
-            )),
-            Some(e) if e.internal => Err(AmqpError::channel_ids(
-                ACCESS_REFUSED,
-                format!("cannot publish to internal {}", self.ex_desc(exchange)),
-                60,
-                40,
-            )),
-            Some(e) => {
-                e.route(routing_key, headers, out);
-                Ok(())
+        Ok(if has_bcc && !out.queues.is_empty() { Some(strip_bcc(properties)) } else { None })
+    }
+
+    /// Breadth-first over exchange destinations and alternate exchanges, each exchange once.
+    fn walk(&self, start: Arc<Exchange>, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) {
+        let matched = start.route_into(keys, headers, out);
+        if out.exchanges.is_empty() && matched {
+            return; // the common case: one exchange, queues only
+        }
+        let mut visited: Vec<Arc<Exchange>> = vec![start.clone()];
+        let mut todo: Vec<Arc<Exchange>> = std::mem::take(&mut out.exchanges);
+        if !matched {
+            todo.extend(self.alternate_of(&start));
+        }
+        while let Some(x) = todo.pop() {
+            if visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
+                continue;
+            }
+            visited.push(x.clone());
+            let matched = x.route_into(keys, headers, out);
+            todo.append(&mut out.exchanges);
+            if !matched {
+                todo.extend(self.alternate_of(&x));
             }
         }
+    }
+
+    /// The alternate exchange of `x`, if it names one that exists.
+    fn alternate_of(&self, x: &Exchange) -> Option<Arc<Exchange>> {
+        let name = x.alternate.as_ref()?;
+        self.exchanges.read().get(name).cloned()
     }
 
     /// queue.declare, all of RabbitMQ's checks. `name` is the final name (server-named already).
@@ -154,80 +224,42 @@ impl VHost {
                 let ineq = |arg: &str, got: String, cur: String| {
                     AmqpError::channel(
                         PRECONDITION_FAILED,
-                        format!("inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'", self.q_desc(&name)),
+                        format!(
+                            "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
+                            self.q_desc(&name)
+                        ),
                         Some(m),
                     )
                 };
                 if q.durable != d.durable {
-                    return Err(ineq(
-                        "durable",
-                        d.durable.to_string(),
-                        q.durable.to_string(),
-                    ));
+                    return Err(ineq("durable", d.durable.to_string(), q.durable.to_string()));
                 }
                 if q.exclusive_owner.is_some() != d.exclusive {
-                    return Err(ineq(
-                        "exclusive",
-                        d.exclusive.to_string(),
-                        q.exclusive_owner.is_some().to_string(),
-                    ));
+                    return Err(ineq("exclusive", d.exclusive.to_string(), q.exclusive_owner.is_some().to_string()));
                 }
                 if q.auto_delete != d.auto_delete {
-                    return Err(ineq(
-                        "auto_delete",
-                        d.auto_delete.to_string(),
-                        q.auto_delete.to_string(),
-                    ));
+                    return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
                 }
                 if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &q.arguments) {
                     return Err(ineq(&k, got, cur));
                 }
             }
             let (message_count, consumer_count) = q.counts();
-            return Ok(Declared {
-                queue: q,
-                message_count,
-                consumer_count,
-                created: false,
-            });
+            return Ok(Declared { queue: q, message_count, consumer_count, created: false });
         }
         if d.passive {
-            return Err(AmqpError::channel(
-                NOT_FOUND,
-                format!("no {}", self.q_desc(&name)),
-                Some(m),
-            ));
+            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(&name)), Some(m)));
         }
         let mut qs = self.queues.write();
         // Re-check under the write lock: another connection may have won the race.
         if qs.contains_key(&name) {
             drop(qs);
-            return self.declare_queue(
-                &QueueDeclare {
-                    passive: false,
-                    ..d.clone()
-                },
-                name,
-                conn,
-                m,
-            );
+            return self.declare_queue(&QueueDeclare { passive: false, ..d.clone() }, name, conn, m);
         }
         let owner = d.exclusive.then_some(conn);
-        let q = Queue::new(
-            name.clone(),
-            &self.name,
-            d.durable,
-            owner,
-            d.auto_delete,
-            d.arguments.clone(),
-        );
+        let q = Queue::new(name.clone(), &self.name, d.durable, owner, d.auto_delete, d.arguments.clone());
         qs.insert(name, q.clone());
-        Ok(Declared {
-            queue: q,
-            message_count: 0,
-            consumer_count: 0,
-            created: true,
-        })
+        Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
     }
 
     /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
@@ -241,12 +273,7 @@ impl VHost {
                 _ => return 0,
             }
         }
-        let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().values().cloned().collect();
-        for ex in exchanges {
-            if ex.unbind_queue(q) && ex.auto_delete {
-                self.exchanges.write().remove(&ex.name);
-            }
-        }
+        self.unbind_everywhere(&Dest::Queue(q.clone()));
         let (consumers, n) = q.mark_deleted();
         for c in consumers {
             cancel_by_broker(&c);
@@ -283,25 +310,13 @@ impl VHost {
                 return Err(ineq("type", d.kind.to_string(), ex.kind.name().to_string()));
             }
             if ex.durable != d.durable {
-                return Err(ineq(
-                    "durable",
-                    d.durable.to_string(),
-                    ex.durable.to_string(),
-                ));
+                return Err(ineq("durable", d.durable.to_string(), ex.durable.to_string()));
             }
             if ex.auto_delete != d.auto_delete {
-                return Err(ineq(
-                    "auto_delete",
-                    d.auto_delete.to_string(),
-                    ex.auto_delete.to_string(),
-                ));
+                return Err(ineq("auto_delete", d.auto_delete.to_string(), ex.auto_delete.to_string()));
             }
             if ex.internal != d.internal {
-                return Err(ineq(
-                    "internal",
-                    d.internal.to_string(),
-                    ex.internal.to_string(),
-                ));
+                return Err(ineq("internal", d.internal.to_string(), ex.internal.to_string()));
             }
             if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &ex.arguments) {
                 return Err(ineq(&k, got, cur));
@@ -309,40 +324,22 @@ impl VHost {
             return Ok(());
         }
         if d.passive {
-            return Err(AmqpError::channel(
-                NOT_FOUND,
-                format!("no {}", self.ex_desc(name)),
-                Some(m),
-            ));
+            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(name)), Some(m)));
         }
         if name.as_bytes().starts_with(b"amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!(
-                    "{} contains reserved prefix 'amq.*'",
-                    format!("exchange name '{}'", name)
-                ),
+                format!("{} contains reserved prefix 'amq.*'", format!("exchange name '{}'", name)),
                 Some(m),
             ));
         }
         let kind = ExchangeKind::parse(d.kind.as_bytes()).ok_or_else(|| {
             // rabbitmq-compat: RabbitMQ closes the connection with 503 for an unknown type.
-            AmqpError::connection(
-                COMMAND_INVALID,
-                format!("unknown exchange type '{}'", d.kind),
-                Some(m),
-            )
+            AmqpError::connection(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind), Some(m))
         })?;
         let mut exs = self.exchanges.write();
         exs.entry(name.clone()).or_insert_with(|| {
-            Exchange::new(
-                name.clone(),
-                kind,
-                d.durable,
-                d.auto_delete,
-                d.internal,
-                d.arguments.clone(),
-            )
+            Exchange::new(name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone())
         });
         Ok(())
     }
@@ -354,29 +351,86 @@ impl VHost {
                 ACCESS_REFUSED,
                 format!(
                     "operation not permitted on the {}",
-                    if name.is_empty() {
-                        "default exchange".to_string()
-                    } else {
-                        self.ex_desc(name)
-                    }
+                    if name.is_empty() { "default exchange".to_string() } else { self.ex_desc(name) }
                 ),
                 Some(m),
             ));
         }
-        let mut exs = self.exchanges.write();
-        let Some(ex) = exs.get(name) else {
-            // rabbitmq-compat: RabbitMQ 3.x answers delete-ok for a missing exchange.
+        let Some(ex) = self.exchange(name) else {
+            // RabbitMQ 3.x answers delete-ok for a missing exchange.
             return Ok(());
         };
         if if_unused && ex.has_bindings() {
-            return Err(AmqpError::channel(
-                PRECONDITION_FAILED,
-                format!("{} in use", self.ex_desc(name)),
-                Some(m),
-            ));
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", self.ex_desc(name)), Some(m)));
         }
-        exs.remove(name);
+        self.remove_exchange(&ex);
         Ok(())
+    }
+
+    /// Remove `ex`, its bindings as a source, and every binding to it (cascading auto-deletes).
+    fn remove_exchange(&self, ex: &Arc<Exchange>) {
+        {
+            let mut exs = self.exchanges.write();
+            match exs.get(&ex.name) {
+                Some(x) if Arc::ptr_eq(x, ex) => {
+                    exs.remove(&ex.name);
+                }
+                _ => return,
+            }
+        }
+        *ex.bindings.write() = Default::default();
+        self.unbind_everywhere(&Dest::Exchange(ex.clone()));
+    }
+
+    /// Remove every binding leading to `dest`; auto-delete exchanges left without bindings go too.
+    fn unbind_everywhere(&self, dest: &Dest) {
+        let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().values().cloned().collect();
+        for ex in exchanges {
+            if ex.unbind_dest(dest) && ex.auto_delete {
+                self.remove_exchange(&ex);
+            }
+        }
+    }
+
+    /// exchange.bind: route from `source` to `destination` as well.
+    pub fn bind_exchange(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        routing_key: ShortStr,
+        arguments: FieldTable,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let dst = self.bindable_exchange(destination, m)?;
+        let src = self.bindable_exchange(source, m)?;
+        src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
+        Ok(())
+    }
+
+    /// exchange.unbind.
+    pub fn unbind_exchange(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        routing_key: &ShortStr,
+        arguments: &FieldTable,
+        m: &Method,
+    ) -> AmqpResult<()> {
+        let dst = self.bindable_exchange(destination, m)?;
+        let src = self.bindable_exchange(source, m)?;
+        if src.unbind(&Dest::Exchange(dst), routing_key, arguments) && src.auto_delete && !src.has_bindings() {
+            self.remove_exchange(&src);
+        }
+        Ok(())
+    }
+
+    /// The exchange named in a bind/unbind: must exist and not be the default exchange.
+    fn bindable_exchange(&self, exchange: &ShortStr, m: &Method) -> AmqpResult<Arc<Exchange>> {
+        if exchange.is_empty() {
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+        }
+        self.exchange(exchange)
+            .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m)))
     }
 
     /// queue.bind.
@@ -388,21 +442,8 @@ impl VHost {
         arguments: FieldTable,
         m: &Method,
     ) -> AmqpResult<()> {
-        if exchange.is_empty() {
-            return Err(AmqpError::channel(
-                ACCESS_REFUSED,
-                format!("operation not permitted on the default exchange"),
-                Some(m),
-            ));
-        }
-        let ex = self.exchange(exchange).ok_or_else(|| {
-            AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m))
-        })?;
-        ex.bind(Binding {
-            queue: q,
-            routing_key,
-            arguments,
-        });
+        let ex = self.bindable_exchange(exchange, m)?;
+        ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
         Ok(())
     }
 
@@ -415,30 +456,16 @@ impl VHost {
         arguments: &FieldTable,
         m: &Method,
     ) -> AmqpResult<()> {
-        if exchange.is_empty() {
-            return Err(AmqpError::channel(
-                ACCESS_REFUSED,
-                format!("operation not permitted on the default exchange"),
-                Some(m),
-            ));
-        }
-        let ex = self.exchange(exchange).ok_or_else(|| {
-            AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m))
-        })?;
-        if ex.unbind(q, routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
-            self.exchanges.write().remove(exchange);
+        let ex = self.bindable_exchange(exchange, m)?;
+        if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
+            self.remove_exchange(&ex);
         }
         Ok(())
     }
 
     /// Queues owned exclusively by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
-        self.queues
-            .read()
-            .values()
-            .filter(|q| q.exclusive_owner == Some(conn))
-            .cloned()
-            .collect()
+        self.queues.read().values().filter(|q| q.exclusive_owner == Some(conn)).cloned().collect()
     }
 }
 
@@ -447,14 +474,7 @@ impl VHost {
 fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
     for (k, v) in args.iter() {
         let key = k.to_str_lossy();
-        let int = || {
-            v.as_i64().ok_or_else(|| {
-                (
-                    key.to_string(),
-                    format!("{{unacceptable_type,{}}}", type_name(v)),
-                )
-            })
-        };
+        let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
         match key.as_ref() {
             "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
                 if int()? < 0 {
@@ -463,10 +483,7 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
             }
             "x-expires" => {
                 if int()? <= 0 {
-                    return Err((
-                        key.to_string(),
-                        format!("{{value_zero_or_less,{}}}", int()?),
-                    ));
+                    return Err((key.to_string(), format!("{{value_zero_or_less,{}}}", int()?)));
                 }
             }
             "x-max-priority" => {
@@ -475,16 +492,9 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
                     return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
                 }
             }
-            "x-dead-letter-exchange"
-            | "x-dead-letter-routing-key"
-            | "x-queue-mode"
-            | "x-queue-type"
-            | "x-overflow" => {
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-queue-mode" | "x-queue-type" | "x-overflow" => {
                 let Some(b) = v.as_bytes() else {
-                    return Err((
-                        key.to_string(),
-                        format!("{{unacceptable_type,{}}}", type_name(v)),
-                    ));
+                    return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
                 };
                 let ok = match key.as_ref() {
                     "x-overflow" => {
@@ -495,10 +505,7 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
                     _ => true,
                 };
                 if !ok {
-                    return Err((
-                        key.to_string(),
-                        format!("{{unacceptable_value,{}}}", String::from_utf8_lossy(b)),
-                    ));
+                    return Err((key.to_string(), format!("{{unacceptable_value,{}}}", String::from_utf8_lossy(b))));
                 }
             }
             _ => {}
@@ -583,11 +590,8 @@ pub fn cancel_by_broker(c: &Arc<Consumer>) {
         return;
     }
     if ch.cancel_notify {
-        let m = Method::BasicCancel(warren_protocol::method::BasicCancel {
-            consumer_tag: c.tag.clone(),
-            no_wait: true,
-        });
-        ch.out
-            .write(|b| warren_protocol::frame::encode_method(b, ch.id, &m));
+        let m =
+            Method::BasicCancel(warren_protocol::method::BasicCancel { consumer_tag: c.tag.clone(), no_wait: true });
+        ch.out.write(|b| warren_protocol::frame::encode_method(b, ch.id, &m));
     }
 }

@@ -20,31 +20,12 @@ async fn setup(b: &TestBroker, prefix: &str) -> (Raw, String) {
 }
 
 async fn get(r: &mut Raw, q: &str) -> common::raw::Delivery {
-    let m = r
-        .call(
-            1,
-            BasicGet {
-                queue: s(q),
-                ..Default::default()
-            },
-        )
-        .await;
+    let m = r.call(1, BasicGet { queue: s(q), ..Default::default() }).await;
     r.content_after(m).await
 }
 
 async fn consume(r: &mut Raw, q: &str, tag: &str, no_ack: bool) -> String {
-    match r
-        .call(
-            1,
-            BasicConsume {
-                queue: s(q),
-                consumer_tag: s(tag),
-                no_ack,
-                ..Default::default()
-            },
-        )
-        .await
-    {
+    match r.call(1, BasicConsume { queue: s(q), consumer_tag: s(tag), no_ack, ..Default::default() }).await {
         Method::BasicConsumeOk(ok) => ok.consumer_tag.to_string(),
         other => panic!("{other:?}"),
     }
@@ -70,25 +51,13 @@ async fn publish_consume_ack_with_properties_passed_through() {
     let tag = consume(&mut r, &q, "", false).await;
     assert!(tag.starts_with("amq.ctag-"));
     let d = r.recv_content().await;
-    let Method::BasicDeliver(ref del) = d.method else {
-        panic!()
-    };
+    let Method::BasicDeliver(ref del) = d.method else { panic!() };
     assert_eq!(del.consumer_tag.to_string(), tag);
     assert_eq!((del.delivery_tag, del.redelivered), (1, false));
     assert_eq!(del.routing_key.to_string(), q);
     assert_eq!(&d.body[..], b"hello");
-    assert_eq!(
-        d.properties, raw_props,
-        "properties must pass through byte for byte"
-    );
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: 1,
-            multiple: false,
-        },
-    )
-    .await;
+    assert_eq!(d.properties, raw_props, "properties must pass through byte for byte");
+    r.send(1, BasicAck { delivery_tag: 1, multiple: false }).await;
     let ok = r.declare(1, &q).await;
     assert_eq!((ok.message_count, ok.consumer_count), (0, 1));
     b.stop().await;
@@ -113,52 +82,15 @@ async fn get_and_get_empty() {
     let (mut r, q) = setup(&b, "get").await;
     r.publish(1, "", &q, b"one").await;
     r.publish(1, "", &q, b"two").await;
-    let m = r
-        .call(
-            1,
-            BasicGet {
-                queue: s(&q),
-                no_ack: false,
-                ..Default::default()
-            },
-        )
-        .await;
-    let Method::BasicGetOk(ref g) = m else {
-        panic!("{m:?}")
-    };
+    let m = r.call(1, BasicGet { queue: s(&q), no_ack: false, ..Default::default() }).await;
+    let Method::BasicGetOk(ref g) = m else { panic!("{m:?}") };
     assert_eq!(g.message_count, 1);
     let d = r.content_after(m).await;
     assert_eq!(&d.body[..], b"one");
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: d.tag(),
-            multiple: false,
-        },
-    )
-    .await;
-    let m = r
-        .call(
-            1,
-            BasicGet {
-                queue: s(&q),
-                no_ack: true,
-                ..Default::default()
-            },
-        )
-        .await;
+    r.send(1, BasicAck { delivery_tag: d.tag(), multiple: false }).await;
+    let m = r.call(1, BasicGet { queue: s(&q), no_ack: true, ..Default::default() }).await;
     assert_eq!(&r.content_after(m).await.body[..], b"two");
-    assert!(matches!(
-        r.call(
-            1,
-            BasicGet {
-                queue: s(&q),
-                ..Default::default()
-            }
-        )
-        .await,
-        Method::BasicGetEmpty(_)
-    ));
+    assert!(matches!(r.call(1, BasicGet { queue: s(&q), ..Default::default() }).await, Method::BasicGetEmpty(_)));
     b.stop().await;
 }
 
@@ -166,30 +98,18 @@ async fn get_and_get_empty() {
 async fn direct_exchange_routing_and_mandatory_return() {
     let b = TestBroker::start().await;
     let (mut r, q) = setup(&b, "direct").await;
-    r.call(
-        1,
-        QueueBind {
-            queue: s(&q),
-            exchange: "amq.direct".into(),
-            routing_key: "k".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    r.publish_full(1, "amq.direct", "nowhere", b"lost", &[0, 0], true)
+    r.call(1, QueueBind { queue: s(&q), exchange: "amq.direct".into(), routing_key: "k".into(), ..Default::default() })
         .await;
+    r.publish_full(1, "amq.direct", "nowhere", b"lost", &[0, 0], true).await;
     let d = r.recv_content().await;
-    let Method::BasicReturn(ret) = &d.method else {
-        panic!("{:?}", d.method)
-    };
+    let Method::BasicReturn(ret) = &d.method else { panic!("{:?}", d.method) };
     assert_eq!(ret.reply_code, NO_ROUTE);
     assert_eq!(ret.reply_text.to_string(), "NO_ROUTE");
     assert_eq!(ret.routing_key.to_string(), "nowhere");
     assert_eq!(&d.body[..], b"lost");
     // Not mandatory: silently dropped. Routed: enqueued.
     r.publish(1, "amq.direct", "nowhere", b"dropped").await;
-    r.publish_full(1, "amq.direct", "k", b"kept", &[0, 0], true)
-        .await;
+    r.publish_full(1, "amq.direct", "k", b"kept", &[0, 0], true).await;
     let got = r.barrier(1, &q).await;
     assert!(got.is_empty());
     assert_eq!(r.declare(1, &q).await.message_count, 1);
@@ -203,21 +123,10 @@ async fn publish_to_missing_exchange_is_404_and_immediate_is_540() {
     r.publish(1, "no-such-exchange", "k", b"x").await;
     let c = r.expect_channel_close(1).await;
     assert_eq!(c.reply_code, NOT_FOUND);
-    assert_eq!(
-        c.reply_text.to_string(),
-        "NOT_FOUND - no exchange 'no-such-exchange' in vhost '/'"
-    );
+    assert_eq!(c.reply_text.to_string(), "NOT_FOUND - no exchange 'no-such-exchange' in vhost '/'");
     assert_eq!((c.class_id, c.method_id), (60, 40));
     r.open_channel(1).await;
-    r.send(
-        1,
-        BasicPublish {
-            routing_key: "k".into(),
-            immediate: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    r.send(1, BasicPublish { routing_key: "k".into(), immediate: true, ..Default::default() }).await;
     let c = r.expect_connection_close().await;
     assert_eq!(c.reply_code, NOT_IMPLEMENTED);
     b.stop().await;
@@ -230,75 +139,32 @@ async fn prefetch_per_consumer_and_per_channel() {
     for i in 0..10u8 {
         r.publish(1, "", &q, &[i]).await;
     }
-    r.call(
-        1,
-        BasicQos {
-            prefetch_count: 3,
-            ..Default::default()
-        },
-    )
-    .await;
+    r.call(1, BasicQos { prefetch_count: 3, ..Default::default() }).await;
     consume(&mut r, &q, "c1", false).await;
     let got = r.barrier(1, &q).await;
     assert_eq!(got.len(), 3, "only the prefetch count is delivered");
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: 2,
-            multiple: true,
-        },
-    )
-    .await;
+    r.send(1, BasicAck { delivery_tag: 2, multiple: true }).await;
     let got2 = r.barrier(1, &q).await;
     assert_eq!(got2.len(), 2, "acking two frees two slots");
-    assert_eq!(
-        got2.iter().map(|d| d.body[0]).collect::<Vec<_>>(),
-        vec![3, 4]
-    );
+    assert_eq!(got2.iter().map(|d| d.body[0]).collect::<Vec<_>>(), vec![3, 4]);
     // global=true: a limit shared by all consumers of the channel (RabbitMQ's meaning).
     let (mut r2, q2) = setup(&b, "qos-global").await;
     for i in 0..10u8 {
         r2.publish(1, "", &q2, &[i]).await;
     }
-    r2.call(
-        1,
-        BasicQos {
-            prefetch_count: 4,
-            global: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    r2.call(1, BasicQos { prefetch_count: 4, global: true, ..Default::default() }).await;
     let mut got = Vec::new();
     for tag in ["a", "b"] {
-        let (ok, d) = r2
-            .sync_collect(
-                1,
-                BasicConsume {
-                    queue: s(&q2),
-                    consumer_tag: s(tag),
-                    ..Default::default()
-                },
-            )
-            .await;
+        let (ok, d) =
+            r2.sync_collect(1, BasicConsume { queue: s(&q2), consumer_tag: s(tag), ..Default::default() }).await;
         assert!(matches!(ok, Method::BasicConsumeOk(_)));
         got.extend(d);
     }
     got.extend(r2.barrier(1, &q2).await);
     assert_eq!(got.len(), 4, "the channel-wide limit covers both consumers");
     // prefetch_size is not supported, as in RabbitMQ.
-    r2.send(
-        1,
-        BasicQos {
-            prefetch_size: 10,
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(
-        r2.expect_connection_close().await.reply_code,
-        NOT_IMPLEMENTED
-    );
+    r2.send(1, BasicQos { prefetch_size: 10, ..Default::default() }).await;
+    assert_eq!(r2.expect_connection_close().await.reply_code, NOT_IMPLEMENTED);
     b.stop().await;
 }
 
@@ -333,47 +199,18 @@ async fn nack_reject_requeue_and_drop() {
     let d0 = get(&mut r, &q).await;
     let d1 = get(&mut r, &q).await;
     // nack multiple with requeue: both back, in order, redelivered.
-    r.send(
-        1,
-        BasicNack {
-            delivery_tag: d1.tag(),
-            multiple: true,
-            requeue: true,
-        },
-    )
-    .await;
+    r.send(1, BasicNack { delivery_tag: d1.tag(), multiple: true, requeue: true }).await;
     let a = get(&mut r, &q).await;
     assert_eq!((a.body[0], a.redelivered()), (0, true));
     let _ = d0;
     // reject without requeue: dropped.
-    r.send(
-        1,
-        BasicReject {
-            delivery_tag: a.tag(),
-            requeue: false,
-        },
-    )
-    .await;
+    r.send(1, BasicReject { delivery_tag: a.tag(), requeue: false }).await;
     let bb = get(&mut r, &q).await;
     assert_eq!((bb.body[0], bb.redelivered()), (1, true));
-    r.send(
-        1,
-        BasicReject {
-            delivery_tag: bb.tag(),
-            requeue: true,
-        },
-    )
-    .await;
+    r.send(1, BasicReject { delivery_tag: bb.tag(), requeue: true }).await;
     let again = get(&mut r, &q).await;
     assert_eq!(again.body[0], 1);
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: again.tag(),
-            multiple: false,
-        },
-    )
-    .await;
+    r.send(1, BasicAck { delivery_tag: again.tag(), multiple: false }).await;
     assert_eq!(r.declare(1, &q).await.message_count, 2);
     b.stop().await;
 }
@@ -383,52 +220,17 @@ async fn unknown_delivery_tag_is_406() {
     let b = TestBroker::start().await;
     let (mut r, q) = setup(&b, "tag").await;
     r.publish(1, "", &q, b"x").await;
-    let m = r
-        .call(
-            1,
-            BasicGet {
-                queue: s(&q),
-                ..Default::default()
-            },
-        )
-        .await;
+    let m = r.call(1, BasicGet { queue: s(&q), ..Default::default() }).await;
     let d = r.content_after(m).await;
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: d.tag(),
-            multiple: false,
-        },
-    )
-    .await;
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: d.tag(),
-            multiple: false,
-        },
-    )
-    .await; // double ack
+    r.send(1, BasicAck { delivery_tag: d.tag(), multiple: false }).await;
+    r.send(1, BasicAck { delivery_tag: d.tag(), multiple: false }).await; // double ack
     let c = r.expect_channel_close(1).await;
     assert_eq!(c.reply_code, PRECONDITION_FAILED);
-    assert_eq!(
-        c.reply_text.to_string(),
-        format!("PRECONDITION_FAILED - unknown delivery tag {}", d.tag())
-    );
+    assert_eq!(c.reply_text.to_string(), format!("PRECONDITION_FAILED - unknown delivery tag {}", d.tag()));
     assert_eq!((c.class_id, c.method_id), (60, 80));
     r.open_channel(1).await;
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: 99,
-            multiple: true,
-        },
-    )
-    .await;
-    assert_eq!(
-        r.expect_channel_close(1).await.reply_code,
-        PRECONDITION_FAILED
-    );
+    r.send(1, BasicAck { delivery_tag: 99, multiple: true }).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
     b.stop().await;
 }
 
@@ -443,38 +245,16 @@ async fn unacked_requeued_in_order_when_channel_or_connection_closes() {
     let got = r.barrier(1, &q).await;
     assert_eq!(got.len(), 5);
     // Ack the middle one; close the channel with the rest unacked.
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: got[2].tag(),
-            multiple: false,
-        },
-    )
-    .await;
-    assert!(matches!(
-        r.call(1, ChannelClose::default()).await,
-        Method::ChannelCloseOk(_)
-    ));
+    r.send(1, BasicAck { delivery_tag: got[2].tag(), multiple: false }).await;
+    assert!(matches!(r.call(1, ChannelClose::default()).await, Method::ChannelCloseOk(_)));
     r.open_channel(2).await;
-    let m = r
-        .call(
-            2,
-            BasicConsume {
-                queue: s(&q),
-                consumer_tag: "c2".into(),
-                ..Default::default()
-            },
-        )
-        .await;
+    let m = r.call(2, BasicConsume { queue: s(&q), consumer_tag: "c2".into(), ..Default::default() }).await;
     assert!(matches!(m, Method::BasicConsumeOk(_)));
     let mut again = Vec::new();
     for _ in 0..4 {
         again.push(r.recv_content().await);
     }
-    assert_eq!(
-        again.iter().map(|d| d.body[0]).collect::<Vec<_>>(),
-        vec![0, 1, 3, 4]
-    );
+    assert_eq!(again.iter().map(|d| d.body[0]).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
     assert!(again.iter().all(|d| d.redelivered()));
     // Now drop the whole connection without acking: all four go back.
     drop(r);
@@ -486,10 +266,7 @@ async fn unacked_requeued_in_order_when_channel_or_connection_closes() {
         if ok.message_count == 4 && ok.consumer_count == 0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "unacked messages not requeued: {ok:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "unacked messages not requeued: {ok:?}");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     b.stop().await;
@@ -512,11 +289,7 @@ async fn recover_redelivers_unacked() {
     again.extend(r.barrier(1, &q).await);
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|d| d.redelivered()));
-    assert_eq!(
-        (again[0].tag(), again[1].tag()),
-        (3, 4),
-        "redeliveries get new tags"
-    );
+    assert_eq!((again[0].tag(), again[1].tag()), (3, 4), "redeliveries get new tags");
     b.stop().await;
 }
 
@@ -524,38 +297,13 @@ async fn recover_redelivers_unacked() {
 async fn exclusive_consumer_and_reused_tag() {
     let b = TestBroker::start().await;
     let (mut r, q) = setup(&b, "exclusive-consumer").await;
-    r.call(
-        1,
-        BasicConsume {
-            queue: s(&q),
-            consumer_tag: "only".into(),
-            exclusive: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    r.call(1, BasicConsume { queue: s(&q), consumer_tag: "only".into(), exclusive: true, ..Default::default() }).await;
     r.open_channel(2).await;
-    r.send(
-        2,
-        BasicConsume {
-            queue: s(&q),
-            consumer_tag: "second".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    r.send(2, BasicConsume { queue: s(&q), consumer_tag: "second".into(), ..Default::default() }).await;
     let c = r.expect_channel_close(2).await;
     assert_eq!(c.reply_code, ACCESS_REFUSED);
     assert!(c.reply_text.to_string().ends_with("in exclusive use"));
-    r.send(
-        1,
-        BasicConsume {
-            queue: s(&q),
-            consumer_tag: "only".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    r.send(1, BasicConsume { queue: s(&q), consumer_tag: "only".into(), ..Default::default() }).await;
     assert_eq!(r.expect_connection_close().await.reply_code, NOT_ALLOWED);
     b.stop().await;
 }
@@ -568,27 +316,13 @@ async fn cancel_stops_deliveries_and_keeps_unacked() {
     consume(&mut r, &q, "c", false).await;
     let d = r.recv_content().await;
     assert!(matches!(
-        r.call(
-            1,
-            BasicCancel {
-                consumer_tag: "c".into(),
-                no_wait: false
-            }
-        )
-        .await,
+        r.call(1, BasicCancel { consumer_tag: "c".into(), no_wait: false }).await,
         Method::BasicCancelOk(_)
     ));
     r.publish(1, "", &q, b"2").await;
     assert!(r.barrier(1, &q).await.is_empty());
     // The unacked delivery can still be acked after cancel.
-    r.send(
-        1,
-        BasicAck {
-            delivery_tag: d.tag(),
-            multiple: false,
-        },
-    )
-    .await;
+    r.send(1, BasicAck { delivery_tag: d.tag(), multiple: false }).await;
     assert_eq!(r.declare(1, &q).await.message_count, 1);
     b.stop().await;
 }
@@ -616,22 +350,15 @@ async fn channel_flow_pauses_consumers() {
 async fn publisher_confirms_ack_after_enqueue_and_return_first() {
     let b = TestBroker::start().await;
     let (mut r, q) = setup(&b, "confirms").await;
-    assert!(matches!(
-        r.call(1, ConfirmSelect { no_wait: false }).await,
-        Method::ConfirmSelectOk(_)
-    ));
+    assert!(matches!(r.call(1, ConfirmSelect { no_wait: false }).await, Method::ConfirmSelectOk(_)));
     r.publish(1, "", &q, b"1").await;
     match r.recv_method().await.1 {
         Method::BasicAck(a) => assert_eq!(a.delivery_tag, 1),
         other => panic!("{other:?}"),
     }
-    r.publish_full(1, "", "no-such-queue", b"2", &[0, 0], true)
-        .await;
+    r.publish_full(1, "", "no-such-queue", b"2", &[0, 0], true).await;
     let d = r.recv_content().await;
-    assert!(
-        matches!(d.method, Method::BasicReturn(_)),
-        "return before the confirm"
-    );
+    assert!(matches!(d.method, Method::BasicReturn(_)), "return before the confirm");
     match r.recv_method().await.1 {
         Method::BasicAck(a) => assert_eq!(a.delivery_tag, 2),
         other => panic!("{other:?}"),
@@ -653,10 +380,7 @@ async fn many_channels_on_one_connection() {
     }
     assert_eq!(r.declare(100, &q).await.message_count, 100);
     for ch in 1..=100u16 {
-        assert!(matches!(
-            r.call(ch, ChannelClose::default()).await,
-            Method::ChannelCloseOk(_)
-        ));
+        assert!(matches!(r.call(ch, ChannelClose::default()).await, Method::ChannelCloseOk(_)));
     }
     b.stop().await;
 }

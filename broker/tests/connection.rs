@@ -15,14 +15,9 @@ async fn server_properties_and_capabilities_match_rabbitmq() {
     let b = TestBroker::start().await;
     let r = b.raw().await;
     for k in ["product", "version", "platform", "copyright", "information"] {
-        assert!(
-            matches!(r.server_properties.get(k), Some(FieldValue::LongStr(_))),
-            "missing {k}"
-        );
+        assert!(matches!(r.server_properties.get(k), Some(FieldValue::LongStr(_))), "missing {k}");
     }
-    let Some(FieldValue::Table(caps)) = r.server_properties.get("capabilities") else {
-        panic!("no capabilities")
-    };
+    let Some(FieldValue::Table(caps)) = r.server_properties.get("capabilities") else { panic!("no capabilities") };
     for c in [
         "publisher_confirms",
         "exchange_exchange_bindings",
@@ -49,19 +44,13 @@ async fn wrong_protocol_header_gets_ours_back_and_socket_closed() {
     let mut s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
     s.write_all(b"AMQP\x01\x01\x00\x0a").await.unwrap();
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.unwrap().unwrap();
     assert_eq!(got, PROTOCOL_HEADER);
     // HTTP on the AMQP port is refused the same way.
     let mut s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.unwrap().unwrap();
     assert_eq!(got, PROTOCOL_HEADER);
     b.stop().await;
 }
@@ -69,34 +58,15 @@ async fn wrong_protocol_header_gets_ours_back_and_socket_closed() {
 #[tokio::test]
 async fn wrong_password_is_refused_with_403() {
     let b = TestBroker::start().await;
-    let err = Raw::connect_with(
-        b.addr,
-        Options {
-            pass: "nope",
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+    let err = Raw::connect_with(b.addr, Options { pass: "nope", ..Default::default() }).await.err().expect("refused");
     let close = err.expect("connection.close because authentication_failure_close was advertised");
     assert_eq!(close.reply_code, ACCESS_REFUSED);
-    assert!(close
-        .reply_text
-        .to_string()
-        .starts_with("ACCESS_REFUSED - Login was refused"));
+    assert!(close.reply_text.to_string().starts_with("ACCESS_REFUSED - Login was refused"));
     // Without the capability the socket just closes.
-    let err = Raw::connect_with(
-        b.addr,
-        Options {
-            pass: "nope",
-            capabilities: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+    let err = Raw::connect_with(b.addr, Options { pass: "nope", capabilities: false, ..Default::default() })
+        .await
+        .err()
+        .expect("refused");
     assert!(err.is_none());
     b.stop().await;
 }
@@ -107,9 +77,7 @@ async fn amqplain_mechanism_is_accepted() {
     let mut r = Raw::tcp(b.addr).await;
     r.send_bytes(PROTOCOL_HEADER).await;
     let (_, m) = r.recv_method().await;
-    let Method::ConnectionStart(s) = m else {
-        panic!()
-    };
+    let Method::ConnectionStart(s) = m else { panic!() };
     assert_eq!(s.mechanisms.as_bytes(), b"PLAIN AMQPLAIN");
     let mut t = warren_protocol::FieldTable::new();
     t.insert("LOGIN", FieldValue::LongStr("guest".into()));
@@ -134,17 +102,7 @@ async fn amqplain_mechanism_is_accepted() {
 #[tokio::test]
 async fn unknown_vhost_is_530() {
     let b = TestBroker::start().await;
-    let err = Raw::connect_with(
-        b.addr,
-        Options {
-            vhost: "nope",
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .unwrap()
-    .unwrap();
+    let err = Raw::connect_with(b.addr, Options { vhost: "nope", ..Default::default() }).await.err().unwrap().unwrap();
     assert_eq!(err.reply_code, NOT_ALLOWED);
     assert!(err.reply_text.to_string().contains("vhost nope not found"));
     b.stop().await;
@@ -153,30 +111,12 @@ async fn unknown_vhost_is_530() {
 #[tokio::test]
 async fn client_frame_max_4096_is_honoured_both_ways() {
     let b = TestBroker::start().await;
-    let mut r = Raw::connect_with(
-        b.addr,
-        Options {
-            frame_max: 4096,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut r = Raw::connect_with(b.addr, Options { frame_max: 4096, ..Default::default() }).await.unwrap();
     r.open_channel(1).await;
     r.declare(1, "fm").await;
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     r.publish(1, "", "fm", &body).await; // sent as 4088-byte body frames
-    let d = match r
-        .call(
-            1,
-            BasicGet {
-                queue: "fm".into(),
-                no_ack: true,
-                ..Default::default()
-            },
-        )
-        .await
-    {
+    let d = match r.call(1, BasicGet { queue: "fm".into(), no_ack: true, ..Default::default() }).await {
         m @ Method::BasicGetOk(_) => r.content_after(m).await, // asserts each frame <= 4096
         other => panic!("{other:?}"),
     };
@@ -193,15 +133,7 @@ async fn client_frame_max_4096_is_honoured_both_ways() {
 #[tokio::test]
 async fn server_sends_heartbeats_and_drops_a_silent_peer() {
     let b = TestBroker::start().await;
-    let mut r = Raw::connect_with(
-        b.addr,
-        Options {
-            heartbeat: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut r = Raw::connect_with(b.addr, Options { heartbeat: 1, ..Default::default() }).await.unwrap();
     // The server heartbeats an idle connection (every half interval).
     let f = r.try_recv_any().await.expect("a heartbeat");
     assert_eq!(f.kind, warren_protocol::FrameType::Heartbeat);
@@ -213,15 +145,7 @@ async fn server_sends_heartbeats_and_drops_a_silent_peer() {
 #[tokio::test]
 async fn a_client_that_heartbeats_stays_connected() {
     let b = TestBroker::start().await;
-    let mut r = Raw::connect_with(
-        b.addr,
-        Options {
-            heartbeat: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut r = Raw::connect_with(b.addr, Options { heartbeat: 1, ..Default::default() }).await.unwrap();
     r.open_channel(1).await;
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_millis(3500) {
@@ -238,10 +162,7 @@ async fn a_client_that_heartbeats_stays_connected() {
 
 #[tokio::test]
 async fn handshake_timeout_closes_idle_sockets() {
-    let cfg = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..Config::loopback(0)
-    };
+    let cfg = Config { handshake_timeout: Duration::from_millis(300), ..Config::loopback(0) };
     let b = TestBroker::with_config(cfg).await;
     let mut r = Raw::tcp(b.addr).await;
     r.expect_eof().await;
@@ -253,17 +174,8 @@ async fn client_close_gets_close_ok() {
     let b = TestBroker::start().await;
     let mut r = b.raw().await;
     r.open_channel(1).await;
-    let reply = r
-        .call(
-            0,
-            ConnectionClose {
-                reply_code: 200,
-                reply_text: "bye".into(),
-                class_id: 0,
-                method_id: 0,
-            },
-        )
-        .await;
+    let reply =
+        r.call(0, ConnectionClose { reply_code: 200, reply_text: "bye".into(), class_id: 0, method_id: 0 }).await;
     assert!(matches!(reply, Method::ConnectionCloseOk(_)));
     r.expect_eof().await;
     b.stop().await;
@@ -284,14 +196,7 @@ async fn shutdown_closes_connections_with_320() {
 async fn method_on_unopened_channel_is_504() {
     let b = TestBroker::start().await;
     let mut r = b.raw().await;
-    r.send(
-        3,
-        QueueDeclare {
-            queue: "x".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    r.send(3, QueueDeclare { queue: "x".into(), ..Default::default() }).await;
     let c = r.expect_connection_close().await;
     assert_eq!(c.reply_code, CHANNEL_ERROR);
     assert_eq!((c.class_id, c.method_id), (50, 10));
@@ -317,51 +222,21 @@ async fn content_out_of_order_is_505() {
     let mut f = bytes::BytesMut::new();
     warren_protocol::fast::header(&mut f, 1, 3, &[0, 0]);
     r.send_bytes(&f).await;
-    assert_eq!(
-        r.expect_connection_close().await.reply_code,
-        UNEXPECTED_FRAME
-    );
+    assert_eq!(r.expect_connection_close().await.reply_code, UNEXPECTED_FRAME);
     // A method where the content header should be.
     let mut r = b.raw().await;
     r.open_channel(1).await;
-    r.send(
-        1,
-        BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    r.send(
-        1,
-        QueueDeclare {
-            queue: "x".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(
-        r.expect_connection_close().await.reply_code,
-        UNEXPECTED_FRAME
-    );
+    r.send(1, BasicPublish { routing_key: "q".into(), ..Default::default() }).await;
+    r.send(1, QueueDeclare { queue: "x".into(), ..Default::default() }).await;
+    assert_eq!(r.expect_connection_close().await.reply_code, UNEXPECTED_FRAME);
     // A body frame before the header.
     let mut r = b.raw().await;
     r.open_channel(1).await;
-    r.send(
-        1,
-        BasicPublish {
-            routing_key: "q".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    r.send(1, BasicPublish { routing_key: "q".into(), ..Default::default() }).await;
     let mut f = bytes::BytesMut::new();
     warren_protocol::frame::encode_raw(&mut f, warren_protocol::FrameType::Body, 1, b"abc");
     r.send_bytes(&f).await;
-    assert_eq!(
-        r.expect_connection_close().await.reply_code,
-        UNEXPECTED_FRAME
-    );
+    assert_eq!(r.expect_connection_close().await.reply_code, UNEXPECTED_FRAME);
     b.stop().await;
 }
 
@@ -385,28 +260,15 @@ async fn garbage_frames_close_only_their_connection() {
     let mut bad = b.raw().await;
     bad.open_channel(1).await;
     let mut f = bytes::BytesMut::new();
-    warren_protocol::frame::encode_raw(
-        &mut f,
-        warren_protocol::FrameType::Method,
-        1,
-        &[0, 50, 0, 10, 0],
-    );
+    warren_protocol::frame::encode_raw(&mut f, warren_protocol::FrameType::Method, 1, &[0, 50, 0, 10, 0]);
     bad.send_bytes(&f).await;
     assert_eq!(bad.expect_connection_close().await.reply_code, SYNTAX_ERROR);
     // Unknown method: 540.
     let mut bad = b.raw().await;
     let mut f = bytes::BytesMut::new();
-    warren_protocol::frame::encode_raw(
-        &mut f,
-        warren_protocol::FrameType::Method,
-        1,
-        &[0, 99, 0, 99],
-    );
+    warren_protocol::frame::encode_raw(&mut f, warren_protocol::FrameType::Method, 1, &[0, 99, 0, 99]);
     bad.send_bytes(&f).await;
-    assert_eq!(
-        bad.expect_connection_close().await.reply_code,
-        NOT_IMPLEMENTED
-    );
+    assert_eq!(bad.expect_connection_close().await.reply_code, NOT_IMPLEMENTED);
     // The well-behaved connection is untouched.
     good.publish(1, "", "survivor", b"ok").await;
     assert_eq!(good.declare(1, "survivor").await.message_count, 1);

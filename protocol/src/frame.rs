@@ -57,10 +57,7 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
     let total = size as u64 + FRAME_OVERHEAD as u64;
     if frame_max != 0 && total > frame_max as u64 {
-        return Err(FrameError::TooLarge {
-            size: total.min(u32::MAX as u64) as u32,
-            max: frame_max,
-        });
+        return Err(FrameError::TooLarge { size: total.min(u32::MAX as u64) as u32, max: frame_max });
     }
     let total = total as usize;
     if buf.len() < total {
@@ -76,11 +73,7 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
     let mut frame = buf.split_to(total);
     let _ = frame.split_to(FRAME_HEADER_SIZE);
     frame.truncate(size as usize);
-    Ok(Some(Frame {
-        kind,
-        channel,
-        payload: frame.freeze(),
-    }))
+    Ok(Some(Frame { kind, channel, payload: frame.freeze() }))
 }
 
 /// Start a frame in `out`; returns the offset to pass to [`finish`].

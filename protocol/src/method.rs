@@ -1152,11 +1152,7 @@ impl Method {
                 let prefetch_count = r.u16()?;
                 let bits = r.u8()?;
                 let global = bits & 1 != 0;
-                Method::BasicQos(BasicQos {
-                    prefetch_size,
-                    prefetch_count,
-                    global,
-                })
+                Method::BasicQos(BasicQos { prefetch_size, prefetch_count, global })
             }
             (60, 11) => Method::BasicQosOk(BasicQosOk),
             (60, 20) => {
@@ -1188,10 +1184,7 @@ impl Method {
                 let consumer_tag = r.shortstr()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
-                Method::BasicCancel(BasicCancel {
-                    consumer_tag,
-                    no_wait,
-                })
+                Method::BasicCancel(BasicCancel { consumer_tag, no_wait })
             }
             (60, 31) => {
                 let consumer_tag = r.shortstr()?;
@@ -1204,25 +1197,14 @@ impl Method {
                 let bits = r.u8()?;
                 let mandatory = bits & 1 != 0;
                 let immediate = bits & 2 != 0;
-                Method::BasicPublish(BasicPublish {
-                    ticket,
-                    exchange,
-                    routing_key,
-                    mandatory,
-                    immediate,
-                })
+                Method::BasicPublish(BasicPublish { ticket, exchange, routing_key, mandatory, immediate })
             }
             (60, 50) => {
                 let reply_code = r.u16()?;
                 let reply_text = r.shortstr()?;
                 let exchange = r.shortstr()?;
                 let routing_key = r.shortstr()?;
-                Method::BasicReturn(BasicReturn {
-                    reply_code,
-                    reply_text,
-                    exchange,
-                    routing_key,
-                })
+                Method::BasicReturn(BasicReturn { reply_code, reply_text, exchange, routing_key })
             }
             (60, 60) => {
                 let consumer_tag = r.shortstr()?;
@@ -1231,24 +1213,14 @@ impl Method {
                 let redelivered = bits & 1 != 0;
                 let exchange = r.shortstr()?;
                 let routing_key = r.shortstr()?;
-                Method::BasicDeliver(BasicDeliver {
-                    consumer_tag,
-                    delivery_tag,
-                    redelivered,
-                    exchange,
-                    routing_key,
-                })
+                Method::BasicDeliver(BasicDeliver { consumer_tag, delivery_tag, redelivered, exchange, routing_key })
             }
             (60, 70) => {
                 let ticket = r.u16()?;
                 let queue = r.shortstr()?;
                 let bits = r.u8()?;
                 let no_ack = bits & 1 != 0;
-                Method::BasicGet(BasicGet {
-                    ticket,
-                    queue,
-                    no_ack,
-                })
+                Method::BasicGet(BasicGet { ticket, queue, no_ack })
             }
             (60, 71) => {
                 let delivery_tag = r.u64()?;
@@ -1257,13 +1229,7 @@ impl Method {
                 let exchange = r.shortstr()?;
                 let routing_key = r.shortstr()?;
                 let message_count = r.u32()?;
-                Method::BasicGetOk(BasicGetOk {
-                    delivery_tag,
-                    redelivered,
-                    exchange,
-                    routing_key,
-                    message_count,
-                })
+                Method::BasicGetOk(BasicGetOk { delivery_tag, redelivered, exchange, routing_key, message_count })
             }
             (60, 72) => {
                 let cluster_id = r.shortstr()?;
@@ -1273,19 +1239,13 @@ impl Method {
                 let delivery_tag = r.u64()?;
                 let bits = r.u8()?;
                 let multiple = bits & 1 != 0;
-                Method::BasicAck(BasicAck {
-                    delivery_tag,
-                    multiple,
-                })
+                Method::BasicAck(BasicAck { delivery_tag, multiple })
             }
             (60, 90) => {
                 let delivery_tag = r.u64()?;
                 let bits = r.u8()?;
                 let requeue = bits & 1 != 0;
-                Method::BasicReject(BasicReject {
-                    delivery_tag,
-                    requeue,
-                })
+                Method::BasicReject(BasicReject { delivery_tag, requeue })
             }
             (60, 100) => {
                 let bits = r.u8()?;
@@ -1303,11 +1263,7 @@ impl Method {
                 let bits = r.u8()?;
                 let multiple = bits & 1 != 0;
                 let requeue = bits & 2 != 0;
-                Method::BasicNack(BasicNack {
-                    delivery_tag,
-                    multiple,
-                    requeue,
-                })
+                Method::BasicNack(BasicNack { delivery_tag, multiple, requeue })
             }
             (10, 10) => {
                 let version_major = r.u8()?;
@@ -1328,12 +1284,7 @@ impl Method {
                 let mechanism = r.shortstr()?;
                 let response = r.longstr()?;
                 let locale = r.shortstr()?;
-                Method::ConnectionStartOk(ConnectionStartOk {
-                    client_properties,
-                    mechanism,
-                    response,
-                    locale,
-                })
+                Method::ConnectionStartOk(ConnectionStartOk { client_properties, mechanism, response, locale })
             }
             (10, 20) => {
                 let challenge = r.longstr()?;
@@ -1347,32 +1298,20 @@ impl Method {
                 let channel_max = r.u16()?;
                 let frame_max = r.u32()?;
                 let heartbeat = r.u16()?;
-                Method::ConnectionTune(ConnectionTune {
-                    channel_max,
-                    frame_max,
-                    heartbeat,
-                })
+                Method::ConnectionTune(ConnectionTune { channel_max, frame_max, heartbeat })
             }
             (10, 31) => {
                 let channel_max = r.u16()?;
                 let frame_max = r.u32()?;
                 let heartbeat = r.u16()?;
-                Method::ConnectionTuneOk(ConnectionTuneOk {
-                    channel_max,
-                    frame_max,
-                    heartbeat,
-                })
+                Method::ConnectionTuneOk(ConnectionTuneOk { channel_max, frame_max, heartbeat })
             }
             (10, 40) => {
                 let virtual_host = r.shortstr()?;
                 let capabilities = r.shortstr()?;
                 let bits = r.u8()?;
                 let insist = bits & 1 != 0;
-                Method::ConnectionOpen(ConnectionOpen {
-                    virtual_host,
-                    capabilities,
-                    insist,
-                })
+                Method::ConnectionOpen(ConnectionOpen { virtual_host, capabilities, insist })
             }
             (10, 41) => {
                 let known_hosts = r.shortstr()?;
@@ -1383,12 +1322,7 @@ impl Method {
                 let reply_text = r.shortstr()?;
                 let class_id = r.u16()?;
                 let method_id = r.u16()?;
-                Method::ConnectionClose(ConnectionClose {
-                    reply_code,
-                    reply_text,
-                    class_id,
-                    method_id,
-                })
+                Method::ConnectionClose(ConnectionClose { reply_code, reply_text, class_id, method_id })
             }
             (10, 51) => Method::ConnectionCloseOk(ConnectionCloseOk),
             (10, 60) => {
@@ -1425,12 +1359,7 @@ impl Method {
                 let reply_text = r.shortstr()?;
                 let class_id = r.u16()?;
                 let method_id = r.u16()?;
-                Method::ChannelClose(ChannelClose {
-                    reply_code,
-                    reply_text,
-                    class_id,
-                    method_id,
-                })
+                Method::ChannelClose(ChannelClose { reply_code, reply_text, class_id, method_id })
             }
             (20, 41) => Method::ChannelCloseOk(ChannelCloseOk),
             (30, 10) => {
@@ -1441,14 +1370,7 @@ impl Method {
                 let active = bits & 4 != 0;
                 let write = bits & 8 != 0;
                 let read = bits & 16 != 0;
-                Method::AccessRequest(AccessRequest {
-                    realm,
-                    exclusive,
-                    passive,
-                    active,
-                    write,
-                    read,
-                })
+                Method::AccessRequest(AccessRequest { realm, exclusive, passive, active, write, read })
             }
             (30, 11) => {
                 let ticket = r.u16()?;
@@ -1484,12 +1406,7 @@ impl Method {
                 let bits = r.u8()?;
                 let if_unused = bits & 1 != 0;
                 let no_wait = bits & 2 != 0;
-                Method::ExchangeDelete(ExchangeDelete {
-                    ticket,
-                    exchange,
-                    if_unused,
-                    no_wait,
-                })
+                Method::ExchangeDelete(ExchangeDelete { ticket, exchange, if_unused, no_wait })
             }
             (40, 21) => Method::ExchangeDeleteOk(ExchangeDeleteOk),
             (40, 30) => {
@@ -1500,14 +1417,7 @@ impl Method {
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 let arguments = r.table()?;
-                Method::ExchangeBind(ExchangeBind {
-                    ticket,
-                    destination,
-                    source,
-                    routing_key,
-                    no_wait,
-                    arguments,
-                })
+                Method::ExchangeBind(ExchangeBind { ticket, destination, source, routing_key, no_wait, arguments })
             }
             (40, 31) => Method::ExchangeBindOk(ExchangeBindOk),
             (40, 40) => {
@@ -1518,14 +1428,7 @@ impl Method {
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 let arguments = r.table()?;
-                Method::ExchangeUnbind(ExchangeUnbind {
-                    ticket,
-                    destination,
-                    source,
-                    routing_key,
-                    no_wait,
-                    arguments,
-                })
+                Method::ExchangeUnbind(ExchangeUnbind { ticket, destination, source, routing_key, no_wait, arguments })
             }
             (40, 51) => Method::ExchangeUnbindOk(ExchangeUnbindOk),
             (50, 10) => {
@@ -1553,11 +1456,7 @@ impl Method {
                 let queue = r.shortstr()?;
                 let message_count = r.u32()?;
                 let consumer_count = r.u32()?;
-                Method::QueueDeclareOk(QueueDeclareOk {
-                    queue,
-                    message_count,
-                    consumer_count,
-                })
+                Method::QueueDeclareOk(QueueDeclareOk { queue, message_count, consumer_count })
             }
             (50, 20) => {
                 let ticket = r.u16()?;
@@ -1567,14 +1466,7 @@ impl Method {
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 let arguments = r.table()?;
-                Method::QueueBind(QueueBind {
-                    ticket,
-                    queue,
-                    exchange,
-                    routing_key,
-                    no_wait,
-                    arguments,
-                })
+                Method::QueueBind(QueueBind { ticket, queue, exchange, routing_key, no_wait, arguments })
             }
             (50, 21) => Method::QueueBindOk(QueueBindOk),
             (50, 30) => {
@@ -1582,11 +1474,7 @@ impl Method {
                 let queue = r.shortstr()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
-                Method::QueuePurge(QueuePurge {
-                    ticket,
-                    queue,
-                    no_wait,
-                })
+                Method::QueuePurge(QueuePurge { ticket, queue, no_wait })
             }
             (50, 31) => {
                 let message_count = r.u32()?;
@@ -1599,13 +1487,7 @@ impl Method {
                 let if_unused = bits & 1 != 0;
                 let if_empty = bits & 2 != 0;
                 let no_wait = bits & 4 != 0;
-                Method::QueueDelete(QueueDelete {
-                    ticket,
-                    queue,
-                    if_unused,
-                    if_empty,
-                    no_wait,
-                })
+                Method::QueueDelete(QueueDelete { ticket, queue, if_unused, if_empty, no_wait })
             }
             (50, 41) => {
                 let message_count = r.u32()?;
@@ -1617,13 +1499,7 @@ impl Method {
                 let exchange = r.shortstr()?;
                 let routing_key = r.shortstr()?;
                 let arguments = r.table()?;
-                Method::QueueUnbind(QueueUnbind {
-                    ticket,
-                    queue,
-                    exchange,
-                    routing_key,
-                    arguments,
-                })
+                Method::QueueUnbind(QueueUnbind { ticket, queue, exchange, routing_key, arguments })
             }
             (50, 51) => Method::QueueUnbindOk(QueueUnbindOk),
             (90, 10) => Method::TxSelect(TxSelect),
@@ -1888,9 +1764,7 @@ impl Method {
             Method::QueueDelete(m) => {
                 out.put_u16(m.ticket);
                 put_shortstr(out, &m.queue);
-                out.put_u8(
-                    (m.if_unused as u8) | ((m.if_empty as u8) << 1) | ((m.no_wait as u8) << 2),
-                );
+                out.put_u8((m.if_unused as u8) | ((m.if_empty as u8) << 1) | ((m.no_wait as u8) << 2));
             }
             Method::QueueDeleteOk(m) => {
                 out.put_u32(m.message_count);
@@ -2131,10 +2005,7 @@ impl Method {
     pub fn has_content(&self) -> bool {
         matches!(
             self,
-            Method::BasicPublish(_)
-                | Method::BasicReturn(_)
-                | Method::BasicDeliver(_)
-                | Method::BasicGetOk(_)
+            Method::BasicPublish(_) | Method::BasicReturn(_) | Method::BasicDeliver(_) | Method::BasicGetOk(_)
         )
     }
     /// True for methods the spec marks synchronous (the peer answers with a `-ok`).

@@ -31,11 +31,7 @@ impl ContentHeader {
         let mut s = [0u8; 8];
         s.copy_from_slice(&payload[4..12]);
         let body_size = u64::from_be_bytes(s);
-        Ok(ContentHeader {
-            class_id,
-            body_size,
-            properties: payload.slice(12..),
-        })
+        Ok(ContentHeader { class_id, body_size, properties: payload.slice(12..) })
     }
 
     /// Encode the header frame payload (class, weight 0, size, raw properties).
@@ -152,11 +148,7 @@ impl BasicProperties {
             }
         };
         set(self.content_type.is_some(), F_CONTENT_TYPE, &mut flags);
-        set(
-            self.content_encoding.is_some(),
-            F_CONTENT_ENCODING,
-            &mut flags,
-        );
+        set(self.content_encoding.is_some(), F_CONTENT_ENCODING, &mut flags);
         set(self.headers.is_some(), F_HEADERS, &mut flags);
         set(self.delivery_mode.is_some(), F_DELIVERY_MODE, &mut flags);
         set(self.priority.is_some(), F_PRIORITY, &mut flags);

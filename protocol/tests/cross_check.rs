@@ -16,8 +16,8 @@ mod common;
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{
-    access as ac, basic as ba, channel as chn, confirm as cf, connection as cn, exchange as ex,
-    queue as qu, tx, AMQPClass,
+    access as ac, basic as ba, channel as chn, confirm as cf, connection as cn, exchange as ex, queue as qu, tx,
+    AMQPClass,
 };
 use amq_protocol::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable as AmqTable, LongString, ShortString,
@@ -58,15 +58,10 @@ fn to_amq_value(v: &FieldValue) -> AMQPValue {
         FieldValue::I64(x) => AMQPValue::LongLongInt(*x),
         FieldValue::F32(x) => AMQPValue::Float(*x),
         FieldValue::F64(x) => AMQPValue::Double(*x),
-        FieldValue::Decimal(scale, value) => AMQPValue::DecimalValue(DecimalValue {
-            scale: *scale,
-            value: *value,
-        }),
+        FieldValue::Decimal(scale, value) => AMQPValue::DecimalValue(DecimalValue { scale: *scale, value: *value }),
         FieldValue::LongStr(s) => AMQPValue::LongString(ls(s)),
         FieldValue::Bytes(s) => AMQPValue::ByteArray(ByteArray::from(s.as_bytes())),
-        FieldValue::Array(a) => AMQPValue::FieldArray(FieldArray::from(
-            a.iter().map(to_amq_value).collect::<Vec<_>>(),
-        )),
+        FieldValue::Array(a) => AMQPValue::FieldArray(FieldArray::from(a.iter().map(to_amq_value).collect::<Vec<_>>())),
         FieldValue::Timestamp(t) => AMQPValue::Timestamp(*t),
         FieldValue::Table(t) => AMQPValue::FieldTable(to_amq_table(t)),
         FieldValue::Void => AMQPValue::Void,
@@ -88,9 +83,7 @@ fn from_amq_value(v: &AMQPValue) -> FieldValue {
         AMQPValue::DecimalValue(d) => FieldValue::Decimal(d.scale, d.value),
         AMQPValue::LongString(s) => FieldValue::LongStr(lr(s)),
         AMQPValue::ByteArray(b) => FieldValue::Bytes(LongStr::from(b.as_slice().to_vec())),
-        AMQPValue::FieldArray(a) => {
-            FieldValue::Array(a.as_slice().iter().map(from_amq_value).collect())
-        }
+        AMQPValue::FieldArray(a) => FieldValue::Array(a.as_slice().iter().map(from_amq_value).collect()),
         AMQPValue::Timestamp(t) => FieldValue::Timestamp(*t),
         AMQPValue::FieldTable(t) => FieldValue::Table(from_amq_table(t)),
         AMQPValue::Void => FieldValue::Void,
@@ -108,12 +101,7 @@ fn to_amq_table(t: &FieldTable) -> AmqTable {
 }
 
 fn from_amq_table(t: &AmqTable) -> FieldTable {
-    FieldTable(
-        t.inner()
-            .iter()
-            .map(|(k, v)| (sr(k), from_amq_value(v)))
-            .collect(),
-    )
+    FieldTable(t.inner().iter().map(|(k, v)| (sr(k), from_amq_value(v))).collect())
 }
 
 fn to_amq_props(p: &BasicProperties) -> ba::AMQPProperties {
@@ -164,10 +152,7 @@ fn from_amq_props(a: &ba::AMQPProperties) -> BasicProperties {
 }
 
 fn normalize_props(p: &BasicProperties) -> BasicProperties {
-    BasicProperties {
-        headers: p.headers.as_ref().map(sort_table),
-        ..p.clone()
-    }
+    BasicProperties { headers: p.headers.as_ref().map(sort_table), ..p.clone() }
 }
 
 // ---- method conversions ---------------------------------------------------------------------
@@ -177,10 +162,9 @@ fn to_amq(m: &Method) -> AMQPClass {
     use AMQPClass as C;
     let t = to_amq_table;
     match m {
-        Method::BasicQos(x) => C::Basic(ba::AMQPMethod::Qos(ba::Qos {
-            prefetch_count: x.prefetch_count,
-            global: x.global,
-        })),
+        Method::BasicQos(x) => {
+            C::Basic(ba::AMQPMethod::Qos(ba::Qos { prefetch_count: x.prefetch_count, global: x.global }))
+        }
         Method::BasicQosOk(_) => C::Basic(ba::AMQPMethod::QosOk(ba::QosOk {})),
         Method::BasicConsume(x) => C::Basic(ba::AMQPMethod::Consume(ba::Consume {
             queue: ss(&x.queue),
@@ -191,16 +175,15 @@ fn to_amq(m: &Method) -> AMQPClass {
             nowait: x.no_wait,
             arguments: t(&x.arguments),
         })),
-        Method::BasicConsumeOk(x) => C::Basic(ba::AMQPMethod::ConsumeOk(ba::ConsumeOk {
-            consumer_tag: ss(&x.consumer_tag),
-        })),
-        Method::BasicCancel(x) => C::Basic(ba::AMQPMethod::Cancel(ba::Cancel {
-            consumer_tag: ss(&x.consumer_tag),
-            nowait: x.no_wait,
-        })),
-        Method::BasicCancelOk(x) => C::Basic(ba::AMQPMethod::CancelOk(ba::CancelOk {
-            consumer_tag: ss(&x.consumer_tag),
-        })),
+        Method::BasicConsumeOk(x) => {
+            C::Basic(ba::AMQPMethod::ConsumeOk(ba::ConsumeOk { consumer_tag: ss(&x.consumer_tag) }))
+        }
+        Method::BasicCancel(x) => {
+            C::Basic(ba::AMQPMethod::Cancel(ba::Cancel { consumer_tag: ss(&x.consumer_tag), nowait: x.no_wait }))
+        }
+        Method::BasicCancelOk(x) => {
+            C::Basic(ba::AMQPMethod::CancelOk(ba::CancelOk { consumer_tag: ss(&x.consumer_tag) }))
+        }
         Method::BasicPublish(x) => C::Basic(ba::AMQPMethod::Publish(ba::Publish {
             exchange: ss(&x.exchange),
             routing_key: ss(&x.routing_key),
@@ -220,10 +203,7 @@ fn to_amq(m: &Method) -> AMQPClass {
             exchange: ss(&x.exchange),
             routing_key: ss(&x.routing_key),
         })),
-        Method::BasicGet(x) => C::Basic(ba::AMQPMethod::Get(ba::Get {
-            queue: ss(&x.queue),
-            no_ack: x.no_ack,
-        })),
+        Method::BasicGet(x) => C::Basic(ba::AMQPMethod::Get(ba::Get { queue: ss(&x.queue), no_ack: x.no_ack })),
         Method::BasicGetOk(x) => C::Basic(ba::AMQPMethod::GetOk(ba::GetOk {
             delivery_tag: x.delivery_tag,
             redelivered: x.redelivered,
@@ -232,20 +212,14 @@ fn to_amq(m: &Method) -> AMQPClass {
             message_count: x.message_count,
         })),
         Method::BasicGetEmpty(_) => C::Basic(ba::AMQPMethod::GetEmpty(ba::GetEmpty {})),
-        Method::BasicAck(x) => C::Basic(ba::AMQPMethod::Ack(ba::Ack {
-            delivery_tag: x.delivery_tag,
-            multiple: x.multiple,
-        })),
-        Method::BasicReject(x) => C::Basic(ba::AMQPMethod::Reject(ba::Reject {
-            delivery_tag: x.delivery_tag,
-            requeue: x.requeue,
-        })),
-        Method::BasicRecoverAsync(x) => C::Basic(ba::AMQPMethod::RecoverAsync(ba::RecoverAsync {
-            requeue: x.requeue,
-        })),
-        Method::BasicRecover(x) => {
-            C::Basic(ba::AMQPMethod::Recover(ba::Recover { requeue: x.requeue }))
+        Method::BasicAck(x) => {
+            C::Basic(ba::AMQPMethod::Ack(ba::Ack { delivery_tag: x.delivery_tag, multiple: x.multiple }))
         }
+        Method::BasicReject(x) => {
+            C::Basic(ba::AMQPMethod::Reject(ba::Reject { delivery_tag: x.delivery_tag, requeue: x.requeue }))
+        }
+        Method::BasicRecoverAsync(x) => C::Basic(ba::AMQPMethod::RecoverAsync(ba::RecoverAsync { requeue: x.requeue })),
+        Method::BasicRecover(x) => C::Basic(ba::AMQPMethod::Recover(ba::Recover { requeue: x.requeue })),
         Method::BasicRecoverOk(_) => C::Basic(ba::AMQPMethod::RecoverOk(ba::RecoverOk {})),
         Method::BasicNack(x) => C::Basic(ba::AMQPMethod::Nack(ba::Nack {
             delivery_tag: x.delivery_tag,
@@ -265,12 +239,12 @@ fn to_amq(m: &Method) -> AMQPClass {
             response: ls(&x.response),
             locale: ss(&x.locale),
         })),
-        Method::ConnectionSecure(x) => C::Connection(cn::AMQPMethod::Secure(cn::Secure {
-            challenge: ls(&x.challenge),
-        })),
-        Method::ConnectionSecureOk(x) => C::Connection(cn::AMQPMethod::SecureOk(cn::SecureOk {
-            response: ls(&x.response),
-        })),
+        Method::ConnectionSecure(x) => {
+            C::Connection(cn::AMQPMethod::Secure(cn::Secure { challenge: ls(&x.challenge) }))
+        }
+        Method::ConnectionSecureOk(x) => {
+            C::Connection(cn::AMQPMethod::SecureOk(cn::SecureOk { response: ls(&x.response) }))
+        }
         Method::ConnectionTune(x) => C::Connection(cn::AMQPMethod::Tune(cn::Tune {
             channel_max: x.channel_max,
             frame_max: x.frame_max,
@@ -281,9 +255,9 @@ fn to_amq(m: &Method) -> AMQPClass {
             frame_max: x.frame_max,
             heartbeat: x.heartbeat,
         })),
-        Method::ConnectionOpen(x) => C::Connection(cn::AMQPMethod::Open(cn::Open {
-            virtual_host: ss(&x.virtual_host),
-        })),
+        Method::ConnectionOpen(x) => {
+            C::Connection(cn::AMQPMethod::Open(cn::Open { virtual_host: ss(&x.virtual_host) }))
+        }
         Method::ConnectionOpenOk(_) => C::Connection(cn::AMQPMethod::OpenOk(cn::OpenOk {})),
         Method::ConnectionClose(x) => C::Connection(cn::AMQPMethod::Close(cn::Close {
             reply_code: x.reply_code,
@@ -292,27 +266,17 @@ fn to_amq(m: &Method) -> AMQPClass {
             method_id: x.method_id,
         })),
         Method::ConnectionCloseOk(_) => C::Connection(cn::AMQPMethod::CloseOk(cn::CloseOk {})),
-        Method::ConnectionBlocked(x) => C::Connection(cn::AMQPMethod::Blocked(cn::Blocked {
+        Method::ConnectionBlocked(x) => C::Connection(cn::AMQPMethod::Blocked(cn::Blocked { reason: ss(&x.reason) })),
+        Method::ConnectionUnblocked(_) => C::Connection(cn::AMQPMethod::Unblocked(cn::Unblocked {})),
+        Method::ConnectionUpdateSecret(x) => C::Connection(cn::AMQPMethod::UpdateSecret(cn::UpdateSecret {
+            new_secret: ls(&x.new_secret),
             reason: ss(&x.reason),
         })),
-        Method::ConnectionUnblocked(_) => {
-            C::Connection(cn::AMQPMethod::Unblocked(cn::Unblocked {}))
-        }
-        Method::ConnectionUpdateSecret(x) => {
-            C::Connection(cn::AMQPMethod::UpdateSecret(cn::UpdateSecret {
-                new_secret: ls(&x.new_secret),
-                reason: ss(&x.reason),
-            }))
-        }
-        Method::ConnectionUpdateSecretOk(_) => {
-            C::Connection(cn::AMQPMethod::UpdateSecretOk(cn::UpdateSecretOk {}))
-        }
+        Method::ConnectionUpdateSecretOk(_) => C::Connection(cn::AMQPMethod::UpdateSecretOk(cn::UpdateSecretOk {})),
         Method::ChannelOpen(_) => C::Channel(chn::AMQPMethod::Open(chn::Open {})),
         Method::ChannelOpenOk(_) => C::Channel(chn::AMQPMethod::OpenOk(chn::OpenOk {})),
         Method::ChannelFlow(x) => C::Channel(chn::AMQPMethod::Flow(chn::Flow { active: x.active })),
-        Method::ChannelFlowOk(x) => {
-            C::Channel(chn::AMQPMethod::FlowOk(chn::FlowOk { active: x.active }))
-        }
+        Method::ChannelFlowOk(x) => C::Channel(chn::AMQPMethod::FlowOk(chn::FlowOk { active: x.active })),
         Method::ChannelClose(x) => C::Channel(chn::AMQPMethod::Close(chn::Close {
             reply_code: x.reply_code,
             reply_text: ss(&x.reply_text),
@@ -384,22 +348,15 @@ fn to_amq(m: &Method) -> AMQPClass {
             arguments: t(&x.arguments),
         })),
         Method::QueueBindOk(_) => C::Queue(qu::AMQPMethod::BindOk(qu::BindOk {})),
-        Method::QueuePurge(x) => C::Queue(qu::AMQPMethod::Purge(qu::Purge {
-            queue: ss(&x.queue),
-            nowait: x.no_wait,
-        })),
-        Method::QueuePurgeOk(x) => C::Queue(qu::AMQPMethod::PurgeOk(qu::PurgeOk {
-            message_count: x.message_count,
-        })),
+        Method::QueuePurge(x) => C::Queue(qu::AMQPMethod::Purge(qu::Purge { queue: ss(&x.queue), nowait: x.no_wait })),
+        Method::QueuePurgeOk(x) => C::Queue(qu::AMQPMethod::PurgeOk(qu::PurgeOk { message_count: x.message_count })),
         Method::QueueDelete(x) => C::Queue(qu::AMQPMethod::Delete(qu::Delete {
             queue: ss(&x.queue),
             if_unused: x.if_unused,
             if_empty: x.if_empty,
             nowait: x.no_wait,
         })),
-        Method::QueueDeleteOk(x) => C::Queue(qu::AMQPMethod::DeleteOk(qu::DeleteOk {
-            message_count: x.message_count,
-        })),
+        Method::QueueDeleteOk(x) => C::Queue(qu::AMQPMethod::DeleteOk(qu::DeleteOk { message_count: x.message_count })),
         Method::QueueUnbind(x) => C::Queue(qu::AMQPMethod::Unbind(qu::Unbind {
             queue: ss(&x.queue),
             exchange: ss(&x.exchange),
@@ -413,9 +370,7 @@ fn to_amq(m: &Method) -> AMQPClass {
         Method::TxCommitOk(_) => C::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
         Method::TxRollback(_) => C::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
         Method::TxRollbackOk(_) => C::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
-        Method::ConfirmSelect(x) => {
-            C::Confirm(cf::AMQPMethod::Select(cf::Select { nowait: x.no_wait }))
-        }
+        Method::ConfirmSelect(x) => C::Confirm(cf::AMQPMethod::Select(cf::Select { nowait: x.no_wait })),
         Method::ConfirmSelectOk(_) => C::Confirm(cf::AMQPMethod::SelectOk(cf::SelectOk {})),
     }
 }
@@ -425,12 +380,9 @@ fn from_amq(c: &AMQPClass) -> Method {
     let t = from_amq_table;
     match c {
         AMQPClass::Basic(b) => match b {
-            ba::AMQPMethod::Qos(x) => m::BasicQos {
-                prefetch_size: 0,
-                prefetch_count: x.prefetch_count,
-                global: x.global,
+            ba::AMQPMethod::Qos(x) => {
+                m::BasicQos { prefetch_size: 0, prefetch_count: x.prefetch_count, global: x.global }.into()
             }
-            .into(),
             ba::AMQPMethod::QosOk(_) => m::BasicQosOk.into(),
             ba::AMQPMethod::Consume(x) => m::BasicConsume {
                 ticket: 0,
@@ -443,19 +395,9 @@ fn from_amq(c: &AMQPClass) -> Method {
                 arguments: t(&x.arguments),
             }
             .into(),
-            ba::AMQPMethod::ConsumeOk(x) => m::BasicConsumeOk {
-                consumer_tag: sr(&x.consumer_tag),
-            }
-            .into(),
-            ba::AMQPMethod::Cancel(x) => m::BasicCancel {
-                consumer_tag: sr(&x.consumer_tag),
-                no_wait: x.nowait,
-            }
-            .into(),
-            ba::AMQPMethod::CancelOk(x) => m::BasicCancelOk {
-                consumer_tag: sr(&x.consumer_tag),
-            }
-            .into(),
+            ba::AMQPMethod::ConsumeOk(x) => m::BasicConsumeOk { consumer_tag: sr(&x.consumer_tag) }.into(),
+            ba::AMQPMethod::Cancel(x) => m::BasicCancel { consumer_tag: sr(&x.consumer_tag), no_wait: x.nowait }.into(),
+            ba::AMQPMethod::CancelOk(x) => m::BasicCancelOk { consumer_tag: sr(&x.consumer_tag) }.into(),
             ba::AMQPMethod::Publish(x) => m::BasicPublish {
                 ticket: 0,
                 exchange: sr(&x.exchange),
@@ -479,12 +421,7 @@ fn from_amq(c: &AMQPClass) -> Method {
                 routing_key: sr(&x.routing_key),
             }
             .into(),
-            ba::AMQPMethod::Get(x) => m::BasicGet {
-                ticket: 0,
-                queue: sr(&x.queue),
-                no_ack: x.no_ack,
-            }
-            .into(),
+            ba::AMQPMethod::Get(x) => m::BasicGet { ticket: 0, queue: sr(&x.queue), no_ack: x.no_ack }.into(),
             ba::AMQPMethod::GetOk(x) => m::BasicGetOk {
                 delivery_tag: x.delivery_tag,
                 redelivered: x.redelivered,
@@ -493,29 +430,15 @@ fn from_amq(c: &AMQPClass) -> Method {
                 message_count: x.message_count,
             }
             .into(),
-            ba::AMQPMethod::GetEmpty(_) => m::BasicGetEmpty {
-                cluster_id: ShortStr::empty(),
-            }
-            .into(),
-            ba::AMQPMethod::Ack(x) => m::BasicAck {
-                delivery_tag: x.delivery_tag,
-                multiple: x.multiple,
-            }
-            .into(),
-            ba::AMQPMethod::Reject(x) => m::BasicReject {
-                delivery_tag: x.delivery_tag,
-                requeue: x.requeue,
-            }
-            .into(),
+            ba::AMQPMethod::GetEmpty(_) => m::BasicGetEmpty { cluster_id: ShortStr::empty() }.into(),
+            ba::AMQPMethod::Ack(x) => m::BasicAck { delivery_tag: x.delivery_tag, multiple: x.multiple }.into(),
+            ba::AMQPMethod::Reject(x) => m::BasicReject { delivery_tag: x.delivery_tag, requeue: x.requeue }.into(),
             ba::AMQPMethod::RecoverAsync(x) => m::BasicRecoverAsync { requeue: x.requeue }.into(),
             ba::AMQPMethod::Recover(x) => m::BasicRecover { requeue: x.requeue }.into(),
             ba::AMQPMethod::RecoverOk(_) => m::BasicRecoverOk.into(),
-            ba::AMQPMethod::Nack(x) => m::BasicNack {
-                delivery_tag: x.delivery_tag,
-                multiple: x.multiple,
-                requeue: x.requeue,
+            ba::AMQPMethod::Nack(x) => {
+                m::BasicNack { delivery_tag: x.delivery_tag, multiple: x.multiple, requeue: x.requeue }.into()
             }
-            .into(),
         },
         AMQPClass::Connection(c) => match c {
             cn::AMQPMethod::Start(x) => m::ConnectionStart {
@@ -533,36 +456,20 @@ fn from_amq(c: &AMQPClass) -> Method {
                 locale: sr(&x.locale),
             }
             .into(),
-            cn::AMQPMethod::Secure(x) => m::ConnectionSecure {
-                challenge: lr(&x.challenge),
+            cn::AMQPMethod::Secure(x) => m::ConnectionSecure { challenge: lr(&x.challenge) }.into(),
+            cn::AMQPMethod::SecureOk(x) => m::ConnectionSecureOk { response: lr(&x.response) }.into(),
+            cn::AMQPMethod::Tune(x) => {
+                m::ConnectionTune { channel_max: x.channel_max, frame_max: x.frame_max, heartbeat: x.heartbeat }.into()
             }
-            .into(),
-            cn::AMQPMethod::SecureOk(x) => m::ConnectionSecureOk {
-                response: lr(&x.response),
+            cn::AMQPMethod::TuneOk(x) => {
+                m::ConnectionTuneOk { channel_max: x.channel_max, frame_max: x.frame_max, heartbeat: x.heartbeat }
+                    .into()
             }
-            .into(),
-            cn::AMQPMethod::Tune(x) => m::ConnectionTune {
-                channel_max: x.channel_max,
-                frame_max: x.frame_max,
-                heartbeat: x.heartbeat,
+            cn::AMQPMethod::Open(x) => {
+                m::ConnectionOpen { virtual_host: sr(&x.virtual_host), capabilities: ShortStr::empty(), insist: false }
+                    .into()
             }
-            .into(),
-            cn::AMQPMethod::TuneOk(x) => m::ConnectionTuneOk {
-                channel_max: x.channel_max,
-                frame_max: x.frame_max,
-                heartbeat: x.heartbeat,
-            }
-            .into(),
-            cn::AMQPMethod::Open(x) => m::ConnectionOpen {
-                virtual_host: sr(&x.virtual_host),
-                capabilities: ShortStr::empty(),
-                insist: false,
-            }
-            .into(),
-            cn::AMQPMethod::OpenOk(_) => m::ConnectionOpenOk {
-                known_hosts: ShortStr::empty(),
-            }
-            .into(),
+            cn::AMQPMethod::OpenOk(_) => m::ConnectionOpenOk { known_hosts: ShortStr::empty() }.into(),
             cn::AMQPMethod::Close(x) => m::ConnectionClose {
                 reply_code: x.reply_code,
                 reply_text: sr(&x.reply_text),
@@ -571,27 +478,16 @@ fn from_amq(c: &AMQPClass) -> Method {
             }
             .into(),
             cn::AMQPMethod::CloseOk(_) => m::ConnectionCloseOk.into(),
-            cn::AMQPMethod::Blocked(x) => m::ConnectionBlocked {
-                reason: sr(&x.reason),
-            }
-            .into(),
+            cn::AMQPMethod::Blocked(x) => m::ConnectionBlocked { reason: sr(&x.reason) }.into(),
             cn::AMQPMethod::Unblocked(_) => m::ConnectionUnblocked.into(),
-            cn::AMQPMethod::UpdateSecret(x) => m::ConnectionUpdateSecret {
-                new_secret: lr(&x.new_secret),
-                reason: sr(&x.reason),
+            cn::AMQPMethod::UpdateSecret(x) => {
+                m::ConnectionUpdateSecret { new_secret: lr(&x.new_secret), reason: sr(&x.reason) }.into()
             }
-            .into(),
             cn::AMQPMethod::UpdateSecretOk(_) => m::ConnectionUpdateSecretOk.into(),
         },
         AMQPClass::Channel(c) => match c {
-            chn::AMQPMethod::Open(_) => m::ChannelOpen {
-                out_of_band: ShortStr::empty(),
-            }
-            .into(),
-            chn::AMQPMethod::OpenOk(_) => m::ChannelOpenOk {
-                channel_id: LongStr::default(),
-            }
-            .into(),
+            chn::AMQPMethod::Open(_) => m::ChannelOpen { out_of_band: ShortStr::empty() }.into(),
+            chn::AMQPMethod::OpenOk(_) => m::ChannelOpenOk { channel_id: LongStr::default() }.into(),
             chn::AMQPMethod::Flow(x) => m::ChannelFlow { active: x.active }.into(),
             chn::AMQPMethod::FlowOk(x) => m::ChannelFlowOk { active: x.active }.into(),
             chn::AMQPMethod::Close(x) => m::ChannelClose {
@@ -630,13 +526,10 @@ fn from_amq(c: &AMQPClass) -> Method {
             }
             .into(),
             ex::AMQPMethod::DeclareOk(_) => m::ExchangeDeclareOk.into(),
-            ex::AMQPMethod::Delete(x) => m::ExchangeDelete {
-                ticket: 0,
-                exchange: sr(&x.exchange),
-                if_unused: x.if_unused,
-                no_wait: x.nowait,
+            ex::AMQPMethod::Delete(x) => {
+                m::ExchangeDelete { ticket: 0, exchange: sr(&x.exchange), if_unused: x.if_unused, no_wait: x.nowait }
+                    .into()
             }
-            .into(),
             ex::AMQPMethod::DeleteOk(_) => m::ExchangeDeleteOk.into(),
             ex::AMQPMethod::Bind(x) => m::ExchangeBind {
                 ticket: 0,
@@ -687,16 +580,8 @@ fn from_amq(c: &AMQPClass) -> Method {
             }
             .into(),
             qu::AMQPMethod::BindOk(_) => m::QueueBindOk.into(),
-            qu::AMQPMethod::Purge(x) => m::QueuePurge {
-                ticket: 0,
-                queue: sr(&x.queue),
-                no_wait: x.nowait,
-            }
-            .into(),
-            qu::AMQPMethod::PurgeOk(x) => m::QueuePurgeOk {
-                message_count: x.message_count,
-            }
-            .into(),
+            qu::AMQPMethod::Purge(x) => m::QueuePurge { ticket: 0, queue: sr(&x.queue), no_wait: x.nowait }.into(),
+            qu::AMQPMethod::PurgeOk(x) => m::QueuePurgeOk { message_count: x.message_count }.into(),
             qu::AMQPMethod::Delete(x) => m::QueueDelete {
                 ticket: 0,
                 queue: sr(&x.queue),
@@ -705,10 +590,7 @@ fn from_amq(c: &AMQPClass) -> Method {
                 no_wait: x.nowait,
             }
             .into(),
-            qu::AMQPMethod::DeleteOk(x) => m::QueueDeleteOk {
-                message_count: x.message_count,
-            }
-            .into(),
+            qu::AMQPMethod::DeleteOk(x) => m::QueueDeleteOk { message_count: x.message_count }.into(),
             qu::AMQPMethod::Unbind(x) => m::QueueUnbind {
                 ticket: 0,
                 queue: sr(&x.queue),
@@ -791,9 +673,7 @@ fn normalize(m: &Method) -> Method {
 // ---- helpers --------------------------------------------------------------------------------
 
 fn amq_bytes(f: &AMQPFrame) -> Vec<u8> {
-    let (buf, _) = gen_frame(f)(WriteContext::from(Vec::new()))
-        .expect("amq-protocol gen_frame")
-        .into_inner();
+    let (buf, _) = gen_frame(f)(WriteContext::from(Vec::new())).expect("amq-protocol gen_frame").into_inner();
     buf
 }
 
@@ -809,9 +689,7 @@ fn amq_parse(bytes: &[u8]) -> AMQPFrame {
 
 fn ours_decode_one(bytes: &[u8]) -> warren_protocol::Frame {
     let mut buf = BytesMut::from(bytes);
-    let f = frame::decode(&mut buf, 0)
-        .expect("frame")
-        .expect("complete frame");
+    let f = frame::decode(&mut buf, 0).expect("frame").expect("complete frame");
     assert!(buf.is_empty());
     f
 }
@@ -826,12 +704,7 @@ fn check_method(ch: u16, m: &Method) -> Result<(), TestCaseError> {
     match amq_parse(&ours) {
         AMQPFrame::Method(c, class) => {
             prop_assert_eq!(c, ch);
-            prop_assert_eq!(
-                &from_amq(&class),
-                &norm,
-                "amq-protocol read our {}",
-                m.name()
-            );
+            prop_assert_eq!(&from_amq(&class), &norm, "amq-protocol read our {}", m.name());
             prop_assert_eq!(&class, &to_amq(m));
         }
         other => prop_assert!(false, "amq-protocol parsed {:?}", other),
@@ -841,10 +714,7 @@ fn check_method(ch: u16, m: &Method) -> Result<(), TestCaseError> {
     let theirs = amq_bytes(&AMQPFrame::Method(ch, to_amq(m)));
     let f = ours_decode_one(&theirs);
     prop_assert_eq!((f.kind, f.channel), (FrameType::Method, ch));
-    prop_assert_eq!(
-        &Method::decode(f.payload).expect("decode amq-protocol's method"),
-        &norm
-    );
+    prop_assert_eq!(&Method::decode(f.payload).expect("decode amq-protocol's method"), &norm);
     let mut ours_norm = BytesMut::new();
     frame::encode_method(&mut ours_norm, ch, &norm);
     prop_assert_eq!(&ours_norm[..], &theirs[..], "bytes of {}", m.name());
@@ -857,11 +727,7 @@ fn check_method(ch: u16, m: &Method) -> Result<(), TestCaseError> {
 fn every_method_both_directions() {
     // 40 cases per method, each method run separately so a failure names it and is shrunk.
     for &(class, id, name) in ALL_METHODS {
-        let mut runner = TestRunner::new(Config {
-            cases: 40,
-            failure_persistence: None,
-            ..Config::default()
-        });
+        let mut runner = TestRunner::new(Config { cases: 40, failure_persistence: None, ..Config::default() });
         let strategy = (any::<u16>(), method_for(Flavor::Amq, class, id));
         if let Err(e) = runner.run(&strategy, |(ch, m)| check_method(ch, &m)) {
             panic!("{name}: {e}");
@@ -883,10 +749,7 @@ fn handshake_methods_by_hand() {
         server_properties: FieldTable(vec![
             ("product".into(), FieldValue::LongStr("Warren".into())),
             ("capabilities".into(), FieldValue::Table(caps.clone())),
-            (
-                "cluster_name".into(),
-                FieldValue::LongStr("warren@localhost".into()),
-            ),
+            ("cluster_name".into(), FieldValue::LongStr("warren@localhost".into())),
         ]),
         mechanisms: "PLAIN AMQPLAIN".into(),
         locales: "en_US".into(),
@@ -894,24 +757,14 @@ fn handshake_methods_by_hand() {
     let start_ok = Method::ConnectionStartOk(m::ConnectionStartOk {
         client_properties: FieldTable(vec![
             ("capabilities".into(), FieldValue::Table(caps)),
-            (
-                "x-list".into(),
-                FieldValue::Array(vec![FieldValue::I64(-1), FieldValue::Void]),
-            ),
+            ("x-list".into(), FieldValue::Array(vec![FieldValue::I64(-1), FieldValue::Void])),
         ]),
         mechanism: "PLAIN".into(),
         response: LongStr::from(b"\0guest\0guest".to_vec()),
         locale: "en_US".into(),
     });
-    let tune = Method::ConnectionTune(m::ConnectionTune {
-        channel_max: 2047,
-        frame_max: 131072,
-        heartbeat: 60,
-    });
-    let open = Method::ConnectionOpen(m::ConnectionOpen {
-        virtual_host: "/".into(),
-        ..Default::default()
-    });
+    let tune = Method::ConnectionTune(m::ConnectionTune { channel_max: 2047, frame_max: 131072, heartbeat: 60 });
+    let open = Method::ConnectionOpen(m::ConnectionOpen { virtual_host: "/".into(), ..Default::default() });
     for (ch, meth) in [(0, start), (0, start_ok), (0, tune), (0, open)] {
         check_method(ch, &meth).expect("cross-check");
     }
@@ -925,20 +778,13 @@ fn duplicate_keys_collapse_in_amq_protocol() {
         ("a".into(), FieldValue::Void),
         ("b".into(), FieldValue::I32(7)),
     ]);
-    let meth = Method::QueueDeclare(m::QueueDeclare {
-        queue: "q".into(),
-        arguments: t,
-        ..Default::default()
-    });
+    let meth = Method::QueueDeclare(m::QueueDeclare { queue: "q".into(), arguments: t, ..Default::default() });
     let mut ours = BytesMut::new();
     frame::encode_method(&mut ours, 1, &meth);
     match amq_parse(&ours) {
         AMQPFrame::Method(1, AMQPClass::Queue(qu::AMQPMethod::Declare(d))) => assert_eq!(
             from_amq_table(&d.arguments),
-            FieldTable(vec![
-                ("a".into(), FieldValue::Void),
-                ("b".into(), FieldValue::I32(7))
-            ])
+            FieldTable(vec![("a".into(), FieldValue::Void), ("b".into(), FieldValue::I32(7))])
         ),
         other => panic!("{other:?}"),
     }
@@ -1019,8 +865,5 @@ fn heartbeat_both_directions() {
     let theirs = amq_bytes(&AMQPFrame::Heartbeat);
     assert_eq!(&theirs[..], &ours[..]);
     let f = ours_decode_one(&theirs);
-    assert_eq!(
-        (f.kind, f.channel, f.payload.len()),
-        (FrameType::Heartbeat, 0, 0)
-    );
+    assert_eq!((f.kind, f.channel, f.payload.len()), (FrameType::Heartbeat, 0, 0));
 }

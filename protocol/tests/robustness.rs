@@ -26,10 +26,7 @@ fn drain_frames(bytes: &[u8], frame_max: u32) {
     let mut buf = BytesMut::from(bytes);
     while let Ok(Some(f)) = frame::decode(&mut buf, frame_max) {
         if let Some(limit) = std::num::NonZeroU32::new(frame_max) {
-            assert!(
-                f.payload.len() + 8 <= limit.get() as usize,
-                "frame over frame_max accepted"
-            );
+            assert!(f.payload.len() + 8 <= limit.get() as usize, "frame over frame_max accepted");
         }
         decode_everything(&f.payload);
     }
@@ -38,17 +35,13 @@ fn drain_frames(bytes: &[u8], frame_max: u32) {
 /// Bytes that look like a method of `ALL_METHODS` (right class and method id) followed by junk,
 /// so every argument decoder is reached, not just the id lookup.
 fn method_like() -> impl Strategy<Value = Bytes> {
-    (
-        prop::sample::select(ALL_METHODS.to_vec()),
-        vec(any::<u8>(), 0..64),
-    )
-        .prop_map(|((c, m, _), rest)| {
-            let mut b = BytesMut::new();
-            b.put_u16(c);
-            b.put_u16(m);
-            b.put_slice(&rest);
-            b.freeze()
-        })
+    (prop::sample::select(ALL_METHODS.to_vec()), vec(any::<u8>(), 0..64)).prop_map(|((c, m, _), rest)| {
+        let mut b = BytesMut::new();
+        b.put_u16(c);
+        b.put_u16(m);
+        b.put_slice(&rest);
+        b.freeze()
+    })
 }
 
 /// Valid encodings with a few bytes overwritten and maybe truncated.
@@ -200,26 +193,11 @@ fn nested_mixed(depth: usize) -> Bytes {
 
 #[test]
 fn deep_nesting_is_rejected_without_stack_overflow() {
-    assert_eq!(
-        FieldTable::decode(nested_tables(MAX_DEPTH + 1)),
-        Err(MethodError::TooDeep)
-    );
+    assert_eq!(FieldTable::decode(nested_tables(MAX_DEPTH + 1)), Err(MethodError::TooDeep));
     for depth in [1000, 10_000, 100_000] {
-        assert_eq!(
-            FieldTable::decode(nested_tables(depth)),
-            Err(MethodError::TooDeep),
-            "tables {depth}"
-        );
-        assert_eq!(
-            FieldTable::decode(nested_arrays(depth)),
-            Err(MethodError::TooDeep),
-            "arrays {depth}"
-        );
-        assert_eq!(
-            FieldTable::decode(nested_mixed(depth)),
-            Err(MethodError::TooDeep),
-            "mixed {depth}"
-        );
+        assert_eq!(FieldTable::decode(nested_tables(depth)), Err(MethodError::TooDeep), "tables {depth}");
+        assert_eq!(FieldTable::decode(nested_arrays(depth)), Err(MethodError::TooDeep), "arrays {depth}");
+        assert_eq!(FieldTable::decode(nested_mixed(depth)), Err(MethodError::TooDeep), "mixed {depth}");
     }
     // Shallow mixed nesting is fine.
     FieldTable::decode(nested_mixed(MAX_DEPTH / 2)).expect("mixed nesting within the limit");
@@ -254,10 +232,7 @@ fn deep_nesting_inside_a_method_and_properties() {
     p.put_u16(1 << 13);
     p.put_u32(inner.len() as u32);
     p.put_slice(&inner);
-    assert_eq!(
-        BasicProperties::decode(p.freeze()),
-        Err(MethodError::TooDeep)
-    );
+    assert_eq!(BasicProperties::decode(p.freeze()), Err(MethodError::TooDeep));
 }
 
 #[test]
@@ -273,26 +248,14 @@ fn huge_lengths_are_truncation_errors() {
         &[1, b'k'],
     ];
     for c in cases {
-        assert_eq!(
-            FieldTable::decode(Bytes::from_static(c)),
-            Err(MethodError::Truncated),
-            "{c:?}"
-        );
+        assert_eq!(FieldTable::decode(Bytes::from_static(c)), Err(MethodError::Truncated), "{c:?}");
     }
-    assert_eq!(
-        FieldTable::decode(Bytes::from_static(&[1, b'k', b'U', 0, 0])),
-        Err(MethodError::BadFieldType(b'U'))
-    );
+    assert_eq!(FieldTable::decode(Bytes::from_static(&[1, b'k', b'U', 0, 0])), Err(MethodError::BadFieldType(b'U')));
     // Property flag words chained forever (bit 0) run out of input rather than looping.
-    assert_eq!(
-        BasicProperties::decode(Bytes::from_static(&[0, 1, 0, 1, 0, 1])),
-        Err(MethodError::Truncated)
-    );
+    assert_eq!(BasicProperties::decode(Bytes::from_static(&[0, 1, 0, 1, 0, 1])), Err(MethodError::Truncated));
     // A content header shorter than its fixed part.
     assert_eq!(
-        ContentHeader::decode(Bytes::from_static(&[
-            0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0
-        ])),
+        ContentHeader::decode(Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0])),
         Err(MethodError::Truncated)
     );
 }

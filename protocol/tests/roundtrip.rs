@@ -13,9 +13,7 @@ use warren_protocol::constants::{FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD};
 use warren_protocol::frame::{self, Frame, FrameType};
 use warren_protocol::method::{self, Method, ALL_METHODS};
 use warren_protocol::properties::ContentHeader;
-use warren_protocol::{
-    fast, BasicProperties, FieldTable, FieldValue, FrameError, MethodError, ShortStr,
-};
+use warren_protocol::{fast, BasicProperties, FieldTable, FieldValue, FrameError, MethodError, ShortStr};
 
 fn encode_method_payload(m: &Method) -> Bytes {
     let mut b = BytesMut::new();
@@ -96,10 +94,7 @@ impl Item {
                 assert_eq!(&f.payload[..], &b[..]);
             }
             Item::Heartbeat => {
-                assert_eq!(
-                    (f.kind, f.channel, f.payload.len()),
-                    (FrameType::Heartbeat, 0, 0)
-                );
+                assert_eq!((f.kind, f.channel, f.payload.len()), (FrameType::Heartbeat, 0, 0));
             }
         }
     }
@@ -405,15 +400,9 @@ fn method_strategy_covers_all_methods() {
     let mut seen = std::collections::HashSet::new();
     for &(class, id, name) in ALL_METHODS {
         for flavor in [Flavor::Raw, Flavor::Amq] {
-            let m = method_for(flavor, class, id)
-                .new_tree(&mut runner)
-                .expect("tree")
-                .current();
+            let m = method_for(flavor, class, id).new_tree(&mut runner).expect("tree").current();
             assert_eq!((m.class_id(), m.method_id(), m.name()), (class, id, name));
-            assert_eq!(
-                Method::decode(encode_method_payload(&m)).expect("decode"),
-                m
-            );
+            assert_eq!(Method::decode(encode_method_payload(&m)).expect("decode"), m);
         }
         assert!(seen.insert((class, id)), "{name} listed twice");
     }
@@ -422,28 +411,14 @@ fn method_strategy_covers_all_methods() {
 
 #[test]
 fn unknown_method_ids() {
-    for (class, id) in [
-        (60u16, 12u16),
-        (10, 0),
-        (0, 0),
-        (65535, 65535),
-        (40, 41),
-        (85, 12),
-    ] {
+    for (class, id) in [(60u16, 12u16), (10, 0), (0, 0), (65535, 65535), (40, 41), (85, 12)] {
         let mut b = BytesMut::new();
         b.put_u16(class);
         b.put_u16(id);
         b.put_slice(&[0; 32]);
-        assert_eq!(
-            Method::decode(b.freeze()),
-            Err(MethodError::Unknown { class, method: id }),
-            "{class}.{id}"
-        );
+        assert_eq!(Method::decode(b.freeze()), Err(MethodError::Unknown { class, method: id }), "{class}.{id}");
     }
-    assert_eq!(
-        Method::decode(Bytes::from_static(&[0, 60, 0])),
-        Err(MethodError::Truncated)
-    );
+    assert_eq!(Method::decode(Bytes::from_static(&[0, 60, 0])), Err(MethodError::Truncated));
 }
 
 #[test]
@@ -470,21 +445,10 @@ fn known_encodings() {
     expected.extend_from_slice(&[b'I', 0, 0, 0, 10]);
     assert_eq!(&p[..], &expected[..]);
 
-    let m = Method::BasicNack(method::BasicNack {
-        delivery_tag: 7,
-        multiple: false,
-        requeue: true,
-    });
-    assert_eq!(
-        &encode_method_payload(&m)[..],
-        &[0, 60, 0, 120, 0, 0, 0, 0, 0, 0, 0, 7, 2]
-    );
+    let m = Method::BasicNack(method::BasicNack { delivery_tag: 7, multiple: false, requeue: true });
+    assert_eq!(&encode_method_payload(&m)[..], &[0, 60, 0, 120, 0, 0, 0, 0, 0, 0, 0, 7, 2]);
 
-    let p = BasicProperties {
-        delivery_mode: Some(2),
-        priority: Some(5),
-        ..Default::default()
-    };
+    let p = BasicProperties { delivery_mode: Some(2), priority: Some(5), ..Default::default() };
     assert_eq!(&p.to_bytes()[..], &[0b0001_1000, 0, 2, 5]);
 }
 
@@ -492,10 +456,7 @@ fn known_encodings() {
 fn nan_floats_keep_their_bits() {
     let t = FieldTable(vec![
         ("f".into(), FieldValue::F32(f32::from_bits(0x7fc0_1234))),
-        (
-            "d".into(),
-            FieldValue::F64(f64::from_bits(0xfff8_0000_dead_beef)),
-        ),
+        ("d".into(), FieldValue::F64(f64::from_bits(0xfff8_0000_dead_beef))),
         ("s".into(), FieldValue::F32(f32::from_bits(0x7f80_0001))), // signalling NaN
     ]);
     let bytes = encode_table(&t);
@@ -518,10 +479,7 @@ fn duplicate_keys_and_order_preserved() {
         ("b".into(), FieldValue::U8(1)),
         ("a".into(), FieldValue::Void),
         ("b".into(), FieldValue::Bool(true)),
-        (
-            ShortStr::from_bytes(Bytes::from_static(&[0xff, 0])).expect("short"),
-            FieldValue::I16(-1),
-        ),
+        (ShortStr::from_bytes(Bytes::from_static(&[0xff, 0])).expect("short"), FieldValue::I16(-1)),
     ]);
     assert_eq!(decode_prefixed_table(&encode_table(&t)).expect("decode"), t);
 }

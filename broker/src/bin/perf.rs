@@ -67,23 +67,12 @@ struct Stats {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let queue = format!("warren-perf-{}", std::process::id());
-    let stats = Arc::new(Stats {
-        published: AtomicU64::new(0),
-        consumed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
+    let stats =
+        Arc::new(Stats { published: AtomicU64::new(0), consumed: AtomicU64::new(0), stop: AtomicBool::new(false) });
     // Declare the queue.
     let mut setup = Client::connect(&args).await?;
     setup
-        .call(
-            1,
-            QueueDeclare {
-                queue: ShortStr::from(queue.clone()),
-                auto_delete: false,
-                ..Default::default()
-            }
-            .into(),
-        )
+        .call(1, QueueDeclare { queue: ShortStr::from(queue.clone()), auto_delete: false, ..Default::default() }.into())
         .await?;
     let mut tasks = Vec::new();
     for _ in 0..args.consumers {
@@ -98,11 +87,8 @@ async fn main() -> anyhow::Result<()> {
     let mut last = (0u64, 0u64, start);
     while start.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (p, c, now) = (
-            stats.published.load(Ordering::Relaxed),
-            stats.consumed.load(Ordering::Relaxed),
-            Instant::now(),
-        );
+        let (p, c, now) =
+            (stats.published.load(Ordering::Relaxed), stats.consumed.load(Ordering::Relaxed), Instant::now());
         let dt = now.duration_since(last.2).as_secs_f64();
         eprintln!(
             "  {:>5.1}s  published {:>10.0}/s  consumed {:>10.0}/s",
@@ -114,27 +100,21 @@ async fn main() -> anyhow::Result<()> {
     }
     stats.stop.store(true, Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
-    let (p, c) = (
-        stats.published.load(Ordering::Relaxed),
-        stats.consumed.load(Ordering::Relaxed),
-    );
+    let (p, c) = (stats.published.load(Ordering::Relaxed), stats.consumed.load(Ordering::Relaxed));
     println!(
         "{}: {} producer(s), {} consumer(s), {} B bodies, {:.1} s: published {:.0} msgs/s, consumed {:.0} msgs/s",
-        args.label, args.producers, args.consumers, args.size, secs, p as f64 / secs, c as f64 / secs
+        args.label,
+        args.producers,
+        args.consumers,
+        args.size,
+        secs,
+        p as f64 / secs,
+        c as f64 / secs
     );
     for t in tasks {
         t.abort();
     }
-    setup
-        .call(
-            1,
-            QueueDelete {
-                queue: ShortStr::from(queue),
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await?;
+    setup.call(1, QueueDelete { queue: ShortStr::from(queue), ..Default::default() }.into()).await?;
     Ok(())
 }
 
@@ -142,20 +122,13 @@ async fn producer(args: Args, stats: Arc<Stats>, queue: String) -> anyhow::Resul
     let mut c = Client::connect(&args).await?;
     let body = vec![b'x'; args.size];
     let mut buf = BytesMut::with_capacity(args.batch * (args.size + 64));
-    let publish: Method = BasicPublish {
-        routing_key: ShortStr::from(queue),
-        ..Default::default()
-    }
-    .into();
+    let publish: Method = BasicPublish { routing_key: ShortStr::from(queue), ..Default::default() }.into();
     let mut one = BytesMut::new();
     frame::encode_method(&mut one, 1, &publish);
     fast::header(&mut one, 1, body.len() as u64, &[0, 0]);
     fast::body(&mut one, 1, &body, c.frame_max);
     while !stats.stop.load(Ordering::Relaxed) {
-        let in_flight = stats
-            .published
-            .load(Ordering::Relaxed)
-            .saturating_sub(stats.consumed.load(Ordering::Relaxed));
+        let in_flight = stats.published.load(Ordering::Relaxed).saturating_sub(stats.consumed.load(Ordering::Relaxed));
         if in_flight > args.max_in_flight {
             tokio::time::sleep(Duration::from_micros(200)).await;
             continue;
@@ -165,43 +138,22 @@ async fn producer(args: Args, stats: Arc<Stats>, queue: String) -> anyhow::Resul
             buf.extend_from_slice(&one);
         }
         c.sock.write_all(&buf).await?;
-        stats
-            .published
-            .fetch_add(args.batch as u64, Ordering::Relaxed);
+        stats.published.fetch_add(args.batch as u64, Ordering::Relaxed);
     }
     Ok(())
 }
 
 async fn consumer(args: Args, stats: Arc<Stats>, queue: String) -> anyhow::Result<()> {
     let mut c = Client::connect(&args).await?;
-    c.call(
-        1,
-        BasicQos {
-            prefetch_count: args.prefetch,
-            ..Default::default()
-        }
-        .into(),
-    )
-    .await?;
-    c.send(
-        1,
-        BasicConsume {
-            queue: ShortStr::from(queue),
-            ..Default::default()
-        }
-        .into(),
-    )
-    .await?;
+    c.call(1, BasicQos { prefetch_count: args.prefetch, ..Default::default() }.into()).await?;
+    c.send(1, BasicConsume { queue: ShortStr::from(queue), ..Default::default() }.into()).await?;
     let ack_every = (args.prefetch as u64 / 2).max(1);
     let mut unacked = 0u64;
     let mut last_tag = 0u64;
     let mut out = BytesMut::new();
     loop {
         while let Some(f) = frame::decode(&mut c.buf, 0)? {
-            if f.kind == FrameType::Method
-                && f.payload.len() >= 4
-                && f.payload[..4] == [0, 60, 0, 60]
-            {
+            if f.kind == FrameType::Method && f.payload.len() >= 4 && f.payload[..4] == [0, 60, 0, 60] {
                 // basic.deliver: count it; tag is after the consumer tag.
                 let ctag_len = f.payload[4] as usize;
                 let at = 5 + ctag_len;
@@ -233,19 +185,11 @@ struct Client {
 
 impl Client {
     async fn connect(a: &Args) -> anyhow::Result<Client> {
-        let sock = TcpStream::connect(a.addr)
-            .await
-            .with_context(|| format!("connect {}", a.addr))?;
+        let sock = TcpStream::connect(a.addr).await.with_context(|| format!("connect {}", a.addr))?;
         sock.set_nodelay(true)?;
-        let mut c = Client {
-            sock,
-            buf: BytesMut::with_capacity(256 * 1024),
-            frame_max: 131072,
-        };
+        let mut c = Client { sock, buf: BytesMut::with_capacity(256 * 1024), frame_max: 131072 };
         c.sock.write_all(PROTOCOL_HEADER).await?;
-        let Method::ConnectionStart(_) = c.recv().await? else {
-            bail!("expected connection.start")
-        };
+        let Method::ConnectionStart(_) = c.recv().await? else { bail!("expected connection.start") };
         c.send(
             0,
             ConnectionStartOk {
@@ -257,29 +201,10 @@ impl Client {
             .into(),
         )
         .await?;
-        let Method::ConnectionTune(t) = c.recv().await? else {
-            bail!("expected connection.tune (bad credentials?)")
-        };
+        let Method::ConnectionTune(t) = c.recv().await? else { bail!("expected connection.tune (bad credentials?)") };
         c.frame_max = t.frame_max;
-        c.send(
-            0,
-            ConnectionTuneOk {
-                channel_max: t.channel_max,
-                frame_max: t.frame_max,
-                heartbeat: 0,
-            }
-            .into(),
-        )
-        .await?;
-        c.call(
-            0,
-            ConnectionOpen {
-                virtual_host: "/".into(),
-                ..Default::default()
-            }
-            .into(),
-        )
-        .await?;
+        c.send(0, ConnectionTuneOk { channel_max: t.channel_max, frame_max: t.frame_max, heartbeat: 0 }.into()).await?;
+        c.call(0, ConnectionOpen { virtual_host: "/".into(), ..Default::default() }.into()).await?;
         c.call(1, ChannelOpen::default().into()).await?;
         Ok(c)
     }

@@ -18,19 +18,14 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{fast, BasicProperties, Method, ShortStr};
+use warren_protocol::{fast, Method, ShortStr};
 
 impl Channel {
     /// basic.publish method frame: check the exchange now, then wait for the content.
     pub(super) fn start_publish(&mut self, ctx: &ConnCtx, p: BasicPublish) -> AmqpResult<()> {
         if p.immediate {
             // rabbitmq-compat: RabbitMQ 3.x does not implement immediate and closes the connection.
-            return Err(AmqpError::connection_ids(
-                NOT_IMPLEMENTED,
-                "immediate=true",
-                60,
-                40,
-            ));
+            return Err(AmqpError::connection_ids(NOT_IMPLEMENTED, "immediate=true", 60, 40));
         }
         // The exchange is checked once the content is complete, as RabbitMQ does.
         let _ = ctx;
@@ -46,29 +41,20 @@ impl Channel {
         properties: bytes::Bytes,
         body: bytes::Bytes,
     ) -> AmqpResult<()> {
-        let mut targets = std::mem::take(&mut self.route_buf);
-        let headers_of = || {
-            BasicProperties::decode(properties.clone())
-                .ok()
-                .and_then(|p| p.headers)
+        let mut routed = std::mem::take(&mut self.route_buf);
+        let replaced = match ctx.vhost.route(&p.exchange, &p.routing_key, &properties, &mut routed) {
+            Ok(r) => r,
+            Err(e) => {
+                self.route_buf = routed;
+                return Err(e);
+            }
         };
-        if let Err(e) = ctx
-            .vhost
-            .route(&p.exchange, &p.routing_key, headers_of, &mut targets)
-        {
-            self.route_buf = targets;
-            return Err(e);
-        }
-        let routed = !targets.is_empty();
-        if routed || p.mandatory {
-            let msg = Arc::new(Message {
-                exchange: p.exchange,
-                routing_key: p.routing_key,
-                properties,
-                body,
-            });
+        let routed_any = !routed.queues.is_empty();
+        if routed_any || p.mandatory {
+            let properties = replaced.unwrap_or(properties);
+            let msg = Arc::new(Message { exchange: p.exchange, routing_key: p.routing_key, properties, body });
             let mut delivered = false;
-            for q in targets.drain(..) {
+            for q in routed.queues.drain(..) {
                 delivered |= q.publish(msg.clone());
             }
             if !delivered && p.mandatory {
@@ -90,7 +76,7 @@ impl Channel {
                 );
             }
         }
-        self.route_buf = targets;
+        self.route_buf = routed;
         if let Some(c) = &mut self.confirm {
             c.published();
         }
@@ -103,11 +89,7 @@ impl Channel {
         let ok = self.shared.state.lock().settle(tag, multiple, &mut settled);
         if ok.is_none() {
             self.settle_buf = settled;
-            return Err(AmqpError::channel(
-                PRECONDITION_FAILED,
-                format!("unknown delivery tag {tag}"),
-                Some(m),
-            ));
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
         // Credit was released: queues with waiting messages may deliver again.
         let mut last: Option<*const crate::queue::Queue> = None;
@@ -123,36 +105,16 @@ impl Channel {
     }
 
     /// basic.nack / basic.reject.
-    pub(super) fn nack(
-        &mut self,
-        tag: u64,
-        multiple: bool,
-        requeue: bool,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn nack(&mut self, tag: u64, multiple: bool, requeue: bool, m: &Method) -> AmqpResult<()> {
         let mut settled = Vec::new();
-        if self
-            .shared
-            .state
-            .lock()
-            .settle(tag, multiple, &mut settled)
-            .is_none()
-        {
-            return Err(AmqpError::channel(
-                PRECONDITION_FAILED,
-                format!("unknown delivery tag {tag}"),
-                Some(m),
-            ));
+        if self.shared.state.lock().settle(tag, multiple, &mut settled).is_none() {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
         if requeue {
             requeue_grouped(settled);
         } else {
             // TODO(message lifetime issue): dead-letter instead of dropping when the queue has a DLX.
-            let queues: Vec<_> = settled
-                .iter()
-                .filter(|u| u.consumer.is_some())
-                .map(|u| u.queue.clone())
-                .collect();
+            let queues: Vec<_> = settled.iter().filter(|u| u.consumer.is_some()).map(|u| u.queue.clone()).collect();
             drop(settled);
             for q in dedup(queues) {
                 q.drive();
@@ -165,11 +127,7 @@ impl Channel {
     pub(super) fn recover(&mut self, requeue: bool, reply: bool, m: &Method) -> AmqpResult<()> {
         if !requeue {
             // rabbitmq-compat: RabbitMQ refuses requeue=false the same way.
-            return Err(AmqpError::connection(
-                NOT_IMPLEMENTED,
-                "requeue=false",
-                Some(m),
-            ));
+            return Err(AmqpError::connection(NOT_IMPLEMENTED, "requeue=false", Some(m)));
         }
         let all = self.shared.state.lock().take_all();
         requeue_grouped(all);
@@ -198,10 +156,7 @@ impl Channel {
                 // rabbitmq-compat: global=false is a per-consumer limit for consumers created after it.
                 st.consumer_prefetch = q.prefetch_count as u32;
             }
-            st.consumers
-                .values()
-                .map(|c| c.queue.clone())
-                .collect::<Vec<_>>()
+            st.consumers.values().map(|c| c.queue.clone()).collect::<Vec<_>>()
         };
         self.send(&BasicQosOk.into());
         for q in dedup(queues) {
@@ -211,12 +166,7 @@ impl Channel {
     }
 
     /// basic.consume.
-    pub(super) fn consume(
-        &mut self,
-        ctx: &ConnCtx,
-        c: &BasicConsume,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn consume(&mut self, ctx: &ConnCtx, c: &BasicConsume, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&c.queue, m)?;
         let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let priority = match c.arguments.get("x-priority") {
@@ -224,10 +174,7 @@ impl Channel {
             Some(v) => v.as_i64().ok_or_else(|| {
                 AmqpError::channel(
                     PRECONDITION_FAILED,
-                    format!(
-                        "invalid arg 'x-priority' for {}: expected an integer",
-                        queue.describe()
-                    ),
+                    format!("invalid arg 'x-priority' for {}: expected an integer", queue.describe()),
                     Some(m),
                 )
             })?,
@@ -259,10 +206,7 @@ impl Channel {
             st.consumers.insert(tag.clone(), consumer.clone());
             consumer
         };
-        let ok = BasicConsumeOk {
-            consumer_tag: tag.clone(),
-        }
-        .into();
+        let ok = BasicConsumeOk { consumer_tag: tag.clone() }.into();
         let no_wait = c.no_wait;
         let added = queue.add_consumer(consumer, || {
             if !no_wait {
@@ -280,12 +224,7 @@ impl Channel {
     pub(super) fn cancel(&mut self, ctx: &ConnCtx, c: &BasicCancel, _m: &Method) -> AmqpResult<()> {
         let removed = self.shared.state.lock().consumers.remove(&c.consumer_tag);
         if !c.no_wait {
-            self.send(
-                &BasicCancelOk {
-                    consumer_tag: c.consumer_tag.clone(),
-                }
-                .into(),
-            );
+            self.send(&BasicCancelOk { consumer_tag: c.consumer_tag.clone() }.into());
         }
         if let Some(consumer) = removed {
             if consumer.queue.remove_consumer(&consumer) {
@@ -301,12 +240,7 @@ impl Channel {
         let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         match queue.get() {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
-            None => self.send(
-                &BasicGetEmpty {
-                    cluster_id: ShortStr::empty(),
-                }
-                .into(),
-            ),
+            None => self.send(&BasicGetEmpty { cluster_id: ShortStr::empty() }.into()),
         }
         Ok(())
     }
@@ -316,27 +250,19 @@ impl Channel {
         if !name.is_empty() {
             return Ok(name.clone());
         }
-        self.last_queue
-            .clone()
-            .ok_or_else(|| AmqpError::channel(NOT_FOUND, "no previously declared queue", Some(m)))
+        self.last_queue.clone().ok_or_else(|| AmqpError::channel(NOT_FOUND, "no previously declared queue", Some(m)))
     }
 }
 
 /// Attach the method's ids to an error built without them.
 fn with_method(e: AmqpError, m: &Method) -> AmqpError {
     match e {
-        AmqpError::Channel { code, text, .. } => AmqpError::Channel {
-            code,
-            text,
-            class_id: m.class_id(),
-            method_id: m.method_id(),
-        },
-        AmqpError::Connection { code, text, .. } => AmqpError::Connection {
-            code,
-            text,
-            class_id: m.class_id(),
-            method_id: m.method_id(),
-        },
+        AmqpError::Channel { code, text, .. } => {
+            AmqpError::Channel { code, text, class_id: m.class_id(), method_id: m.method_id() }
+        }
+        AmqpError::Connection { code, text, .. } => {
+            AmqpError::Connection { code, text, class_id: m.class_id(), method_id: m.method_id() }
+        }
     }
 }
 

@@ -54,10 +54,6 @@ impl Channel {
 
     /// Tx is not part of this build yet.
     pub(super) fn tx_not_implemented(&mut self, m: &Method) -> AmqpResult<()> {
-        Err(AmqpError::connection(
-            NOT_IMPLEMENTED,
-            "transactions are not implemented yet",
-            Some(m),
-        ))
+        Err(AmqpError::connection(NOT_IMPLEMENTED, "transactions are not implemented yet", Some(m)))
     }
 }

@@ -112,12 +112,7 @@ impl ChannelShared {
     /// has no credit, the channel is paused or closed, or the connection's buffer is full (then the
     /// queue is registered to be re-driven when it drains).
     #[inline]
-    pub fn try_deliver(
-        &self,
-        c: &Arc<Consumer>,
-        m: QueuedMsg,
-        queue: &Arc<Queue>,
-    ) -> Result<(), QueuedMsg> {
+    pub fn try_deliver(&self, c: &Arc<Consumer>, m: QueuedMsg, queue: &Arc<Queue>) -> Result<(), QueuedMsg> {
         let mut st = self.state.lock();
         if st.closed || !st.flow_active {
             return Err(m);
@@ -145,11 +140,7 @@ impl ChannelShared {
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
-            st.unacked.push_back(Some(Unacked {
-                msg: m,
-                queue: queue.clone(),
-                consumer: Some(c.clone()),
-            }));
+            st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: Some(c.clone()) }));
         }
         self.out.write_content(
             self.id,
@@ -181,11 +172,7 @@ impl ChannelShared {
             st.push_settled();
         } else {
             st.unacked_count += 1;
-            st.unacked.push_back(Some(Unacked {
-                msg: m.clone(),
-                queue: queue.clone(),
-                consumer: None,
-            }));
+            st.unacked.push_back(Some(Unacked { msg: m.clone(), queue: queue.clone(), consumer: None }));
         }
         self.out.write_content(
             self.id,
@@ -222,17 +209,11 @@ impl Deliveries {
     pub fn settle(&mut self, tag: u64, multiple: bool, out: &mut Vec<Unacked>) -> Option<()> {
         let start = out.len();
         if multiple {
-            let upto = if tag == 0 {
-                self.base_tag + self.unacked.len() as u64
-            } else {
-                tag + 1
-            };
+            let upto = if tag == 0 { self.base_tag + self.unacked.len() as u64 } else { tag + 1 };
             if tag != 0 {
                 // spec(basic.ack): acking a tag not delivered is an error even with multiple.
                 let idx = tag.checked_sub(self.base_tag)? as usize;
-                if idx >= self.unacked.len()
-                    || (self.unacked[idx].is_none() && !self.any_before(idx))
-                {
+                if idx >= self.unacked.len() || (self.unacked[idx].is_none() && !self.any_before(idx)) {
                     return None;
                 }
             }

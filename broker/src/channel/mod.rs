@@ -71,7 +71,7 @@ pub struct Channel {
     /// Last queue declared on this channel (spec: an empty queue name means it).
     pub last_queue: Option<ShortStr>,
     /// Reused buffer for routing results (avoids an allocation per publish).
-    route_buf: Vec<Arc<Queue>>,
+    route_buf: crate::exchange::Routed,
     /// Reused buffer for settled deliveries.
     settle_buf: Vec<Unacked>,
 }
@@ -84,7 +84,7 @@ impl Channel {
             assembly: Assembly::Idle,
             confirm: None,
             last_queue: None,
-            route_buf: Vec::new(),
+            route_buf: Default::default(),
             settle_buf: Vec::new(),
         }
     }
@@ -96,9 +96,7 @@ impl Channel {
     /// Send a method on this channel.
     pub fn send(&self, m: &Method) {
         let id = self.shared.id;
-        self.shared
-            .out
-            .write(|b: &mut BytesMut| frame::encode_method(b, id, m));
+        self.shared.out.write(|b: &mut BytesMut| frame::encode_method(b, id, m));
     }
 
     /// Handle a method for an open channel.
@@ -106,19 +104,16 @@ impl Channel {
         if !matches!(self.assembly, Assembly::Idle) {
             return Err(AmqpError::connection(
                 UNEXPECTED_FRAME,
-                format!(
-                    "expected content header for class 60, got non content header frame instead"
-                ),
+                format!("expected content header for class 60, got non content header frame instead"),
                 Some(&m),
             ));
         }
+        // The hot method first, by value (no clone of its fields).
+        let m = match m {
+            Method::BasicPublish(p) => return self.start_publish(ctx, p),
+            other => other,
+        };
         match &m {
-            Method::BasicPublish(_) => {
-                let Method::BasicPublish(p) = m else {
-                    unreachable!()
-                };
-                self.start_publish(ctx, p)
-            }
             Method::BasicAck(a) => self.ack(a.delivery_tag, a.multiple, &m),
             Method::BasicNack(n) => self.nack(n.delivery_tag, n.multiple, n.requeue, &m),
             Method::BasicReject(r) => self.nack(r.delivery_tag, false, r.requeue, &m),
@@ -161,10 +156,7 @@ impl Channel {
         let queues = {
             let mut st = self.shared.state.lock();
             st.flow_active = active;
-            st.consumers
-                .values()
-                .map(|c| c.queue.clone())
-                .collect::<Vec<_>>()
+            st.consumers.values().map(|c| c.queue.clone()).collect::<Vec<_>>()
         };
         self.send(&ChannelFlowOk { active }.into());
         let _ = ctx;
@@ -181,29 +173,15 @@ impl Channel {
             Assembly::Header(p) => p,
             other => {
                 self.assembly = other;
-                return Err(AmqpError::connection_ids(
-                    UNEXPECTED_FRAME,
-                    "unexpected content header frame",
-                    60,
-                    40,
-                ));
+                return Err(AmqpError::connection_ids(UNEXPECTED_FRAME, "unexpected content header frame", 60, 40));
             }
         };
-        let h = ContentHeader::decode(payload).map_err(|e| {
-            AmqpError::connection_ids(
-                e.reply_code(),
-                format!("malformed content header: {e}"),
-                60,
-                40,
-            )
-        })?;
+        let h = ContentHeader::decode(payload)
+            .map_err(|e| AmqpError::connection_ids(e.reply_code(), format!("malformed content header: {e}"), 60, 40))?;
         if h.class_id != CLASS_BASIC {
             return Err(AmqpError::connection_ids(
                 UNEXPECTED_FRAME,
-                format!(
-                    "expected content header for class 60, got one for class {}",
-                    h.class_id
-                ),
+                format!("expected content header for class 60, got one for class {}", h.class_id),
                 60,
                 40,
             ));
@@ -211,31 +189,15 @@ impl Channel {
         if h.body_size == 0 {
             return self.finish_publish(ctx, publish, h.properties, Bytes::new());
         }
-        self.assembly = Assembly::Body {
-            publish,
-            properties: h.properties,
-            size: h.body_size,
-            parts: Vec::new(),
-            received: 0,
-        };
+        self.assembly =
+            Assembly::Body { publish, properties: h.properties, size: h.body_size, parts: Vec::new(), received: 0 };
         Ok(())
     }
 
     /// A content body frame.
     pub fn on_body(&mut self, ctx: &ConnCtx, payload: Bytes) -> AmqpResult<()> {
-        let Assembly::Body {
-            size,
-            parts,
-            received,
-            ..
-        } = &mut self.assembly
-        else {
-            return Err(AmqpError::connection_ids(
-                UNEXPECTED_FRAME,
-                "unexpected content body frame",
-                60,
-                40,
-            ));
+        let Assembly::Body { size, parts, received, .. } = &mut self.assembly else {
+            return Err(AmqpError::connection_ids(UNEXPECTED_FRAME, "unexpected content body frame", 60, 40));
         };
         *received += payload.len() as u64;
         if *received > *size {
@@ -250,14 +212,13 @@ impl Channel {
         if *received < *size {
             return Ok(());
         }
-        let Assembly::Body {
-            publish,
-            properties,
-            mut parts,
-            ..
-        } = std::mem::replace(&mut self.assembly, Assembly::Idle)
-        else {
-            unreachable!()
+        let (publish, properties, mut parts) = match std::mem::replace(&mut self.assembly, Assembly::Idle) {
+            Assembly::Body { publish, properties, parts, .. } => (publish, properties, parts),
+            // Checked at the top of this function; keep the state if it ever differs.
+            other => {
+                self.assembly = other;
+                return Ok(());
+            }
         };
         let body = if parts.len() == 1 {
             parts.pop().unwrap_or_default()
@@ -273,23 +234,8 @@ impl Channel {
     }
 
     /// Close from our side: send channel.close and tear down.
-    pub fn fail(
-        &mut self,
-        ctx: &ConnCtx,
-        code: u16,
-        text: ShortStr,
-        class_id: u16,
-        method_id: u16,
-    ) {
-        self.send(
-            &ChannelClose {
-                reply_code: code,
-                reply_text: text,
-                class_id,
-                method_id,
-            }
-            .into(),
-        );
+    pub fn fail(&mut self, ctx: &ConnCtx, code: u16, text: ShortStr, class_id: u16, method_id: u16) {
+        self.send(&ChannelClose { reply_code: code, reply_text: text, class_id, method_id }.into());
         self.phase = Phase::Closing;
         self.assembly = Assembly::Idle;
         self.teardown(ctx);

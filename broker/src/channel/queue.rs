@@ -15,12 +15,7 @@ use warren_protocol::method::*;
 use warren_protocol::{Method, ShortStr};
 
 impl Channel {
-    pub(super) fn queue_declare(
-        &mut self,
-        ctx: &ConnCtx,
-        d: &QueueDeclare,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn queue_declare(&mut self, ctx: &ConnCtx, d: &QueueDeclare, m: &Method) -> AmqpResult<()> {
         let name = if d.queue.is_empty() {
             if d.passive {
                 self.queue_name(&d.queue, m)?
@@ -41,59 +36,34 @@ impl Channel {
         self.last_queue = Some(name.clone());
         if !d.no_wait {
             self.send(
-                &QueueDeclareOk {
-                    queue: name,
-                    message_count: r.message_count,
-                    consumer_count: r.consumer_count,
-                }
-                .into(),
+                &QueueDeclareOk { queue: name, message_count: r.message_count, consumer_count: r.consumer_count }
+                    .into(),
             );
         }
         Ok(())
     }
 
-    pub(super) fn queue_bind(
-        &mut self,
-        ctx: &ConnCtx,
-        b: &QueueBind,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn queue_bind(&mut self, ctx: &ConnCtx, b: &QueueBind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&b.queue, m)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
-        let key = if b.routing_key.is_empty() && b.queue.is_empty() {
-            qname.clone()
-        } else {
-            b.routing_key.clone()
-        };
-        ctx.vhost
-            .bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
+        let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
+        ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
         if !b.no_wait {
             self.send(&QueueBindOk.into());
         }
         Ok(())
     }
 
-    pub(super) fn queue_unbind(
-        &mut self,
-        ctx: &ConnCtx,
-        u: &QueueUnbind,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn queue_unbind(&mut self, ctx: &ConnCtx, u: &QueueUnbind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&u.queue, m)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
-        ctx.vhost
-            .unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
+        ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
         self.send(&QueueUnbindOk.into());
         Ok(())
     }
 
-    pub(super) fn queue_purge(
-        &mut self,
-        ctx: &ConnCtx,
-        p: &QueuePurge,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn queue_purge(&mut self, ctx: &ConnCtx, p: &QueuePurge, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&p.queue, m)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let n = q.purge();
@@ -103,12 +73,7 @@ impl Channel {
         Ok(())
     }
 
-    pub(super) fn queue_delete(
-        &mut self,
-        ctx: &ConnCtx,
-        d: &QueueDelete,
-        m: &Method,
-    ) -> AmqpResult<()> {
+    pub(super) fn queue_delete(&mut self, ctx: &ConnCtx, d: &QueueDelete, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&d.queue, m)?;
         let n = match ctx.vhost.queue(&qname) {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
@@ -117,11 +82,7 @@ impl Channel {
                 let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
                 let (messages, consumers) = q.counts();
                 if d.if_unused && consumers > 0 {
-                    return Err(AmqpError::channel(
-                        PRECONDITION_FAILED,
-                        format!("{} in use", q.describe()),
-                        Some(m),
-                    ));
+                    return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", q.describe()), Some(m)));
                 }
                 if d.if_empty && messages > 0 {
                     return Err(AmqpError::channel(

@@ -63,10 +63,7 @@ pub async fn run(
         // spec: answer with the protocol version we speak, then close.
         wr.write_all(PROTOCOL_HEADER).await?;
         let _ = wr.shutdown().await;
-        return Err(HandshakeError::Refused(format!(
-            "bad protocol header {:?}",
-            &buf[..8.min(buf.len())]
-        )));
+        return Err(HandshakeError::Refused(format!("bad protocol header {:?}", &buf[..8.min(buf.len())])));
     }
     let _ = buf.split_to(8);
 
@@ -139,12 +136,7 @@ pub async fn run(
 
     send(
         wr,
-        &ConnectionTune {
-            channel_max: cfg.channel_max,
-            frame_max: cfg.frame_max,
-            heartbeat: cfg.heartbeat,
-        }
-        .into(),
+        &ConnectionTune { channel_max: cfg.channel_max, frame_max: cfg.frame_max, heartbeat: cfg.heartbeat }.into(),
     )
     .await?;
     let tune_ok = match next_method(rd, buf, 0).await? {
@@ -159,42 +151,27 @@ pub async fn run(
             .await)
         }
     };
-    let frame_max = if tune_ok.frame_max == 0 {
-        cfg.frame_max
-    } else {
-        tune_ok.frame_max.min(cfg.frame_max)
-    };
+    let frame_max = if tune_ok.frame_max == 0 { cfg.frame_max } else { tune_ok.frame_max.min(cfg.frame_max) };
     if frame_max < FRAME_MIN_SIZE {
         let m = Method::ConnectionTuneOk(tune_ok.clone());
         return Err(refuse(
             wr,
             NOT_ALLOWED,
-            &format!(
-                "frame_max={} < {} min size",
-                tune_ok.frame_max, FRAME_MIN_SIZE
-            ),
+            &format!("frame_max={} < {} min size", tune_ok.frame_max, FRAME_MIN_SIZE),
             &m,
         )
         .await);
     }
-    let channel_max = if tune_ok.channel_max == 0 {
-        cfg.channel_max
-    } else {
-        tune_ok.channel_max.min(cfg.channel_max)
-    };
+    let channel_max = if tune_ok.channel_max == 0 { cfg.channel_max } else { tune_ok.channel_max.min(cfg.channel_max) };
     // rabbitmq-compat: like RabbitMQ, the client's heartbeat value in tune-ok is used as is.
     let heartbeat = tune_ok.heartbeat;
 
     let open = match next_method(rd, buf, frame_max).await? {
         Method::ConnectionOpen(o) => o,
         other => {
-            return Err(refuse(
-                wr,
-                COMMAND_INVALID,
-                &format!("expected connection.open, got {}", other.name()),
-                &other,
+            return Err(
+                refuse(wr, COMMAND_INVALID, &format!("expected connection.open, got {}", other.name()), &other).await
             )
-            .await)
         }
     };
     let vname = open.virtual_host.to_str_lossy().into_owned();
@@ -202,14 +179,7 @@ pub async fn run(
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &format!("vhost {vname} not found"), &m).await);
     };
-    send(
-        wr,
-        &ConnectionOpenOk {
-            known_hosts: ShortStr::empty(),
-        }
-        .into(),
-    )
-    .await?;
+    send(wr, &ConnectionOpenOk { known_hosts: ShortStr::empty() }.into()).await?;
     Ok(Negotiated {
         frame_max,
         channel_max,
@@ -242,11 +212,11 @@ fn server_properties() -> FieldTable {
     t.insert("capabilities", FieldValue::Table(caps));
     t.insert("cluster_name", s("warren@localhost"));
     t.insert("copyright", s("Copyright (c) the Warren authors"));
-    t.insert("information", s("Warren, an AMQP 0-9-1 broker compatible with RabbitMQ clients. Licensed under Apache-2.0."));
     t.insert(
-        "platform",
-        s(concat!("Rust/", env!("CARGO_PKG_RUST_VERSION"))),
+        "information",
+        s("Warren, an AMQP 0-9-1 broker compatible with RabbitMQ clients. Licensed under Apache-2.0."),
     );
+    t.insert("platform", s(concat!("Rust/", env!("CARGO_PKG_RUST_VERSION"))));
     t.insert("product", s("Warren"));
     t.insert("version", s(env!("CARGO_PKG_VERSION")));
     t
@@ -258,20 +228,13 @@ fn parse_plain(resp: &[u8]) -> Option<(String, String)> {
     let _authz = parts.next()?;
     let user = parts.next()?;
     let pass = parts.next()?;
-    Some((
-        String::from_utf8_lossy(user).into_owned(),
-        String::from_utf8_lossy(pass).into_owned(),
-    ))
+    Some((String::from_utf8_lossy(user).into_owned(), String::from_utf8_lossy(pass).into_owned()))
 }
 
 fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
     // The response is a field table without its length prefix.
     let t = FieldTable::decode(bytes::Bytes::copy_from_slice(resp)).ok()?;
-    let get = |k: &str| {
-        t.get(k)
-            .and_then(|v| v.as_bytes())
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    };
+    let get = |k: &str| t.get(k).and_then(|v| v.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned());
     Some((get("LOGIN")?, get("PASSWORD")?))
 }
 
@@ -300,41 +263,24 @@ async fn refuse(wr: &mut OwnedWriteHalf, code: u16, text: &str, m: &Method) -> H
 }
 
 /// Read the next method frame on channel 0 (heartbeats skipped).
-async fn next_method(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    frame_max: u32,
-) -> Result<Method, HandshakeError> {
-    let limit = if frame_max == 0 {
-        FRAME_MIN_SIZE.max(64 * 1024)
-    } else {
-        frame_max
-    };
+async fn next_method(rd: &mut OwnedReadHalf, buf: &mut BytesMut, frame_max: u32) -> Result<Method, HandshakeError> {
+    let limit = if frame_max == 0 { FRAME_MIN_SIZE.max(64 * 1024) } else { frame_max };
     loop {
         match frame::decode(buf, limit) {
             Ok(Some(f)) => match f.kind {
                 FrameType::Heartbeat => continue,
                 FrameType::Method if f.channel == 0 => {
-                    return Method::decode(f.payload).map_err(|e| {
-                        HandshakeError::Refused(format!("bad method in handshake: {e}"))
-                    });
+                    return Method::decode(f.payload)
+                        .map_err(|e| HandshakeError::Refused(format!("bad method in handshake: {e}")));
                 }
-                _ => {
-                    return Err(HandshakeError::Refused(
-                        "unexpected frame during handshake".into(),
-                    ))
-                }
+                _ => return Err(HandshakeError::Refused("unexpected frame during handshake".into())),
             },
             Ok(None) => {
                 if rd.read_buf(buf).await? == 0 {
                     return Err(HandshakeError::Io);
                 }
             }
-            Err(e) => {
-                return Err(HandshakeError::Refused(format!(
-                    "frame error in handshake: {e}"
-                )))
-            }
+            Err(e) => return Err(HandshakeError::Refused(format!("frame error in handshake: {e}"))),
         }
     }
 }

@@ -79,21 +79,13 @@ struct Connection {
 }
 
 /// Serve one accepted socket until it closes.
-pub async fn serve(
-    sock: TcpStream,
-    broker: Arc<Broker>,
-    id: ConnectionId,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut shutdown: watch::Receiver<bool>) {
     let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();
     let mut buf = BytesMut::with_capacity(READ_BUF);
-    let hs = tokio::time::timeout(
-        broker.config.handshake_timeout,
-        handshake::run(&mut rd, &mut wr, &mut buf, &broker),
-    )
-    .await;
+    let hs = tokio::time::timeout(broker.config.handshake_timeout, handshake::run(&mut rd, &mut wr, &mut buf, &broker))
+        .await;
     let neg = match hs {
         Ok(Ok(n)) => n,
         Ok(Err(handshake::HandshakeError::Refused(why))) => {
@@ -111,19 +103,11 @@ pub async fn serve(
     };
     tracing::info!(%peer, user = %neg.user, vhost = %neg.vhost.name, name = ?neg.name, "connection {id} opened");
     let out = Outbound::new(neg.frame_max);
-    let live = Arc::new(Liveness {
-        epoch: Instant::now(),
-        last_read: AtomicU64::new(0),
-        abort: Notify::new(),
-    });
+    let live = Arc::new(Liveness { epoch: Instant::now(), last_read: AtomicU64::new(0), abort: Notify::new() });
     let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
     let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone()));
     let mut conn = Connection {
-        ctx: ConnCtx {
-            id,
-            vhost: neg.vhost,
-            out: out.clone(),
-        },
+        ctx: ConnCtx { id, vhost: neg.vhost, out: out.clone() },
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
         channel_max: neg.channel_max,
@@ -150,12 +134,7 @@ pub async fn serve(
                 Ok(None) => break,
                 Err(e) => {
                     // A framing error leaves the stream unparseable: close and stop reading.
-                    conn.fail(AmqpError::connection_ids(
-                        e.reply_code(),
-                        e.to_string(),
-                        0,
-                        0,
-                    ));
+                    conn.fail(AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0));
                     break 'read;
                 }
             }
@@ -177,8 +156,7 @@ pub async fn serve(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_BUF);
         }
-        let deadline = close_deadline
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+        let deadline = close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => {
@@ -241,12 +219,7 @@ impl Connection {
             }
             FrameType::Method => {
                 let m = Method::decode(f.payload).map_err(|e| {
-                    AmqpError::connection_ids(
-                        e.reply_code(),
-                        format!("cannot decode method frame: {e}"),
-                        0,
-                        0,
-                    )
+                    AmqpError::connection_ids(e.reply_code(), format!("cannot decode method frame: {e}"), 0, 0)
                 })?;
                 let ch = f.channel;
                 if ch == 0 {
@@ -313,10 +286,7 @@ impl Connection {
         if id > self.channel_max {
             return Err(AmqpError::connection(
                 CHANNEL_ERROR,
-                format!(
-                    "channel {id} is above the negotiated channel_max {}",
-                    self.channel_max
-                ),
+                format!("channel {id} is above the negotiated channel_max {}", self.channel_max),
                 Some(&m),
             )
             .into());
@@ -334,21 +304,11 @@ impl Connection {
                 Method::ChannelOpen(_) => {
                     let shared = ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify);
                     let ch = Channel::new(shared);
-                    ch.send(
-                        &ChannelOpenOk {
-                            channel_id: Default::default(),
-                        }
-                        .into(),
-                    );
+                    ch.send(&ChannelOpenOk { channel_id: Default::default() }.into());
                     self.channels.insert(id, ch);
                     Ok(())
                 }
-                other => Err(AmqpError::connection(
-                    CHANNEL_ERROR,
-                    "expected 'channel.open'",
-                    Some(&other),
-                )
-                .into()),
+                other => Err(AmqpError::connection(CHANNEL_ERROR, "expected 'channel.open'", Some(&other)).into()),
             };
         };
         if ch.phase == Phase::Closing {
@@ -365,10 +325,7 @@ impl Connection {
         }
         match m {
             Method::ChannelOpen(_) => {
-                Err(
-                    AmqpError::connection(CHANNEL_ERROR, "second 'channel.open' seen", Some(&m))
-                        .into(),
-                )
+                Err(AmqpError::connection(CHANNEL_ERROR, "second 'channel.open' seen", Some(&m)).into())
             }
             Method::ChannelClose(_) => {
                 ch.teardown(&self.ctx);
@@ -384,60 +341,22 @@ impl Connection {
     /// The one place errors become close frames.
     fn fail(&mut self, e: impl Into<Failure>) {
         match e.into() {
-            Failure(
-                AmqpError::Channel {
-                    code,
-                    text,
-                    class_id,
-                    method_id,
-                },
-                ch_id,
-            ) if ch_id != 0 => {
-                tracing::warn!(
-                    "connection {}: closing channel {ch_id}: {text}",
-                    self.ctx.id
-                );
+            Failure(AmqpError::Channel { code, text, class_id, method_id }, ch_id) if ch_id != 0 => {
+                tracing::warn!("connection {}: closing channel {ch_id}: {text}", self.ctx.id);
                 if let Some(ch) = self.channels.get_mut(&ch_id) {
-                    ch.fail(
-                        &self.ctx,
-                        code,
-                        ShortStr::truncating(text),
-                        class_id,
-                        method_id,
-                    );
+                    ch.fail(&self.ctx, code, ShortStr::truncating(text), class_id, method_id);
                 }
             }
-            Failure(
-                AmqpError::Channel {
-                    code,
-                    text,
-                    class_id,
-                    method_id,
-                },
-                _,
-            )
-            | Failure(
-                AmqpError::Connection {
-                    code,
-                    text,
-                    class_id,
-                    method_id,
-                },
-                _,
-            ) => {
+            Failure(AmqpError::Channel { code, text, class_id, method_id }, _)
+            | Failure(AmqpError::Connection { code, text, class_id, method_id }, _) => {
                 if self.state != State::Open {
                     return;
                 }
                 tracing::warn!("connection {}: closing connection: {text}", self.ctx.id);
                 self.teardown();
                 self.send0(
-                    &ConnectionClose {
-                        reply_code: code,
-                        reply_text: ShortStr::truncating(text),
-                        class_id,
-                        method_id,
-                    }
-                    .into(),
+                    &ConnectionClose { reply_code: code, reply_text: ShortStr::truncating(text), class_id, method_id }
+                        .into(),
                 );
                 self.state = State::Closing;
             }

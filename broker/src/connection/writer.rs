@@ -37,12 +37,7 @@ pub struct Liveness {
     pub abort: Notify,
 }
 
-pub async fn run(
-    mut sock: OwnedWriteHalf,
-    out: Arc<Outbound>,
-    heartbeat: Option<Duration>,
-    live: Arc<Liveness>,
-) {
+pub async fn run(mut sock: OwnedWriteHalf, out: Arc<Outbound>, heartbeat: Option<Duration>, live: Arc<Liveness>) {
     let mut chunks: Vec<Bytes> = Vec::new();
     let tick = heartbeat.map(|h| (h / 2).max(Duration::from_millis(100)));
     let mut last_write = Instant::now();

@@ -1,12 +1,15 @@
-//! Exchanges and their bindings; routing a message to queues.
+//! Exchanges and their bindings; routing a message to destinations (queues and, for
+//! exchange-to-exchange bindings, other exchanges).
 //!
 //! Runs in: the publishing connection's reader (route), any reader (declare/bind/unbind).
 //!
 //! # Invariants
-//! - Routing takes only a read lock on the bindings and releases it before any queue lock
-//!   (it returns `Arc<Queue>`s; the caller enqueues).
-//! - A queue appears at most once in a routing result, however many bindings match.
-//! - A binding is unique by (queue, routing key, arguments), as in RabbitMQ.
+//! - Routing takes only a read lock on one exchange's bindings at a time and never holds it while
+//!   taking a queue lock (it returns `Arc`s; the vhost walks exchange destinations and the caller
+//!   enqueues).
+//! - A binding is unique by (destination, routing key, arguments), as in RabbitMQ; binding twice is
+//!   a no-op, unbinding a missing binding is not an error.
+//! - The direct index and the topic trie always hold exactly the destinations of `all`.
 use crate::queue::Queue;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -44,11 +47,29 @@ impl ExchangeKind {
     }
 }
 
-/// A queue binding.
+/// Where a binding leads.
+#[derive(Clone)]
+pub enum Dest {
+    Queue(Arc<Queue>),
+    Exchange(Arc<Exchange>),
+}
+
+impl Dest {
+    /// Same destination (by identity).
+    pub fn same(&self, o: &Dest) -> bool {
+        match (self, o) {
+            (Dest::Queue(a), Dest::Queue(b)) => Arc::ptr_eq(a, b),
+            (Dest::Exchange(a), Dest::Exchange(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// A binding of this exchange (the source) to a destination.
 #[derive(Clone)]
 pub struct Binding {
-    /// Destination queue.
-    pub queue: Arc<Queue>,
+    /// Destination queue or exchange.
+    pub dest: Dest,
     /// Binding key.
     pub routing_key: ShortStr,
     /// Binding arguments (used by the headers exchange).
@@ -60,25 +81,58 @@ pub struct Binding {
 pub struct Bindings {
     /// All bindings, in creation order.
     pub all: Vec<Binding>,
-    /// Direct exchanges: routing key -> queues bound with it.
-    by_key: HashMap<ShortStr, Vec<Arc<Queue>>>,
+    /// Direct exchanges: routing key -> destinations bound with it.
+    by_key: HashMap<ShortStr, Vec<Dest>>,
+    /// Topic exchanges: pattern trie.
+    trie: topic::TopicTrie<Dest>,
+}
+
+/// Routing output: queues and exchanges reached, each at most once.
+#[derive(Default)]
+pub struct Routed {
+    pub queues: Vec<Arc<Queue>>,
+    pub exchanges: Vec<Arc<Exchange>>,
+}
+
+impl Routed {
+    pub fn clear(&mut self) {
+        self.queues.clear();
+        self.exchanges.clear();
+    }
+    #[inline]
+    fn push(&mut self, d: &Dest) {
+        match d {
+            Dest::Queue(q) => {
+                if !self.queues.iter().any(|x| Arc::ptr_eq(x, q)) {
+                    self.queues.push(q.clone());
+                }
+            }
+            Dest::Exchange(e) => {
+                if !self.exchanges.iter().any(|x| Arc::ptr_eq(x, e)) {
+                    self.exchanges.push(e.clone());
+                }
+            }
+        }
+    }
 }
 
 /// An exchange.
 pub struct Exchange {
-    /// Name (empty for the default exchange).
+    /// Name (never empty: the default exchange is implicit in the vhost).
     pub name: ShortStr,
     /// Type.
     pub kind: ExchangeKind,
     /// Declared durable.
     pub durable: bool,
-    /// Deleted when its last binding goes.
+    /// Deleted when its last binding (as a source) goes.
     pub auto_delete: bool,
-    /// Internal: clients may not publish to it.
+    /// Internal: clients may not publish to it directly.
     pub internal: bool,
     /// Declare arguments as given.
     pub arguments: FieldTable,
-    /// Bindings.
+    /// `alternate-exchange` argument: where messages this exchange cannot route go.
+    pub alternate: Option<ShortStr>,
+    /// Bindings where this exchange is the source.
     pub bindings: RwLock<Bindings>,
 }
 
@@ -91,6 +145,10 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Arc<Exchange> {
+        let alternate = arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_bytes())
+            .map(|b| ShortStr::truncating(bytes::Bytes::copy_from_slice(b)));
         Arc::new(Exchange {
             name,
             kind,
@@ -98,6 +156,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
+            alternate,
             bindings: RwLock::new(Bindings::default()),
         })
     }
@@ -105,150 +164,136 @@ impl Exchange {
     /// Add a binding; false if an identical one exists.
     pub fn bind(&self, b: Binding) -> bool {
         let mut bs = self.bindings.write();
-        if bs.all.iter().any(|x| same_binding(x, &b)) {
+        if bs.all.iter().any(|x| x.dest.same(&b.dest) && x.routing_key == b.routing_key && x.arguments == b.arguments) {
             return false;
         }
-        if self.kind == ExchangeKind::Direct {
-            let v = bs.by_key.entry(b.routing_key.clone()).or_default();
-            if !v.iter().any(|q| Arc::ptr_eq(q, &b.queue)) {
-                v.push(b.queue.clone());
+        match self.kind {
+            ExchangeKind::Direct => {
+                let v = bs.by_key.entry(b.routing_key.clone()).or_default();
+                if !v.iter().any(|d| d.same(&b.dest)) {
+                    v.push(b.dest.clone());
+                }
             }
+            ExchangeKind::Topic => bs.trie.insert(b.routing_key.as_bytes(), b.dest.clone()),
+            _ => {}
         }
         bs.all.push(b);
         true
     }
 
     /// Remove a binding; false if there was none.
-    pub fn unbind(
-        &self,
-        queue: &Arc<Queue>,
-        routing_key: &ShortStr,
-        arguments: &FieldTable,
-    ) -> bool {
+    pub fn unbind(&self, dest: &Dest, routing_key: &ShortStr, arguments: &FieldTable) -> bool {
         let mut bs = self.bindings.write();
-        let before = bs.all.len();
-        bs.all.retain(|x| {
-            !(Arc::ptr_eq(&x.queue, queue)
-                && x.routing_key == *routing_key
-                && x.arguments == *arguments)
-        });
-        let removed = bs.all.len() != before;
-        if removed {
-            bs.rebuild_key_index(self.kind, routing_key);
+        let Some(i) =
+            bs.all.iter().position(|x| x.dest.same(dest) && x.routing_key == *routing_key && x.arguments == *arguments)
+        else {
+            return false;
+        };
+        bs.all.remove(i);
+        match self.kind {
+            ExchangeKind::Direct => {
+                // Another binding (other arguments) may still lead to the same place with this key.
+                let still = bs.all.iter().any(|x| x.dest.same(dest) && x.routing_key == *routing_key);
+                if !still {
+                    if let Some(v) = bs.by_key.get_mut(routing_key) {
+                        v.retain(|d| !d.same(dest));
+                        if v.is_empty() {
+                            bs.by_key.remove(routing_key);
+                        }
+                    }
+                }
+            }
+            ExchangeKind::Topic => bs.trie.remove(routing_key.as_bytes(), |d| d.same(dest)),
+            _ => {}
         }
-        removed
+        true
     }
 
-    /// Remove every binding to `queue` (queue deleted). Returns true if the exchange is now unused.
-    pub fn unbind_queue(&self, queue: &Arc<Queue>) -> bool {
+    /// Remove every binding to `dest` (it was deleted). Returns true if bindings were removed and
+    /// none are left.
+    pub fn unbind_dest(&self, dest: &Dest) -> bool {
         let mut bs = self.bindings.write();
         let before = bs.all.len();
-        bs.all.retain(|x| !Arc::ptr_eq(&x.queue, queue));
-        if bs.all.len() != before {
-            for v in bs.by_key.values_mut() {
-                v.retain(|q| !Arc::ptr_eq(q, queue));
-            }
-            bs.by_key.retain(|_, v| !v.is_empty());
-            return bs.all.is_empty();
+        bs.all.retain(|x| !x.dest.same(dest));
+        if bs.all.len() == before {
+            return false;
         }
-        false
+        for v in bs.by_key.values_mut() {
+            v.retain(|d| !d.same(dest));
+        }
+        bs.by_key.retain(|_, v| !v.is_empty());
+        bs.trie.retain(&|d: &Dest| !d.same(dest));
+        bs.all.is_empty()
     }
 
     pub fn has_bindings(&self) -> bool {
         !self.bindings.read().all.is_empty()
     }
 
-    /// Queues a message with `routing_key` (and `headers`, for the headers exchange) goes to.
+    /// Destinations for a message with routing `keys` (the routing key plus CC/BCC) and `headers`.
+    /// Returns whether anything matched.
     #[inline]
-    pub fn route(
-        &self,
-        routing_key: &ShortStr,
-        headers: impl FnOnce() -> Option<FieldTable>,
-        out: &mut Vec<Arc<Queue>>,
-    ) {
+    pub fn route_into(&self, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) -> bool {
         let bs = self.bindings.read();
+        let (q0, e0) = (out.queues.len(), out.exchanges.len());
+        let mut any = false;
         match self.kind {
             ExchangeKind::Direct => {
-                if let Some(qs) = bs.by_key.get(routing_key) {
-                    out.extend(qs.iter().cloned());
+                for k in keys {
+                    if let Some(ds) = bs.by_key.get(k) {
+                        any = true;
+                        for d in ds {
+                            out.push(d);
+                        }
+                    }
                 }
             }
             ExchangeKind::Fanout => {
                 for b in &bs.all {
-                    push_unique(out, &b.queue);
+                    any = true;
+                    out.push(&b.dest);
                 }
             }
             ExchangeKind::Topic => {
-                for b in &bs.all {
-                    if topic::matches(b.routing_key.as_bytes(), routing_key.as_bytes()) {
-                        push_unique(out, &b.queue);
-                    }
+                let mut found = Vec::new();
+                for k in keys {
+                    bs.trie.match_into(k.as_bytes(), &mut found);
+                }
+                for d in &found {
+                    any = true;
+                    out.push(d);
                 }
             }
             ExchangeKind::Headers => {
-                let h = headers().unwrap_or_default();
+                let empty = FieldTable::new();
+                let h = headers.unwrap_or(&empty);
                 for b in &bs.all {
-                    if headers_match(&b.arguments, &h) {
-                        push_unique(out, &b.queue);
+                    if headers_match(&b.arguments, h) {
+                        any = true;
+                        out.push(&b.dest);
                     }
                 }
             }
         }
+        any || out.queues.len() != q0 || out.exchanges.len() != e0
     }
 }
 
-impl Bindings {
-    fn rebuild_key_index(&mut self, kind: ExchangeKind, key: &ShortStr) {
-        if kind != ExchangeKind::Direct {
-            return;
-        }
-        let qs: Vec<Arc<Queue>> = self
-            .all
-            .iter()
-            .filter(|b| b.routing_key == *key)
-            .map(|b| b.queue.clone())
-            .fold(Vec::new(), |mut v, q| {
-                push_unique(&mut v, &q);
-                v
-            });
-        if qs.is_empty() {
-            self.by_key.remove(key);
-        } else {
-            self.by_key.insert(key.clone(), qs);
-        }
-    }
-}
-
-fn same_binding(a: &Binding, b: &Binding) -> bool {
-    Arc::ptr_eq(&a.queue, &b.queue) && a.routing_key == b.routing_key && a.arguments == b.arguments
-}
-
-#[inline]
-fn push_unique(out: &mut Vec<Arc<Queue>>, q: &Arc<Queue>) {
-    if !out.iter().any(|x| Arc::ptr_eq(x, q)) {
-        out.push(q.clone());
-    }
-}
-
-/// Headers exchange matching: `x-match` = `all` (default) or `any`; keys starting `x-` are ignored
-/// (RabbitMQ's `all-with-x` / `any-with-x` also compare them). A `V` (void) binding value matches on
-/// the key's presence alone.
+/// Headers exchange matching, as RabbitMQ: `x-match` = `all` (default), `any`, `all-with-x`,
+/// `any-with-x`. Binding keys starting `x-` are ignored except in the `-with-x` modes. A void binding
+/// value matches on the header's presence; otherwise values match when they are of the same class
+/// (all integer types are one class, both float types another) and equal.
 pub fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
-    let mode = binding
-        .get("x-match")
-        .and_then(|v| v.as_bytes())
-        .unwrap_or(b"all");
+    let mode = binding.get("x-match").and_then(|v| v.as_bytes()).unwrap_or(b"all");
     let (any, with_x) = match mode {
         b"any" => (true, false),
         b"any-with-x" => (true, true),
         b"all-with-x" => (false, true),
         _ => (false, false),
     };
-    let mut considered = binding
-        .iter()
-        .filter(|(k, _)| k != "x-match" && (with_x || !k.as_bytes().starts_with(b"x-")));
+    let mut considered = binding.iter().filter(|(k, _)| k != "x-match" && (with_x || !k.as_bytes().starts_with(b"x-")));
     let check = |(k, v): &(ShortStr, FieldValue)| match headers.iter().find(|(hk, _)| hk == k) {
-        Some((_, hv)) => matches!(v, FieldValue::Void) || hv == v,
+        Some((_, hv)) => matches!(v, FieldValue::Void) || same_value(v, hv),
         None => false,
     };
     if any {
@@ -256,4 +301,22 @@ pub fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
     } else {
         considered.all(|p| check(p))
     }
+}
+
+fn same_value(a: &FieldValue, b: &FieldValue) -> bool {
+    use FieldValue as F;
+    let float = |v: &FieldValue| match v {
+        F::F32(x) => Some(*x as f64),
+        F::F64(x) => Some(*x),
+        _ => None,
+    };
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => return x == y,
+        (Some(_), None) | (None, Some(_)) => return false,
+        _ => {}
+    }
+    if let (Some(x), Some(y)) = (float(a), float(b)) {
+        return x == y;
+    }
+    a == b
 }

@@ -104,11 +104,7 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.ready.push_back(QueuedMsg {
-            msg,
-            seq,
-            redelivered: false,
-        });
+        st.ready.push_back(QueuedMsg { msg, seq, redelivered: false });
         self.drain(&mut st);
         true
     }
@@ -130,11 +126,7 @@ impl Queue {
             while start < n {
                 // The group of consumers sharing this priority: [start, end).
                 let p = st.consumers[start].priority;
-                let end = start
-                    + st.consumers[start..]
-                        .iter()
-                        .take_while(|c| c.priority == p)
-                        .count();
+                let end = start + st.consumers[start..].iter().take_while(|c| c.priority == p).count();
                 let len = end - start;
                 for k in 0..len {
                     let pos = (st.rr + k) % len;
@@ -168,10 +160,7 @@ impl Queue {
             m.redelivered = true;
         }
         msgs.sort_by_key(|m| m.seq);
-        let all_before = st
-            .ready
-            .front()
-            .is_none_or(|f| msgs.last().is_some_and(|l| l.seq < f.seq));
+        let all_before = st.ready.front().is_none_or(|f| msgs.last().is_some_and(|l| l.seq < f.seq));
         if all_before {
             for m in msgs.into_iter().rev() {
                 st.ready.push_front(m);
@@ -217,18 +206,10 @@ impl Queue {
             ));
         }
         if st.consumers.iter().any(|x| x.exclusive) || (c.exclusive && !st.consumers.is_empty()) {
-            return Err(AmqpError::channel(
-                ACCESS_REFUSED,
-                format!("{} in exclusive use", self.describe()),
-                None,
-            ));
+            return Err(AmqpError::channel(ACCESS_REFUSED, format!("{} in exclusive use", self.describe()), None));
         }
         on_added();
-        let at = st
-            .consumers
-            .iter()
-            .position(|x| x.priority < c.priority)
-            .unwrap_or(st.consumers.len());
+        let at = st.consumers.iter().position(|x| x.priority < c.priority).unwrap_or(st.consumers.len());
         st.consumers.insert(at, c);
         st.had_consumer = true;
         self.drain(&mut st);

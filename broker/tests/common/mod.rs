@@ -22,10 +22,7 @@ impl TestBroker {
     pub async fn with_config(cfg: Config) -> TestBroker {
         let handle = start(cfg).await.expect("broker starts");
         let addr = handle.local_addrs[0];
-        TestBroker {
-            handle: Some(handle),
-            addr,
-        }
+        TestBroker { handle: Some(handle), addr }
     }
     pub fn port(&self) -> u16 {
         self.addr.port()
@@ -37,15 +34,8 @@ impl TestBroker {
     }
     /// amqprs connection as guest.
     pub async fn amqprs(&self) -> amqprs::connection::Connection {
-        let args = amqprs::connection::OpenConnectionArguments::new(
-            "127.0.0.1",
-            self.port(),
-            "guest",
-            "guest",
-        );
-        amqprs::connection::Connection::open(&args)
-            .await
-            .expect("amqprs connects")
+        let args = amqprs::connection::OpenConnectionArguments::new("127.0.0.1", self.port(), "guest", "guest");
+        amqprs::connection::Connection::open(&args).await.expect("amqprs connects")
     }
     pub async fn raw(&self) -> raw::Raw {
         raw::Raw::connect(self.addr).await

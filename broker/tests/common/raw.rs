@@ -9,8 +9,7 @@ use warren_protocol::constants::PROTOCOL_HEADER;
 use warren_protocol::method::*;
 use warren_protocol::properties::EMPTY_PROPERTIES;
 use warren_protocol::{
-    fast, frame, BasicProperties, ContentHeader, FieldTable, Frame, FrameType, LongStr, Method,
-    ShortStr,
+    fast, frame, BasicProperties, ContentHeader, FieldTable, Frame, FrameType, LongStr, Method, ShortStr,
 };
 
 /// How long a test waits for an expected frame.
@@ -60,14 +59,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            user: "guest",
-            pass: "guest",
-            vhost: "/",
-            frame_max: 131072,
-            heartbeat: 0,
-            capabilities: true,
-        }
+        Options { user: "guest", pass: "guest", vhost: "/", frame_max: 131072, heartbeat: 0, capabilities: true }
     }
 }
 
@@ -85,21 +77,13 @@ impl Raw {
     }
 
     pub async fn connect(addr: SocketAddr) -> Raw {
-        Raw::connect_with(addr, Options::default())
-            .await
-            .expect("handshake")
+        Raw::connect_with(addr, Options::default()).await.expect("handshake")
     }
 
     /// Full handshake; Err(close) if the server refused with connection.close.
-    pub async fn connect_with(
-        addr: SocketAddr,
-        o: Options,
-    ) -> Result<Raw, Option<ConnectionClose>> {
+    pub async fn connect_with(addr: SocketAddr, o: Options) -> Result<Raw, Option<ConnectionClose>> {
         let mut r = Raw::tcp(addr).await;
-        r.sock
-            .write_all(PROTOCOL_HEADER)
-            .await
-            .expect("write header");
+        r.sock.write_all(PROTOCOL_HEADER).await.expect("write header");
         match r.recv_method().await.1 {
             Method::ConnectionStart(s) => r.server_properties = s.server_properties,
             other => panic!("expected start, got {other:?}"),
@@ -107,14 +91,8 @@ impl Raw {
         let mut client_props = FieldTable::new();
         if o.capabilities {
             let mut caps = FieldTable::new();
-            caps.insert(
-                "authentication_failure_close",
-                warren_protocol::FieldValue::Bool(true),
-            );
-            caps.insert(
-                "consumer_cancel_notify",
-                warren_protocol::FieldValue::Bool(true),
-            );
+            caps.insert("authentication_failure_close", warren_protocol::FieldValue::Bool(true));
+            caps.insert("consumer_cancel_notify", warren_protocol::FieldValue::Bool(true));
             client_props.insert("capabilities", warren_protocol::FieldValue::Table(caps));
         }
         let resp = format!("\0{}\0{}", o.user, o.pass);
@@ -129,27 +107,18 @@ impl Raw {
         )
         .await;
         let tune = match r.try_recv().await {
-            Some(f) if f.kind == FrameType::Method => {
-                match Method::decode(f.payload).expect("method") {
-                    Method::ConnectionTune(t) => t,
-                    Method::ConnectionClose(c) => return Err(Some(c)),
-                    other => panic!("expected tune, got {other:?}"),
-                }
-            }
+            Some(f) if f.kind == FrameType::Method => match Method::decode(f.payload).expect("method") {
+                Method::ConnectionTune(t) => t,
+                Method::ConnectionClose(c) => return Err(Some(c)),
+                other => panic!("expected tune, got {other:?}"),
+            },
             None => return Err(None),
             Some(f) => panic!("unexpected frame {f:?}"),
         };
         r.tune = tune.clone();
         r.frame_max = o.frame_max;
-        r.send(
-            0,
-            ConnectionTuneOk {
-                channel_max: tune.channel_max,
-                frame_max: o.frame_max,
-                heartbeat: o.heartbeat,
-            },
-        )
-        .await;
+        r.send(0, ConnectionTuneOk { channel_max: tune.channel_max, frame_max: o.frame_max, heartbeat: o.heartbeat })
+            .await;
         r.send(
             0,
             ConnectionOpen {
@@ -202,31 +171,19 @@ impl Raw {
     }
 
     pub async fn recv(&mut self) -> Frame {
-        self.try_recv()
-            .await
-            .expect("expected a frame, got EOF or timeout")
+        self.try_recv().await.expect("expected a frame, got EOF or timeout")
     }
 
     pub async fn recv_method(&mut self) -> (u16, Method) {
         let f = self.recv().await;
-        assert_eq!(
-            f.kind,
-            FrameType::Method,
-            "expected a method frame, got {f:?}"
-        );
-        (
-            f.channel,
-            Method::decode(f.payload).expect("decodable method"),
-        )
+        assert_eq!(f.kind, FrameType::Method, "expected a method frame, got {f:?}");
+        (f.channel, Method::decode(f.payload).expect("decodable method"))
     }
 
     /// Read a method that carries content, then its header and body.
     pub async fn recv_content(&mut self) -> Delivery {
         let (_, method) = self.recv_method().await;
-        assert!(
-            method.has_content(),
-            "expected a content method, got {method:?}"
-        );
+        assert!(method.has_content(), "expected a content method, got {method:?}");
         self.content_after(method).await
     }
 
@@ -238,17 +195,10 @@ impl Raw {
         while (body.len() as u64) < h.body_size {
             let f = self.recv().await;
             assert_eq!(f.kind, FrameType::Body);
-            assert!(
-                f.payload.len() + 8 <= self.frame_max as usize,
-                "body frame larger than frame_max"
-            );
+            assert!(f.payload.len() + 8 <= self.frame_max as usize, "body frame larger than frame_max");
             body.extend_from_slice(&f.payload);
         }
-        Delivery {
-            method,
-            properties: h.properties,
-            body: body.freeze(),
-        }
+        Delivery { method, properties: h.properties, body: body.freeze() }
     }
 
     pub async fn open_channel(&mut self, ch: u16) {
@@ -268,10 +218,7 @@ impl Raw {
     }
 
     pub async fn declare(&mut self, ch: u16, name: &str) -> QueueDeclareOk {
-        let m = QueueDeclare {
-            queue: ShortStr::from(name.to_string()),
-            ..Default::default()
-        };
+        let m = QueueDeclare { queue: ShortStr::from(name.to_string()), ..Default::default() };
         match self.call(ch, m).await {
             Method::QueueDeclareOk(ok) => ok,
             other => panic!("expected declare-ok, got {other:?}"),
@@ -279,8 +226,7 @@ impl Raw {
     }
 
     pub async fn publish(&mut self, ch: u16, exchange: &str, key: &str, body: &[u8]) {
-        self.publish_full(ch, exchange, key, body, EMPTY_PROPERTIES, false)
-            .await
+        self.publish_full(ch, exchange, key, body, EMPTY_PROPERTIES, false).await
     }
 
     pub async fn publish_full(
@@ -307,17 +253,9 @@ impl Raw {
         self.sock.write_all(&b).await.expect("write");
     }
 
-    pub async fn publish_props(
-        &mut self,
-        ch: u16,
-        exchange: &str,
-        key: &str,
-        body: &[u8],
-        props: BasicProperties,
-    ) {
+    pub async fn publish_props(&mut self, ch: u16, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
         let raw = props.to_bytes();
-        self.publish_full(ch, exchange, key, body, &raw, false)
-            .await
+        self.publish_full(ch, exchange, key, body, &raw, false).await
     }
 
     /// Send `m` and collect the deliveries that arrive before its reply. Warren (like RabbitMQ)
@@ -338,16 +276,9 @@ impl Raw {
 
     /// Barrier on `queue` (passive declare), returning deliveries seen before it.
     pub async fn barrier(&mut self, ch: u16, queue: &str) -> Vec<Delivery> {
-        let m = QueueDeclare {
-            queue: ShortStr::from(queue.to_string()),
-            passive: true,
-            ..Default::default()
-        };
+        let m = QueueDeclare { queue: ShortStr::from(queue.to_string()), passive: true, ..Default::default() };
         let (reply, got) = self.sync_collect(ch, m).await;
-        assert!(
-            matches!(reply, Method::QueueDeclareOk(_)),
-            "barrier got {reply:?}"
-        );
+        assert!(matches!(reply, Method::QueueDeclareOk(_)), "barrier got {reply:?}");
         got
     }
 
@@ -369,10 +300,7 @@ impl Raw {
     /// Expect connection.close from the server; answers close-ok.
     pub async fn expect_connection_close(&mut self) -> ConnectionClose {
         loop {
-            let f = self
-                .try_recv()
-                .await
-                .expect("expected connection.close, got EOF");
+            let f = self.try_recv().await.expect("expected connection.close, got EOF");
             if f.kind != FrameType::Method {
                 continue;
             }
@@ -396,16 +324,7 @@ impl Raw {
     }
 
     pub async fn close(mut self) {
-        self.send(
-            0,
-            ConnectionClose {
-                reply_code: 200,
-                reply_text: "bye".into(),
-                class_id: 0,
-                method_id: 0,
-            },
-        )
-        .await;
+        self.send(0, ConnectionClose { reply_code: 200, reply_text: "bye".into(), class_id: 0, method_id: 0 }).await;
         loop {
             match self.try_recv().await {
                 None => return,

@@ -41,9 +41,7 @@ fn short_bytes(f: Flavor) -> BoxedStrategy<Vec<u8>> {
 }
 
 pub fn short_str(f: Flavor) -> BoxedStrategy<ShortStr> {
-    short_bytes(f)
-        .prop_map(|v| ShortStr::from_bytes(Bytes::from(v)).expect("at most 255 bytes"))
-        .boxed()
+    short_bytes(f).prop_map(|v| ShortStr::from_bytes(Bytes::from(v)).expect("at most 255 bytes")).boxed()
 }
 
 pub fn long_str() -> BoxedStrategy<LongStr> {
@@ -121,13 +119,7 @@ pub fn dedup_keys(items: Vec<(ShortStr, FieldValue)>) -> Vec<(ShortStr, FieldVal
 
 fn table_of(f: Flavor, value: BoxedStrategy<FieldValue>, max: usize) -> BoxedStrategy<FieldTable> {
     vec((key(f), value), 0..max)
-        .prop_map(move |items| {
-            FieldTable(if f == Flavor::Amq {
-                dedup_keys(items)
-            } else {
-                items
-            })
-        })
+        .prop_map(move |items| FieldTable(if f == Flavor::Amq { dedup_keys(items) } else { items }))
         .boxed()
 }
 
@@ -151,12 +143,7 @@ pub fn field_table(f: Flavor) -> BoxedStrategy<FieldTable> {
 pub fn properties(f: Flavor) -> BoxedStrategy<BasicProperties> {
     let s = || proptest::option::of(short_str(f));
     (
-        (
-            s(),
-            s(),
-            proptest::option::of(field_table(f)),
-            proptest::option::of(any::<u8>()),
-        ),
+        (s(), s(), proptest::option::of(field_table(f)), proptest::option::of(any::<u8>())),
         (proptest::option::of(any::<u8>()), s(), s(), s(), s()),
         (proptest::option::of(any::<u64>()), s(), s(), s(), s()),
     )
@@ -335,20 +322,14 @@ pub fn method_for(f: Flavor, class: u16, id: u16) -> BoxedStrategy<Method> {
 
 /// Any method of `ALL_METHODS`, each equally likely, with arbitrary fields.
 pub fn any_method(f: Flavor) -> BoxedStrategy<Method> {
-    let arms: Vec<BoxedStrategy<Method>> = ALL_METHODS
-        .iter()
-        .map(|&(c, m, _)| method_for(f, c, m))
-        .collect();
+    let arms: Vec<BoxedStrategy<Method>> = ALL_METHODS.iter().map(|&(c, m, _)| method_for(f, c, m)).collect();
     proptest::strategy::Union::new(arms).boxed()
 }
 
 /// Sort the keys of every table (recursively, arrays keep their order): the amq-protocol crate
 /// stores tables as ordered maps, so this is the form its tables come back in.
 pub fn sort_table(t: &FieldTable) -> FieldTable {
-    let mut items: Vec<(ShortStr, FieldValue)> =
-        t.0.iter()
-            .map(|(k, v)| (k.clone(), sort_value(v)))
-            .collect();
+    let mut items: Vec<(ShortStr, FieldValue)> = t.0.iter().map(|(k, v)| (k.clone(), sort_value(v))).collect();
     items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     FieldTable(items)
 }
