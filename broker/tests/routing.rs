@@ -1,0 +1,263 @@
+//! Routing through a real socket: every exchange type, exchange-to-exchange bindings (cycles
+//! included), alternate exchanges, CC/BCC, internal and auto-delete exchanges.
+mod common;
+use common::raw::Raw;
+use common::{unique, TestBroker};
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, Method, ShortStr};
+
+fn s(x: &str) -> ShortStr {
+    ShortStr::from(x.to_string())
+}
+
+async fn exchange(r: &mut Raw, name: &str, kind: &'static str, args: FieldTable) {
+    let m =
+        ExchangeDeclare { exchange: s(name), kind: ShortStr::from_static(kind), arguments: args, ..Default::default() };
+    assert!(matches!(r.call(1, m).await, Method::ExchangeDeclareOk(_)));
+}
+
+async fn queue_bound(r: &mut Raw, x: &str, key: &str) -> String {
+    let q = unique("rq");
+    r.declare(1, &q).await;
+    bind(r, &q, x, key, FieldTable::new()).await;
+    q
+}
+
+async fn bind(r: &mut Raw, q: &str, x: &str, key: &str, args: FieldTable) {
+    let m = QueueBind { queue: s(q), exchange: s(x), routing_key: s(key), arguments: args, ..Default::default() };
+    assert!(matches!(r.call(1, m).await, Method::QueueBindOk(_)));
+}
+
+async fn xbind(r: &mut Raw, dst: &str, src: &str, key: &str) {
+    let m = ExchangeBind { destination: s(dst), source: s(src), routing_key: s(key), ..Default::default() };
+    assert!(matches!(r.call(1, m).await, Method::ExchangeBindOk(_)));
+}
+
+async fn count(r: &mut Raw, q: &str) -> u32 {
+    r.declare(1, q).await.message_count
+}
+
+async fn setup(b: &TestBroker) -> Raw {
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    r
+}
+
+#[tokio::test]
+async fn topic_routing_edge_cases() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let x = unique("topic");
+    exchange(&mut r, &x, "topic", FieldTable::new()).await;
+    let patterns = ["*", "#", "#.#", "a.*", "a.#", "a.#.b", "*.b", "", "a..b", "a.", ".a", "*.*"];
+    let mut queues = Vec::new();
+    for p in patterns {
+        queues.push(queue_bound(&mut r, &x, p).await);
+    }
+    // (key, patterns that must match), as RabbitMQ routes them.
+    let cases: &[(&str, &[&str])] = &[
+        ("a", &["*", "#", "#.#", "a.#"]),
+        ("", &["#", "#.#", ""]),
+        ("a.b", &["#", "#.#", "a.*", "a.#", "a.#.b", "*.b", "*.*"]),
+        ("a.x.y.b", &["#", "#.#", "a.#", "a.#.b"]),
+        ("a..b", &["#", "#.#", "a.#", "a.#.b", "a..b"]),
+        ("a.", &["#", "#.#", "a.*", "a.#", "a.", "*.*"]),
+        (".a", &["#", "#.#", ".a", "*.*"]),
+    ];
+    for (key, want) in cases {
+        r.publish(1, &x, key, key.as_bytes()).await;
+        for (p, q) in patterns.iter().zip(&queues) {
+            let expected = want.contains(p) as u32;
+            let n = count(&mut r, q).await;
+            assert_eq!(n, expected, "key {key:?} pattern {p:?}");
+            r.call(1, QueuePurge { queue: s(q), ..Default::default() }).await;
+        }
+    }
+    // A 255-byte key.
+    let long = "w.".repeat(127) + "z";
+    assert_eq!(long.len(), 255);
+    r.publish(1, &x, &long, b"long").await;
+    assert_eq!(count(&mut r, &queues[1]).await, 1, "# matches a 255-byte key");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn fanout_and_direct_deliver_once_per_queue() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let q = unique("once");
+    r.declare(1, &q).await;
+    bind(&mut r, &q, "amq.direct", "k1", FieldTable::new()).await;
+    bind(&mut r, &q, "amq.direct", "k2", FieldTable::new()).await;
+    let mut cc = FieldTable::new();
+    cc.insert("CC", FieldValue::Array(vec![FieldValue::LongStr("k2".into())]));
+    r.publish_props(1, "amq.direct", "k1", b"x", BasicProperties { headers: Some(cc), ..Default::default() }).await;
+    assert_eq!(count(&mut r, &q).await, 1, "one copy though two keys matched");
+    // Unbinding a binding that does not exist is fine.
+    let m =
+        QueueUnbind { queue: s(&q), exchange: "amq.direct".into(), routing_key: "nope".into(), ..Default::default() };
+    assert!(matches!(r.call(1, m).await, Method::QueueUnbindOk(_)));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn headers_exchange_modes_and_types() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let x = unique("hdr");
+    exchange(&mut r, &x, "headers", FieldTable::new()).await;
+    let table = |pairs: &[(&'static str, FieldValue)]| {
+        let mut t = FieldTable::new();
+        for (k, v) in pairs {
+            t.insert(*k, v.clone());
+        }
+        t
+    };
+    let any = |m: &'static str| FieldValue::LongStr(LongStr::from(m));
+    let q_all = unique("all");
+    let q_any = unique("any");
+    let q_allx = unique("allx");
+    for q in [&q_all, &q_any, &q_allx] {
+        r.declare(1, q).await;
+    }
+    bind(&mut r, &q_all, &x, "", table(&[("a", FieldValue::I32(1)), ("b", any("two")), ("x-ignored", any("z"))])).await;
+    bind(&mut r, &q_any, &x, "", table(&[("x-match", any("any")), ("a", FieldValue::I32(1)), ("c", FieldValue::Void)]))
+        .await;
+    bind(&mut r, &q_allx, &x, "", table(&[("x-match", any("all-with-x")), ("x-k", any("v"))])).await;
+    let publish = |h: FieldTable| BasicProperties { headers: Some(h), ..Default::default() };
+    // All: both present; the I64 1 matches the I32 1 (same integer class); x- keys ignored.
+    r.publish_props(1, &x, "", b"1", publish(table(&[("a", FieldValue::I64(1)), ("b", any("two"))]))).await;
+    assert_eq!((count(&mut r, &q_all).await, count(&mut r, &q_any).await), (1, 1));
+    // A float 1.0 is not the integer 1; `c` present (void binding value = presence) satisfies any.
+    r.publish_props(
+        1,
+        &x,
+        "",
+        b"2",
+        publish(table(&[("a", FieldValue::F64(1.0)), ("b", any("two")), ("c", any("q"))])),
+    )
+    .await;
+    assert_eq!((count(&mut r, &q_all).await, count(&mut r, &q_any).await), (1, 2));
+    // No headers at all: nothing matches but an empty all would.
+    r.publish(1, &x, "", b"3").await;
+    assert_eq!((count(&mut r, &q_all).await, count(&mut r, &q_any).await), (1, 2));
+    r.publish_props(1, &x, "", b"4", publish(table(&[("x-k", any("v"))]))).await;
+    assert_eq!(count(&mut r, &q_allx).await, 1, "all-with-x compares x- keys");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn exchange_to_exchange_chains_and_cycles() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let (a, bx, c) = (unique("xa"), unique("xb"), unique("xc"));
+    exchange(&mut r, &a, "fanout", FieldTable::new()).await;
+    exchange(&mut r, &bx, "fanout", FieldTable::new()).await;
+    exchange(&mut r, &c, "direct", FieldTable::new()).await;
+    let q = queue_bound(&mut r, &c, "k").await;
+    xbind(&mut r, &bx, &a, "").await;
+    xbind(&mut r, &c, &bx, "").await;
+    xbind(&mut r, &a, &bx, "").await; // cycle a <-> b
+    xbind(&mut r, &c, &a, "").await; // second path a -> c
+    r.publish(1, &a, "k", b"m").await;
+    assert_eq!(count(&mut r, &q).await, 1, "one copy through a cycle and two paths");
+    // Unbind both paths to c: nothing reaches q.
+    for src in [&bx, &a] {
+        let m = ExchangeUnbind { destination: s(&c), source: s(src), routing_key: "".into(), ..Default::default() };
+        assert!(matches!(r.call(1, m).await, Method::ExchangeUnbindOk(_)));
+    }
+    r.publish(1, &a, "k", b"m").await;
+    assert_eq!(count(&mut r, &q).await, 1);
+    // Missing source or destination: 404.
+    r.send(1, ExchangeBind { destination: s(&c), source: "nope".into(), ..Default::default() }).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, NOT_FOUND);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn alternate_exchange_and_mandatory() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let (main, ae) = (unique("main"), unique("ae"));
+    exchange(&mut r, &ae, "fanout", FieldTable::new()).await;
+    let mut args = FieldTable::new();
+    args.insert("alternate-exchange", FieldValue::LongStr(LongStr::from(ae.clone())));
+    exchange(&mut r, &main, "direct", args).await;
+    let routed = queue_bound(&mut r, &main, "known").await;
+    // AE without queues: mandatory unroutable is returned.
+    r.publish_full(1, &main, "unknown", b"1", &[0, 0], true).await;
+    let d = r.recv_content().await;
+    assert!(matches!(d.method, Method::BasicReturn(_)));
+    // Give the AE a queue: the message lands there, no return.
+    let caught = queue_bound(&mut r, &ae, "").await;
+    r.publish_full(1, &main, "unknown", b"2", &[0, 0], true).await;
+    r.publish_full(1, &main, "known", b"3", &[0, 0], true).await;
+    assert!(r.barrier(1, &caught).await.is_empty(), "no basic.return");
+    assert_eq!((count(&mut r, &caught).await, count(&mut r, &routed).await), (1, 1));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn cc_and_bcc_sender_selected_distribution() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let (q1, q2, q3) = (unique("to"), unique("cc"), unique("bcc"));
+    for q in [&q1, &q2, &q3] {
+        r.declare(1, q).await;
+    }
+    let mut h = FieldTable::new();
+    h.insert("CC", FieldValue::Array(vec![FieldValue::LongStr(LongStr::from(q2.clone()))]));
+    h.insert("BCC", FieldValue::Array(vec![FieldValue::LongStr(LongStr::from(q3.clone()))]));
+    h.insert("other", FieldValue::I32(7));
+    r.publish_props(1, "", &q1, b"hi", BasicProperties { headers: Some(h), ..Default::default() }).await;
+    for q in [&q1, &q2, &q3] {
+        let m = r.call(1, BasicGet { queue: s(q), no_ack: true, ..Default::default() }).await;
+        let d = r.content_after(m).await;
+        let props = BasicProperties::decode(d.properties).unwrap();
+        let h = props.headers.unwrap();
+        assert!(h.get("CC").is_some(), "CC is kept");
+        assert!(h.get("BCC").is_none(), "BCC is removed before delivery");
+        assert_eq!(h.get("other"), Some(&FieldValue::I32(7)));
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn internal_exchange_refuses_publish_but_routes_from_another() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let (front, inner) = (unique("front"), unique("inner"));
+    exchange(&mut r, &front, "fanout", FieldTable::new()).await;
+    let m = ExchangeDeclare { exchange: s(&inner), kind: "fanout".into(), internal: true, ..Default::default() };
+    r.call(1, m).await;
+    let q = queue_bound(&mut r, &inner, "").await;
+    xbind(&mut r, &inner, &front, "").await;
+    r.publish(1, &front, "", b"via front").await;
+    assert_eq!(count(&mut r, &q).await, 1);
+    r.publish(1, &inner, "", b"direct").await;
+    let c = r.expect_channel_close(1).await;
+    assert_eq!(c.reply_code, ACCESS_REFUSED);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn auto_delete_exchange_goes_with_its_last_binding() {
+    let b = TestBroker::start().await;
+    let mut r = setup(&b).await;
+    let x = unique("autox");
+    let m = ExchangeDeclare { exchange: s(&x), kind: "direct".into(), auto_delete: true, ..Default::default() };
+    r.call(1, m.clone()).await;
+    let passive = ExchangeDeclare { passive: true, ..m.clone() };
+    // Never bound: it stays.
+    assert!(matches!(r.call(1, passive.clone()).await, Method::ExchangeDeclareOk(_)));
+    let q1 = queue_bound(&mut r, &x, "a").await;
+    let q2 = queue_bound(&mut r, &x, "b").await;
+    r.call(1, QueueUnbind { queue: s(&q1), exchange: s(&x), routing_key: "a".into(), ..Default::default() }).await;
+    assert!(matches!(r.call(1, passive.clone()).await, Method::ExchangeDeclareOk(_)));
+    // Deleting the last bound queue removes the exchange.
+    r.call(1, QueueDelete { queue: s(&q2), ..Default::default() }).await;
+    r.send(1, passive).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, NOT_FOUND);
+    b.stop().await;
+}
