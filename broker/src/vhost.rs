@@ -47,7 +47,20 @@ pub struct VHost {
     exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
     /// Queues by name.
     queues: RwLock<HashMap<ShortStr, Arc<Queue>>>,
+    /// Direct reply-to consumers by their generated reply queue name.
+    pub replies: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
 }
+
+/// Where replies to an `amq.rabbitmq.reply-to.*` name go.
+pub struct ReplyTarget {
+    /// The requester's channel.
+    pub channel: std::sync::Weak<crate::channel::delivery::ChannelShared>,
+    /// Its reply consumer's tag.
+    pub consumer_tag: ShortStr,
+}
+
+/// The pseudo-queue of direct reply-to.
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Result of a queue.declare.
 pub struct Declared {
@@ -64,6 +77,7 @@ impl VHost {
             name: name.to_string(),
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
+            replies: Default::default(),
         };
         {
             let mut ex = v.exchanges.write();
@@ -490,6 +504,11 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
                 let p = int()?;
                 if !(0..=255).contains(&p) {
                     return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
+                }
+            }
+            "x-single-active-consumer" => {
+                if v.as_bool().is_none() {
+                    return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
                 }
             }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-queue-mode" | "x-queue-type" | "x-overflow" => {

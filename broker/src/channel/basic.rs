@@ -8,17 +8,24 @@
 //! - basic.consume-ok is written before the first delivery to the new consumer (it is appended under
 //!   the queue's lock, before the queue starts delivering).
 //! - Unroutable + mandatory: basic.return is written before the publish's confirm.
+use super::tx::TxOp;
 use super::{requeue_grouped, Assembly, Channel};
 use crate::channel::delivery::Consumer;
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
 use crate::message::Message;
+use crate::vhost::REPLY_TO;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{fast, Method, ShortStr};
+use warren_protocol::{fast, BasicProperties, Method, ShortStr};
+
+/// Prefix of generated direct reply-to names.
+const REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
+/// Bit 9 of the property flags (reply-to present), as seen in the first flags byte.
+const REPLY_TO_FLAG_HIGH_BYTE: u8 = 0x02;
 
 impl Channel {
     /// basic.publish method frame: check the exchange now, then wait for the content.
@@ -41,6 +48,16 @@ impl Channel {
         properties: bytes::Bytes,
         body: bytes::Bytes,
     ) -> AmqpResult<()> {
+        // Direct reply-to: a request names the pseudo-queue; the broker substitutes this channel's
+        // reply name. Only decoded when the reply-to property is present at all.
+        let properties = if properties.first().is_some_and(|f| f & REPLY_TO_FLAG_HIGH_BYTE != 0) {
+            self.substitute_reply_to(properties)?
+        } else {
+            properties
+        };
+        if p.exchange.is_empty() && p.routing_key.as_bytes().starts_with(REPLY_PREFIX.as_bytes()) {
+            return self.publish_reply(ctx, p, properties, body);
+        }
         let mut routed = std::mem::take(&mut self.route_buf);
         let replaced = match ctx.vhost.route(&p.exchange, &p.routing_key, &properties, &mut routed) {
             Ok(r) => r,
@@ -49,31 +66,17 @@ impl Channel {
                 return Err(e);
             }
         };
-        let routed_any = !routed.queues.is_empty();
-        if routed_any || p.mandatory {
+        if !routed.queues.is_empty() || p.mandatory {
             let properties = replaced.unwrap_or(properties);
             let msg = Arc::new(Message { exchange: p.exchange, routing_key: p.routing_key, properties, body });
-            let mut delivered = false;
-            for q in routed.queues.drain(..) {
-                delivered |= q.publish(msg.clone());
-            }
-            if !delivered && p.mandatory {
-                let id = self.id();
-                self.shared.out.write_content(
-                    id,
-                    |b| {
-                        fast::basic_return(
-                            b,
-                            id,
-                            NO_ROUTE,
-                            b"NO_ROUTE",
-                            msg.exchange.as_bytes(),
-                            msg.routing_key.as_bytes(),
-                        )
-                    },
-                    &msg.properties,
-                    &msg.body,
-                );
+            match &mut self.tx {
+                // In a transaction the message is routed now (errors now) and enqueued at commit.
+                Some(tx) => tx.ops.push(TxOp::Publish {
+                    queues: routed.queues.drain(..).collect(),
+                    msg,
+                    mandatory: p.mandatory,
+                }),
+                None => self.enqueue(&mut routed.queues, msg, p.mandatory),
             }
         }
         self.route_buf = routed;
@@ -81,6 +84,119 @@ impl Channel {
             c.published();
         }
         Ok(())
+    }
+
+    /// Replace `reply_to = amq.rabbitmq.reply-to` by this channel's reply name (406 if it has none).
+    fn substitute_reply_to(&self, properties: bytes::Bytes) -> AmqpResult<bytes::Bytes> {
+        let Ok(mut props) = BasicProperties::decode(properties.clone()) else { return Ok(properties) };
+        if props.reply_to.as_ref().is_none_or(|r| r != REPLY_TO) {
+            return Ok(properties);
+        }
+        let Some((_, name)) = &self.reply else {
+            return Err(AmqpError::channel_ids(PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40));
+        };
+        props.reply_to = Some(name.clone());
+        Ok(props.to_bytes())
+    }
+
+    /// A reply published to `amq.rabbitmq.reply-to.*`: straight to the requester's channel.
+    fn publish_reply(
+        &mut self,
+        ctx: &ConnCtx,
+        p: BasicPublish,
+        properties: bytes::Bytes,
+        body: bytes::Bytes,
+    ) -> AmqpResult<()> {
+        let target = ctx.vhost.replies.lock().get(&p.routing_key).map(|t| (t.channel.clone(), t.consumer_tag.clone()));
+        let msg = Message { exchange: p.exchange, routing_key: p.routing_key, properties, body };
+        let delivered =
+            target.and_then(|(ch, tag)| ch.upgrade().map(|ch| ch.deliver_direct(&tag, &msg))).unwrap_or(false);
+        if !delivered && p.mandatory {
+            let id = self.id();
+            self.shared.out.write_content(
+                id,
+                |b| {
+                    fast::basic_return(
+                        b,
+                        id,
+                        NO_ROUTE,
+                        b"NO_ROUTE",
+                        msg.exchange.as_bytes(),
+                        msg.routing_key.as_bytes(),
+                    )
+                },
+                &msg.properties,
+                &msg.body,
+            );
+        }
+        if let Some(c) = &mut self.confirm {
+            c.published();
+        }
+        Ok(())
+    }
+
+    /// basic.consume on `amq.rabbitmq.reply-to`: register this channel's reply consumer.
+    fn consume_replies(&mut self, ctx: &ConnCtx, c: &BasicConsume, m: &Method) -> AmqpResult<()> {
+        if !c.no_ack {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, "reply consumer cannot acknowledge", Some(m)));
+        }
+        if self.reply.is_some() {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, "reply consumer already set", Some(m)));
+        }
+        let tag = if c.consumer_tag.is_empty() {
+            ShortStr::from(format!("amq.ctag-{}", random_suffix()))
+        } else {
+            c.consumer_tag.clone()
+        };
+        let name = ShortStr::from(format!("{REPLY_PREFIX}{}.{}", random_suffix(), random_suffix()));
+        let target = crate::vhost::ReplyTarget { channel: Arc::downgrade(&self.shared), consumer_tag: tag.clone() };
+        ctx.vhost.replies.lock().insert(name.clone(), target);
+        self.reply = Some((tag.clone(), name));
+        if !c.no_wait {
+            self.send(&BasicConsumeOk { consumer_tag: tag }.into());
+        }
+        Ok(())
+    }
+
+    /// Hand a routed message to its queues; basic.return it if mandatory and no queue took it.
+    pub(super) fn enqueue(&mut self, queues: &mut Vec<Arc<crate::queue::Queue>>, msg: Arc<Message>, mandatory: bool) {
+        let mut delivered = false;
+        for q in queues.drain(..) {
+            delivered |= q.publish(msg.clone());
+        }
+        if !delivered && mandatory {
+            let id = self.id();
+            self.shared.out.write_content(
+                id,
+                |b| {
+                    fast::basic_return(
+                        b,
+                        id,
+                        NO_ROUTE,
+                        b"NO_ROUTE",
+                        msg.exchange.as_bytes(),
+                        msg.routing_key.as_bytes(),
+                    )
+                },
+                &msg.properties,
+                &msg.body,
+            );
+        }
+    }
+
+    /// basic.ack / basic.nack / basic.reject: settle now, or buffer in a transaction.
+    pub(super) fn settle(&mut self, tag: u64, multiple: bool, outcome: Option<bool>, m: &Method) -> AmqpResult<()> {
+        if let Some(tx) = &mut self.tx {
+            if !self.shared.state.lock().check(tag, multiple) {
+                return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
+            }
+            tx.ops.push(TxOp::Settle { tag, multiple, requeue: outcome });
+            return Ok(());
+        }
+        match outcome {
+            None => self.ack(tag, multiple, m),
+            Some(requeue) => self.nack(tag, multiple, requeue, m),
+        }
     }
 
     /// basic.ack from the client.
@@ -167,6 +283,9 @@ impl Channel {
 
     /// basic.consume.
     pub(super) fn consume(&mut self, ctx: &ConnCtx, c: &BasicConsume, m: &Method) -> AmqpResult<()> {
+        if c.queue == REPLY_TO {
+            return self.consume_replies(ctx, c, m);
+        }
         let qname = self.queue_name(&c.queue, m)?;
         let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let priority = match c.arguments.get("x-priority") {
@@ -222,6 +341,11 @@ impl Channel {
 
     /// basic.cancel.
     pub(super) fn cancel(&mut self, ctx: &ConnCtx, c: &BasicCancel, _m: &Method) -> AmqpResult<()> {
+        if self.reply.as_ref().is_some_and(|(tag, _)| *tag == c.consumer_tag) {
+            if let Some((_, name)) = self.reply.take() {
+                ctx.vhost.replies.lock().remove(&name);
+            }
+        }
         let removed = self.shared.state.lock().consumers.remove(&c.consumer_tag);
         if !c.no_wait {
             self.send(&BasicCancelOk { consumer_tag: c.consumer_tag.clone() }.into());

@@ -9,7 +9,7 @@
 //!   are coalesced into one `basic.ack multiple=true` at the end of the batch.
 use super::Channel;
 use crate::error::{AmqpError, AmqpResult};
-use warren_protocol::constants::*;
+use warren_protocol::constants::PRECONDITION_FAILED;
 use warren_protocol::method::*;
 use warren_protocol::{fast, Method};
 
@@ -29,7 +29,10 @@ impl ConfirmState {
 }
 
 impl Channel {
-    pub(super) fn confirm_select(&mut self, no_wait: bool, _m: &Method) -> AmqpResult<()> {
+    pub(super) fn confirm_select(&mut self, no_wait: bool, m: &Method) -> AmqpResult<()> {
+        if self.tx.is_some() {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, "cannot switch from tx to confirm mode", Some(m)));
+        }
         if self.confirm.is_none() {
             self.confirm = Some(ConfirmState::default());
         }
@@ -50,10 +53,5 @@ impl Channel {
         let tag = c.published;
         c.confirmed = tag;
         self.shared.out.write(|b| fast::ack(b, id, tag, multiple));
-    }
-
-    /// Tx is not part of this build yet.
-    pub(super) fn tx_not_implemented(&mut self, m: &Method) -> AmqpResult<()> {
-        Err(AmqpError::connection(NOT_IMPLEMENTED, "transactions are not implemented yet", Some(m)))
     }
 }

@@ -193,6 +193,37 @@ impl ChannelShared {
     }
 }
 
+impl ChannelShared {
+    /// Direct reply-to: deliver `msg` to this channel's reply consumer (no ack, no queue). False if
+    /// the channel is closed.
+    pub fn deliver_direct(&self, consumer_tag: &ShortStr, msg: &crate::message::Message) -> bool {
+        let mut st = self.state.lock();
+        if st.closed {
+            return false;
+        }
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        st.push_settled();
+        self.out.write_content(
+            self.id,
+            |b| {
+                fast::deliver(
+                    b,
+                    self.id,
+                    consumer_tag.as_bytes(),
+                    tag,
+                    false,
+                    msg.exchange.as_bytes(),
+                    msg.routing_key.as_bytes(),
+                )
+            },
+            &msg.properties,
+            &msg.body,
+        );
+        true
+    }
+}
+
 impl Deliveries {
     /// Record a tag that needs no ack.
     fn push_settled(&mut self) {
@@ -244,6 +275,19 @@ impl Deliveries {
             self.release(u);
         }
         Some(())
+    }
+
+    /// Would `settle(tag, multiple)` succeed? (Checks without settling, for transactions.)
+    pub fn check(&self, tag: u64, multiple: bool) -> bool {
+        if multiple && tag == 0 {
+            return true;
+        }
+        let Some(idx) = tag.checked_sub(self.base_tag).map(|i| i as usize) else { return false };
+        match self.unacked.get(idx) {
+            Some(Some(_)) => true,
+            Some(None) => multiple && self.any_before(idx),
+            None => false,
+        }
     }
 
     fn any_before(&self, idx: usize) -> bool {

@@ -68,6 +68,10 @@ pub struct Channel {
     pub assembly: Assembly,
     /// Publisher confirms: `Some` once confirm.select was received.
     pub confirm: Option<confirm::ConfirmState>,
+    /// Transaction buffer: `Some` once tx.select was received.
+    pub tx: Option<tx::TxState>,
+    /// Direct reply-to consumer: (consumer tag, generated reply queue name).
+    pub reply: Option<(ShortStr, ShortStr)>,
     /// Last queue declared on this channel (spec: an empty queue name means it).
     pub last_queue: Option<ShortStr>,
     /// Reused buffer for routing results (avoids an allocation per publish).
@@ -83,6 +87,8 @@ impl Channel {
             phase: Phase::Open,
             assembly: Assembly::Idle,
             confirm: None,
+            tx: None,
+            reply: None,
             last_queue: None,
             route_buf: Default::default(),
             settle_buf: Vec::new(),
@@ -114,9 +120,9 @@ impl Channel {
             other => other,
         };
         match &m {
-            Method::BasicAck(a) => self.ack(a.delivery_tag, a.multiple, &m),
-            Method::BasicNack(n) => self.nack(n.delivery_tag, n.multiple, n.requeue, &m),
-            Method::BasicReject(r) => self.nack(r.delivery_tag, false, r.requeue, &m),
+            Method::BasicAck(a) => self.settle(a.delivery_tag, a.multiple, None, &m),
+            Method::BasicNack(n) => self.settle(n.delivery_tag, n.multiple, Some(n.requeue), &m),
+            Method::BasicReject(r) => self.settle(r.delivery_tag, false, Some(r.requeue), &m),
             Method::BasicConsume(c) => self.consume(ctx, c, &m),
             Method::BasicCancel(c) => self.cancel(ctx, c, &m),
             Method::BasicGet(g) => self.get(ctx, g, &m),
@@ -252,6 +258,9 @@ impl Channel {
             let consumers: Vec<_> = st.consumers.drain().map(|(_, c)| c).collect();
             (consumers, st.take_all())
         };
+        if let Some((_, name)) = self.reply.take() {
+            ctx.vhost.replies.lock().remove(&name);
+        }
         for c in consumers {
             if c.queue.remove_consumer(&c) {
                 ctx.vhost.delete_queue(&c.queue);

@@ -1,18 +1,89 @@
-//! The tx class: AMQP transactions.
+//! The tx class: AMQP transactions (tx.select / tx.commit / tx.rollback).
 //!
 //! Runs in: the connection reader task.
 //!
 //! # Invariants
-//! - Not implemented yet (delivery-guarantees issue #4): every tx method closes the connection with
-//!   540 NOT_IMPLEMENTED, which clients surface as a clear error rather than silently non-atomic
-//!   publishes.
+//! - After tx.select, publishes are routed when they arrive (so a missing exchange fails at once, as
+//!   in RabbitMQ) but enqueued only at tx.commit; acks, nacks and rejects are checked when they arrive
+//!   (unknown tag -> 406 at once) and applied only at commit. Rollback discards both; unacked
+//!   deliveries stay unacked.
+//! - Everything buffered is applied at commit in arrival order, before tx.commit-ok is written.
+//! - A channel is either transactional or in confirm mode, never both (406).
+//! - Closing the channel discards the buffer; its unacked deliveries are requeued as usual.
 use super::Channel;
-use crate::error::AmqpResult;
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+use crate::queue::Queue;
+use std::sync::Arc;
+use warren_protocol::constants::PRECONDITION_FAILED;
+use warren_protocol::method::*;
 use warren_protocol::Method;
+
+/// One buffered operation.
+pub enum TxOp {
+    /// A routed publish.
+    Publish {
+        /// Queues it was routed to.
+        queues: Vec<Arc<Queue>>,
+        /// The message.
+        msg: Arc<Message>,
+        /// basic.return at commit if no queue takes it.
+        mandatory: bool,
+    },
+    /// An ack (`requeue` None) or nack/reject (`Some(requeue)`).
+    Settle { tag: u64, multiple: bool, requeue: Option<bool> },
+}
+
+/// A transactional channel's buffer.
+#[derive(Default)]
+pub struct TxState {
+    /// Operations since the last commit or rollback.
+    pub ops: Vec<TxOp>,
+}
 
 impl Channel {
     pub(super) fn tx(&mut self, m: &Method) -> AmqpResult<()> {
-        // TODO(delivery guarantees issue #4): buffer publishes and acks until tx.commit.
-        self.tx_not_implemented(m)
+        match m {
+            Method::TxSelect(_) => {
+                if self.confirm.is_some() {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                        Some(m),
+                    ));
+                }
+                self.tx.get_or_insert_with(TxState::default);
+                self.send(&TxSelectOk.into());
+            }
+            Method::TxCommit(_) => {
+                let Some(tx) = &mut self.tx else {
+                    return Err(AmqpError::channel(PRECONDITION_FAILED, "channel is not transactional", Some(m)));
+                };
+                let ops = std::mem::take(&mut tx.ops);
+                for op in ops {
+                    match op {
+                        TxOp::Publish { mut queues, msg, mandatory } => self.enqueue(&mut queues, msg, mandatory),
+                        // Checked on arrival; a tag settled twice within one transaction is ignored
+                        // the second time.
+                        TxOp::Settle { tag, multiple, requeue: None } => {
+                            let _ = self.ack(tag, multiple, m);
+                        }
+                        TxOp::Settle { tag, multiple, requeue: Some(r) } => {
+                            let _ = self.nack(tag, multiple, r, m);
+                        }
+                    }
+                }
+                self.send(&TxCommitOk.into());
+            }
+            Method::TxRollback(_) => {
+                let Some(tx) = &mut self.tx else {
+                    return Err(AmqpError::channel(PRECONDITION_FAILED, "channel is not transactional", Some(m)));
+                };
+                tx.ops.clear();
+                self.send(&TxRollbackOk.into());
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -52,6 +52,9 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments as given (compared on redeclare).
     pub arguments: FieldTable,
+    /// `x-single-active-consumer`: only the earliest registered consumer receives; the next takes
+    /// over when it goes.
+    pub single_active: bool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
     me: Weak<Queue>,
     /// The state.
@@ -67,7 +70,9 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Arc<Queue> {
+        let single_active = arguments.get("x-single-active-consumer").and_then(|v| v.as_bool()).unwrap_or(false);
         Arc::new_cyclic(|me| Queue {
+            single_active,
             name,
             vhost: vhost.to_string(),
             durable,
@@ -121,12 +126,13 @@ impl Queue {
         }
         let Some(me) = self.arc() else { return };
         'outer: while let Some(mut m) = st.ready.pop_front() {
-            let n = st.consumers.len();
+            // Single active consumer: only the first in registration order is considered.
+            let n = if self.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
             while start < n {
                 // The group of consumers sharing this priority: [start, end).
                 let p = st.consumers[start].priority;
-                let end = start + st.consumers[start..].iter().take_while(|c| c.priority == p).count();
+                let end = start + st.consumers[start..n].iter().take_while(|c| c.priority == p).count();
                 let len = end - start;
                 for k in 0..len {
                     let pos = (st.rr + k) % len;
@@ -209,7 +215,11 @@ impl Queue {
             return Err(AmqpError::channel(ACCESS_REFUSED, format!("{} in exclusive use", self.describe()), None));
         }
         on_added();
-        let at = st.consumers.iter().position(|x| x.priority < c.priority).unwrap_or(st.consumers.len());
+        let at = if self.single_active {
+            st.consumers.len() // registration order decides who is active
+        } else {
+            st.consumers.iter().position(|x| x.priority < c.priority).unwrap_or(st.consumers.len())
+        };
         st.consumers.insert(at, c);
         st.had_consumer = true;
         self.drain(&mut st);

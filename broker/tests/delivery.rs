@@ -1,0 +1,168 @@
+//! Delivery guarantees through a real socket: transactions, confirm/tx exclusivity, single active
+//! consumer, direct reply-to, flow control.
+mod common;
+use common::raw::Raw;
+use common::{unique, TestBroker};
+use warren_protocol::constants::*;
+use warren_protocol::method::*;
+use warren_protocol::{BasicProperties, FieldTable, FieldValue, Method, ShortStr};
+
+fn s(x: &str) -> ShortStr {
+    ShortStr::from(x.to_string())
+}
+
+async fn setup(b: &TestBroker, prefix: &str) -> (Raw, String) {
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    let q = unique(prefix);
+    r.declare(1, &q).await;
+    (r, q)
+}
+
+#[tokio::test]
+async fn tx_publishes_and_acks_wait_for_commit() {
+    let b = TestBroker::start().await;
+    let (mut r, q) = setup(&b, "tx").await;
+    r.publish(1, "", &q, b"pre").await;
+    assert!(matches!(r.call(1, TxSelect).await, Method::TxSelectOk(_)));
+    r.publish(1, "", &q, b"in-tx").await;
+    // Not visible before commit (the pre-tx message is).
+    assert_eq!(r.declare(1, &q).await.message_count, 1);
+    assert!(matches!(r.call(1, TxCommit).await, Method::TxCommitOk(_)));
+    assert_eq!(r.declare(1, &q).await.message_count, 2);
+    // Acks inside a transaction: applied at commit, undone by rollback.
+    let m = r.call(1, BasicGet { queue: s(&q), ..Default::default() }).await;
+    let d = r.content_after(m).await;
+    r.send(1, BasicAck { delivery_tag: d.tag(), multiple: false }).await;
+    r.publish(1, "", &q, b"rolled-back").await;
+    assert!(matches!(r.call(1, TxRollback).await, Method::TxRollbackOk(_)));
+    assert_eq!(r.declare(1, &q).await.message_count, 1, "rolled-back publish never enqueued");
+    // The ack was rolled back: the message is still unacked and comes back when the channel closes.
+    r.call(1, ChannelClose::default()).await;
+    r.open_channel(1).await;
+    assert_eq!(r.declare(1, &q).await.message_count, 2);
+    // Ack + commit settles for good.
+    r.call(1, TxSelect).await;
+    let m = r.call(1, BasicGet { queue: s(&q), ..Default::default() }).await;
+    let d = r.content_after(m).await;
+    r.send(1, BasicAck { delivery_tag: d.tag(), multiple: false }).await;
+    r.call(1, TxCommit).await;
+    r.call(1, ChannelClose::default()).await;
+    r.open_channel(1).await;
+    assert_eq!(r.declare(1, &q).await.message_count, 1);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn tx_errors() {
+    let b = TestBroker::start().await;
+    let (mut r, q) = setup(&b, "txerr").await;
+    r.send(1, TxCommit).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    r.open_channel(1).await;
+    r.call(1, ConfirmSelect::default()).await;
+    r.send(1, TxSelect).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    r.open_channel(1).await;
+    r.call(1, TxSelect).await;
+    r.send(1, ConfirmSelect::default()).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    r.open_channel(1).await;
+    r.call(1, TxSelect).await;
+    r.send(1, BasicAck { delivery_tag: 5, multiple: false }).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED, "unknown tag fails at once");
+    r.open_channel(1).await;
+    r.call(1, TxSelect).await;
+    r.publish(1, "missing-exchange", "k", b"x").await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, NOT_FOUND, "routing errors at publish time");
+    let _ = q;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn single_active_consumer_fails_over_in_registration_order() {
+    let b = TestBroker::start().await;
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    let q = unique("sac");
+    let mut args = FieldTable::new();
+    args.insert("x-single-active-consumer", FieldValue::Bool(true));
+    r.call(1, QueueDeclare { queue: s(&q), arguments: args, ..Default::default() }).await;
+    for tag in ["first", "second", "third"] {
+        r.call(1, BasicConsume { queue: s(&q), consumer_tag: s(tag), no_ack: true, ..Default::default() }).await;
+    }
+    let tags_of = |ds: &[common::raw::Delivery]| -> Vec<String> {
+        ds.iter()
+            .map(|d| match &d.method {
+                Method::BasicDeliver(x) => x.consumer_tag.to_string(),
+                _ => String::new(),
+            })
+            .collect()
+    };
+    for i in 0..3u8 {
+        r.publish(1, "", &q, &[i]).await;
+    }
+    assert_eq!(tags_of(&r.barrier(1, &q).await), ["first", "first", "first"]);
+    r.call(1, BasicCancel { consumer_tag: "first".into(), no_wait: false }).await;
+    r.publish(1, "", &q, b"x").await;
+    assert_eq!(tags_of(&r.barrier(1, &q).await), ["second"]);
+    // A bad value for the argument is a 406.
+    let mut bad = FieldTable::new();
+    bad.insert("x-single-active-consumer", FieldValue::LongStr("yes".into()));
+    r.send(1, QueueDeclare { queue: s(&unique("sacbad")), arguments: bad, ..Default::default() }).await;
+    assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn direct_reply_to_rpc() {
+    let b = TestBroker::start().await;
+    let (mut server, rpc_q) = setup(&b, "rpc").await;
+    let mut client = b.raw().await;
+    client.open_channel(1).await;
+    // Publishing with reply_to before consuming from the pseudo-queue is refused.
+    let req = BasicProperties {
+        reply_to: Some("amq.rabbitmq.reply-to".into()),
+        correlation_id: Some("c1".into()),
+        ..Default::default()
+    };
+    client.publish_props(1, "", &rpc_q, b"early", req.clone()).await;
+    assert_eq!(client.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    client.open_channel(1).await;
+    // Acked consumption of replies is refused.
+    client.send(1, BasicConsume { queue: "amq.rabbitmq.reply-to".into(), no_ack: false, ..Default::default() }).await;
+    assert_eq!(client.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    client.open_channel(1).await;
+    let passive = QueueDeclare { queue: "amq.rabbitmq.reply-to".into(), passive: true, ..Default::default() };
+    assert!(matches!(client.call(1, passive).await, Method::QueueDeclareOk(_)));
+    let ok = client
+        .call(
+            1,
+            BasicConsume {
+                queue: "amq.rabbitmq.reply-to".into(),
+                consumer_tag: "replies".into(),
+                no_ack: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(ok, Method::BasicConsumeOk(_)));
+    client.publish_props(1, "", &rpc_q, b"ping", req).await;
+    // The server sees a generated reply name and answers to it on the default exchange.
+    let m = server.call(1, BasicGet { queue: s(&rpc_q), no_ack: true, ..Default::default() }).await;
+    let d = server.content_after(m).await;
+    let props = BasicProperties::decode(d.properties).unwrap();
+    let reply_to = props.reply_to.unwrap().to_string();
+    assert!(reply_to.starts_with("amq.rabbitmq.reply-to."), "{reply_to}");
+    let answer = BasicProperties { correlation_id: Some("c1".into()), ..Default::default() };
+    server.publish_props(1, "", &reply_to, b"pong", answer).await;
+    let reply = client.recv_content().await;
+    let Method::BasicDeliver(del) = &reply.method else { panic!() };
+    assert_eq!(del.consumer_tag.to_string(), "replies");
+    assert_eq!(&reply.body[..], b"pong");
+    // Once the requester's channel is gone, a mandatory reply is returned.
+    client.call(1, ChannelClose::default()).await;
+    server.publish_full(1, "", &reply_to, b"late", &[0, 0], true).await;
+    assert!(matches!(server.recv_content().await.method, Method::BasicReturn(_)));
+    b.stop().await;
+}
