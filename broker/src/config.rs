@@ -18,6 +18,78 @@ pub const DEFAULT_HEARTBEAT_SECS: u16 = 60;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the peer's connection.close-ok before dropping the socket.
 pub const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default memory high watermark: share of the machine's (or cgroup's) memory that queued message
+/// bodies may take before publishers are blocked (RabbitMQ's vm_memory_high_watermark default).
+pub const DEFAULT_MEMORY_HIGH_WATERMARK: f64 = 0.4;
+/// How often the memory alarm is re-evaluated.
+pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The memory high watermark: a share of total memory or an absolute number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Watermark {
+    Relative(f64),
+    Absolute(u64),
+}
+
+impl std::str::FromStr for Watermark {
+    type Err = String;
+    /// `0.4` (a share of total memory) or an absolute size: `1073741824`, `512MiB`, `2GB`, `64KiB`.
+    fn from_str(s: &str) -> Result<Watermark, String> {
+        let s = s.trim();
+        if let Ok(f) = s.parse::<f64>() {
+            if s.contains('.') && (0.0..=1.0).contains(&f) {
+                return Ok(Watermark::Relative(f));
+            }
+        }
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid watermark '{s}'"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "KiB" | "K" | "k" => 1024,
+            "MB" => 1_000_000,
+            "MiB" | "M" => 1024 * 1024,
+            "GB" => 1_000_000_000,
+            "GiB" | "G" => 1024 * 1024 * 1024,
+            other => return Err(format!("unknown unit '{other}' in watermark '{s}'")),
+        };
+        Ok(Watermark::Absolute(n * mult))
+    }
+}
+
+impl Watermark {
+    /// The watermark in bytes on this machine.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Watermark::Absolute(b) => b,
+            Watermark::Relative(f) => (total_memory() as f64 * f) as u64,
+        }
+    }
+}
+
+/// Memory available to this process: the cgroup limit if there is one, else the machine's.
+pub fn total_memory() -> u64 {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&b| b < (1 << 60));
+    let machine = read("/proc/meminfo").and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    match (cgroup, machine) {
+        (Some(c), Some(m)) => c.min(m),
+        (Some(c), None) => c,
+        (None, Some(m)) => m,
+        // Unknown platform: assume 1 GiB.
+        (None, None) => 1 << 30,
+    }
+}
+
 /// How long shutdown waits for connections to close before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -40,6 +112,8 @@ pub struct Config {
     pub default_pass: String,
     /// Default vhost, created at start.
     pub default_vhost: String,
+    /// Queued message bytes above which publishing connections are blocked.
+    pub memory_high_watermark: Watermark,
 }
 
 impl Default for Config {
@@ -58,6 +132,7 @@ impl Default for Config {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             default_vhost: "/".into(),
+            memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
         }
     }
 }

@@ -31,6 +31,10 @@ struct Cli {
     /// Default user's password (RABBITMQ_DEFAULT_PASS is honoured too).
     #[arg(long, env = "RABBITMQ_DEFAULT_PASS", default_value = "guest", hide_env_values = true)]
     default_pass: String,
+    /// Queued message bytes above which publishers are blocked: a share of memory (`0.4`) or a
+    /// size (`512MiB`, `1073741824`).
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
+    memory_high_watermark: config::Watermark,
     /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
     default_vhost: String,
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     cfg.default_user = cli.default_user;
     cfg.default_pass = cli.default_pass;
     cfg.default_vhost = cli.default_vhost;
+    cfg.memory_high_watermark = cli.memory_high_watermark;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cfg))
 }

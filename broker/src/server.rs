@@ -6,7 +6,7 @@
 //! - Shutdown is one `watch` flag: every connection sees it, sends connection.close 320
 //!   CONNECTION_FORCED, and ends; `ServerHandle::shutdown` waits for all of them (bounded by
 //!   `SHUTDOWN_GRACE`).
-use crate::config::{Config, SHUTDOWN_GRACE};
+use crate::config::{Config, MEMORY_CHECK_INTERVAL, SHUTDOWN_GRACE};
 use crate::connection;
 use crate::ids::ConnectionId;
 use crate::vhost::VHost;
@@ -29,6 +29,8 @@ pub struct Broker {
     users: RwLock<HashMap<String, String>>,
     /// Next connection id.
     next_conn: AtomicU64,
+    /// Memory alarm: true while queued message bytes are above the high watermark.
+    pub alarm: watch::Sender<bool>,
 }
 
 impl Broker {
@@ -42,6 +44,7 @@ impl Broker {
             vhosts: RwLock::new(vhosts),
             users: RwLock::new(users),
             next_conn: AtomicU64::new(1),
+            alarm: watch::channel(false).0,
         })
     }
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
@@ -86,6 +89,7 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
         listeners.push(l);
     }
     let mut tasks = JoinSet::new();
+    tasks.spawn(memory_monitor(broker.clone(), rx.clone()));
     for l in listeners {
         tasks.spawn(accept_loop(l, broker.clone(), rx.clone()));
     }
@@ -104,6 +108,33 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.listen(1024)?;
     sock.set_nonblocking(true)?;
     TcpListener::from_std(sock.into())
+}
+
+/// Re-evaluate the memory alarm every `MEMORY_CHECK_INTERVAL`: on when queued message bytes exceed
+/// the high watermark, off again when they fall below it.
+async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let limit = broker.config.memory_high_watermark.bytes();
+    tracing::info!("memory high watermark: {limit} bytes of queued messages");
+    let mut tick = tokio::time::interval(MEMORY_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let vhosts: Vec<Arc<VHost>> = broker.vhosts.read().values().cloned().collect();
+        let used: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
+        let on = used > limit;
+        if *broker.alarm.borrow() != on {
+            if on {
+                tracing::warn!(
+                    "memory alarm set: {used} bytes of queued messages > high watermark {limit}; blocking publishers"
+                );
+            } else {
+                tracing::info!("memory alarm cleared: {used} bytes of queued messages <= {limit}");
+            }
+            broker.alarm.send_replace(on);
+        }
+    }
 }
 
 async fn accept_loop(l: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {

@@ -477,6 +477,12 @@ impl VHost {
         Ok(())
     }
 
+    /// Body bytes of all ready messages in this vhost (memory alarm).
+    pub fn queued_bytes(&self) -> u64 {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        queues.iter().map(|q| q.ready_bytes() as u64).sum()
+    }
+
     /// Queues owned exclusively by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
         self.queues.read().values().filter(|q| q.exclusive_owner == Some(conn)).cloned().collect()

@@ -166,3 +166,42 @@ async fn direct_reply_to_rpc() {
     assert!(matches!(server.recv_content().await.method, Method::BasicReturn(_)));
     b.stop().await;
 }
+
+#[tokio::test]
+async fn memory_alarm_blocks_publishers_until_consumers_drain() {
+    let cfg = warren::config::Config {
+        memory_high_watermark: warren::config::Watermark::Absolute(64 * 1024),
+        ..warren::config::Config::loopback(0)
+    };
+    let b = TestBroker::with_config(cfg).await;
+    let (mut publisher, q) = setup(&b, "alarm").await;
+    let body = vec![7u8; 1024];
+    for _ in 0..100 {
+        publisher.publish(1, "", &q, &body).await;
+    }
+    // Over the watermark: the publisher is told, and from then on its frames are not read.
+    match publisher.recv_method().await {
+        (0, Method::ConnectionBlocked(bl)) => assert_eq!(bl.reason.to_string(), "low on memory"),
+        other => panic!("expected connection.blocked, got {other:?}"),
+    }
+    for _ in 0..10 {
+        publisher.publish(1, "", &q, &body).await;
+    }
+    let mut consumer = b.raw().await;
+    consumer.open_channel(1).await;
+    assert_eq!(consumer.declare(1, &q).await.message_count, 100, "blocked publisher not read");
+    // A consumer drains the queue: the alarm clears, the publisher is unblocked and its held
+    // messages arrive.
+    consumer.call(1, BasicConsume { queue: s(&q), no_ack: true, ..Default::default() }).await;
+    for _ in 0..100 {
+        consumer.recv_content().await;
+    }
+    match publisher.recv_method().await {
+        (0, Method::ConnectionUnblocked(_)) => {}
+        other => panic!("expected connection.unblocked, got {other:?}"),
+    }
+    for _ in 0..10 {
+        assert_eq!(consumer.recv_content().await.body.len(), 1024);
+    }
+    b.stop().await;
+}

@@ -28,6 +28,8 @@ pub struct Negotiated {
     pub user: String,
     /// Client supports basic.cancel from the broker.
     pub cancel_notify: bool,
+    /// Client supports connection.blocked / unblocked.
+    pub blocked_notify: bool,
     /// Client's `connection_name` property, for logs.
     pub name: Option<String>,
 }
@@ -187,6 +189,7 @@ pub async fn run(
         vhost,
         user,
         cancel_notify: cap("consumer_cancel_notify"),
+        blocked_notify: cap("connection.blocked"),
         name,
     })
 }

@@ -74,6 +74,12 @@ struct Connection {
     frame_max: u32,
     /// Client supports broker-initiated basic.cancel.
     cancel_notify: bool,
+    /// Client supports connection.blocked / unblocked.
+    blocked_notify: bool,
+    /// The client has published at least once (only publishers are blocked by the memory alarm).
+    published: bool,
+    /// We sent connection.blocked and owe an unblocked.
+    blocked_sent: bool,
     /// Lifecycle.
     state: State,
 }
@@ -113,8 +119,12 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
         channel_max: neg.channel_max,
         frame_max: neg.frame_max,
         cancel_notify: neg.cancel_notify,
+        blocked_notify: neg.blocked_notify,
+        published: false,
+        blocked_sent: false,
         state: State::Open,
     };
+    let mut alarm = broker.alarm.subscribe();
     let mut close_deadline: Option<tokio::time::Instant> = None;
     'read: loop {
         // Process every complete frame in the buffer.
@@ -153,6 +163,23 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                 _ = live.abort.notified() => break 'read,
             }
         }
+        // Memory alarm: a publishing connection is not read while the alarm is on (RabbitMQ's
+        // blocking); consumers keep being served so the alarm can clear.
+        conn.notify_alarm(*alarm.borrow_and_update());
+        while *alarm.borrow() && conn.published && conn.state == State::Open {
+            // The client's heartbeats are not read while blocked: don't count that as silence.
+            live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed);
+            tokio::select! {
+                _ = alarm.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = live.abort.notified() => break 'read,
+                _ = shutdown.changed() => {
+                    conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
+                    close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            conn.notify_alarm(*alarm.borrow_and_update());
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_BUF);
         }
@@ -175,6 +202,7 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                 tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
                 break 'read;
             }
+            _ = alarm.changed() => {}
             _ = shutdown.changed(), if conn.state == State::Open => {
                 conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
                 close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -241,6 +269,7 @@ impl Connection {
                 if ch.phase == Phase::Closing {
                     return Ok(());
                 }
+                self.published = true;
                 let r = if f.kind == FrameType::Header {
                     ch.on_header(&self.ctx, f.payload)
                 } else {
@@ -360,6 +389,20 @@ impl Connection {
                 );
                 self.state = State::Closing;
             }
+        }
+    }
+
+    /// Tell a publishing client about memory alarm transitions (if it declared the capability).
+    fn notify_alarm(&mut self, on: bool) {
+        if !self.blocked_notify || !self.published || self.state != State::Open {
+            return;
+        }
+        if on && !self.blocked_sent {
+            self.send0(&ConnectionBlocked { reason: "low on memory".into() }.into());
+            self.blocked_sent = true;
+        } else if !on && self.blocked_sent {
+            self.send0(&ConnectionUnblocked.into());
+            self.blocked_sent = false;
         }
     }
 

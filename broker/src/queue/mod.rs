@@ -36,6 +36,8 @@ pub struct QueueState {
     had_consumer: bool,
     /// Set when the queue was deleted: enqueues and requeues are dropped.
     pub deleted: bool,
+    /// Body bytes of the messages in `ready` (for the memory alarm).
+    ready_bytes: usize,
 }
 
 /// A queue.
@@ -87,6 +89,7 @@ impl Queue {
                 rr: 0,
                 had_consumer: false,
                 deleted: false,
+                ready_bytes: 0,
             }),
         })
     }
@@ -109,6 +112,7 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
+        st.ready_bytes += msg.body.len();
         st.ready.push_back(QueuedMsg { msg, seq, redelivered: false });
         self.drain(&mut st);
         true
@@ -126,6 +130,7 @@ impl Queue {
         }
         let Some(me) = self.arc() else { return };
         'outer: while let Some(mut m) = st.ready.pop_front() {
+            let bytes = m.msg.body.len();
             // Single active consumer: only the first in registration order is considered.
             let n = if self.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
@@ -140,6 +145,7 @@ impl Queue {
                     match c.channel.try_deliver(c, m, &me) {
                         Ok(()) => {
                             st.rr = pos + 1;
+                            st.ready_bytes -= bytes;
                             continue 'outer;
                         }
                         Err(back) => m = back,
@@ -164,6 +170,7 @@ impl Queue {
         }
         for m in msgs.iter_mut() {
             m.redelivered = true;
+            st.ready_bytes += m.msg.body.len();
         }
         msgs.sort_by_key(|m| m.seq);
         let all_before = st.ready.front().is_none_or(|f| msgs.last().is_some_and(|l| l.seq < f.seq));
@@ -196,6 +203,7 @@ impl Queue {
     pub fn get(&self) -> Option<(QueuedMsg, u32)> {
         let mut st = self.state.lock();
         let m = st.ready.pop_front()?;
+        st.ready_bytes -= m.msg.body.len();
         Some((m, st.ready.len() as u32))
     }
 
@@ -243,7 +251,13 @@ impl Queue {
         let mut st = self.state.lock();
         let n = st.ready.len();
         st.ready.clear();
+        st.ready_bytes = 0;
         n as u32
+    }
+
+    /// Body bytes of the ready messages.
+    pub fn ready_bytes(&self) -> usize {
+        self.state.lock().ready_bytes
     }
 
     pub fn message_count(&self) -> u32 {
@@ -264,6 +278,7 @@ impl Queue {
         st.deleted = true;
         let n = st.ready.len() as u32;
         st.ready.clear();
+        st.ready_bytes = 0;
         (std::mem::take(&mut st.consumers), n)
     }
 }

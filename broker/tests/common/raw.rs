@@ -93,6 +93,7 @@ impl Raw {
             let mut caps = FieldTable::new();
             caps.insert("authentication_failure_close", warren_protocol::FieldValue::Bool(true));
             caps.insert("consumer_cancel_notify", warren_protocol::FieldValue::Bool(true));
+            caps.insert("connection.blocked", warren_protocol::FieldValue::Bool(true));
             client_props.insert("capabilities", warren_protocol::FieldValue::Table(caps));
         }
         let resp = format!("\0{}\0{}", o.user, o.pass);
