@@ -114,6 +114,9 @@ pub struct Config {
     pub default_vhost: String,
     /// Queued message bytes above which publishing connections are blocked.
     pub memory_high_watermark: Watermark,
+    /// Consumer acknowledgement timeout (RabbitMQ's consumer_timeout). rabbitmq-compat: off by
+    /// default, as suits development; RabbitMQ defaults to 30 minutes.
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -133,6 +136,7 @@ impl Default for Config {
             default_pass: "guest".into(),
             default_vhost: "/".into(),
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
+            consumer_timeout: None,
         }
     }
 }

@@ -35,6 +35,9 @@ struct Cli {
     /// size (`512MiB`, `1073741824`).
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     memory_high_watermark: config::Watermark,
+    /// Consumer acknowledgement timeout in milliseconds (0 = off, the default).
+    #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 0)]
+    consumer_timeout: u64,
     /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
     default_vhost: String,
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     cfg.default_pass = cli.default_pass;
     cfg.default_vhost = cli.default_vhost;
     cfg.memory_high_watermark = cli.memory_high_watermark;
+    cfg.consumer_timeout = (cli.consumer_timeout > 0).then(|| std::time::Duration::from_millis(cli.consumer_timeout));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cfg))
 }

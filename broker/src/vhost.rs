@@ -496,7 +496,7 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
         let key = k.to_str_lossy();
         let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
         match key.as_ref() {
-            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" | "x-consumer-timeout" => {
                 if int()? < 0 {
                     return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
                 }

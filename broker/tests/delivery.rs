@@ -189,19 +189,73 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
     }
     let mut consumer = b.raw().await;
     consumer.open_channel(1).await;
-    assert_eq!(consumer.declare(1, &q).await.message_count, 100, "blocked publisher not read");
-    // A consumer drains the queue: the alarm clears, the publisher is unblocked and its held
-    // messages arrive.
+    // The alarm fired somewhere past 64 messages; from then on nothing more is read.
+    let held = consumer.declare(1, &q).await.message_count;
+    assert!((64..=100).contains(&held), "{held}");
+    publisher.publish(1, "", &q, &body).await;
+    assert_eq!(consumer.declare(1, &q).await.message_count, held, "blocked publisher not read");
+    // A consumer drains the queue: the alarm clears, the publisher is unblocked and everything it
+    // sent arrives.
     consumer.call(1, BasicConsume { queue: s(&q), no_ack: true, ..Default::default() }).await;
-    for _ in 0..100 {
+    for _ in 0..held {
         consumer.recv_content().await;
     }
     match publisher.recv_method().await {
         (0, Method::ConnectionUnblocked(_)) => {}
         other => panic!("expected connection.unblocked, got {other:?}"),
     }
-    for _ in 0..10 {
+    for _ in held..111 {
         assert_eq!(consumer.recv_content().await.body.len(), 1024);
     }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn consumer_ack_timeout_cancels_and_requeues() {
+    let b = TestBroker::start().await;
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    let q = unique("ack-timeout");
+    let mut args = FieldTable::new();
+    args.insert("x-consumer-timeout", FieldValue::I32(300));
+    r.call(1, QueueDeclare { queue: s(&q), arguments: args, ..Default::default() }).await;
+    r.publish(1, "", &q, b"slow").await;
+    r.call(1, BasicConsume { queue: s(&q), consumer_tag: "lazy".into(), ..Default::default() }).await;
+    let d = r.recv_content().await;
+    assert_eq!(&d.body[..], b"slow");
+    // Never acked: the broker cancels the consumer (we declared consumer_cancel_notify) and requeues.
+    match r.recv_method().await {
+        (1, Method::BasicCancel(c)) => assert_eq!(c.consumer_tag.to_string(), "lazy"),
+        other => panic!("expected basic.cancel, got {other:?}"),
+    }
+    let Method::QueueDeclareOk(ok) =
+        r.call(1, QueueDeclare { queue: s(&q), passive: true, ..Default::default() }).await
+    else {
+        panic!()
+    };
+    assert_eq!((ok.message_count, ok.consumer_count), (1, 0));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn consumer_ack_timeout_without_cancel_notify_closes_the_channel() {
+    let cfg = warren::config::Config {
+        consumer_timeout: Some(std::time::Duration::from_millis(300)),
+        ..warren::config::Config::loopback(0)
+    };
+    let b = TestBroker::with_config(cfg).await;
+    let mut r =
+        Raw::connect_with(b.addr, common::raw::Options { capabilities: false, ..Default::default() }).await.unwrap();
+    r.open_channel(1).await;
+    let q = unique("ack-timeout-global");
+    r.declare(1, &q).await;
+    r.publish(1, "", &q, b"slow").await;
+    r.call(1, BasicConsume { queue: s(&q), ..Default::default() }).await;
+    r.recv_content().await;
+    let c = r.expect_channel_close(1).await;
+    assert_eq!(c.reply_code, PRECONDITION_FAILED);
+    assert!(c.reply_text.to_string().contains("delivery acknowledgement on channel 1 timed out"), "{}", c.reply_text);
+    r.open_channel(1).await;
+    assert_eq!(r.declare(1, &q).await.message_count, 1, "requeued on channel close");
     b.stop().await;
 }

@@ -143,11 +143,7 @@ impl Channel {
         if self.reply.is_some() {
             return Err(AmqpError::channel(PRECONDITION_FAILED, "reply consumer already set", Some(m)));
         }
-        let tag = if c.consumer_tag.is_empty() {
-            ShortStr::from(format!("amq.ctag-{}", random_suffix()))
-        } else {
-            c.consumer_tag.clone()
-        };
+        let tag = consumer_tag(c);
         let name = ShortStr::from(format!("{REPLY_PREFIX}{}.{}", random_suffix(), random_suffix()));
         let target = crate::vhost::ReplyTarget { channel: Arc::downgrade(&self.shared), consumer_tag: tag.clone() };
         ctx.vhost.replies.lock().insert(name.clone(), target);
@@ -298,10 +294,12 @@ impl Channel {
                 )
             })?,
         };
-        let tag = if c.consumer_tag.is_empty() {
-            ShortStr::from(format!("amq.ctag-{}", random_suffix()))
-        } else {
-            c.consumer_tag.clone()
+        let tag = consumer_tag(c);
+        // Per-queue `x-consumer-timeout` wins over the broker-wide default.
+        let timeout_ms = match queue.arguments.get("x-consumer-timeout").and_then(|v| v.as_i64()) {
+            Some(t) if t > 0 => Some(t as u64),
+            Some(_) => None,
+            None => ctx.consumer_timeout_ms,
         };
         let consumer = {
             let mut st = self.shared.state.lock();
@@ -321,6 +319,7 @@ impl Channel {
                 priority,
                 prefetch: st.consumer_prefetch,
                 in_flight: AtomicU32::new(0),
+                timeout_ms,
             });
             st.consumers.insert(tag.clone(), consumer.clone());
             consumer
@@ -369,12 +368,50 @@ impl Channel {
         Ok(())
     }
 
+    /// Consumer acknowledgement timeout: cancel the first consumer with an overdue delivery. With
+    /// consumer_cancel_notify it gets basic.cancel and its unacked messages are requeued; without, the
+    /// channel is closed with 406 (RabbitMQ's behaviour in both cases).
+    pub fn check_ack_timeouts(&mut self, ctx: &ConnCtx, now: u64) -> AmqpResult<()> {
+        let Some((c, timeout)) = self.shared.state.lock().expired_consumer(now) else { return Ok(()) };
+        if !self.shared.cancel_notify {
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "delivery acknowledgement on channel {} timed out. Timeout value used: {timeout} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                    self.id()
+                ),
+                None,
+            ));
+        }
+        tracing::warn!("consumer '{}' on channel {} did not ack within {timeout} ms: cancelling it", c.tag, self.id());
+        let unacked = {
+            let mut st = self.shared.state.lock();
+            st.consumers.remove(&c.tag);
+            st.take_consumer(&c)
+        };
+        self.send(&BasicCancel { consumer_tag: c.tag.clone(), no_wait: true }.into());
+        if c.queue.remove_consumer(&c) {
+            ctx.vhost.delete_queue(&c.queue);
+        }
+        requeue_grouped(unacked);
+        Ok(())
+    }
+
     /// spec: an empty queue name means the last queue declared on this channel.
     pub(super) fn queue_name(&self, name: &ShortStr, m: &Method) -> AmqpResult<ShortStr> {
         if !name.is_empty() {
             return Ok(name.clone());
         }
         self.last_queue.clone().ok_or_else(|| AmqpError::channel(NOT_FOUND, "no previously declared queue", Some(m)))
+    }
+}
+
+/// The client's consumer tag, or a server-generated `amq.ctag-...` one.
+fn consumer_tag(c: &BasicConsume) -> ShortStr {
+    if c.consumer_tag.is_empty() {
+        ShortStr::from(format!("amq.ctag-{}", random_suffix()))
+    } else {
+        c.consumer_tag.clone()
     }
 }
 

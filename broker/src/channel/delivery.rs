@@ -39,6 +39,14 @@ pub struct Consumer {
     pub prefetch: u32,
     /// Unacked deliveries of this consumer (changed only under the channel's `state` lock).
     pub in_flight: AtomicU32,
+    /// Consumer acknowledgement timeout in ms (`x-consumer-timeout` or the broker default); None = off.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Milliseconds on a process-wide monotonic clock (for ack timeouts).
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// One delivered, unacknowledged message.
@@ -49,6 +57,8 @@ pub struct Unacked {
     pub queue: Arc<Queue>,
     /// The consumer whose credit it holds (`None` for basic.get).
     pub consumer: Option<Arc<Consumer>>,
+    /// When it was delivered (`now_ms`), recorded only for consumers with an ack timeout.
+    pub delivered_ms: u64,
 }
 
 /// Mutable delivery state of a channel.
@@ -140,7 +150,13 @@ impl ChannelShared {
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
-            st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: Some(c.clone()) }));
+            let delivered_ms = if c.timeout_ms.is_some() { now_ms() } else { 0 };
+            st.unacked.push_back(Some(Unacked {
+                msg: m,
+                queue: queue.clone(),
+                consumer: Some(c.clone()),
+                delivered_ms,
+            }));
         }
         self.out.write_content(
             self.id,
@@ -172,7 +188,12 @@ impl ChannelShared {
             st.push_settled();
         } else {
             st.unacked_count += 1;
-            st.unacked.push_back(Some(Unacked { msg: m.clone(), queue: queue.clone(), consumer: None }));
+            st.unacked.push_back(Some(Unacked {
+                msg: m.clone(),
+                queue: queue.clone(),
+                consumer: None,
+                delivered_ms: 0,
+            }));
         }
         self.out.write_content(
             self.id,
@@ -301,6 +322,36 @@ impl Deliveries {
             c.in_flight.fetch_sub(1, Ordering::Relaxed);
             self.global_in_flight -= 1;
         }
+    }
+
+    /// The first consumer with a delivery unacked for longer than its timeout, and that timeout.
+    pub fn expired_consumer(&self, now: u64) -> Option<(Arc<Consumer>, u64)> {
+        self.unacked.iter().flatten().find_map(|u| {
+            let c = u.consumer.as_ref()?;
+            let t = c.timeout_ms?;
+            (now.saturating_sub(u.delivered_ms) > t).then(|| (c.clone(), t))
+        })
+    }
+
+    /// Take the outstanding deliveries of consumer `c`, in tag order.
+    pub fn take_consumer(&mut self, c: &Arc<Consumer>) -> Vec<Unacked> {
+        let mut out = Vec::new();
+        for e in self.unacked.iter_mut() {
+            if e.as_ref().and_then(|u| u.consumer.as_ref()).is_some_and(|x| Arc::ptr_eq(x, c)) {
+                out.extend(e.take());
+            }
+        }
+        while let Some(None) = self.unacked.front() {
+            self.unacked.pop_front();
+            self.base_tag += 1;
+        }
+        if self.unacked.is_empty() {
+            self.base_tag = self.next_tag;
+        }
+        for u in &out {
+            self.release(u);
+        }
+        out
     }
 
     /// Take every outstanding delivery, in tag order (channel close, basic.recover).

@@ -37,6 +37,9 @@ use warren_protocol::method::*;
 use warren_protocol::{frame, Frame, FrameType, Method, ShortStr};
 use writer::Liveness;
 
+/// How often unacked deliveries are checked against consumer acknowledgement timeouts.
+const ACK_TIMEOUT_CHECK: Duration = Duration::from_millis(250);
+
 /// Read buffer size: one read takes up to this much.
 const READ_BUF: usize = 128 * 1024;
 
@@ -48,6 +51,8 @@ pub struct ConnCtx {
     pub vhost: Arc<VHost>,
     /// Outbound buffer.
     pub out: Arc<Outbound>,
+    /// Broker-wide consumer acknowledgement timeout (ms), if any.
+    pub consumer_timeout_ms: Option<u64>,
 }
 
 /// Connection lifecycle after the handshake.
@@ -113,7 +118,12 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
     let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
     let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone()));
     let mut conn = Connection {
-        ctx: ConnCtx { id, vhost: neg.vhost, out: out.clone() },
+        ctx: ConnCtx {
+            id,
+            vhost: neg.vhost,
+            out: out.clone(),
+            consumer_timeout_ms: broker.config.consumer_timeout.map(|d| d.as_millis() as u64),
+        },
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
         channel_max: neg.channel_max,
@@ -125,6 +135,8 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
         state: State::Open,
     };
     let mut alarm = broker.alarm.subscribe();
+    let mut ack_check = tokio::time::interval(ACK_TIMEOUT_CHECK);
+    ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut close_deadline: Option<tokio::time::Instant> = None;
     'read: loop {
         // Process every complete frame in the buffer.
@@ -203,6 +215,7 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                 break 'read;
             }
             _ = alarm.changed() => {}
+            _ = ack_check.tick() => conn.check_ack_timeouts(),
             _ = shutdown.changed(), if conn.state == State::Open => {
                 conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
                 close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -389,6 +402,22 @@ impl Connection {
                 );
                 self.state = State::Closing;
             }
+        }
+    }
+
+    /// Enforce consumer acknowledgement timeouts on every open channel.
+    fn check_ack_timeouts(&mut self) {
+        let now = crate::channel::delivery::now_ms();
+        let mut failed = Vec::new();
+        for (id, ch) in self.channels.iter_mut() {
+            if ch.phase == Phase::Open {
+                if let Err(e) = ch.check_ack_timeouts(&self.ctx, now) {
+                    failed.push(on_channel(e, *id));
+                }
+            }
+        }
+        for f in failed {
+            self.fail(f);
         }
     }
 
