@@ -51,6 +51,9 @@ struct Args {
     /// Publishes per write.
     #[arg(long, default_value_t = 200)]
     batch: usize,
+    /// Publisher confirms: keep at most this many publishes unconfirmed per producer (0 = no confirms).
+    #[arg(long, default_value_t = 0)]
+    confirm: u64,
     /// Label printed with the result.
     #[arg(long, default_value = "broker")]
     label: String,
@@ -127,18 +130,52 @@ async fn producer(args: Args, stats: Arc<Stats>, queue: String) -> anyhow::Resul
     frame::encode_method(&mut one, 1, &publish);
     fast::header(&mut one, 1, body.len() as u64, &[0, 0]);
     fast::body(&mut one, 1, &body, c.frame_max);
+    // With confirms, a reader task tracks the highest confirmed sequence number.
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(tokio::sync::Notify::new());
+    if args.confirm > 0 {
+        c.call(1, ConfirmSelect { no_wait: false }.into()).await?;
+    }
+    let (mut rd, mut wr) = c.sock.into_split();
+    if args.confirm > 0 {
+        let (confirmed, acked, mut rbuf) = (confirmed.clone(), acked.clone(), c.buf);
+        tokio::spawn(async move {
+            loop {
+                while let Ok(Some(f)) = frame::decode(&mut rbuf, 0) {
+                    if let Ok(Method::BasicAck(a)) = Method::decode(f.payload) {
+                        confirmed.fetch_max(a.delivery_tag, Ordering::Relaxed);
+                        acked.notify_one();
+                    }
+                }
+                if !matches!(rd.read_buf(&mut rbuf).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        });
+    }
+    let batch = if args.confirm > 0 { args.batch.min(args.confirm as usize) } else { args.batch };
+    let mut seq = 0u64;
     while !stats.stop.load(Ordering::Relaxed) {
         let in_flight = stats.published.load(Ordering::Relaxed).saturating_sub(stats.consumed.load(Ordering::Relaxed));
         if in_flight > args.max_in_flight {
             tokio::time::sleep(Duration::from_micros(200)).await;
             continue;
         }
+        if args.confirm > 0 {
+            while seq + batch as u64 - confirmed.load(Ordering::Relaxed) > args.confirm {
+                let _ = tokio::time::timeout(Duration::from_millis(100), acked.notified()).await;
+                if stats.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+        }
         buf.clear();
-        for _ in 0..args.batch {
+        for _ in 0..batch {
             buf.extend_from_slice(&one);
         }
-        c.sock.write_all(&buf).await?;
-        stats.published.fetch_add(args.batch as u64, Ordering::Relaxed);
+        wr.write_all(&buf).await?;
+        seq += batch as u64;
+        stats.published.fetch_add(batch as u64, Ordering::Relaxed);
     }
     Ok(())
 }
