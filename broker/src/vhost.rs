@@ -143,15 +143,21 @@ impl VHost {
             for (k, v) in h.iter() {
                 let bcc = k == "BCC";
                 if k == "CC" || bcc {
-                    if let FieldValue::Array(items) = v {
-                        keys.extend(
-                            items
-                                .iter()
-                                .filter_map(|i| i.as_bytes())
-                                .map(|b| ShortStr::truncating(Bytes::copy_from_slice(b))),
-                        );
-                        has_bcc |= bcc;
-                    }
+                    let FieldValue::Array(items) = v else {
+                        return Err(AmqpError::channel_ids(
+                            PRECONDITION_FAILED,
+                            format!("invalid message: {{unacceptable_type_in_header,\"{k}\",{}}}", rabbit_type(v)),
+                            60,
+                            40,
+                        ));
+                    };
+                    keys.extend(
+                        items
+                            .iter()
+                            .filter_map(|i| i.as_bytes())
+                            .map(|b| ShortStr::truncating(Bytes::copy_from_slice(b))),
+                    );
+                    has_bcc |= bcc;
                 }
             }
         }
@@ -254,7 +260,7 @@ impl VHost {
                 if q.auto_delete != d.auto_delete {
                     return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
                 }
-                if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &q.arguments) {
+                if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &q.arguments, QUEUE_EQUIV_ARGS) {
                     return Err(ineq(&k, got, cur));
                 }
             }
@@ -306,6 +312,29 @@ impl VHost {
                 Some(m),
             ));
         }
+        if !d.passive {
+            if ExchangeKind::parse(d.kind.as_bytes()).is_none() {
+                // As RabbitMQ: an unknown type closes the connection, even on a redeclare.
+                return Err(AmqpError::connection(
+                    COMMAND_INVALID,
+                    format!("unknown exchange type '{}'", d.kind),
+                    Some(m),
+                ));
+            }
+            if let Some(v) = d.arguments.get("alternate-exchange") {
+                if v.as_bytes().is_none() {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!(
+                            "invalid type '{}' for arg 'alternate-exchange' in {}",
+                            rabbit_type(v),
+                            self.ex_desc(name)
+                        ),
+                        Some(m),
+                    ));
+                }
+            }
+        }
         if let Some(ex) = self.exchange(name) {
             if d.passive {
                 return Ok(());
@@ -332,7 +361,7 @@ impl VHost {
             if ex.internal != d.internal {
                 return Err(ineq("internal", d.internal.to_string(), ex.internal.to_string()));
             }
-            if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &ex.arguments) {
+            if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &ex.arguments, EXCHANGE_EQUIV_ARGS) {
                 return Err(ineq(&k, got, cur));
             }
             return Ok(());
@@ -360,13 +389,13 @@ impl VHost {
 
     /// exchange.delete.
     pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool, m: &Method) -> AmqpResult<()> {
-        if name.is_empty() || name.as_bytes().starts_with(b"amq.") {
+        if name.is_empty() {
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+        }
+        if name.as_bytes().starts_with(b"amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!(
-                    "operation not permitted on the {}",
-                    if name.is_empty() { "default exchange".to_string() } else { self.ex_desc(name) }
-                ),
+                format!("deletion of system {} not allowed", self.ex_desc(name)),
                 Some(m),
             ));
         }
@@ -417,6 +446,7 @@ impl VHost {
     ) -> AmqpResult<()> {
         let dst = self.bindable_exchange(destination, m)?;
         let src = self.bindable_exchange(source, m)?;
+        check_binding_args(&src, &arguments, m)?;
         src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
         Ok(())
     }
@@ -430,8 +460,12 @@ impl VHost {
         arguments: &FieldTable,
         m: &Method,
     ) -> AmqpResult<()> {
-        let dst = self.bindable_exchange(destination, m)?;
-        let src = self.bindable_exchange(source, m)?;
+        // As RabbitMQ: unbinding where the source or destination does not exist is not an error.
+        let (Some(dst), Some(src)) =
+            (self.unbind_exchange_named(destination, m)?, self.unbind_exchange_named(source, m)?)
+        else {
+            return Ok(());
+        };
         if src.unbind(&Dest::Exchange(dst), routing_key, arguments) && src.auto_delete && !src.has_bindings() {
             self.remove_exchange(&src);
         }
@@ -447,6 +481,14 @@ impl VHost {
             .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m)))
     }
 
+    /// The exchange named in an unbind: the default exchange is refused, a missing one is `None`.
+    fn unbind_exchange_named(&self, exchange: &ShortStr, m: &Method) -> AmqpResult<Option<Arc<Exchange>>> {
+        if exchange.is_empty() {
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+        }
+        Ok(self.exchange(exchange))
+    }
+
     /// queue.bind.
     pub fn bind_queue(
         &self,
@@ -457,6 +499,7 @@ impl VHost {
         m: &Method,
     ) -> AmqpResult<()> {
         let ex = self.bindable_exchange(exchange, m)?;
+        check_binding_args(&ex, &arguments, m)?;
         ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
         Ok(())
     }
@@ -470,7 +513,7 @@ impl VHost {
         arguments: &FieldTable,
         m: &Method,
     ) -> AmqpResult<()> {
-        let ex = self.bindable_exchange(exchange, m)?;
+        let Some(ex) = self.unbind_exchange_named(exchange, m)? else { return Ok(()) };
         if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
             self.remove_exchange(&ex);
         }
@@ -569,22 +612,84 @@ fn check_exclusive(q: &Queue, conn: ConnectionId, m: &Method) -> AmqpResult<()> 
     }
 }
 
-/// The first `x-` argument that differs between a redeclare and the original, as
-/// (name, received, current). rabbitmq-compat: RabbitMQ compares the arguments it knows; Warren
-/// compares every argument, so an unknown argument that changes is also a 406.
-fn first_arg_difference(got: &FieldTable, cur: &FieldTable) -> Option<(String, String, String)> {
-    for (k, v) in got.iter() {
-        match cur.get(&k.to_str_lossy()) {
-            Some(cv) if cv == v || same_number(cv, v) => {}
-            other => return Some((k.to_string(), fmt_value(Some(v)), fmt_value(other))),
-        }
+/// Headers exchanges check `x-match` when a binding is made, as RabbitMQ.
+fn check_binding_args(ex: &Exchange, args: &FieldTable, m: &Method) -> AmqpResult<()> {
+    if ex.kind != ExchangeKind::Headers {
+        return Ok(());
     }
-    for (k, v) in cur.iter() {
-        if got.get(&k.to_str_lossy()).is_none() {
-            return Some((k.to_string(), "none".into(), fmt_value(Some(v))));
+    match args.get("x-match") {
+        None => Ok(()),
+        Some(FieldValue::LongStr(s)) => match s.as_bytes() {
+            b"all" | b"any" | b"all-with-x" | b"any-with-x" => Ok(()),
+            other => Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "Invalid x-match field value <<\"{}\">>; expected all, any, all-with-x, or any-with-x",
+                    String::from_utf8_lossy(other)
+                ),
+                Some(m),
+            )),
+        },
+        Some(v) => Err(AmqpError::channel(
+            PRECONDITION_FAILED,
+            format!("Invalid x-match field type {} (value {}); expected longstr", rabbit_type(v), fmt_value(Some(v))),
+            Some(m),
+        )),
+    }
+}
+
+/// Queue arguments compared on redeclare (RabbitMQ's list; others may change freely).
+const QUEUE_EQUIV_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+];
+/// Exchange arguments compared on redeclare.
+const EXCHANGE_EQUIV_ARGS: &[&str] = &["alternate-exchange"];
+
+/// The first of `keys` whose value differs between a redeclare and the original, as
+/// (name, received, current).
+fn first_arg_difference(got: &FieldTable, cur: &FieldTable, keys: &[&str]) -> Option<(String, String, String)> {
+    for k in keys {
+        match (got.get(k), cur.get(k)) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a == b || same_number(a, b) => {}
+            (a, b) => return Some((k.to_string(), fmt_value(a), fmt_value(b))),
         }
     }
     None
+}
+
+/// RabbitMQ's name for a field value's type, as its error texts use it.
+pub fn rabbit_type(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Bool(_) => "bool",
+        FieldValue::I8(_) => "byte",
+        FieldValue::U8(_) => "unsignedbyte",
+        FieldValue::I16(_) => "short",
+        FieldValue::U16(_) => "unsignedshort",
+        FieldValue::I32(_) => "signedint",
+        FieldValue::U32(_) => "unsignedint",
+        FieldValue::I64(_) => "long",
+        FieldValue::F32(_) => "float",
+        FieldValue::F64(_) => "double",
+        FieldValue::Decimal(..) => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::Bytes(_) => "binary",
+        FieldValue::Array(_) => "array",
+        FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
+        FieldValue::Void => "void",
+    }
 }
 
 fn same_number(a: &warren_protocol::FieldValue, b: &warren_protocol::FieldValue) -> bool {

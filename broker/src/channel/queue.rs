@@ -62,8 +62,11 @@ impl Channel {
 
     pub(super) fn queue_unbind(&mut self, ctx: &ConnCtx, u: &QueueUnbind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&u.queue, m)?;
-        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
-        ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
+        // As RabbitMQ: unbinding a queue that does not exist is not an error.
+        if ctx.vhost.queue(&qname).is_some() {
+            let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+            ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
+        }
         self.send(&QueueUnbindOk.into());
         Ok(())
     }

@@ -281,8 +281,7 @@ impl Exchange {
 
 /// Headers exchange matching, as RabbitMQ: `x-match` = `all` (default), `any`, `all-with-x`,
 /// `any-with-x`. Binding keys starting `x-` are ignored except in the `-with-x` modes. A void binding
-/// value matches on the header's presence; otherwise values match when they are of the same class
-/// (all integer types are one class, both float types another) and equal.
+/// value matches on the header's presence; otherwise values match as in `same_value`.
 pub fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
     let mode = binding.get("x-match").and_then(|v| v.as_bytes()).unwrap_or(b"all");
     let (any, with_x) = match mode {
@@ -304,18 +303,23 @@ pub fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
 }
 
 fn same_value(a: &FieldValue, b: &FieldValue) -> bool {
-    use FieldValue as F;
-    let float = |v: &FieldValue| match v {
-        F::F32(x) => Some(*x as f64),
-        F::F64(x) => Some(*x),
-        _ => None,
-    };
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => return x == y,
-        (Some(_), None) | (None, Some(_)) => return false,
-        _ => {}
+    // As RabbitMQ (Erlang `==`): numbers compare by value whatever their width or kind (integers,
+    // floats, timestamps); strings and byte arrays compare by their bytes; anything else exactly.
+    fn number(v: &FieldValue) -> Option<f64> {
+        match v {
+            FieldValue::F32(x) => Some(*x as f64),
+            FieldValue::F64(x) => Some(*x),
+            FieldValue::Timestamp(t) => Some(*t as f64),
+            other => other.as_i64().map(|i| i as f64),
+        }
     }
-    if let (Some(x), Some(y)) = (float(a), float(b)) {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (number(a), number(b)) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (a.as_bytes(), b.as_bytes()) {
         return x == y;
     }
     a == b
