@@ -18,6 +18,28 @@ pub struct Message {
     pub properties: Bytes,
     /// Whole body.
     pub body: Bytes,
+    /// Per-message TTL from the `expiration` property, ms (parsed once at publish).
+    pub ttl_ms: Option<u64>,
+    /// `priority` property (0 when absent), for priority queues.
+    pub priority: u8,
+}
+
+/// Property flag bits as seen in the first flags byte.
+const EXPIRATION_FLAG_HIGH_BYTE: u8 = 0x01;
+const PRIORITY_FLAG_HIGH_BYTE: u8 = 0x08;
+
+impl Message {
+    /// Build a message, decoding the properties only if they carry an expiration or a priority.
+    pub fn new(exchange: ShortStr, routing_key: ShortStr, properties: Bytes, body: Bytes) -> Message {
+        let (mut ttl_ms, mut priority) = (None, 0);
+        if properties.first().is_some_and(|f| f & (EXPIRATION_FLAG_HIGH_BYTE | PRIORITY_FLAG_HIGH_BYTE) != 0) {
+            if let Ok(p) = warren_protocol::BasicProperties::decode(properties.clone()) {
+                ttl_ms = p.expiration.and_then(|e| std::str::from_utf8(e.as_bytes()).ok()?.parse().ok());
+                priority = p.priority.unwrap_or(0);
+            }
+        }
+        Message { exchange, routing_key, properties, body, ttl_ms, priority }
+    }
 }
 
 /// A message in a queue (ready or delivered-unacked).
@@ -30,4 +52,10 @@ pub struct QueuedMsg {
     pub seq: u64,
     /// Set once the message has been delivered (and then requeued).
     pub redelivered: bool,
+    /// Priority level (the message's priority, capped by the queue's max).
+    pub priority: u8,
+    /// Expiry time on `now_ms()`'s clock; 0 = never.
+    pub expires_at: u64,
+    /// Times delivered so far (quorum queues' delivery limit and x-delivery-count).
+    pub deliveries: u32,
 }

@@ -110,8 +110,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-/// Re-evaluate the memory alarm every `MEMORY_CHECK_INTERVAL`: on when queued message bytes exceed
-/// the high watermark, off again when they fall below it.
+/// Every `MEMORY_CHECK_INTERVAL`: expire messages and queues (TTL, x-expires), and re-evaluate the
+/// memory alarm: on when queued message bytes exceed the high watermark, off below it.
 async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let limit = broker.config.memory_high_watermark.bytes();
     tracing::info!("memory high watermark: {limit} bytes of queued messages");
@@ -122,6 +122,11 @@ async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
             _ = shutdown.changed() => return,
         }
         let vhosts: Vec<Arc<VHost>> = broker.vhosts.read().values().cloned().collect();
+        // Message TTL and queue expiry: expired messages go without waiting for a consumer.
+        let now = crate::channel::delivery::now_ms();
+        for v in &vhosts {
+            v.sweep(now);
+        }
         let used: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
         let on = used > limit;
         if *broker.alarm.borrow() != on {

@@ -49,6 +49,8 @@ pub struct VHost {
     queues: RwLock<HashMap<ShortStr, Arc<Queue>>>,
     /// Direct reply-to consumers by their generated reply queue name.
     pub replies: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
+    /// `Weak` to itself, handed to queues for dead-lettering.
+    me: std::sync::Weak<VHost>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -73,26 +75,24 @@ pub struct Declared {
 
 impl VHost {
     pub fn new(name: &str) -> Arc<VHost> {
-        let v = VHost {
+        let mut ex = HashMap::new();
+        for (n, k) in [
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            let name = ShortStr::from_static(n);
+            ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new()));
+        }
+        Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
-            exchanges: RwLock::new(HashMap::new()),
+            exchanges: RwLock::new(ex),
             queues: RwLock::new(HashMap::new()),
             replies: Default::default(),
-        };
-        {
-            let mut ex = v.exchanges.write();
-            for (n, k) in [
-                ("amq.direct", ExchangeKind::Direct),
-                ("amq.fanout", ExchangeKind::Fanout),
-                ("amq.topic", ExchangeKind::Topic),
-                ("amq.headers", ExchangeKind::Headers),
-                ("amq.match", ExchangeKind::Headers),
-            ] {
-                let name = ShortStr::from_static(n);
-                ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new()));
-            }
-        }
-        Arc::new(v)
+            me: me.clone(),
+        })
     }
 
     pub fn queue(&self, name: &ShortStr) -> Option<Arc<Queue>> {
@@ -264,11 +264,33 @@ impl VHost {
                     return Err(ineq(&k, got, cur));
                 }
             }
+            if !d.passive {
+                q.touch();
+            }
             let (message_count, consumer_count) = q.counts();
             return Ok(Declared { queue: q, message_count, consumer_count, created: false });
         }
         if d.passive {
             return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(&name)), Some(m)));
+        }
+        if matches!(d.arguments.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum") | Some(b"stream")) {
+            // As RabbitMQ: replicated queue types must be durable, shared and not auto-deleted.
+            let bad = if !d.durable {
+                Some("non-durable")
+            } else if d.exclusive {
+                Some("exclusive-owner")
+            } else if d.auto_delete {
+                Some("auto-delete")
+            } else {
+                None
+            };
+            if let Some(p) = bad {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("invalid property '{p}' for {}", self.q_desc(&name)),
+                    Some(m),
+                ));
+            }
         }
         let mut qs = self.queues.write();
         // Re-check under the write lock: another connection may have won the race.
@@ -277,7 +299,18 @@ impl VHost {
             return self.declare_queue(&QueueDeclare { passive: false, ..d.clone() }, name, conn, m);
         }
         let owner = d.exclusive.then_some(conn);
-        let q = Queue::new(name.clone(), &self.name, d.durable, owner, d.auto_delete, d.arguments.clone());
+        let q = Queue::in_vhost(
+            name.clone(),
+            &self.name,
+            self.me.clone(),
+            d.durable,
+            owner,
+            d.auto_delete,
+            d.arguments.clone(),
+        );
+        if q.settings.kind == crate::queue::settings::QueueType::Stream {
+            tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
+        }
         qs.insert(name, q.clone());
         Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
     }
@@ -518,6 +551,27 @@ impl VHost {
             self.remove_exchange(&ex);
         }
         Ok(())
+    }
+
+    /// Periodic work: expire messages at queue heads, delete queues unused past `x-expires`.
+    pub fn sweep(&self, now: u64) {
+        let queues: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.settings.message_ttl.is_some() || q.settings.expires.is_some() || q.may_hold_expiring())
+            .cloned()
+            .collect();
+        for q in queues {
+            if q.sweep(now) {
+                tracing::info!(
+                    "{} expired (unused for {} ms): deleting it",
+                    q.describe(),
+                    q.settings.expires.unwrap_or(0)
+                );
+                self.delete_queue(&q);
+            }
+        }
     }
 
     /// Body bytes of all ready messages in this vhost (memory alarm).

@@ -15,6 +15,7 @@ use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
 use crate::message::Message;
+use crate::queue::Enqueued;
 use crate::vhost::REPLY_TO;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -66,9 +67,10 @@ impl Channel {
                 return Err(e);
             }
         };
+        let mut rejected = false;
         if !routed.queues.is_empty() || p.mandatory {
             let properties = replaced.unwrap_or(properties);
-            let msg = Arc::new(Message { exchange: p.exchange, routing_key: p.routing_key, properties, body });
+            let msg = Arc::new(Message::new(p.exchange, p.routing_key, properties, body));
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.
                 Some(tx) => tx.ops.push(TxOp::Publish {
@@ -76,13 +78,11 @@ impl Channel {
                     msg,
                     mandatory: p.mandatory,
                 }),
-                None => self.enqueue(&mut routed.queues, msg, p.mandatory),
+                None => rejected = self.enqueue(&mut routed.queues, msg, p.mandatory),
             }
         }
         self.route_buf = routed;
-        if let Some(c) = &mut self.confirm {
-            c.published();
-        }
+        self.confirm_published(rejected);
         Ok(())
     }
 
@@ -108,7 +108,7 @@ impl Channel {
         body: bytes::Bytes,
     ) -> AmqpResult<()> {
         let target = ctx.vhost.replies.lock().get(&p.routing_key).map(|t| (t.channel.clone(), t.consumer_tag.clone()));
-        let msg = Message { exchange: p.exchange, routing_key: p.routing_key, properties, body };
+        let msg = Message::new(p.exchange, p.routing_key, properties, body);
         let delivered =
             target.and_then(|(ch, tag)| ch.upgrade().map(|ch| ch.deliver_direct(&tag, &msg))).unwrap_or(false);
         if !delivered && p.mandatory {
@@ -129,9 +129,7 @@ impl Channel {
                 &msg.body,
             );
         }
-        if let Some(c) = &mut self.confirm {
-            c.published();
-        }
+        self.confirm_published(false);
         Ok(())
     }
 
@@ -155,12 +153,22 @@ impl Channel {
     }
 
     /// Hand a routed message to its queues; basic.return it if mandatory and no queue took it.
-    pub(super) fn enqueue(&mut self, queues: &mut Vec<Arc<crate::queue::Queue>>, msg: Arc<Message>, mandatory: bool) {
-        let mut delivered = false;
+    /// Returns true when a queue refused it (overflow reject-publish): the publisher gets a nack.
+    pub(super) fn enqueue(
+        &mut self,
+        queues: &mut Vec<Arc<crate::queue::Queue>>,
+        msg: Arc<Message>,
+        mandatory: bool,
+    ) -> bool {
+        let (mut delivered, mut rejected) = (false, false);
         for q in queues.drain(..) {
-            delivered |= q.publish(msg.clone());
+            match q.publish(msg.clone()) {
+                Enqueued::Accepted => delivered = true,
+                Enqueued::Rejected => rejected = true,
+                Enqueued::Gone => {}
+            }
         }
-        if !delivered && mandatory {
+        if !delivered && !rejected && mandatory {
             let id = self.id();
             self.shared.out.write_content(
                 id,
@@ -178,6 +186,7 @@ impl Channel {
                 &msg.body,
             );
         }
+        rejected
     }
 
     /// basic.ack / basic.nack / basic.reject: settle now, or buffer in a transaction.
@@ -225,9 +234,18 @@ impl Channel {
         if requeue {
             requeue_grouped(settled);
         } else {
-            // TODO(message lifetime issue): dead-letter instead of dropping when the queue has a DLX.
+            // Dropped, or dead-lettered when the queue has a dead-letter exchange.
             let queues: Vec<_> = settled.iter().filter(|u| u.consumer.is_some()).map(|u| u.queue.clone()).collect();
-            drop(settled);
+            let mut groups: Vec<(Arc<crate::queue::Queue>, Vec<crate::message::QueuedMsg>)> = Vec::new();
+            for u in settled {
+                match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                    Some((_, v)) => v.push(u.msg),
+                    None => groups.push((u.queue, vec![u.msg])),
+                }
+            }
+            for (q, msgs) in groups {
+                q.rejected(msgs);
+            }
             for q in dedup(queues) {
                 q.drive();
             }

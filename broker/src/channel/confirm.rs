@@ -29,6 +29,28 @@ impl ConfirmState {
 }
 
 impl Channel {
+    /// Count a publish for confirms; a refused one (queue overflow) is nacked at once, after the
+    /// acks owed for earlier publishes, so confirms stay in order.
+    pub(super) fn confirm_published(&mut self, rejected: bool) {
+        let id = self.id();
+        let Some(c) = &mut self.confirm else { return };
+        c.published();
+        if rejected {
+            let (before, tag) = (c.published - 1, c.published);
+            let owed = before > c.confirmed;
+            let multiple = before > c.confirmed + 1;
+            c.confirmed = tag;
+            self.shared.out.write(|b| {
+                if owed {
+                    fast::ack(b, id, before, multiple);
+                }
+                fast::nack(b, id, tag, false, false);
+            });
+        }
+    }
+}
+
+impl Channel {
     pub(super) fn confirm_select(&mut self, no_wait: bool, m: &Method) -> AmqpResult<()> {
         if self.tx.is_some() {
             return Err(AmqpError::channel(PRECONDITION_FAILED, "cannot switch from tx to confirm mode", Some(m)));

@@ -62,7 +62,9 @@ impl Channel {
                 let ops = std::mem::take(&mut tx.ops);
                 for op in ops {
                     match op {
-                        TxOp::Publish { mut queues, msg, mandatory } => self.enqueue(&mut queues, msg, mandatory),
+                        TxOp::Publish { mut queues, msg, mandatory } => {
+                            self.enqueue(&mut queues, msg, mandatory);
+                        }
                         // Checked on arrival; a tag settled twice within one transaction is ignored
                         // the second time.
                         TxOp::Settle { tag, multiple, requeue: None } => {

@@ -1,30 +1,42 @@
-//! Queues: ready messages in order, the consumers ring, and the delivery loop.
+//! Queues: ready messages, the consumers ring, the delivery loop, and message lifetime (TTL, length
+//! limits, dead-lettering, priorities, queue expiry).
 //!
 //! Design (b) of the architecture: each queue's state sits behind one short `parking_lot::Mutex`
 //! taken by whoever has work for it (a publisher's reader enqueuing, a consumer's reader acking or
-//! requeuing, a writer re-driving after its buffer drained). Nobody awaits while holding it. Delivery
-//! happens inline: the enqueuing task hands the message to a consumer's channel, which encodes it into
-//! that connection's outbound buffer. No task hop, no per-message wakeup beyond the writer's.
+//! requeuing, a writer re-driving after its buffer drained, the broker's sweeper expiring). Nobody
+//! awaits while holding it. Delivery happens inline: the enqueuing task hands the message to a
+//! consumer's channel, which encodes it into that connection's outbound buffer.
 //!
 //! # Invariants
-//! - `ready` is ordered by `seq`; requeued messages go back to their original position.
+//! - `ready` is ordered by `seq` within each priority level; requeued messages go back to their
+//!   original position.
 //! - A message is in exactly one place: `ready`, or one channel's unacked map, or gone.
-//! - Lock order: queue state -> channel state -> outbound (LOCKS.md). No topology lock is held here.
+//! - Lock order: queue state -> channel state -> outbound (LOCKS.md). Dead letters are collected
+//!   under the lock and republished after it is released (so dead-letter cycles cannot deadlock).
+//! - An expired message is never delivered: the head is checked before every delivery and get.
 //! - One channel's publishes reach the queue in publish order (the reader enqueues synchronously).
-use crate::channel::delivery::Consumer;
+pub mod deadletter;
+pub mod ready;
+pub mod settings;
+
+use crate::channel::delivery::{now_ms, Consumer};
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::Routed;
 use crate::ids::ConnectionId;
 use crate::message::{Message, QueuedMsg};
+use crate::vhost::VHost;
+use deadletter::Reason;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use ready::Ready;
+use settings::{Overflow, QueueSettings};
 use std::sync::{Arc, Weak};
 use warren_protocol::constants::ACCESS_REFUSED;
 use warren_protocol::{FieldTable, ShortStr};
 
 /// Mutable state of a queue.
 pub struct QueueState {
-    /// Messages waiting for a consumer, by `seq`.
-    pub ready: VecDeque<QueuedMsg>,
+    /// Messages waiting for a consumer.
+    ready: Ready,
     /// Next `seq` to assign.
     next_seq: u64,
     /// Consumers by priority (highest first), then subscription order. Deliveries go to the highest
@@ -36,8 +48,19 @@ pub struct QueueState {
     had_consumer: bool,
     /// Set when the queue was deleted: enqueues and requeues are dropped.
     pub deleted: bool,
-    /// Body bytes of the messages in `ready` (for the memory alarm).
-    ready_bytes: usize,
+    /// Last time (`now_ms`) the queue was used (consumer, get, declare), for `x-expires`.
+    last_used: u64,
+}
+
+/// What happened to a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Taken (delivered or waiting).
+    Accepted,
+    /// Refused by `x-overflow: reject-publish[-dlx]` (the publisher gets basic.nack under confirms).
+    Rejected,
+    /// The queue was deleted meanwhile.
+    Gone,
 }
 
 /// A queue.
@@ -54,14 +77,24 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments as given (compared on redeclare).
     pub arguments: FieldTable,
-    /// `x-single-active-consumer`: only the earliest registered consumer receives; the next takes
-    /// over when it goes.
-    pub single_active: bool,
+    /// Effective settings (from the arguments).
+    pub settings: QueueSettings,
+    /// The vhost, for dead-lettering.
+    vhost_ref: Weak<VHost>,
+    /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
+    saw_message_ttl: std::sync::atomic::AtomicBool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
     me: Weak<Queue>,
     /// The state.
     state: Mutex<QueueState>,
 }
+
+fn m_has_ttl(m: &Message) -> bool {
+    m.ttl_ms.is_some()
+}
+
+/// Dead letters collected under the lock, republished after it.
+type DeadLetters = Vec<(QueuedMsg, Reason)>;
 
 impl Queue {
     pub fn new(
@@ -72,24 +105,39 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Arc<Queue> {
-        let single_active = arguments.get("x-single-active-consumer").and_then(|v| v.as_bool()).unwrap_or(false);
+        Queue::in_vhost(name, vhost, Weak::new(), durable, exclusive_owner, auto_delete, arguments)
+    }
+
+    pub fn in_vhost(
+        name: ShortStr,
+        vhost: &str,
+        vhost_ref: Weak<VHost>,
+        durable: bool,
+        exclusive_owner: Option<ConnectionId>,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Arc<Queue> {
+        let settings = QueueSettings::from_args(&arguments);
+        let levels = settings.max_priority.map(|p| p as usize + 1).unwrap_or(1);
         Arc::new_cyclic(|me| Queue {
-            single_active,
             name,
             vhost: vhost.to_string(),
             durable,
             exclusive_owner,
             auto_delete,
             arguments,
+            settings,
+            vhost_ref,
+            saw_message_ttl: Default::default(),
             me: me.clone(),
             state: Mutex::new(QueueState {
-                ready: VecDeque::new(),
+                ready: Ready::new(levels),
                 next_seq: 0,
                 consumers: Vec::new(),
                 rr: 0,
                 had_consumer: false,
                 deleted: false,
-                ready_bytes: 0,
+                last_used: now_ms(),
             }),
         })
     }
@@ -103,36 +151,108 @@ impl Queue {
         format!("queue '{}' in vhost '{}'", self.name, self.vhost)
     }
 
-    /// Enqueue a published message and deliver what can be delivered. False if the queue is deleted.
+    /// Whether anything in this queue can expire (so `now` must be read).
     #[inline]
-    pub fn publish(&self, msg: Arc<Message>) -> bool {
+    fn may_expire(&self, msg: &Message) -> bool {
+        self.settings.message_ttl.is_some() || msg.ttl_ms.is_some()
+    }
+
+    /// Enqueue a published message and deliver what can be delivered.
+    #[inline]
+    pub fn publish(&self, msg: Arc<Message>) -> Enqueued {
+        let mut dead = DeadLetters::new();
+        let r = self.publish_locked(msg, &mut dead);
+        self.dead_letter(dead);
+        r
+    }
+
+    fn publish_locked(&self, msg: Arc<Message>, dead: &mut DeadLetters) -> Enqueued {
         let mut st = self.state.lock();
         if st.deleted {
-            return false;
+            return Enqueued::Gone;
+        }
+        let s = &self.settings;
+        let priority = s.max_priority.map(|max| msg.priority.min(max)).unwrap_or(0);
+        let now = if self.may_expire(&msg) { now_ms() } else { 0 };
+        let ttl = match (s.message_ttl, msg.ttl_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires_at = ttl.map(|t| now + t).unwrap_or(0);
+        if m_has_ttl(&msg) {
+            self.saw_message_ttl.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.ready_bytes += msg.body.len();
-        st.ready.push_back(QueuedMsg { msg, seq, redelivered: false });
-        self.drain(&mut st);
-        true
+        let m = QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0 };
+        if s.overflow != Overflow::DropHead && self.full_for(&st, &m) {
+            if s.overflow == Overflow::RejectPublishDlx {
+                dead.push((m, Reason::Maxlen));
+            }
+            return Enqueued::Rejected;
+        }
+        st.ready.push_back(m);
+        self.drain_at(&mut st, dead, ttl.map(|_| now));
+        if ttl.is_some() {
+            // TTL 0 (or already past): what was not delivered just now expires now.
+            let mut expired = Vec::new();
+            st.ready.expire_heads(now, &mut expired);
+            dead.extend(expired.into_iter().map(|m| (m, Reason::Expired)));
+        }
+        if s.has_limits() {
+            self.drop_head_over_limit(&mut st, dead);
+        }
+        Enqueued::Accepted
+    }
+
+    /// reject-publish: would adding `m` exceed a length limit?
+    fn full_for(&self, st: &QueueState, m: &QueuedMsg) -> bool {
+        let s = &self.settings;
+        s.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
+            || s.max_length_bytes.is_some_and(|max| (st.ready.bytes() + m.msg.body.len()) as u64 > max)
+    }
+
+    /// drop-head: remove the oldest messages while over a length limit.
+    fn drop_head_over_limit(&self, st: &mut QueueState, dead: &mut DeadLetters) {
+        let s = &self.settings;
+        while s.max_length.is_some_and(|max| st.ready.len() as u64 > max)
+            || s.max_length_bytes.is_some_and(|max| st.ready.bytes() as u64 > max)
+        {
+            match st.ready.pop_front() {
+                Some(m) => dead.push((m, Reason::Maxlen)),
+                None => break,
+            }
+        }
     }
 
     /// Deliver ready messages while some consumer has credit.
     pub fn drive(&self) {
-        let mut st = self.state.lock();
-        self.drain(&mut st);
+        let mut dead = DeadLetters::new();
+        {
+            let mut st = self.state.lock();
+            self.drain(&mut st, &mut dead);
+        }
+        self.dead_letter(dead);
     }
 
-    fn drain(&self, st: &mut QueueState) {
+    fn drain(&self, st: &mut QueueState, dead: &mut DeadLetters) {
+        self.drain_at(st, dead, None)
+    }
+
+    /// `now` is the caller's clock reading, if it has one (a publish passes its own, so a TTL-0
+    /// message can still go to a waiting consumer).
+    fn drain_at(&self, st: &mut QueueState, dead: &mut DeadLetters, mut now: Option<u64>) {
         if st.consumers.is_empty() || st.ready.is_empty() {
             return;
         }
         let Some(me) = self.arc() else { return };
         'outer: while let Some(mut m) = st.ready.pop_front() {
-            let bytes = m.msg.body.len();
+            if m.expires_at != 0 && *now.get_or_insert_with(now_ms) > m.expires_at {
+                dead.push((m, Reason::Expired));
+                continue;
+            }
             // Single active consumer: only the first in registration order is considered.
-            let n = if self.single_active { 1 } else { st.consumers.len() };
+            let n = if self.settings.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
             while start < n {
                 // The group of consumers sharing this priority: [start, end).
@@ -142,13 +262,16 @@ impl Queue {
                 for k in 0..len {
                     let pos = (st.rr + k) % len;
                     let c = &st.consumers[start + pos];
+                    m.deliveries += 1;
                     match c.channel.try_deliver(c, m, &me) {
                         Ok(()) => {
                             st.rr = pos + 1;
-                            st.ready_bytes -= bytes;
                             continue 'outer;
                         }
-                        Err(back) => m = back,
+                        Err(back) => {
+                            m = back;
+                            m.deliveries -= 1;
+                        }
                     }
                 }
                 start = end;
@@ -159,83 +282,94 @@ impl Queue {
     }
 
     /// Put messages back (nack/reject with requeue, recover, channel close). They keep their
-    /// position and are marked redelivered.
+    /// position and are marked redelivered; past `x-delivery-limit` they are dead-lettered instead.
     pub fn requeue(&self, mut msgs: Vec<QueuedMsg>) {
         if msgs.is_empty() {
             return;
         }
-        let mut st = self.state.lock();
-        if st.deleted {
-            return;
-        }
-        for m in msgs.iter_mut() {
-            m.redelivered = true;
-            st.ready_bytes += m.msg.body.len();
-        }
-        msgs.sort_by_key(|m| m.seq);
-        let all_before = st.ready.front().is_none_or(|f| msgs.last().is_some_and(|l| l.seq < f.seq));
-        if all_before {
-            for m in msgs.into_iter().rev() {
-                st.ready.push_front(m);
+        let mut dead = DeadLetters::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return;
             }
-        } else {
-            // General case: merge by seq.
-            let old = std::mem::take(&mut st.ready);
-            let mut merged = VecDeque::with_capacity(old.len() + msgs.len());
-            let mut a = old.into_iter().peekable();
-            let mut b = msgs.into_iter().peekable();
-            loop {
-                let take_a = match (a.peek(), b.peek()) {
-                    (Some(x), Some(y)) => x.seq < y.seq,
-                    (Some(_), None) => true,
-                    (None, Some(_)) => false,
-                    (None, None) => break,
-                };
-                let next = if take_a { a.next() } else { b.next() };
-                merged.extend(next);
+            if let Some(limit) = self.settings.delivery_limit {
+                let (over, keep): (Vec<_>, Vec<_>) = msgs.into_iter().partition(|m| m.deliveries as u64 > limit);
+                dead.extend(over.into_iter().map(|m| (m, Reason::DeliveryLimit)));
+                msgs = keep;
             }
-            st.ready = merged;
+            for m in msgs.iter_mut() {
+                m.redelivered = true;
+            }
+            st.ready.requeue(msgs);
+            self.drain(&mut st, &mut dead);
         }
-        self.drain(&mut st);
+        self.dead_letter(dead);
     }
 
-    /// basic.get: take the first ready message and the count left.
+    /// Messages settled without requeue (nack/reject requeue=false): dead-lettered if configured.
+    pub fn rejected(&self, msgs: Vec<QueuedMsg>) {
+        if self.settings.dlx.is_some() {
+            self.dead_letter(msgs.into_iter().map(|m| (m, Reason::Rejected)).collect());
+        }
+    }
+
+    /// basic.get: take the first unexpired ready message and the count left.
     pub fn get(&self) -> Option<(QueuedMsg, u32)> {
-        let mut st = self.state.lock();
-        let m = st.ready.pop_front()?;
-        st.ready_bytes -= m.msg.body.len();
-        Some((m, st.ready.len() as u32))
+        let mut dead = DeadLetters::new();
+        let r = {
+            let mut st = self.state.lock();
+            st.last_used = now_ms();
+            let mut r = None;
+            while let Some(mut m) = st.ready.pop_front() {
+                if m.expires_at != 0 && now_ms() > m.expires_at {
+                    dead.push((m, Reason::Expired));
+                    continue;
+                }
+                m.deliveries += 1;
+                r = Some((m, st.ready.len() as u32));
+                break;
+            }
+            r
+        };
+        self.dead_letter(dead);
+        r
     }
 
     /// Subscribe a consumer (checks exclusivity) and start delivering to it.
     /// `on_added` runs under the queue lock once the consumer is accepted, before any delivery to it
     /// (the caller writes basic.consume-ok there).
     pub fn add_consumer(&self, c: Arc<Consumer>, on_added: impl FnOnce()) -> AmqpResult<()> {
-        let mut st = self.state.lock();
-        if st.deleted {
-            return Err(AmqpError::channel(
-                warren_protocol::constants::NOT_FOUND,
-                format!("no {}", self.describe()),
-                None,
-            ));
+        let mut dead = DeadLetters::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return Err(AmqpError::channel(
+                    warren_protocol::constants::NOT_FOUND,
+                    format!("no {}", self.describe()),
+                    None,
+                ));
+            }
+            if st.consumers.iter().any(|x| x.exclusive) || (c.exclusive && !st.consumers.is_empty()) {
+                return Err(AmqpError::channel(ACCESS_REFUSED, format!("{} in exclusive use", self.describe()), None));
+            }
+            on_added();
+            let at = if self.settings.single_active {
+                st.consumers.len() // registration order decides who is active
+            } else {
+                st.consumers.iter().position(|x| x.priority < c.priority).unwrap_or(st.consumers.len())
+            };
+            st.consumers.insert(at, c);
+            st.had_consumer = true;
+            st.last_used = now_ms();
+            self.drain(&mut st, &mut dead);
         }
-        if st.consumers.iter().any(|x| x.exclusive) || (c.exclusive && !st.consumers.is_empty()) {
-            return Err(AmqpError::channel(ACCESS_REFUSED, format!("{} in exclusive use", self.describe()), None));
-        }
-        on_added();
-        let at = if self.single_active {
-            st.consumers.len() // registration order decides who is active
-        } else {
-            st.consumers.iter().position(|x| x.priority < c.priority).unwrap_or(st.consumers.len())
-        };
-        st.consumers.insert(at, c);
-        st.had_consumer = true;
-        self.drain(&mut st);
+        self.dead_letter(dead);
         Ok(())
     }
 
-    /// Unsubscribe the consumer `tag` of `channel`. Returns true when the queue is auto-delete and
-    /// this was its last consumer: the caller deletes it.
+    /// Unsubscribe consumer `c`. Returns true when the queue is auto-delete and this was its last
+    /// consumer: the caller deletes it.
     pub fn remove_consumer(&self, c: &Arc<Consumer>) -> bool {
         let mut st = self.state.lock();
         let before = st.consumers.len();
@@ -243,21 +377,41 @@ impl Queue {
         if st.consumers.len() != before && st.rr >= st.consumers.len() {
             st.rr = 0;
         }
+        st.last_used = now_ms();
         self.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
+    }
+
+    /// Whether messages with their own TTL may sit in this queue.
+    pub fn may_hold_expiring(&self) -> bool {
+        self.saw_message_ttl.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A redeclare counts as use (`x-expires`).
+    pub fn touch(&self) {
+        self.state.lock().last_used = now_ms();
+    }
+
+    /// Periodic work (the broker's sweeper): expire messages at the head, and report whether the
+    /// queue itself has expired (`x-expires`: unused for that long).
+    pub fn sweep(&self, now: u64) -> bool {
+        let mut expired = Vec::new();
+        let unused_too_long = {
+            let mut st = self.state.lock();
+            st.ready.expire_heads(now, &mut expired);
+            self.settings.expires.is_some_and(|e| st.consumers.is_empty() && now.saturating_sub(st.last_used) >= e)
+        };
+        self.dead_letter(expired.into_iter().map(|m| (m, Reason::Expired)).collect());
+        unused_too_long
     }
 
     /// Drop every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut st = self.state.lock();
-        let n = st.ready.len();
-        st.ready.clear();
-        st.ready_bytes = 0;
-        n as u32
+        self.state.lock().ready.clear() as u32
     }
 
     /// Body bytes of the ready messages.
     pub fn ready_bytes(&self) -> usize {
-        self.state.lock().ready_bytes
+        self.state.lock().ready.bytes()
     }
 
     pub fn message_count(&self) -> u32 {
@@ -276,9 +430,42 @@ impl Queue {
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u32) {
         let mut st = self.state.lock();
         st.deleted = true;
-        let n = st.ready.len() as u32;
-        st.ready.clear();
-        st.ready_bytes = 0;
+        let n = st.ready.clear() as u32;
         (std::mem::take(&mut st.consumers), n)
+    }
+
+    /// Republish dead letters to the dead-letter exchange (no queue lock held).
+    fn dead_letter(&self, dead: DeadLetters) {
+        if dead.is_empty() {
+            return;
+        }
+        let (Some(dlx), Some(vhost)) = (&self.settings.dlx, self.vhost_ref.upgrade()) else { return };
+        let now_secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut routed = Routed::default();
+        for (m, reason) in dead {
+            let (msg, deaths) =
+                deadletter::dead_letter(&m.msg, &self.name, reason, dlx, self.settings.dlrk.as_ref(), now_secs);
+            let props = msg.properties.clone();
+            match vhost.route(&msg.exchange, &msg.routing_key, &props, &mut routed) {
+                Ok(replaced) => {
+                    let msg = match replaced {
+                        Some(p) => Message { properties: p, ..msg },
+                        None => msg,
+                    };
+                    let msg = Arc::new(msg);
+                    for q in routed.queues.drain(..) {
+                        // RabbitMQ's cycle rule: automatic (rejection-free) cycles are dropped.
+                        if reason != Reason::Rejected && deadletter::is_cycle(q.name.as_bytes(), &deaths) {
+                            continue;
+                        }
+                        q.publish(msg.clone());
+                    }
+                }
+                Err(_) => {
+                    tracing::debug!("dead-letter exchange '{dlx}' of {} is missing: message dropped", self.describe());
+                }
+            }
+        }
     }
 }

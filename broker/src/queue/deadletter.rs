@@ -1,0 +1,118 @@
+//! Dead-lettering: the message a queue hands to its dead-letter exchange, with RabbitMQ's `x-death`
+//! history, and the cycle rule.
+//!
+//! # Invariants
+//! - `x-death` is a list of tables, newest first, one per (queue, reason): a repeat death through
+//!   the same queue for the same reason increments that entry's `count` and moves it to the front.
+//! - `x-first-death-queue` / `-reason` / `-exchange` are set once, on the first death.
+//! - The dead-lettered message has no `expiration` (kept as `original-expiration` in x-death).
+//! - A message is not dead-lettered into a queue it already died in unless a rejection happened in
+//!   between (RabbitMQ's cycle rule); such targets are skipped.
+use crate::message::Message;
+use bytes::Bytes;
+use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr};
+
+/// Why a message was dead-lettered (the `reason` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Rejected,
+    Expired,
+    Maxlen,
+    DeliveryLimit,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
+            Reason::Maxlen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+fn s(v: &[u8]) -> FieldValue {
+    FieldValue::LongStr(LongStr(Bytes::copy_from_slice(v)))
+}
+
+/// Build the dead-lettered message and its x-death list (for the cycle check).
+pub fn dead_letter(
+    msg: &Message,
+    queue: &ShortStr,
+    reason: Reason,
+    dlx: &ShortStr,
+    dlrk: Option<&ShortStr>,
+    now_secs: u64,
+) -> (Message, Vec<FieldValue>) {
+    let mut props = BasicProperties::decode(msg.properties.clone()).unwrap_or_default();
+    let mut headers = props.headers.take().unwrap_or_default();
+    let mut routing_keys = vec![s(msg.routing_key.as_bytes())];
+    if let Some(FieldValue::Array(cc)) = headers.get("CC") {
+        routing_keys.extend(cc.iter().filter_map(|v| v.as_bytes()).map(s));
+    }
+    let mut deaths = match headers.get("x-death") {
+        Some(FieldValue::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let same = |d: &FieldValue| match d {
+        FieldValue::Table(t) => {
+            t.get("queue").and_then(|v| v.as_bytes()) == Some(queue.as_bytes())
+                && t.get("reason").and_then(|v| v.as_bytes()) == Some(reason.as_str().as_bytes())
+        }
+        _ => false,
+    };
+    if let Some(i) = deaths.iter().position(same) {
+        let mut d = deaths.remove(i);
+        if let FieldValue::Table(t) = &mut d {
+            let n = t.get("count").and_then(|v| v.as_i64()).unwrap_or(0);
+            t.insert("count", FieldValue::I64(n + 1));
+        }
+        deaths.insert(0, d);
+    } else {
+        let mut t = FieldTable::new();
+        t.insert("count", FieldValue::I64(1));
+        t.insert("reason", s(reason.as_str().as_bytes()));
+        t.insert("queue", s(queue.as_bytes()));
+        t.insert("time", FieldValue::Timestamp(now_secs));
+        t.insert("exchange", s(msg.exchange.as_bytes()));
+        t.insert("routing-keys", FieldValue::Array(routing_keys));
+        if let Some(e) = &props.expiration {
+            t.insert("original-expiration", s(e.as_bytes()));
+        }
+        deaths.insert(0, FieldValue::Table(t));
+    }
+    if headers.get("x-first-death-reason").is_none() {
+        headers.insert("x-first-death-exchange", s(msg.exchange.as_bytes()));
+        headers.insert("x-first-death-queue", s(queue.as_bytes()));
+        headers.insert("x-first-death-reason", s(reason.as_str().as_bytes()));
+    }
+    headers.insert("x-death", FieldValue::Array(deaths.clone()));
+    props.headers = Some(headers);
+    props.expiration = None;
+    let routing_key = dlrk.cloned().unwrap_or_else(|| msg.routing_key.clone());
+    let out = Message {
+        exchange: dlx.clone(),
+        routing_key,
+        properties: props.to_bytes(),
+        body: msg.body.clone(),
+        ttl_ms: None,
+        priority: msg.priority,
+    };
+    (out, deaths)
+}
+
+/// RabbitMQ's cycle rule: dead-lettering into `target` is a cycle when `target` appears in the
+/// (updated) x-death list and no death up to and including that entry was a rejection.
+pub fn is_cycle(target: &[u8], deaths: &[FieldValue]) -> bool {
+    for d in deaths {
+        let FieldValue::Table(t) = d else { continue };
+        if t.get("reason").and_then(|v| v.as_bytes()) == Some(b"rejected") {
+            return false;
+        }
+        if t.get("queue").and_then(|v| v.as_bytes()) == Some(target) {
+            return true;
+        }
+    }
+    false
+}
