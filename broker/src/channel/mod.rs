@@ -140,6 +140,10 @@ impl Channel {
             Method::ConfirmSelect(c) => self.confirm_select(c.no_wait, &m),
             Method::TxSelect(_) | Method::TxCommit(_) | Method::TxRollback(_) => self.tx(&m),
             Method::ChannelFlow(f) => {
+                if !f.active {
+                    // rabbitmq-compat: RabbitMQ refuses client flow control the same way.
+                    return Err(AmqpError::connection(NOT_IMPLEMENTED, "active=false", Some(&m)));
+                }
                 self.flow(ctx, f.active);
                 Ok(())
             }
