@@ -54,6 +54,15 @@ struct Args {
     /// Publisher confirms: keep at most this many publishes unconfirmed per producer (0 = no confirms).
     #[arg(long, default_value_t = 0)]
     confirm: u64,
+    /// Declare the test queue with this `x-message-ttl` (ms).
+    #[arg(long)]
+    message_ttl: Option<u32>,
+    /// Queue name (default: warren-perf-<pid>).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Leave the test queue in place at the end (default: delete it).
+    #[arg(long)]
+    keep_queue: bool,
     /// Label printed with the result.
     #[arg(long, default_value = "broker")]
     label: String,
@@ -69,13 +78,17 @@ struct Stats {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let queue = format!("warren-perf-{}", std::process::id());
+    let queue = args.queue.clone().unwrap_or_else(|| format!("warren-perf-{}", std::process::id()));
     let stats =
         Arc::new(Stats { published: AtomicU64::new(0), consumed: AtomicU64::new(0), stop: AtomicBool::new(false) });
     // Declare the queue.
     let mut setup = Client::connect(&args).await?;
+    let mut arguments = warren_protocol::FieldTable::new();
+    if let Some(ttl) = args.message_ttl {
+        arguments.insert("x-message-ttl", warren_protocol::FieldValue::U32(ttl));
+    }
     setup
-        .call(1, QueueDeclare { queue: ShortStr::from(queue.clone()), auto_delete: false, ..Default::default() }.into())
+        .call(1, QueueDeclare { queue: ShortStr::from(queue.clone()), arguments, ..Default::default() }.into())
         .await?;
     let mut tasks = Vec::new();
     for _ in 0..args.consumers {
@@ -117,7 +130,9 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         t.abort();
     }
-    setup.call(1, QueueDelete { queue: ShortStr::from(queue), ..Default::default() }.into()).await?;
+    if !args.keep_queue {
+        setup.call(1, QueueDelete { queue: ShortStr::from(queue), ..Default::default() }.into()).await?;
+    }
     Ok(())
 }
 

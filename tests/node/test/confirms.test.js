@@ -71,7 +71,7 @@ test('[confirms] publishing to a missing exchange closes the confirm channel wit
   assert.notEqual(await outcome, 'acked');
 });
 
-test('[confirms] a full queue with x-overflow=reject-publish nacks the publish', { skip: process.env.AMQP_URL ? false : 'Warren: x-overflow arrives with the message-lifetime issue (#5)' }, async () => {
+test('[confirms] a full queue with x-overflow=reject-publish nacks the publish', async () => {
   const { ch } = await broker.connectWithChannel({ confirm: true });
   const queue = uniqueName('q-reject-publish');
   await ch.assertQueue(queue, {

@@ -353,7 +353,7 @@ test('an auto-delete queue that never had a consumer is kept', async () => {
   }
 });
 
-test('x-max-length drops the oldest messages once the queue is full', { skip: process.env.AMQP_URL ? false : 'Warren: x-max-length arrives with the message-lifetime issue (#5)' }, async () => {
+test('x-max-length drops the oldest messages once the queue is full', async () => {
   const { ch } = await broker.connectWithChannel();
   const { queue } = await ch.assertQueue(uniqueName('q-max-length'), {
     exclusive: true,
