@@ -29,6 +29,20 @@ const EXPIRATION_FLAG_HIGH_BYTE: u8 = 0x01;
 const PRIORITY_FLAG_HIGH_BYTE: u8 = 0x08;
 
 impl Message {
+    /// A copy with header `key` set to `value` (properties re-encoded; the body is shared).
+    pub fn with_header(&self, key: &'static str, value: warren_protocol::FieldValue) -> Message {
+        let mut p = warren_protocol::BasicProperties::decode(self.properties.clone()).unwrap_or_default();
+        p.headers.get_or_insert_with(Default::default).insert(key, value);
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: p.to_bytes(),
+            body: self.body.clone(),
+            ttl_ms: self.ttl_ms,
+            priority: self.priority,
+        }
+    }
+
     /// Build a message, decoding the properties only if they carry an expiration or a priority.
     pub fn new(exchange: ShortStr, routing_key: ShortStr, properties: Bytes, body: Bytes) -> Message {
         let (mut ttl_ms, mut priority) = (None, 0);

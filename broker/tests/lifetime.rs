@@ -308,9 +308,14 @@ async fn quorum_delivery_limit_dead_letters() {
     ]);
     r.call(1, QueueDeclare { queue: s(&q), durable: true, arguments: a.clone(), ..Default::default() }).await;
     r.publish(1, "", &q, b"flaky").await;
-    for _ in 0..3 {
+    for round in 0..3i64 {
         let m = r.call(1, BasicGet { queue: s(&q), ..Default::default() }).await;
         let d = r.content_after(m).await;
+        let count = BasicProperties::decode(d.properties.clone())
+            .unwrap()
+            .headers
+            .and_then(|h| h.get("x-delivery-count").cloned());
+        assert_eq!(count, (round > 0).then_some(FieldValue::I64(round)), "x-delivery-count on redelivery");
         r.send(1, BasicNack { delivery_tag: d.tag(), multiple: false, requeue: true }).await;
     }
     wait_count(&mut r, &dead, 1).await;

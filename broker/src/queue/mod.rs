@@ -251,6 +251,7 @@ impl Queue {
                 dead.push((m, Reason::Expired));
                 continue;
             }
+            self.mark_redelivery(&mut m);
             // Single active consumer: only the first in registration order is considered.
             let n = if self.settings.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
@@ -278,6 +279,14 @@ impl Queue {
             }
             st.ready.push_front(m);
             break;
+        }
+    }
+
+    /// Quorum queues tell consumers how often a message was delivered before (`x-delivery-count`).
+    fn mark_redelivery(&self, m: &mut QueuedMsg) {
+        if self.settings.kind == settings::QueueType::Quorum && m.deliveries > 0 {
+            let n = warren_protocol::FieldValue::I64(m.deliveries as i64);
+            m.msg = Arc::new(m.msg.with_header("x-delivery-count", n));
         }
     }
 
@@ -326,6 +335,7 @@ impl Queue {
                     dead.push((m, Reason::Expired));
                     continue;
                 }
+                self.mark_redelivery(&mut m);
                 m.deliveries += 1;
                 r = Some((m, st.ready.len() as u32));
                 break;
