@@ -274,3 +274,57 @@ async fn garbage_frames_close_only_their_connection() {
     assert_eq!(good.declare(1, "survivor").await.message_count, 1);
     b.stop().await;
 }
+
+/// Random bytes after a good handshake, on many connections: the broker answers each with a close
+/// (or drops it), never panics, and a well-behaved connection keeps working throughout.
+#[tokio::test]
+async fn random_frames_never_panic_the_broker() {
+    use rand::{Rng, SeedableRng};
+    static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+        prev(info);
+    }));
+    let b = TestBroker::start().await;
+    let mut good = b.raw().await;
+    good.open_channel(1).await;
+    good.declare(1, "steady").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for round in 0..200u32 {
+        let mut r = b.raw().await;
+        r.open_channel(1).await;
+        let mut junk = Vec::new();
+        for _ in 0..rng.random_range(1..6) {
+            // Mostly well-framed frames with random payloads, sometimes raw noise.
+            if rng.random_bool(0.8) {
+                let kind = [1u8, 2, 3, 8][rng.random_range(0..4)];
+                let payload: Vec<u8> = if kind == 1 && rng.random_bool(0.7) {
+                    // A real class/method id followed by random arguments.
+                    let (c, m, _) = warren_protocol::method::ALL_METHODS
+                        [rng.random_range(0..warren_protocol::method::ALL_METHODS.len())];
+                    let mut p = vec![(c >> 8) as u8, c as u8, (m >> 8) as u8, m as u8];
+                    p.extend((0..rng.random_range(0..40)).map(|_| rng.random::<u8>()));
+                    p
+                } else {
+                    (0..rng.random_range(0..64)).map(|_| rng.random::<u8>()).collect()
+                };
+                let mut f = bytes::BytesMut::new();
+                let kind = warren_protocol::FrameType::from_u8(kind).unwrap();
+                warren_protocol::frame::encode_raw(&mut f, kind, rng.random_range(0..3), &payload);
+                junk.extend_from_slice(&f);
+            } else {
+                junk.extend((0..rng.random_range(1..32)).map(|_| rng.random::<u8>()));
+            }
+        }
+        r.send_bytes(&junk).await;
+        // Whatever happens to this connection, the good one still round-trips.
+        if round % 20 == 0 {
+            good.publish(1, "", "steady", b"ping").await;
+            assert_eq!(good.declare(1, "steady").await.message_count, round / 20 + 1);
+        }
+        drop(r);
+    }
+    assert!(!PANICKED.load(std::sync::atomic::Ordering::SeqCst), "the broker panicked on client input");
+    b.stop().await;
+}
