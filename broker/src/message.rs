@@ -44,15 +44,25 @@ impl Message {
     }
 
     /// Build a message, decoding the properties only if they carry an expiration or a priority.
-    pub fn new(exchange: ShortStr, routing_key: ShortStr, properties: Bytes, body: Bytes) -> Message {
+    /// An expiration that is not a non-negative integer is refused with RabbitMQ's reason text.
+    pub fn new(exchange: ShortStr, routing_key: ShortStr, properties: Bytes, body: Bytes) -> Result<Message, String> {
         let (mut ttl_ms, mut priority) = (None, 0);
         if properties.first().is_some_and(|f| f & (EXPIRATION_FLAG_HIGH_BYTE | PRIORITY_FLAG_HIGH_BYTE) != 0) {
             if let Ok(p) = warren_protocol::BasicProperties::decode(properties.clone()) {
-                ttl_ms = p.expiration.and_then(|e| std::str::from_utf8(e.as_bytes()).ok()?.parse().ok());
+                if let Some(e) = p.expiration {
+                    let text = e.to_str_lossy().into_owned();
+                    ttl_ms = Some(match text.parse::<i64>() {
+                        Ok(v) if v >= 0 => v as u64,
+                        Ok(v) => return Err(format!("invalid expiration '{text}': {{value_negative,{v}}}")),
+                        Err(_) => {
+                            return Err(format!("invalid expiration '{text}': {{error,{{not_an_integer,\"{text}\"}}}}"))
+                        }
+                    });
+                }
                 priority = p.priority.unwrap_or(0);
             }
         }
-        Message { exchange, routing_key, properties, body, ttl_ms, priority }
+        Ok(Message { exchange, routing_key, properties, body, ttl_ms, priority })
     }
 }
 

@@ -589,6 +589,13 @@ impl VHost {
 /// Check the types and ranges of the queue arguments RabbitMQ knows, as RabbitMQ does (406 on a bad
 /// one). Unknown arguments are accepted and kept.
 fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
+    if args.get("x-dead-letter-routing-key").is_some() && args.get("x-dead-letter-exchange").is_none() {
+        return Err(("x-dead-letter-routing-key".into(), "{routing_key_but_no_dlx_defined}".into()));
+    }
+    let quorum = matches!(args.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum"));
+    if args.get("x-delivery-limit").is_some() && !quorum {
+        return Err(("x-delivery-limit".into(), "only quorum queues support a delivery limit".into()));
+    }
     for (k, v) in args.iter() {
         let key = k.to_str_lossy();
         let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));

@@ -315,7 +315,7 @@ async fn quorum_delivery_limit_dead_letters() {
             .unwrap()
             .headers
             .and_then(|h| h.get("x-delivery-count").cloned());
-        assert_eq!(count, (round > 0).then_some(FieldValue::I64(round)), "x-delivery-count on redelivery");
+        assert_eq!(count, Some(FieldValue::I64(round)), "x-delivery-count on every delivery, from 0");
         r.send(1, BasicNack { delivery_tag: d.tag(), multiple: false, requeue: true }).await;
     }
     wait_count(&mut r, &dead, 1).await;

@@ -70,7 +70,13 @@ impl Channel {
         let mut rejected = false;
         if !routed.queues.is_empty() || p.mandatory {
             let properties = replaced.unwrap_or(properties);
-            let msg = Arc::new(Message::new(p.exchange, p.routing_key, properties, body));
+            let msg = match Message::new(p.exchange, p.routing_key, properties, body) {
+                Ok(m) => Arc::new(m),
+                Err(why) => {
+                    self.route_buf = routed;
+                    return Err(AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40));
+                }
+            };
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.
                 Some(tx) => tx.ops.push(TxOp::Publish {
@@ -108,7 +114,8 @@ impl Channel {
         body: bytes::Bytes,
     ) -> AmqpResult<()> {
         let target = ctx.vhost.replies.lock().get(&p.routing_key).map(|t| (t.channel.clone(), t.consumer_tag.clone()));
-        let msg = Message::new(p.exchange, p.routing_key, properties, body);
+        let msg = Message::new(p.exchange, p.routing_key, properties, body)
+            .map_err(|why| AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))?;
         let delivered =
             target.and_then(|(ch, tag)| ch.upgrade().map(|ch| ch.deliver_direct(&tag, &msg))).unwrap_or(false);
         if !delivered && p.mandatory {

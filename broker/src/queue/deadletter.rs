@@ -5,7 +5,8 @@
 //! - `x-death` is a list of tables, newest first, one per (queue, reason): a repeat death through
 //!   the same queue for the same reason increments that entry's `count` and moves it to the front.
 //! - `x-first-death-queue` / `-reason` / `-exchange` are set once, on the first death.
-//! - The dead-lettered message has no `expiration` (kept as `original-expiration` in x-death).
+//! - The dead-lettered message has no `expiration` (kept as `original-expiration` in x-death), no
+//!   `CC` header (its keys are in x-death's `routing-keys`) and no `x-delivery-count`.
 //! - A message is not dead-lettered into a queue it already died in unless a rejection happened in
 //!   between (RabbitMQ's cycle rule); such targets are skipped.
 use crate::message::Message;
@@ -82,6 +83,9 @@ pub fn dead_letter(
         }
         deaths.insert(0, FieldValue::Table(t));
     }
+    // As RabbitMQ: the CC list moves into x-death's routing-keys, and the quorum delivery counter
+    // is a property of a delivery, not of the message.
+    headers.0.retain(|(k, _)| k != "CC" && k != "BCC" && k != "x-delivery-count");
     if headers.get("x-first-death-reason").is_none() {
         headers.insert("x-first-death-exchange", s(msg.exchange.as_bytes()));
         headers.insert("x-first-death-queue", s(queue.as_bytes()));

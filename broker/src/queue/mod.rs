@@ -251,7 +251,7 @@ impl Queue {
                 dead.push((m, Reason::Expired));
                 continue;
             }
-            self.mark_redelivery(&mut m);
+            self.mark_redelivery(&mut m, false);
             // Single active consumer: only the first in registration order is considered.
             let n = if self.settings.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
@@ -283,8 +283,10 @@ impl Queue {
     }
 
     /// Quorum queues tell consumers how often a message was delivered before (`x-delivery-count`).
-    fn mark_redelivery(&self, m: &mut QueuedMsg) {
-        if self.settings.kind == settings::QueueType::Quorum && m.deliveries > 0 {
+    /// As RabbitMQ 3.10: basic.get always carries it (from 0), a consumer delivery only once the
+    /// message was delivered before.
+    fn mark_redelivery(&self, m: &mut QueuedMsg, for_get: bool) {
+        if self.settings.kind == settings::QueueType::Quorum && (for_get || m.deliveries > 0) {
             let n = warren_protocol::FieldValue::I64(m.deliveries as i64);
             m.msg = Arc::new(m.msg.with_header("x-delivery-count", n));
         }
@@ -335,7 +337,7 @@ impl Queue {
                     dead.push((m, Reason::Expired));
                     continue;
                 }
-                self.mark_redelivery(&mut m);
+                self.mark_redelivery(&mut m, true);
                 m.deliveries += 1;
                 r = Some((m, st.ready.len() as u32));
                 break;
