@@ -264,9 +264,8 @@ impl VHost {
                     return Err(ineq(&k, got, cur));
                 }
             }
-            if !d.passive {
-                q.touch();
-            }
+            // As RabbitMQ: any declare, passive included, renews an x-expires lease.
+            q.touch();
             let (message_count, consumer_count) = q.counts();
             return Ok(Declared { queue: q, message_count, consumer_count, created: false });
         }

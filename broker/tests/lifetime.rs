@@ -115,7 +115,8 @@ async fn unused_queue_expires() {
             other => panic!("{other:?}"),
         }
         assert!(std::time::Instant::now() < deadline, "queue did not expire");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Longer than x-expires: a passive declare renews the lease, as in RabbitMQ.
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     b.stop().await;
 }
