@@ -119,25 +119,21 @@ impl Channel {
         let delivered =
             target.and_then(|(ch, tag)| ch.upgrade().map(|ch| ch.deliver_direct(&tag, &msg))).unwrap_or(false);
         if !delivered && p.mandatory {
-            let id = self.id();
-            self.shared.out.write_content(
-                id,
-                |b| {
-                    fast::basic_return(
-                        b,
-                        id,
-                        NO_ROUTE,
-                        b"NO_ROUTE",
-                        msg.exchange.as_bytes(),
-                        msg.routing_key.as_bytes(),
-                    )
-                },
-                &msg.properties,
-                &msg.body,
-            );
+            self.basic_return(&msg);
         }
         self.confirm_published(false);
         Ok(())
+    }
+
+    /// basic.return 312 NO_ROUTE with the message's content (mandatory and unroutable).
+    fn basic_return(&self, msg: &Message) {
+        let id = self.id();
+        self.shared.out.write_content(
+            id,
+            |b| fast::basic_return(b, id, NO_ROUTE, b"NO_ROUTE", msg.exchange.as_bytes(), msg.routing_key.as_bytes()),
+            &msg.properties,
+            &msg.body,
+        );
     }
 
     /// basic.consume on `amq.rabbitmq.reply-to`: register this channel's reply consumer.
@@ -176,22 +172,7 @@ impl Channel {
             }
         }
         if !delivered && !rejected && mandatory {
-            let id = self.id();
-            self.shared.out.write_content(
-                id,
-                |b| {
-                    fast::basic_return(
-                        b,
-                        id,
-                        NO_ROUTE,
-                        b"NO_ROUTE",
-                        msg.exchange.as_bytes(),
-                        msg.routing_key.as_bytes(),
-                    )
-                },
-                &msg.properties,
-                &msg.body,
-            );
+            self.basic_return(&msg);
         }
         rejected
     }
@@ -243,13 +224,7 @@ impl Channel {
         } else {
             // Dropped, or dead-lettered when the queue has a dead-letter exchange.
             let queues: Vec<_> = settled.iter().filter(|u| u.consumer.is_some()).map(|u| u.queue.clone()).collect();
-            let mut groups: Vec<(Arc<crate::queue::Queue>, Vec<crate::message::QueuedMsg>)> = Vec::new();
-            for u in settled {
-                match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                    Some((_, v)) => v.push(u.msg),
-                    None => groups.push((u.queue, vec![u.msg])),
-                }
-            }
+            let groups = super::group_by_queue(settled);
             for (q, msgs) in groups {
                 q.rejected(msgs);
             }

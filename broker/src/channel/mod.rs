@@ -276,6 +276,13 @@ impl Channel {
 
 /// Requeue settled-with-requeue deliveries, one call per queue, keeping tag order.
 pub fn requeue_grouped(unacked: Vec<Unacked>) {
+    for (q, msgs) in group_by_queue(unacked) {
+        q.requeue(msgs);
+    }
+}
+
+/// Settled deliveries grouped by their queue, tag order kept within each group.
+pub fn group_by_queue(unacked: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMsg>)> {
     let mut groups: Vec<(Arc<Queue>, Vec<QueuedMsg>)> = Vec::new();
     for u in unacked {
         match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
@@ -283,7 +290,5 @@ pub fn requeue_grouped(unacked: Vec<Unacked>) {
             None => groups.push((u.queue, vec![u.msg])),
         }
     }
-    for (q, msgs) in groups {
-        q.requeue(msgs);
-    }
+    groups
 }
