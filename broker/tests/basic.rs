@@ -2,22 +2,10 @@
 //! order, returns, confirms, and the errors RabbitMQ gives.
 mod common;
 use common::raw::Raw;
-use common::{unique, TestBroker};
+use common::{s, setup_queue, unique, TestBroker};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{BasicProperties, FieldTable, FieldValue, Method, ShortStr};
-
-fn s(x: &str) -> ShortStr {
-    ShortStr::from(x.to_string())
-}
-
-async fn setup(b: &TestBroker, prefix: &str) -> (Raw, String) {
-    let mut r = b.raw().await;
-    r.open_channel(1).await;
-    let q = unique(prefix);
-    r.declare(1, &q).await;
-    (r, q)
-}
+use warren_protocol::{BasicProperties, FieldTable, FieldValue, Method};
 
 async fn get(r: &mut Raw, q: &str) -> common::raw::Delivery {
     let m = r.call(1, BasicGet { queue: s(q), ..Default::default() }).await;
@@ -34,7 +22,7 @@ async fn consume(r: &mut Raw, q: &str, tag: &str, no_ack: bool) -> String {
 #[tokio::test]
 async fn publish_consume_ack_with_properties_passed_through() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "pc").await;
+    let (mut r, q) = setup_queue(&b, "pc").await;
     let mut headers = FieldTable::new();
     headers.insert("b", FieldValue::I32(1));
     headers.insert("a", FieldValue::LongStr("x".into()));
@@ -66,7 +54,7 @@ async fn publish_consume_ack_with_properties_passed_through() {
 #[tokio::test]
 async fn empty_body_and_large_body() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "sizes").await;
+    let (mut r, q) = setup_queue(&b, "sizes").await;
     r.publish(1, "", &q, b"").await;
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
     r.publish(1, "", &q, &big).await;
@@ -79,7 +67,7 @@ async fn empty_body_and_large_body() {
 #[tokio::test]
 async fn get_and_get_empty() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "get").await;
+    let (mut r, q) = setup_queue(&b, "get").await;
     r.publish(1, "", &q, b"one").await;
     r.publish(1, "", &q, b"two").await;
     let m = r.call(1, BasicGet { queue: s(&q), no_ack: false, ..Default::default() }).await;
@@ -97,7 +85,7 @@ async fn get_and_get_empty() {
 #[tokio::test]
 async fn direct_exchange_routing_and_mandatory_return() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "direct").await;
+    let (mut r, q) = setup_queue(&b, "direct").await;
     r.call(1, QueueBind { queue: s(&q), exchange: "amq.direct".into(), routing_key: "k".into(), ..Default::default() })
         .await;
     r.publish_full(1, "amq.direct", "nowhere", b"lost", &[0, 0], true).await;
@@ -119,7 +107,7 @@ async fn direct_exchange_routing_and_mandatory_return() {
 #[tokio::test]
 async fn publish_to_missing_exchange_is_404_and_immediate_is_540() {
     let b = TestBroker::start().await;
-    let (mut r, _q) = setup(&b, "missing").await;
+    let (mut r, _q) = setup_queue(&b, "missing").await;
     r.publish(1, "no-such-exchange", "k", b"x").await;
     let c = r.expect_channel_close(1).await;
     assert_eq!(c.reply_code, NOT_FOUND);
@@ -135,7 +123,7 @@ async fn publish_to_missing_exchange_is_404_and_immediate_is_540() {
 #[tokio::test]
 async fn prefetch_per_consumer_and_per_channel() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "qos").await;
+    let (mut r, q) = setup_queue(&b, "qos").await;
     for i in 0..10u8 {
         r.publish(1, "", &q, &[i]).await;
     }
@@ -148,7 +136,7 @@ async fn prefetch_per_consumer_and_per_channel() {
     assert_eq!(got2.len(), 2, "acking two frees two slots");
     assert_eq!(got2.iter().map(|d| d.body[0]).collect::<Vec<_>>(), vec![3, 4]);
     // global=true: a limit shared by all consumers of the channel (RabbitMQ's meaning).
-    let (mut r2, q2) = setup(&b, "qos-global").await;
+    let (mut r2, q2) = setup_queue(&b, "qos-global").await;
     for i in 0..10u8 {
         r2.publish(1, "", &q2, &[i]).await;
     }
@@ -171,7 +159,7 @@ async fn prefetch_per_consumer_and_per_channel() {
 #[tokio::test]
 async fn round_robin_between_consumers() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "rr").await;
+    let (mut r, q) = setup_queue(&b, "rr").await;
     consume(&mut r, &q, "a", true).await;
     consume(&mut r, &q, "b", true).await;
     for i in 0..6u8 {
@@ -192,7 +180,7 @@ async fn round_robin_between_consumers() {
 #[tokio::test]
 async fn nack_reject_requeue_and_drop() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "nack").await;
+    let (mut r, q) = setup_queue(&b, "nack").await;
     for i in 0..4u8 {
         r.publish(1, "", &q, &[i]).await;
     }
@@ -218,7 +206,7 @@ async fn nack_reject_requeue_and_drop() {
 #[tokio::test]
 async fn unknown_delivery_tag_is_406() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "tag").await;
+    let (mut r, q) = setup_queue(&b, "tag").await;
     r.publish(1, "", &q, b"x").await;
     let m = r.call(1, BasicGet { queue: s(&q), ..Default::default() }).await;
     let d = r.content_after(m).await;
@@ -237,7 +225,7 @@ async fn unknown_delivery_tag_is_406() {
 #[tokio::test]
 async fn unacked_requeued_in_order_when_channel_or_connection_closes() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "order").await;
+    let (mut r, q) = setup_queue(&b, "order").await;
     for i in 0..5u8 {
         r.publish(1, "", &q, &[i]).await;
     }
@@ -275,7 +263,7 @@ async fn unacked_requeued_in_order_when_channel_or_connection_closes() {
 #[tokio::test]
 async fn recover_redelivers_unacked() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "recover").await;
+    let (mut r, q) = setup_queue(&b, "recover").await;
     r.publish(1, "", &q, b"a").await;
     r.publish(1, "", &q, b"b").await;
     consume(&mut r, &q, "c", false).await;
@@ -296,7 +284,7 @@ async fn recover_redelivers_unacked() {
 #[tokio::test]
 async fn exclusive_consumer_and_reused_tag() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "exclusive-consumer").await;
+    let (mut r, q) = setup_queue(&b, "exclusive-consumer").await;
     r.call(1, BasicConsume { queue: s(&q), consumer_tag: "only".into(), exclusive: true, ..Default::default() }).await;
     r.open_channel(2).await;
     r.send(2, BasicConsume { queue: s(&q), consumer_tag: "second".into(), ..Default::default() }).await;
@@ -311,7 +299,7 @@ async fn exclusive_consumer_and_reused_tag() {
 #[tokio::test]
 async fn cancel_stops_deliveries_and_keeps_unacked() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "cancel").await;
+    let (mut r, q) = setup_queue(&b, "cancel").await;
     r.publish(1, "", &q, b"1").await;
     consume(&mut r, &q, "c", false).await;
     let d = r.recv_content().await;
@@ -330,7 +318,7 @@ async fn cancel_stops_deliveries_and_keeps_unacked() {
 #[tokio::test]
 async fn channel_flow_from_the_client_as_rabbitmq() {
     let b = TestBroker::start().await;
-    let (mut r, _q) = setup(&b, "flow").await;
+    let (mut r, _q) = setup_queue(&b, "flow").await;
     // active=true is acknowledged; active=false is not implemented (RabbitMQ closes with 540).
     assert!(matches!(
         r.call(1, ChannelFlow { active: true }).await,
@@ -346,7 +334,7 @@ async fn channel_flow_from_the_client_as_rabbitmq() {
 #[tokio::test]
 async fn publisher_confirms_ack_after_enqueue_and_return_first() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "confirms").await;
+    let (mut r, q) = setup_queue(&b, "confirms").await;
     assert!(matches!(r.call(1, ConfirmSelect { no_wait: false }).await, Method::ConfirmSelectOk(_)));
     r.publish(1, "", &q, b"1").await;
     match r.recv_method().await.1 {

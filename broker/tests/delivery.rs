@@ -2,27 +2,15 @@
 //! consumer, direct reply-to, flow control.
 mod common;
 use common::raw::Raw;
-use common::{unique, TestBroker};
+use common::{s, setup_queue, unique, TestBroker};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{BasicProperties, FieldTable, FieldValue, Method, ShortStr};
-
-fn s(x: &str) -> ShortStr {
-    ShortStr::from(x.to_string())
-}
-
-async fn setup(b: &TestBroker, prefix: &str) -> (Raw, String) {
-    let mut r = b.raw().await;
-    r.open_channel(1).await;
-    let q = unique(prefix);
-    r.declare(1, &q).await;
-    (r, q)
-}
+use warren_protocol::{BasicProperties, FieldTable, FieldValue, Method};
 
 #[tokio::test]
 async fn tx_publishes_and_acks_wait_for_commit() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "tx").await;
+    let (mut r, q) = setup_queue(&b, "tx").await;
     r.publish(1, "", &q, b"pre").await;
     assert!(matches!(r.call(1, TxSelect).await, Method::TxSelectOk(_)));
     r.publish(1, "", &q, b"in-tx").await;
@@ -56,7 +44,7 @@ async fn tx_publishes_and_acks_wait_for_commit() {
 #[tokio::test]
 async fn tx_errors() {
     let b = TestBroker::start().await;
-    let (mut r, q) = setup(&b, "txerr").await;
+    let (mut r, q) = setup_queue(&b, "txerr").await;
     r.send(1, TxCommit).await;
     assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
     r.open_channel(1).await;
@@ -117,7 +105,7 @@ async fn single_active_consumer_fails_over_in_registration_order() {
 #[tokio::test]
 async fn direct_reply_to_rpc() {
     let b = TestBroker::start().await;
-    let (mut server, rpc_q) = setup(&b, "rpc").await;
+    let (mut server, rpc_q) = setup_queue(&b, "rpc").await;
     let mut client = b.raw().await;
     client.open_channel(1).await;
     // Publishing with reply_to before consuming from the pseudo-queue is refused.
@@ -174,7 +162,7 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
         ..warren::config::Config::loopback(0)
     };
     let b = TestBroker::with_config(cfg).await;
-    let (mut publisher, q) = setup(&b, "alarm").await;
+    let (mut publisher, q) = setup_queue(&b, "alarm").await;
     let body = vec![7u8; 1024];
     for _ in 0..100 {
         publisher.publish(1, "", &q, &body).await;

@@ -2,15 +2,11 @@
 //! dead-lettering with x-death, priority queues, delivery limits.
 mod common;
 use common::raw::Raw;
-use common::{unique, TestBroker};
+use common::{s, setup_channel, unique, TestBroker};
 use std::time::Duration;
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, Method, ShortStr};
-
-fn s(x: &str) -> ShortStr {
-    ShortStr::from(x.to_string())
-}
+use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, Method};
 
 fn args(pairs: &[(&'static str, FieldValue)]) -> FieldTable {
     let mut t = FieldTable::new();
@@ -55,16 +51,10 @@ async fn get(r: &mut Raw, q: &str) -> Option<common::raw::Delivery> {
     }
 }
 
-async fn setup(b: &TestBroker) -> Raw {
-    let mut r = b.raw().await;
-    r.open_channel(1).await;
-    r
-}
-
 #[tokio::test]
 async fn queue_and_message_ttl_expire_without_consumers() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("ttl");
     declare(&mut r, &q, args(&[("x-message-ttl", FieldValue::I32(150))])).await;
     r.publish(1, "", &q, b"a").await;
@@ -86,7 +76,7 @@ async fn queue_and_message_ttl_expire_without_consumers() {
 #[tokio::test]
 async fn ttl_zero_delivers_to_a_waiting_consumer_or_expires() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("ttl0");
     declare(&mut r, &q, args(&[("x-message-ttl", FieldValue::I32(0))])).await;
     r.publish(1, "", &q, b"nobody").await;
@@ -100,7 +90,7 @@ async fn ttl_zero_delivers_to_a_waiting_consumer_or_expires() {
 #[tokio::test]
 async fn unused_queue_expires() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("expires");
     declare(&mut r, &q, args(&[("x-expires", FieldValue::I32(200))])).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -124,7 +114,7 @@ async fn unused_queue_expires() {
 #[tokio::test]
 async fn max_length_drop_head_and_bytes() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("maxlen");
     declare(&mut r, &q, args(&[("x-max-length", FieldValue::I32(2))])).await;
     for m in [b"1", b"2", b"3"] {
@@ -144,7 +134,7 @@ async fn max_length_drop_head_and_bytes() {
 #[tokio::test]
 async fn reject_publish_nacks_under_confirms() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("reject");
     declare(&mut r, &q, args(&[("x-max-length", FieldValue::I32(1)), ("x-overflow", string("reject-publish"))])).await;
     r.call(1, ConfirmSelect::default()).await;
@@ -166,7 +156,7 @@ async fn reject_publish_nacks_under_confirms() {
 #[tokio::test]
 async fn dead_lettering_with_x_death() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (work, dead) = (unique("work"), unique("dead"));
     declare(&mut r, &dead, FieldTable::new()).await;
     declare(
@@ -209,7 +199,7 @@ async fn dead_lettering_with_x_death() {
 #[tokio::test]
 async fn retry_loop_through_ttl_counts_deaths_and_pure_expiry_cycles_drop() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (work, delay) = (unique("work"), unique("delay"));
     declare(
         &mut r,
@@ -266,7 +256,7 @@ async fn retry_loop_through_ttl_counts_deaths_and_pure_expiry_cycles_drop() {
 #[tokio::test]
 async fn priority_queue_orders_by_priority_then_fifo() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("prio");
     declare(&mut r, &q, args(&[("x-max-priority", FieldValue::I32(5))])).await;
     for (body, p) in [("low-1", 1u8), ("high-1", 5), ("none", 0), ("high-2", 9), ("low-2", 1)] {
@@ -298,7 +288,7 @@ async fn priority_queue_orders_by_priority_then_fifo() {
 #[tokio::test]
 async fn quorum_delivery_limit_dead_letters() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (q, dead) = (unique("quorum"), unique("qdead"));
     declare(&mut r, &dead, FieldTable::new()).await;
     let a = args(&[

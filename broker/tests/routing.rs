@@ -2,14 +2,10 @@
 //! included), alternate exchanges, CC/BCC, internal and auto-delete exchanges.
 mod common;
 use common::raw::Raw;
-use common::{unique, TestBroker};
+use common::{s, setup_channel, unique, TestBroker};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
 use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, Method, ShortStr};
-
-fn s(x: &str) -> ShortStr {
-    ShortStr::from(x.to_string())
-}
 
 async fn exchange(r: &mut Raw, name: &str, kind: &'static str, args: FieldTable) {
     let m =
@@ -38,16 +34,10 @@ async fn count(r: &mut Raw, q: &str) -> u32 {
     r.declare(1, q).await.message_count
 }
 
-async fn setup(b: &TestBroker) -> Raw {
-    let mut r = b.raw().await;
-    r.open_channel(1).await;
-    r
-}
-
 #[tokio::test]
 async fn topic_routing_edge_cases() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let x = unique("topic");
     exchange(&mut r, &x, "topic", FieldTable::new()).await;
     let patterns = ["*", "#", "#.#", "a.*", "a.#", "a.#.b", "*.b", "", "a..b", "a.", ".a", "*.*"];
@@ -85,7 +75,7 @@ async fn topic_routing_edge_cases() {
 #[tokio::test]
 async fn fanout_and_direct_deliver_once_per_queue() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let q = unique("once");
     r.declare(1, &q).await;
     bind(&mut r, &q, "amq.direct", "k1", FieldTable::new()).await;
@@ -104,7 +94,7 @@ async fn fanout_and_direct_deliver_once_per_queue() {
 #[tokio::test]
 async fn headers_exchange_modes_and_types() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let x = unique("hdr");
     exchange(&mut r, &x, "headers", FieldTable::new()).await;
     let table = |pairs: &[(&'static str, FieldValue)]| {
@@ -147,7 +137,7 @@ async fn headers_exchange_modes_and_types() {
 #[tokio::test]
 async fn exchange_to_exchange_chains_and_cycles() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (a, bx, c) = (unique("xa"), unique("xb"), unique("xc"));
     exchange(&mut r, &a, "fanout", FieldTable::new()).await;
     exchange(&mut r, &bx, "fanout", FieldTable::new()).await;
@@ -175,7 +165,7 @@ async fn exchange_to_exchange_chains_and_cycles() {
 #[tokio::test]
 async fn alternate_exchange_and_mandatory() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (main, ae) = (unique("main"), unique("ae"));
     exchange(&mut r, &ae, "fanout", FieldTable::new()).await;
     let mut args = FieldTable::new();
@@ -198,7 +188,7 @@ async fn alternate_exchange_and_mandatory() {
 #[tokio::test]
 async fn cc_and_bcc_sender_selected_distribution() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (q1, q2, q3) = (unique("to"), unique("cc"), unique("bcc"));
     for q in [&q1, &q2, &q3] {
         r.declare(1, q).await;
@@ -223,7 +213,7 @@ async fn cc_and_bcc_sender_selected_distribution() {
 #[tokio::test]
 async fn internal_exchange_refuses_publish_but_routes_from_another() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let (front, inner) = (unique("front"), unique("inner"));
     exchange(&mut r, &front, "fanout", FieldTable::new()).await;
     let m = ExchangeDeclare { exchange: s(&inner), kind: "fanout".into(), internal: true, ..Default::default() };
@@ -241,7 +231,7 @@ async fn internal_exchange_refuses_publish_but_routes_from_another() {
 #[tokio::test]
 async fn auto_delete_exchange_goes_with_its_last_binding() {
     let b = TestBroker::start().await;
-    let mut r = setup(&b).await;
+    let mut r = setup_channel(&b).await;
     let x = unique("autox");
     let m = ExchangeDeclare { exchange: s(&x), kind: "direct".into(), auto_delete: true, ..Default::default() };
     r.call(1, m.clone()).await;

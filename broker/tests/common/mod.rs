@@ -60,6 +60,27 @@ where
     }
 }
 
+/// A short string from a test's `&str`.
+pub fn s(x: &str) -> warren_protocol::ShortStr {
+    warren_protocol::ShortStr::from(x.to_string())
+}
+
+/// A raw connection with channel 1 open and a fresh queue named after `prefix`.
+pub async fn setup_queue(b: &TestBroker, prefix: &str) -> (raw::Raw, String) {
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    let q = unique(prefix);
+    r.declare(1, &q).await;
+    (r, q)
+}
+
+/// A raw connection with channel 1 open.
+pub async fn setup_channel(b: &TestBroker) -> raw::Raw {
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    r
+}
+
 /// A unique name for a test queue.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", warren::ids::random_suffix())
