@@ -149,7 +149,7 @@ impl Outbound {
 
     /// Writer side: wait until something is pending.
     pub async fn ready(&self) {
-        if self.len() == 0 {
+        if self.is_empty() {
             self.wake.notified().await;
         }
     }

@@ -338,11 +338,7 @@ impl VHost {
         let name = &d.exchange;
         if name.is_empty() {
             // spec: the default exchange can be declared passively only... RabbitMQ refuses both.
-            return Err(AmqpError::channel(
-                ACCESS_REFUSED,
-                format!("operation not permitted on the default exchange"),
-                Some(m),
-            ));
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
         }
         if !d.passive {
             if ExchangeKind::parse(d.kind.as_bytes()).is_none() {
@@ -404,7 +400,7 @@ impl VHost {
         if name.as_bytes().starts_with(b"amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!("{} contains reserved prefix 'amq.*'", format!("exchange name '{}'", name)),
+                format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
                 Some(m),
             ));
         }
@@ -599,15 +595,13 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
         let key = k.to_str_lossy();
         let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
         match key.as_ref() {
-            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" | "x-consumer-timeout" => {
-                if int()? < 0 {
-                    return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
-                }
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" | "x-consumer-timeout"
+                if int()? < 0 =>
+            {
+                return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
             }
-            "x-expires" => {
-                if int()? <= 0 {
-                    return Err((key.to_string(), format!("{{value_zero_or_less,{}}}", int()?)));
-                }
+            "x-expires" if int()? <= 0 => {
+                return Err((key.to_string(), format!("{{value_zero_or_less,{}}}", int()?)));
             }
             "x-max-priority" => {
                 let p = int()?;
@@ -615,10 +609,8 @@ fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
                     return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
                 }
             }
-            "x-single-active-consumer" => {
-                if v.as_bool().is_none() {
-                    return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
-                }
+            "x-single-active-consumer" if v.as_bool().is_none() => {
+                return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
             }
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-queue-mode" | "x-queue-type" | "x-overflow" => {
                 let Some(b) = v.as_bytes() else {

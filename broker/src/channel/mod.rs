@@ -110,7 +110,7 @@ impl Channel {
         if !matches!(self.assembly, Assembly::Idle) {
             return Err(AmqpError::connection(
                 UNEXPECTED_FRAME,
-                format!("expected content header for class 60, got non content header frame instead"),
+                "expected content header for class 60, got non content header frame instead",
                 Some(&m),
             ));
         }

@@ -296,9 +296,9 @@ pub fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
         None => false,
     };
     if any {
-        considered.any(|p| check(p))
+        considered.any(&check)
     } else {
-        considered.all(|p| check(p))
+        considered.all(check)
     }
 }
 
