@@ -77,8 +77,6 @@ pub struct Deliveries {
     pub channel_prefetch: u32,
     /// Unacked consumer deliveries of the channel, for `channel_prefetch`.
     pub global_in_flight: u32,
-    /// channel.flow: false stops deliveries to consumers.
-    pub flow_active: bool,
     /// Set when the channel is closing: no more deliveries.
     pub closed: bool,
     /// Consumers by tag.
@@ -111,7 +109,6 @@ impl ChannelShared {
                 consumer_prefetch: 0,
                 channel_prefetch: 0,
                 global_in_flight: 0,
-                flow_active: true,
                 closed: false,
                 consumers: HashMap::new(),
             }),
@@ -119,12 +116,12 @@ impl ChannelShared {
     }
 
     /// Try to deliver `m` to `c`. Called by the queue under its lock. Returns false when the consumer
-    /// has no credit, the channel is paused or closed, or the connection's buffer is full (then the
+    /// has no credit, the channel is closed, or the connection's buffer is full (then the
     /// queue is registered to be re-driven when it drains).
     #[inline]
     pub fn try_deliver(&self, c: &Arc<Consumer>, m: QueuedMsg, queue: &Arc<Queue>) -> Result<(), QueuedMsg> {
         let mut st = self.state.lock();
-        if st.closed || !st.flow_active {
+        if st.closed {
             return Err(m);
         }
         if !c.no_ack {

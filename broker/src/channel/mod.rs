@@ -144,7 +144,8 @@ impl Channel {
                     // rabbitmq-compat: RabbitMQ refuses client flow control the same way.
                     return Err(AmqpError::connection(NOT_IMPLEMENTED, "active=false", Some(&m)));
                 }
-                self.flow(ctx, f.active);
+                // Deliveries are never paused, so there is nothing to resume.
+                self.send(&ChannelFlowOk { active: true }.into());
                 Ok(())
             }
             Method::ChannelFlowOk(_) => Ok(()),
@@ -158,22 +159,6 @@ impl Channel {
                 format!("unexpected method {} on a channel", m.name()),
                 Some(&m),
             )),
-        }
-    }
-
-    /// channel.flow from the client: pause or resume deliveries to this channel's consumers.
-    fn flow(&mut self, ctx: &ConnCtx, active: bool) {
-        let queues = {
-            let mut st = self.shared.state.lock();
-            st.flow_active = active;
-            st.consumers.values().map(|c| c.queue.clone()).collect::<Vec<_>>()
-        };
-        self.send(&ChannelFlowOk { active }.into());
-        let _ = ctx;
-        if active {
-            for q in queues {
-                q.drive();
-            }
         }
     }
 

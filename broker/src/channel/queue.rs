@@ -18,7 +18,8 @@ impl Channel {
     pub(super) fn queue_declare(&mut self, ctx: &ConnCtx, d: &QueueDeclare, m: &Method) -> AmqpResult<()> {
         if d.passive && d.queue == crate::vhost::REPLY_TO {
             // The direct reply-to pseudo-queue always "exists", as in RabbitMQ.
-            self.send(&QueueDeclareOk { queue: d.queue.clone(), message_count: 0, consumer_count: 0 }.into());
+            let consumer_count = self.reply.is_some() as u32;
+            self.send(&QueueDeclareOk { queue: d.queue.clone(), message_count: 0, consumer_count }.into());
             return Ok(());
         }
         let name = if d.queue.is_empty() {

@@ -9,36 +9,12 @@ const {
   useBroker,
   uniqueName,
   eventually,
-  deferred,
-  withTimeout,
   channelClosed,
+  collector,
 } = require('../helpers/broker');
 
 const broker = useBroker();
 
-/**
- * Collect deliveries; `waitFor(n)` resolves once at least n have arrived.
- */
-function collector() {
-  const messages = [];
-  const waiters = [];
-  const onMessage = (msg) => {
-    messages.push(msg);
-    for (const w of waiters.slice()) {
-      if (messages.length >= w.n) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(messages);
-      }
-    }
-  };
-  const waitFor = (n, timeoutMs = 5000) => {
-    if (messages.length >= n) return Promise.resolve(messages);
-    const d = deferred();
-    waiters.push({ n, resolve: d.resolve });
-    return withTimeout(d.promise, timeoutMs, `${n} deliveries (got ${messages.length})`);
-  };
-  return { messages, onMessage, waitFor };
-}
 
 const bodies = (msgs) => msgs.map((m) => m.content.toString());
 

@@ -12,6 +12,7 @@ const {
   deferred,
   withTimeout,
   channelClosed,
+  collector,
 } = require('../helpers/broker');
 
 const broker = useBroker();
@@ -22,30 +23,6 @@ async function freshQueue(ch, prefix) {
   return queue;
 }
 
-/**
- * Collect deliveries from a consumer; `waitFor(n)` resolves once at least n
- * messages have arrived.
- */
-function collector() {
-  const messages = [];
-  const waiters = [];
-  const onMessage = (msg) => {
-    messages.push(msg);
-    for (const w of waiters.slice()) {
-      if (messages.length >= w.n) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(messages);
-      }
-    }
-  };
-  const waitFor = (n, timeoutMs = 5000) => {
-    if (messages.length >= n) return Promise.resolve(messages);
-    const d = deferred();
-    waiters.push({ n, resolve: d.resolve });
-    return withTimeout(d.promise, timeoutMs, `${n} deliveries (got ${messages.length})`);
-  };
-  return { messages, onMessage, waitFor };
-}
 
 test('sendToQueue delivers content and properties to a consumer', async () => {
   const { ch } = await broker.connectWithChannel();

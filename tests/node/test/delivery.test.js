@@ -25,6 +25,7 @@ const {
   deferred,
   withTimeout,
   channelClosed,
+  collector,
 } = require('../helpers/broker');
 
 // amqplib's package exports hide lib/; load the protocol definitions by path.
@@ -54,46 +55,6 @@ function publishConfirmed(ch, exchange, key, body, options = {}) {
   });
 }
 
-/**
- * Collect what a consumer callback is given (messages, or null for a server
- * cancel). `waitFor(n)` resolves once at least n deliveries arrived;
- * `cancelled` resolves on basic.cancel from the server.
- */
-function collector() {
-  const messages = [];
-  const waiters = [];
-  const cancel = deferred();
-  let cancelledFlag = false;
-  const onMessage = (msg) => {
-    if (msg === null) {
-      cancelledFlag = true;
-      cancel.resolve();
-      return;
-    }
-    messages.push(msg);
-    for (const w of waiters.slice()) {
-      if (messages.length >= w.n) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(messages);
-      }
-    }
-  };
-  const waitFor = (n, timeoutMs = 5000) => {
-    if (messages.length >= n) return Promise.resolve(messages);
-    const d = deferred();
-    waiters.push({ n, resolve: d.resolve });
-    return withTimeout(d.promise, timeoutMs, `${n} deliveries (got ${messages.length})`);
-  };
-  return {
-    messages,
-    onMessage,
-    waitFor,
-    cancelled: (timeoutMs = 5000) => withTimeout(cancel.promise, timeoutMs, 'a basic.cancel from the server'),
-    get wasCancelled() {
-      return cancelledFlag;
-    },
-  };
-}
 
 const bodies = (msgs) => msgs.map((m) => m.content.toString());
 
