@@ -17,9 +17,10 @@ if (echo >/dev/tcp/127.0.0.1/$W_PORT) 2>/dev/null || (echo >/dev/tcp/127.0.0.1/$
   echo "port $W_PORT or $R_PORT is already in use" >&2
   exit 1
 fi
-./target/release/warren --bind 127.0.0.1 --port $W_PORT --log-level warn >/dev/null &
+wdata=$(mktemp -d)
+./target/release/warren --bind 127.0.0.1 --port $W_PORT --log-level warn --data-dir "$wdata" >/dev/null &
 wpid=$!
-trap 'kill $wpid 2>/dev/null || true' EXIT
+trap 'kill $wpid 2>/dev/null || true; rm -rf "$wdata"' EXIT
 sleep 0.3
 w=$(./target/release/warren-perf --addr 127.0.0.1:$W_PORT --seconds "$secs" --label warren "$@" | tail -n1)
 echo "$w"

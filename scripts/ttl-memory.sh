@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin warren --bin warren-perf
 PORT=5686
-./target/release/warren --bind 127.0.0.1 --port $PORT --log-level warn >/dev/null &
+./target/release/warren --bind 127.0.0.1 --port $PORT --log-level warn --data-dir "$(mktemp -d)" >/dev/null &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 sleep 0.3

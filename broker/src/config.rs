@@ -117,6 +117,9 @@ pub struct Config {
     /// Consumer acknowledgement timeout (RabbitMQ's consumer_timeout). rabbitmq-compat: off by
     /// default, as suits development; RabbitMQ defaults to 30 minutes.
     pub consumer_timeout: Option<Duration>,
+    /// Data directory (definitions, message store). `None`: nothing is persisted (in-process
+    /// tests); the `warren` binary defaults to `./data`.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             default_vhost: "/".into(),
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
             consumer_timeout: None,
+            data_dir: None,
         }
     }
 }

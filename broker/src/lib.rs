@@ -9,6 +9,7 @@
 //! - The hot path (publish -> route -> enqueue -> deliver -> ack) takes no lock that is held across
 //!   an await, and performs no per-message syscall: frames go to a per-connection outbound buffer that
 //!   the writer task flushes in batches.
+pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod connection;
@@ -19,4 +20,5 @@ pub mod message;
 pub mod outbound;
 pub mod queue;
 pub mod server;
+pub mod store;
 pub mod vhost;

@@ -38,6 +38,10 @@ struct Cli {
     /// Consumer acknowledgement timeout in milliseconds (0 = off, the default).
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 0)]
     consumer_timeout: u64,
+    /// Data directory: durable exchanges, queues, bindings, users (definitions.json) and persistent
+    /// messages (msgs/). The container uses /var/lib/warren.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = "./data")]
+    data_dir: std::path::PathBuf,
     /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
     default_vhost: String,
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     cfg.default_pass = cli.default_pass;
     cfg.default_vhost = cli.default_vhost;
     cfg.memory_high_watermark = cli.memory_high_watermark;
+    cfg.data_dir = Some(cli.data_dir);
     cfg.consumer_timeout = (cli.consumer_timeout > 0).then(|| std::time::Duration::from_millis(cli.consumer_timeout));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cfg))
@@ -70,7 +75,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let handle =
-        warren::server::start(cfg.clone()).await.with_context(|| format!("cannot listen on {:?}", cfg.listen))?;
+        warren::server::start(cfg.clone()).await.with_context(|| format!("cannot start on {:?}", cfg.listen))?;
     for a in &handle.local_addrs {
         println!("Listening for AMQP on {a}");
     }

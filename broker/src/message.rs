@@ -22,11 +22,38 @@ pub struct Message {
     pub ttl_ms: Option<u64>,
     /// `priority` property (0 when absent), for priority queues.
     pub priority: u8,
+    /// `delivery_mode = 2`: written to disk when it goes to a durable queue.
+    pub persistent: bool,
 }
 
 /// Property flag bits as seen in the first flags byte.
 const EXPIRATION_FLAG_HIGH_BYTE: u8 = 0x01;
 const PRIORITY_FLAG_HIGH_BYTE: u8 = 0x08;
+const DELIVERY_MODE_FLAG_HIGH_BYTE: u8 = 0x10;
+const CONTENT_TYPE_FLAG_HIGH_BYTE: u8 = 0x80;
+const CONTENT_ENCODING_FLAG_HIGH_BYTE: u8 = 0x40;
+const HEADERS_FLAG_HIGH_BYTE: u8 = 0x20;
+
+/// Whether raw properties say `delivery_mode = 2`, read in place: skip content-type,
+/// content-encoding and the headers table by their lengths, without decoding anything.
+pub fn is_persistent(p: &[u8]) -> bool {
+    let Some(&flags) = p.first() else { return false };
+    if flags & DELIVERY_MODE_FLAG_HIGH_BYTE == 0 {
+        return false;
+    }
+    let mut at = 2;
+    for bit in [CONTENT_TYPE_FLAG_HIGH_BYTE, CONTENT_ENCODING_FLAG_HIGH_BYTE] {
+        if flags & bit != 0 {
+            let Some(&n) = p.get(at) else { return false };
+            at += 1 + n as usize;
+        }
+    }
+    if flags & HEADERS_FLAG_HIGH_BYTE != 0 {
+        let Some(n) = p.get(at..at + 4) else { return false };
+        at += 4 + u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize;
+    }
+    p.get(at) == Some(&2)
+}
 
 impl Message {
     /// A copy with header `key` set to `value` (properties re-encoded; the body is shared).
@@ -40,6 +67,7 @@ impl Message {
             body: self.body.clone(),
             ttl_ms: self.ttl_ms,
             priority: self.priority,
+            persistent: self.persistent,
         }
     }
 
@@ -62,12 +90,13 @@ impl Message {
                 priority = p.priority.unwrap_or(0);
             }
         }
-        Ok(Message { exchange, routing_key, properties, body, ttl_ms, priority })
+        let persistent = is_persistent(&properties);
+        Ok(Message { exchange, routing_key, properties, body, ttl_ms, priority, persistent })
     }
 }
 
 /// A message in a queue (ready or delivered-unacked).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QueuedMsg {
     /// The shared message.
     pub msg: std::sync::Arc<Message>,
@@ -82,4 +111,23 @@ pub struct QueuedMsg {
     pub expires_at: u64,
     /// Times delivered so far (quorum queues' delivery limit and x-delivery-count).
     pub deliveries: u32,
+    /// Its record in the message store, when it has one (a persistent message in a durable queue,
+    /// or a message paged out under memory pressure). Dropping it records the message as gone.
+    pub disk: Option<crate::store::DiskRef>,
+}
+
+impl QueuedMsg {
+    /// Body size, whether the body is in memory or paged out.
+    #[inline]
+    pub fn body_len(&self) -> usize {
+        match &self.disk {
+            Some(d) if d.paged => d.body_len as usize,
+            _ => self.msg.body.len(),
+        }
+    }
+    /// Whether the body is on disk only (`msg` is a placeholder until it is read back).
+    #[inline]
+    pub fn is_paged(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.paged)
+    }
 }

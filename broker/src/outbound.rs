@@ -54,6 +54,9 @@ pub struct Outbound {
     closed: AtomicBool,
     /// Queues to re-drive when the buffer drains.
     waiting: Mutex<Vec<Weak<Queue>>>,
+    /// Set while a reply waits for the disk (a declare-ok before its definitions write, a
+    /// tx.commit-ok before its fsync): the writer sends nothing until it is released.
+    held: AtomicBool,
 }
 
 impl Outbound {
@@ -66,6 +69,7 @@ impl Outbound {
             frame_max: AtomicU32::new(frame_max),
             closed: AtomicBool::new(false),
             waiting: Mutex::new(Vec::new()),
+            held: AtomicBool::new(false),
         })
     }
 
@@ -147,15 +151,28 @@ impl Outbound {
         }
     }
 
-    /// Writer side: wait until something is pending.
+    /// Writer side: wait until something is pending (and not held).
     pub async fn ready(&self) {
-        if self.is_empty() {
+        if self.is_empty() || self.held.load(Ordering::Acquire) {
             self.wake.notified().await;
         }
     }
 
-    /// Writer side: take every pending chunk, in order.
+    /// Hold everything appended from now on (and before) until [`Outbound::release`].
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::Release);
+    }
+    /// Let the writer send again.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Writer side: take every pending chunk, in order (nothing while held).
     pub fn take(&self, into: &mut Vec<Bytes>) -> usize {
+        if self.held.load(Ordering::Acquire) && !self.closed.load(Ordering::Relaxed) {
+            return 0;
+        }
         let mut p = self.pending.lock();
         into.append(&mut p.chunks);
         if !p.cur.is_empty() {

@@ -6,9 +6,12 @@
 //! - Shutdown is one `watch` flag: every connection sees it, sends connection.close 320
 //!   CONNECTION_FORCED, and ends; `ServerHandle::shutdown` waits for all of them (bounded by
 //!   `SHUTDOWN_GRACE`).
+use crate::auth::{Permission, User};
 use crate::config::{Config, MEMORY_CHECK_INTERVAL, SHUTDOWN_GRACE};
 use crate::connection;
 use crate::ids::ConnectionId;
+use crate::store::definitions::{self, MetaStore};
+use crate::store::Store;
 use crate::vhost::VHost;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -25,36 +28,153 @@ pub struct Broker {
     pub config: Config,
     /// Virtual hosts by name.
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
-    /// Users and passwords. TODO(security issue #7): hashed passwords, tags, permissions.
-    users: RwLock<HashMap<String, String>>,
+    /// Users by name.
+    users: RwLock<HashMap<String, User>>,
+    /// Permissions per (user, vhost). TODO(security issue #7): enforce them.
+    permissions: RwLock<Vec<Permission>>,
     /// Next connection id.
     next_conn: AtomicU64,
     /// Memory alarm: true while queued message bytes are above the high watermark.
     pub alarm: watch::Sender<bool>,
+    /// The message store (with a data directory).
+    pub store: Option<Arc<Store>>,
+    /// The definitions file (with a data directory).
+    pub meta: Option<Arc<MetaStore>>,
+    /// The data directory's lock, held while the broker runs.
+    _lock: Option<std::fs::File>,
 }
 
 impl Broker {
+    /// A broker without persistence, with the default vhost and user.
     pub fn new(config: Config) -> Arc<Broker> {
-        let mut vhosts = HashMap::new();
-        vhosts.insert(config.default_vhost.clone(), VHost::new(&config.default_vhost));
-        let mut users = HashMap::new();
-        users.insert(config.default_user.clone(), config.default_pass.clone());
+        let b = Broker::empty(config, None, None, None);
+        b.add_defaults();
+        b
+    }
+
+    fn empty(
+        config: Config,
+        store: Option<Arc<Store>>,
+        meta: Option<Arc<MetaStore>>,
+        lock: Option<std::fs::File>,
+    ) -> Arc<Broker> {
         Arc::new(Broker {
             config,
-            vhosts: RwLock::new(vhosts),
-            users: RwLock::new(users),
+            vhosts: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
+            permissions: RwLock::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             alarm: watch::channel(false).0,
+            store,
+            meta,
+            _lock: lock,
         })
     }
+
+    /// The default vhost, and the default user with full permissions on it (first start).
+    fn add_defaults(&self) {
+        let c = &self.config;
+        self.add_vhost(&c.default_vhost);
+        self.put_user(User::new(&c.default_user, &c.default_pass, vec!["administrator".into()]));
+        self.set_permission(Permission {
+            user: c.default_user.clone(),
+            vhost: c.default_vhost.clone(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        });
+    }
+
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.read().get(name).cloned()
+    }
+    /// Every vhost.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.vhosts.read().values().cloned().collect()
+    }
+    /// Create a vhost unless it exists.
+    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        self.vhosts
+            .write()
+            .entry(name.to_string())
+            .or_insert_with(|| VHost::new(name, self.store.clone(), self.meta.clone()))
+            .clone()
+    }
+    /// Every user.
+    pub fn users(&self) -> Vec<User> {
+        self.users.read().values().cloned().collect()
+    }
+    /// Create or replace a user.
+    pub fn put_user(&self, u: User) {
+        self.users.write().insert(u.name.clone(), u);
+    }
+    /// Every permission entry.
+    pub fn permissions(&self) -> Vec<Permission> {
+        self.permissions.read().clone()
+    }
+    /// Set a user's permissions in a vhost.
+    pub fn set_permission(&self, p: Permission) {
+        let mut ps = self.permissions.write();
+        ps.retain(|x| !(x.user == p.user && x.vhost == p.vhost));
+        ps.push(p);
     }
     pub fn check_password(&self, user: &str, pass: &str) -> bool {
         // rabbitmq-compat: RabbitMQ limits guest to loopback by default; its Docker image (what
         // Warren replaces in compose files) lifts that limit, and so does Warren.
-        self.users.read().get(user).is_some_and(|p| p == pass)
+        self.users.read().get(user).is_some_and(|u| u.check(pass))
     }
+}
+
+/// Open the data directory: lock it, restore the definitions (or write the defaults on first
+/// start), and put the persistent messages back into their queues.
+fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<Broker>> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let lock = std::fs::File::create(dir.join("warren.lock"))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!("data directory {} is in use by another Warren", dir.display());
+    }
+    let store = Store::open(dir)?;
+    let meta = MetaStore::new(dir);
+    let broker = Broker::empty(config.clone(), Some(store.clone()), Some(meta.clone()), Some(lock));
+    let started = std::time::Instant::now();
+    if meta.path.exists() {
+        let defs = definitions::read(&meta.path).with_context(|| format!("cannot read {}", meta.path.display()))?;
+        for p in definitions::import(&broker, &defs) {
+            tracing::warn!("definitions: {p}");
+        }
+        if broker.vhosts.read().is_empty() {
+            broker.add_defaults();
+        }
+    } else {
+        broker.add_defaults();
+    }
+    meta.write_now(&broker)?;
+    let mut by_key: HashMap<u64, Arc<crate::queue::Queue>> = HashMap::new();
+    for v in broker.vhosts() {
+        for q in v.queues_snapshot().into_iter().filter(|q| q.persists()) {
+            by_key.insert(q.key(), q);
+        }
+    }
+    let (now, now_unix) = (crate::channel::delivery::now_ms(), crate::store::unix_ms());
+    let stats = store.recover(
+        |k| by_key.contains_key(&k),
+        |k, m| {
+            if let Some(q) = by_key.get(&k) {
+                q.recover(m, now, now_unix);
+            }
+        },
+    )?;
+    store.start()?;
+    tracing::info!(
+        "data directory {}: {} queues, {} messages recovered from {} segments in {:?}",
+        dir.display(),
+        by_key.len(),
+        stats.messages,
+        stats.segments,
+        started.elapsed()
+    );
+    Ok(broker)
 }
 
 /// A running server.
@@ -74,12 +194,31 @@ impl ServerHandle {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while self.tasks.join_next().await.is_some() {} }).await;
+        // Everything on disk before exit: the last definitions, every pending record.
+        let b = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(m) = &b.meta {
+                if let Err(e) = m.write_now(&b) {
+                    tracing::error!("cannot write definitions at shutdown: {e:#}");
+                }
+            }
+            if let Some(s) = &b.store {
+                s.close();
+            }
+        })
+        .await;
     }
 }
 
 /// Bind every configured address and start accepting.
-pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
-    let broker = Broker::new(config.clone());
+pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
+    let broker = match &config.data_dir {
+        Some(dir) => {
+            let (c, d) = (config.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || open_data_dir(&c, &d)).await??
+        }
+        None => Broker::new(config.clone()),
+    };
     let (tx, rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
@@ -90,6 +229,9 @@ pub async fn start(config: Config) -> std::io::Result<ServerHandle> {
     }
     let mut tasks = JoinSet::new();
     tasks.spawn(memory_monitor(broker.clone(), rx.clone()));
+    if let Some(m) = &broker.meta {
+        tokio::spawn(m.clone().run(Arc::downgrade(&broker)));
+    }
     for l in listeners {
         tasks.spawn(accept_loop(l, broker.clone(), rx.clone()));
     }
@@ -110,6 +252,10 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
+/// Transient messages are paged to disk once queued bytes exceed watermark / this (RabbitMQ's
+/// `vm_memory_high_watermark_paging_ratio` of 0.5).
+const PAGING_RATIO_DIVISOR: u64 = 2;
+
 /// Every `MEMORY_CHECK_INTERVAL`: expire messages and queues (TTL, x-expires), and re-evaluate the
 /// memory alarm: on when queued message bytes exceed the high watermark, off below it.
 async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
@@ -126,6 +272,15 @@ async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
         let now = crate::channel::delivery::now_ms();
         for v in &vhosts {
             v.sweep(now);
+        }
+        // Paging: bodies beyond each queue's window go to disk; transient ones too once queued
+        // bytes pass half the watermark (RabbitMQ's paging ratio).
+        if broker.store.is_some() {
+            let before: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
+            let pressure = before > limit / PAGING_RATIO_DIVISOR;
+            for v in &vhosts {
+                v.page_out(pressure);
+            }
         }
         let used: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
         let on = used > limit;

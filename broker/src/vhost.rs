@@ -51,6 +51,10 @@ pub struct VHost {
     pub replies: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
     /// `Weak` to itself, handed to queues for dead-lettering.
     me: std::sync::Weak<VHost>,
+    /// The broker's message store (durable queues write persistent messages there).
+    store: Option<Arc<crate::store::Store>>,
+    /// The broker's metadata file: durable topology changes request a write.
+    meta: Option<Arc<crate::store::definitions::MetaStore>>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -74,7 +78,11 @@ pub struct Declared {
 }
 
 impl VHost {
-    pub fn new(name: &str) -> Arc<VHost> {
+    pub fn new(
+        name: &str,
+        store: Option<Arc<crate::store::Store>>,
+        meta: Option<Arc<crate::store::definitions::MetaStore>>,
+    ) -> Arc<VHost> {
         let mut ex = HashMap::new();
         for (n, k) in [
             ("amq.direct", ExchangeKind::Direct),
@@ -92,7 +100,25 @@ impl VHost {
             queues: RwLock::new(HashMap::new()),
             replies: Default::default(),
             me: me.clone(),
+            store,
+            meta,
         })
+    }
+
+    /// A durable part of the topology changed: ask for the definitions file to be rewritten.
+    fn changed(&self, durable: bool) {
+        if let (true, Some(m)) = (durable, &self.meta) {
+            m.request();
+        }
+    }
+
+    /// Every queue (for export and recovery).
+    pub fn queues_snapshot(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+    /// Every exchange but the default one.
+    pub fn exchanges_snapshot(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
     }
 
     pub fn queue(&self, name: &ShortStr) -> Option<Arc<Queue>> {
@@ -302,6 +328,7 @@ impl VHost {
             name.clone(),
             &self.name,
             self.me.clone(),
+            self.store.clone(),
             d.durable,
             owner,
             d.auto_delete,
@@ -311,6 +338,8 @@ impl VHost {
             tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
         }
         qs.insert(name, q.clone());
+        drop(qs);
+        self.changed(d.durable && !d.exclusive);
         Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
     }
 
@@ -326,6 +355,7 @@ impl VHost {
             }
         }
         self.unbind_everywhere(&Dest::Queue(q.clone()));
+        self.changed(q.durable && q.exclusive_owner.is_none());
         let (consumers, n) = q.mark_deleted();
         for c in consumers {
             cancel_by_broker(&c);
@@ -412,6 +442,8 @@ impl VHost {
         exs.entry(name.clone()).or_insert_with(|| {
             Exchange::new(name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone())
         });
+        drop(exs);
+        self.changed(d.durable);
         Ok(())
     }
 
@@ -451,6 +483,7 @@ impl VHost {
         }
         *ex.bindings.write() = Default::default();
         self.unbind_everywhere(&Dest::Exchange(ex.clone()));
+        self.changed(ex.durable);
     }
 
     /// Remove every binding leading to `dest`; auto-delete exchanges left without bindings go too.
@@ -475,7 +508,9 @@ impl VHost {
         let dst = self.bindable_exchange(destination, m)?;
         let src = self.bindable_exchange(source, m)?;
         check_binding_args(&src, &arguments, m)?;
+        let durable = src.durable && dst.durable;
         src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
+        self.changed(durable);
         Ok(())
     }
 
@@ -494,9 +529,11 @@ impl VHost {
         else {
             return Ok(());
         };
+        let durable = src.durable && dst.durable;
         if src.unbind(&Dest::Exchange(dst), routing_key, arguments) && src.auto_delete && !src.has_bindings() {
             self.remove_exchange(&src);
         }
+        self.changed(durable);
         Ok(())
     }
 
@@ -528,7 +565,9 @@ impl VHost {
     ) -> AmqpResult<()> {
         let ex = self.bindable_exchange(exchange, m)?;
         check_binding_args(&ex, &arguments, m)?;
+        let durable = ex.durable && q.durable && q.exclusive_owner.is_none();
         ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
+        self.changed(durable);
         Ok(())
     }
 
@@ -545,6 +584,7 @@ impl VHost {
         if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
             self.remove_exchange(&ex);
         }
+        self.changed(ex.durable && q.durable && q.exclusive_owner.is_none());
         Ok(())
     }
 
@@ -569,7 +609,14 @@ impl VHost {
         }
     }
 
-    /// Body bytes of all ready messages in this vhost (memory alarm).
+    /// Page message bodies beyond each queue's in-memory window out to the store (transient ones
+    /// too under memory pressure). Returns the bytes freed.
+    pub fn page_out(&self, pressure: bool) -> usize {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        queues.iter().map(|q| q.page_out(pressure)).sum()
+    }
+
+    /// Body bytes of all ready messages in this vhost held in memory (memory alarm).
     pub fn queued_bytes(&self) -> u64 {
         let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
         queues.iter().map(|q| q.ready_bytes() as u64).sum()

@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -178,15 +179,24 @@ def drain(channel, queue):
 class WarrenProcess:
     """A running Warren broker whose output is drained by a thread."""
 
-    def __init__(self, binary, log_path=None):
+    def __init__(self, binary, log_path=None, extra_args=(), data_dir=None):
+        """``data_dir``: the broker's data directory (a scratch one when None,
+        removed on ``terminate``); ``extra_args``: more command-line flags."""
         self.binary = str(binary)
         self.port = None
         self.host = "127.0.0.1"
         self.lines = deque(maxlen=200)          # recent output, for diagnostics
         self._ready = threading.Event()
         self._log = open(log_path, "w") if log_path else None
+        # Nothing the broker writes lands in the repository.
+        self._scratch = None
+        if data_dir is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="warren-pytest-data-")
+            data_dir = self._scratch.name
+        self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", "0"],
+            [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", data_dir, *extra_args],
+            cwd=data_dir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -246,6 +256,9 @@ class WarrenProcess:
         if self._log:
             self._log.close()
             self._log = None
+        if self._scratch:
+            self._scratch.cleanup()
+            self._scratch = None
         return self.proc.returncode
 
     def kill(self):

@@ -7,11 +7,7 @@ The memory-alarm and consumer-timeout tests need a broker the test can
 configure, so they run against Warren only (skipped when AMQP_URL is set).
 """
 
-import subprocess
-import tempfile
-import threading
 import time
-from collections import deque
 
 import pika
 import pika.exceptions
@@ -57,40 +53,6 @@ def fill(channel, queue, count, prefix="m"):
         channel.basic_publish("", queue, f"{prefix}{i}".encode())
 
 
-class ConfiguredWarren(WarrenProcess):
-    """A second, separately configured Warren (e.g. a tiny memory watermark).
-
-    Same output handling as the suite's broker (``WarrenProcess``), but with
-    extra command-line arguments and its own scratch directory.
-    """
-
-    def __init__(self, binary, extra_args):  # pylint: disable=super-init-not-called
-        self.binary = str(binary)
-        self.port = None
-        self.host = "127.0.0.1"
-        self.lines = deque(maxlen=200)
-        self._ready = threading.Event()
-        self._log = None
-        self._workdir = tempfile.TemporaryDirectory(prefix="warren-pytest-")
-        self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", "0", *extra_args],
-            cwd=self._workdir.name,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def terminate(self, timeout=10.0):
-        try:
-            return super().terminate(timeout)
-        finally:
-            self._workdir.cleanup()
-
-
 @pytest.fixture
 def configured_warren():
     """Factory: ``configured_warren("--flag", "value")`` -> params of a running
@@ -101,7 +63,7 @@ def configured_warren():
         binary = warren_binary()
         if not binary.is_file():
             pytest.fail(f"Warren binary not found at {binary}", pytrace=False)
-        proc = ConfiguredWarren(binary, extra_args)
+        proc = WarrenProcess(binary, extra_args=extra_args)
         started.append(proc)
         proc.wait_ready()
         return proc

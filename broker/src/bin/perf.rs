@@ -63,6 +63,12 @@ struct Args {
     /// Leave the test queue in place at the end (default: delete it).
     #[arg(long)]
     keep_queue: bool,
+    /// Print the message count of `--queue` (passive declare) and exit.
+    #[arg(long)]
+    count_only: bool,
+    /// Persistent messages (delivery_mode 2) to a durable queue.
+    #[arg(long)]
+    persistent: bool,
     /// Label printed with the result.
     #[arg(long, default_value = "broker")]
     label: String,
@@ -83,12 +89,29 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(Stats { published: AtomicU64::new(0), consumed: AtomicU64::new(0), stop: AtomicBool::new(false) });
     // Declare the queue.
     let mut setup = Client::connect(&args).await?;
+    if args.count_only {
+        let q = QueueDeclare { queue: ShortStr::from(queue.clone()), passive: true, ..Default::default() };
+        match setup.call(1, q.into()).await? {
+            Method::QueueDeclareOk(ok) => println!("{}", ok.message_count),
+            other => bail!("unexpected reply {other:?}"),
+        }
+        return Ok(());
+    }
     let mut arguments = warren_protocol::FieldTable::new();
     if let Some(ttl) = args.message_ttl {
         arguments.insert("x-message-ttl", warren_protocol::FieldValue::U32(ttl));
     }
     setup
-        .call(1, QueueDeclare { queue: ShortStr::from(queue.clone()), arguments, ..Default::default() }.into())
+        .call(
+            1,
+            QueueDeclare {
+                queue: ShortStr::from(queue.clone()),
+                arguments,
+                durable: args.persistent,
+                ..Default::default()
+            }
+            .into(),
+        )
         .await?;
     let mut tasks = Vec::new();
     for _ in 0..args.consumers {
@@ -143,7 +166,9 @@ async fn producer(args: Args, stats: Arc<Stats>, queue: String) -> anyhow::Resul
     let publish: Method = BasicPublish { routing_key: ShortStr::from(queue), ..Default::default() }.into();
     let mut one = BytesMut::new();
     frame::encode_method(&mut one, 1, &publish);
-    fast::header(&mut one, 1, body.len() as u64, &[0, 0]);
+    // Property flags: delivery-mode (bit 12) = 2 when persistent.
+    let props: &[u8] = if args.persistent { &[0x10, 0x00, 0x02] } else { &[0, 0] };
+    fast::header(&mut one, 1, body.len() as u64, props);
     fast::body(&mut one, 1, &body, c.frame_max);
     // With confirms, a reader task tracks the highest confirmed sequence number.
     let confirmed = Arc::new(AtomicU64::new(0));

@@ -67,7 +67,7 @@ impl Channel {
                 return Err(e);
             }
         };
-        let mut rejected = false;
+        let (mut rejected, mut lsn) = (false, 0);
         if !routed.queues.is_empty() || p.mandatory {
             let properties = replaced.unwrap_or(properties);
             let msg = match Message::new(p.exchange, p.routing_key, properties, body) {
@@ -84,11 +84,11 @@ impl Channel {
                     msg,
                     mandatory: p.mandatory,
                 }),
-                None => rejected = self.enqueue(&mut routed.queues, msg, p.mandatory),
+                None => rejected = self.enqueue(&mut routed.queues, msg, p.mandatory, &mut lsn),
             }
         }
         self.route_buf = routed;
-        self.confirm_published(rejected);
+        self.confirm_published(rejected, lsn);
         Ok(())
     }
 
@@ -121,7 +121,7 @@ impl Channel {
         if !delivered && p.mandatory {
             self.basic_return(&msg);
         }
-        self.confirm_published(false);
+        self.confirm_published(false, 0);
         Ok(())
     }
 
@@ -157,15 +157,17 @@ impl Channel {
 
     /// Hand a routed message to its queues; basic.return it if mandatory and no queue took it.
     /// Returns true when a queue refused it (overflow reject-publish): the publisher gets a nack.
+    /// `lsn` is raised to the store LSN the message's records need (0 when none was written).
     pub(super) fn enqueue(
         &mut self,
         queues: &mut Vec<Arc<crate::queue::Queue>>,
         msg: Arc<Message>,
         mandatory: bool,
+        lsn: &mut u64,
     ) -> bool {
         let (mut delivered, mut rejected) = (false, false);
         for q in queues.drain(..) {
-            match q.publish(msg.clone()) {
+            match q.publish_durably(msg.clone(), lsn) {
                 Enqueued::Accepted => delivered = true,
                 Enqueued::Rejected => rejected = true,
                 Enqueued::Gone => {}

@@ -181,16 +181,12 @@ impl ChannelShared {
         let tag = st.next_tag;
         st.next_tag += 1;
         let msg = m.msg.clone();
+        let redelivered = m.redelivered;
         if no_ack {
             st.push_settled();
         } else {
             st.unacked_count += 1;
-            st.unacked.push_back(Some(Unacked {
-                msg: m.clone(),
-                queue: queue.clone(),
-                consumer: None,
-                delivered_ms: 0,
-            }));
+            st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: None, delivered_ms: 0 }));
         }
         self.out.write_content(
             self.id,
@@ -199,7 +195,7 @@ impl ChannelShared {
                     b,
                     self.id,
                     tag,
-                    m.redelivered,
+                    redelivered,
                     msg.exchange.as_bytes(),
                     msg.routing_key.as_bytes(),
                     remaining,

@@ -13,6 +13,7 @@ use warren_protocol::Method;
 impl Channel {
     pub(super) fn exchange_declare(&mut self, ctx: &ConnCtx, d: &ExchangeDeclare, m: &Method) -> AmqpResult<()> {
         ctx.vhost.declare_exchange(d, m)?;
+        ctx.sync_meta();
         if !d.no_wait {
             self.send(&ExchangeDeclareOk.into());
         }
@@ -21,6 +22,7 @@ impl Channel {
 
     pub(super) fn exchange_delete(&mut self, ctx: &ConnCtx, d: &ExchangeDelete, m: &Method) -> AmqpResult<()> {
         ctx.vhost.delete_exchange(&d.exchange, d.if_unused, m)?;
+        ctx.sync_meta();
         if !d.no_wait {
             self.send(&ExchangeDeleteOk.into());
         }
@@ -32,12 +34,14 @@ impl Channel {
         match m {
             Method::ExchangeBind(b) => {
                 ctx.vhost.bind_exchange(&b.destination, &b.source, b.routing_key.clone(), b.arguments.clone(), m)?;
+                ctx.sync_meta();
                 if !b.no_wait {
                     self.send(&ExchangeBindOk.into());
                 }
             }
             Method::ExchangeUnbind(u) => {
                 ctx.vhost.unbind_exchange(&u.destination, &u.source, &u.routing_key, &u.arguments, m)?;
+                ctx.sync_meta();
                 if !u.no_wait {
                     self.send(&ExchangeUnbindOk.into());
                 }

@@ -138,7 +138,7 @@ impl Channel {
             Method::ExchangeDelete(d) => self.exchange_delete(ctx, d, &m),
             Method::ExchangeBind(_) | Method::ExchangeUnbind(_) => self.exchange_bind(ctx, &m),
             Method::ConfirmSelect(c) => self.confirm_select(c.no_wait, &m),
-            Method::TxSelect(_) | Method::TxCommit(_) | Method::TxRollback(_) => self.tx(&m),
+            Method::TxSelect(_) | Method::TxCommit(_) | Method::TxRollback(_) => self.tx(ctx, &m),
             Method::ChannelFlow(f) => {
                 if !f.active {
                     // rabbitmq-compat: RabbitMQ refuses client flow control the same way.

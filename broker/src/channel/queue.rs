@@ -39,6 +39,7 @@ impl Channel {
             d.queue.clone()
         };
         let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id, m)?;
+        ctx.sync_meta();
         self.last_queue = Some(name.clone());
         if !d.no_wait {
             self.send(
@@ -55,6 +56,7 @@ impl Channel {
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
         ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
+        ctx.sync_meta();
         if !b.no_wait {
             self.send(&QueueBindOk.into());
         }
@@ -68,6 +70,7 @@ impl Channel {
             let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
             ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
         }
+        ctx.sync_meta();
         self.send(&QueueUnbindOk.into());
         Ok(())
     }
@@ -76,6 +79,7 @@ impl Channel {
         let qname = self.queue_name(&p.queue, m)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let n = q.purge();
+        ctx.sync_store_all();
         if !p.no_wait {
             self.send(&QueuePurgeOk { message_count: n }.into());
         }
@@ -103,6 +107,8 @@ impl Channel {
                 ctx.vhost.delete_queue(&q)
             }
         };
+        ctx.sync_meta();
+        ctx.sync_store_all();
         if !d.no_wait {
             self.send(&QueueDeleteOk { message_count: n }.into());
         }

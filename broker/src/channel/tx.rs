@@ -42,7 +42,7 @@ pub struct TxState {
 }
 
 impl Channel {
-    pub(super) fn tx(&mut self, m: &Method) -> AmqpResult<()> {
+    pub(super) fn tx(&mut self, ctx: &crate::connection::ConnCtx, m: &Method) -> AmqpResult<()> {
         match m {
             Method::TxSelect(_) => {
                 if self.confirm.is_some() {
@@ -60,10 +60,11 @@ impl Channel {
                     return Err(AmqpError::channel(PRECONDITION_FAILED, "channel is not transactional", Some(m)));
                 };
                 let ops = std::mem::take(&mut tx.ops);
+                let mut lsn = 0;
                 for op in ops {
                     match op {
                         TxOp::Publish { mut queues, msg, mandatory } => {
-                            self.enqueue(&mut queues, msg, mandatory);
+                            self.enqueue(&mut queues, msg, mandatory, &mut lsn);
                         }
                         // Checked on arrival; a tag settled twice within one transaction is ignored
                         // the second time.
@@ -75,6 +76,8 @@ impl Channel {
                         }
                     }
                 }
+                // Persistent messages of the transaction are on disk before commit-ok.
+                ctx.sync_store(lsn);
                 self.send(&TxCommitOk.into());
             }
             Method::TxRollback(_) => {

@@ -53,6 +53,53 @@ pub struct ConnCtx {
     pub out: Arc<Outbound>,
     /// Broker-wide consumer acknowledgement timeout (ms), if any.
     pub consumer_timeout_ms: Option<u64>,
+    /// The broker's message store, if it has one.
+    pub store: Option<Arc<crate::store::Store>>,
+    /// The broker's definitions file, if it has one.
+    pub meta: Option<Arc<crate::store::definitions::MetaStore>>,
+    /// Definitions write the held replies wait for (0: none).
+    sync_meta: AtomicU64,
+    /// Store LSN the held replies wait for (0: none).
+    sync_lsn: AtomicU64,
+}
+
+impl ConnCtx {
+    /// Call before writing the reply to a topology change: if that change must reach the
+    /// definitions file, the reply (and everything after it) is held until it has.
+    pub fn sync_meta(&self) {
+        if let Some(n) = self.meta.as_ref().and_then(|m| m.pending()) {
+            self.out.hold();
+            self.sync_meta.fetch_max(n, Ordering::Relaxed);
+        }
+    }
+    /// Call before writing a reply that must follow the fsync of store LSN `lsn` (0: nothing to
+    /// wait for).
+    pub fn sync_store(&self, lsn: u64) {
+        if lsn > 0 && self.store.is_some() {
+            self.out.hold();
+            self.sync_lsn.fetch_max(lsn, Ordering::Relaxed);
+        }
+    }
+    /// Call before the reply to a purge or delete: the acks it recorded are on disk first.
+    pub fn sync_store_all(&self) {
+        if let Some(s) = &self.store {
+            self.sync_store(s.barrier());
+        }
+    }
+    /// Wait for what held replies need, then let them go.
+    async fn settle_holds(&self) {
+        let (n, lsn) = (self.sync_meta.swap(0, Ordering::Relaxed), self.sync_lsn.swap(0, Ordering::Relaxed));
+        if n == 0 && lsn == 0 {
+            return;
+        }
+        if let (Some(m), true) = (&self.meta, n > 0) {
+            m.wait(n).await;
+        }
+        if let (Some(s), true) = (&self.store, lsn > 0) {
+            s.wait_durable(lsn).await;
+        }
+        self.out.release();
+    }
 }
 
 /// Connection lifecycle after the handshake.
@@ -123,6 +170,10 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
             vhost: neg.vhost,
             out: out.clone(),
             consumer_timeout_ms: broker.config.consumer_timeout.map(|d| d.as_millis() as u64),
+            store: broker.store.clone(),
+            meta: broker.meta.clone(),
+            sync_meta: Default::default(),
+            sync_lsn: Default::default(),
         },
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
@@ -135,6 +186,7 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
         state: State::Open,
     };
     let mut alarm = broker.alarm.subscribe();
+    let mut durable_rx = broker.store.as_ref().map(|s| s.durable());
     let mut ack_check = tokio::time::interval(ACK_TIMEOUT_CHECK);
     ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut close_deadline: Option<tokio::time::Instant> = None;
@@ -161,7 +213,12 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                 }
             }
         }
-        conn.flush_confirms();
+        let durable = durable_rx.as_mut().map(|r| *r.borrow_and_update()).unwrap_or(u64::MAX);
+        conn.flush_confirms(durable);
+        // The fsync seen just now may cover confirms of channels that had no frames in this batch
+        // (the wake-up came from elsewhere): flush those too, or they would wait for the next one.
+        conn.flush_disk_confirms(durable);
+        conn.ctx.settle_holds().await;
         // Backpressure: don't read more while the client isn't reading what we send.
         while out.over_high_water() && !out.is_closed() {
             let drained = out.drained.notified();
@@ -215,6 +272,17 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                 break 'read;
             }
             _ = alarm.changed() => {}
+            _ = async {
+                match durable_rx.as_mut() {
+                    Some(r) => { let _ = r.changed().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            }, if durable_rx.is_some() && conn.awaits_disk() => {
+                if let Some(r) = durable_rx.as_mut() {
+                    let d = *r.borrow_and_update();
+                    conn.flush_disk_confirms(d);
+                }
+            }
             _ = ack_check.tick() => conn.check_ack_timeouts(),
             _ = shutdown.changed(), if conn.state == State::Open => {
                 conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
@@ -439,12 +507,26 @@ impl Connection {
         self.ctx.out.write(|b| frame::encode_method(b, 0, m));
     }
 
-    fn flush_confirms(&mut self) {
+    fn flush_confirms(&mut self, durable: u64) {
         for id in self.confirm_dirty.drain(..) {
             if let Some(ch) = self.channels.get_mut(&id) {
                 if ch.phase == Phase::Open {
-                    ch.flush_confirms();
+                    ch.flush_confirms(durable);
                 }
+            }
+        }
+    }
+
+    /// Some channel has confirms waiting for the store's fsync.
+    fn awaits_disk(&self) -> bool {
+        self.channels.values().any(|c| c.awaits_disk())
+    }
+
+    /// The store's fsync reached `durable`: send the confirms that waited for it.
+    fn flush_disk_confirms(&mut self, durable: u64) {
+        for ch in self.channels.values_mut() {
+            if ch.phase == Phase::Open && ch.awaits_disk() {
+                ch.flush_confirms(durable);
             }
         }
     }

@@ -102,6 +102,7 @@ pub fn dead_letter(
         body: msg.body.clone(),
         ttl_ms: None,
         priority: msg.priority,
+        persistent: msg.persistent,
     };
     (out, deaths)
 }

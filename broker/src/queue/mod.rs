@@ -24,6 +24,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Routed;
 use crate::ids::ConnectionId;
 use crate::message::{Message, QueuedMsg};
+use crate::store::{log::KIND_PERSISTENT, RecoveredMsg, Store};
 use crate::vhost::VHost;
 use deadletter::Reason;
 use parking_lot::Mutex;
@@ -85,6 +86,13 @@ pub struct Queue {
     saw_message_ttl: std::sync::atomic::AtomicBool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
     me: Weak<Queue>,
+    /// The broker's message store, if it has a data directory (persistence and paging).
+    store: Option<Arc<Store>>,
+    /// Persistent messages are written to the store: durable and not exclusive (exclusive queues
+    /// die with their connection, so RabbitMQ does not restore them).
+    persist: bool,
+    /// Identifies the queue in message records ([`crate::store::queue_key`]).
+    key: u64,
     /// The state.
     state: Mutex<QueueState>,
 }
@@ -105,13 +113,15 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Arc<Queue> {
-        Queue::in_vhost(name, vhost, Weak::new(), durable, exclusive_owner, auto_delete, arguments)
+        Queue::in_vhost(name, vhost, Weak::new(), None, durable, exclusive_owner, auto_delete, arguments)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn in_vhost(
         name: ShortStr,
         vhost: &str,
         vhost_ref: Weak<VHost>,
+        store: Option<Arc<Store>>,
         durable: bool,
         exclusive_owner: Option<ConnectionId>,
         auto_delete: bool,
@@ -119,7 +129,12 @@ impl Queue {
     ) -> Arc<Queue> {
         let settings = QueueSettings::from_args(&arguments);
         let levels = settings.max_priority.map(|p| p as usize + 1).unwrap_or(1);
+        let key = crate::store::queue_key(vhost, name.as_bytes());
+        let persist = durable && exclusive_owner.is_none() && store.is_some();
         Arc::new_cyclic(|me| Queue {
+            store: store.clone(),
+            persist,
+            key,
             name,
             vhost: vhost.to_string(),
             durable,
@@ -131,7 +146,7 @@ impl Queue {
             saw_message_ttl: Default::default(),
             me: me.clone(),
             state: Mutex::new(QueueState {
-                ready: Ready::new(levels),
+                ready: Ready::new(levels, store),
                 next_seq: 0,
                 consumers: Vec::new(),
                 rr: 0,
@@ -160,13 +175,20 @@ impl Queue {
     /// Enqueue a published message and deliver what can be delivered.
     #[inline]
     pub fn publish(&self, msg: Arc<Message>) -> Enqueued {
+        self.publish_durably(msg, &mut 0)
+    }
+
+    /// As [`Queue::publish`]; when the message is written to the store, `lsn` is raised to its
+    /// record's LSN (a publisher confirm waits for that LSN to be fsynced).
+    #[inline]
+    pub fn publish_durably(&self, msg: Arc<Message>, lsn: &mut u64) -> Enqueued {
         let mut dead = DeadLetters::new();
-        let r = self.publish_locked(msg, &mut dead);
+        let r = self.publish_locked(msg, &mut dead, lsn);
         self.dead_letter(dead);
         r
     }
 
-    fn publish_locked(&self, msg: Arc<Message>, dead: &mut DeadLetters) -> Enqueued {
+    fn publish_locked(&self, msg: Arc<Message>, dead: &mut DeadLetters, lsn: &mut u64) -> Enqueued {
         let mut st = self.state.lock();
         if st.deleted {
             return Enqueued::Gone;
@@ -184,12 +206,20 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let m = QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0 };
+        let mut m = QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, disk: None };
         if s.overflow != Overflow::DropHead && self.full_for(&st, &m) {
             if s.overflow == Overflow::RejectPublishDlx {
                 dead.push((m, Reason::Maxlen));
             }
             return Enqueued::Rejected;
+        }
+        if self.persist && m.msg.persistent {
+            if let Some(store) = &self.store {
+                let expires_unix = ttl.map(|t| crate::store::unix_ms() + t).unwrap_or(0);
+                let (d, l) = store.append(KIND_PERSISTENT, self.key, &m.msg, expires_unix, priority);
+                m.disk = Some(d);
+                *lsn = (*lsn).max(l);
+            }
         }
         st.ready.push_back(m);
         self.drain_at(&mut st, dead, ttl.map(|_| now));
@@ -252,6 +282,8 @@ impl Queue {
                 continue;
             }
             self.mark_redelivery(&mut m, false);
+            // A stored message's first delivery is recorded, so it comes back redelivered.
+            let mark = if m.redelivered { None } else { m.disk.as_ref().map(|d| (d.seg, d.off)) };
             // Single active consumer: only the first in registration order is considered.
             let n = if self.settings.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
@@ -264,8 +296,12 @@ impl Queue {
                     let pos = (st.rr + k) % len;
                     let c = &st.consumers[start + pos];
                     m.deliveries += 1;
+                    let no_ack = c.no_ack;
                     match c.channel.try_deliver(c, m, &me) {
                         Ok(()) => {
+                            if let (Some((seg, off)), Some(store), false) = (mark, &self.store, no_ack) {
+                                store.mark_delivered(seg, off);
+                            }
                             st.rr = pos + 1;
                             continue 'outer;
                         }
@@ -339,6 +375,9 @@ impl Queue {
                 }
                 self.mark_redelivery(&mut m, true);
                 m.deliveries += 1;
+                if let (false, Some(d), Some(store)) = (m.redelivered, &m.disk, &self.store) {
+                    store.mark_delivered(d.seg, d.off);
+                }
                 r = Some((m, st.ready.len() as u32));
                 break;
             }
@@ -421,9 +460,54 @@ impl Queue {
         self.state.lock().ready.clear() as u32
     }
 
-    /// Body bytes of the ready messages.
+    /// Body bytes of the ready messages held in memory (paged-out ones are not counted).
     pub fn ready_bytes(&self) -> usize {
-        self.state.lock().ready.bytes()
+        self.state.lock().ready.mem_bytes()
+    }
+
+    /// Page bodies beyond the in-memory window out to the store (persistent ones always; transient
+    /// ones under memory pressure). Returns the bytes freed.
+    pub fn page_out(&self, pressure: bool) -> usize {
+        if self.store.is_none() {
+            return 0;
+        }
+        self.state.lock().ready.page_out(pressure, self.key)
+    }
+
+    /// Identifies the queue in message records.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Whether the queue is restored at start (durable, not exclusive) with its messages.
+    pub fn persists(&self) -> bool {
+        self.persist
+    }
+
+    /// Put a recovered message back (boot, before any client connects; called in log order).
+    /// `now` and `now_unix` are one clock reading on both clocks, for the stored expiry.
+    pub fn recover(&self, r: RecoveredMsg, now: u64, now_unix: u64) {
+        let Some(store) = &self.store else { return };
+        let expires_at = match r.header.expires_unix_ms {
+            0 => 0,
+            // Already past: expires at the first sweep.
+            e => now + e.saturating_sub(now_unix).max(1),
+        };
+        if expires_at != 0 {
+            self.saw_message_ttl.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut st = self.state.lock();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.ready.push_back(QueuedMsg {
+            msg: store.placeholder(),
+            seq,
+            redelivered: r.delivered,
+            priority: self.settings.max_priority.map(|m| r.header.priority.min(m)).unwrap_or(0),
+            expires_at,
+            deliveries: r.delivered as u32,
+            disk: Some(r.disk),
+        });
     }
 
     pub fn message_count(&self) -> u32 {

@@ -1,11 +1,18 @@
 //! The ready messages of a queue: one FIFO per priority level (one level for a non-priority queue),
-//! with the count and body bytes kept alongside.
+//! with the count and body bytes kept alongside, and the paging of bodies to the message store.
 //!
 //! # Invariants
 //! - Each level is ordered by `seq`; `pop_front` takes from the highest non-empty level.
-//! - `len` and `bytes` always equal the sums over the levels.
+//! - `len` and `bytes` always equal the sums over the levels (paged-out bodies included);
+//!   `mem_bytes` is the part of `bytes` held in memory.
+//! - A message leaves `Ready` with its body in memory: a paged-out head is read back (with the
+//!   paged messages after it, in one read) before it is taken.
+//! - Paging out keeps the first [`PAGE_KEEP_MESSAGES`] (and at most [`PAGE_KEEP_BYTES`]) of each
+//!   level in memory and pages the rest, newest first, stopping at the first one already paged.
 use crate::message::QueuedMsg;
+use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Ready messages.
 pub struct Ready {
@@ -15,12 +22,117 @@ pub struct Ready {
     len: usize,
     /// Body bytes.
     bytes: usize,
+    /// Body bytes in memory (not paged out).
+    mem_bytes: usize,
+    /// The message store, when the broker has one (paging).
+    store: Option<Arc<Store>>,
 }
 
 impl Ready {
     /// `levels` = max priority + 1 (1 for a plain queue).
-    pub fn new(levels: usize) -> Ready {
-        Ready { levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(), len: 0, bytes: 0 }
+    pub fn new(levels: usize, store: Option<Arc<Store>>) -> Ready {
+        Ready { levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(), len: 0, bytes: 0, mem_bytes: 0, store }
+    }
+    /// Body bytes held in memory.
+    pub fn mem_bytes(&self) -> usize {
+        self.mem_bytes
+    }
+    #[inline]
+    fn count_in(&mut self, m: &QueuedMsg) {
+        self.len += 1;
+        let n = m.body_len();
+        self.bytes += n;
+        if !m.is_paged() {
+            self.mem_bytes += n;
+        }
+    }
+    #[inline]
+    fn count_out(&mut self, m: &QueuedMsg) {
+        self.len -= 1;
+        let n = m.body_len();
+        self.bytes -= n;
+        if !m.is_paged() {
+            self.mem_bytes -= n;
+        }
+    }
+    /// Take the head of level `l`, reading it (and the paged messages after it) back first.
+    fn take_front(&mut self, l: usize) -> Option<QueuedMsg> {
+        if self.levels[l].front().is_some_and(|m| m.is_paged()) {
+            self.page_in(l);
+        }
+        let m = self.levels[l].pop_front()?;
+        self.count_out(&m);
+        Some(m)
+    }
+    /// Read back the paged messages at the head of level `l` (up to one read's worth).
+    fn page_in(&mut self, l: usize) {
+        let Some(store) = self.store.clone() else { return };
+        let q = &mut self.levels[l];
+        let refs: Vec<(u32, u32, u32)> = q
+            .iter()
+            .take(crate::store::PAGE_IN_MESSAGES)
+            .map_while(|m| m.disk.as_ref().filter(|d| d.paged).map(|d| (d.seg, d.off, d.len)))
+            .collect();
+        let mut failed = Vec::new();
+        for (m, r) in q.iter_mut().zip(store.page_in(&refs)) {
+            match r {
+                Ok(msg) => {
+                    self.mem_bytes += msg.body.len();
+                    m.msg = Arc::new(msg);
+                    if let Some(d) = &mut m.disk {
+                        d.paged = false;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("message store: cannot read back a message: {e}; it is dropped");
+                    failed.push(m.seq);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            let before = q.len();
+            let mut gone = 0;
+            q.retain(|m| {
+                let keep = !failed.contains(&m.seq);
+                if !keep {
+                    gone += m.body_len();
+                }
+                keep
+            });
+            self.len -= before - q.len();
+            self.bytes -= gone;
+        }
+    }
+    /// Page bodies out beyond the in-memory window: persistent ones whose record is written; with
+    /// `transient`, messages without a record get one first (and are paged on a later call).
+    /// `key` identifies the queue in records. Returns the bytes freed.
+    pub fn page_out(&mut self, transient: bool, key: u64) -> usize {
+        let Some(store) = self.store.clone() else { return 0 };
+        if self.len <= PAGE_KEEP_MESSAGES && self.mem_bytes <= PAGE_KEEP_BYTES {
+            return 0;
+        }
+        let avg = (self.bytes / self.len.max(1)).max(1);
+        let keep = PAGE_KEEP_MESSAGES.min(PAGE_KEEP_BYTES / avg).max(1);
+        let mut freed = 0;
+        for q in self.levels.iter_mut() {
+            for i in (keep.min(q.len())..q.len()).rev() {
+                let m = &mut q[i];
+                if m.is_paged() {
+                    break;
+                }
+                if m.disk.is_none() {
+                    if transient {
+                        let expires = 0; // a paged transient message is not recovered; its expiry stays in memory
+                        let (d, _) = store.append(crate::store::log::KIND_PAGED, key, &m.msg, expires, m.priority);
+                        m.disk = Some(d);
+                    }
+                    continue;
+                }
+                freed += store.page_out(m);
+            }
+        }
+        self.mem_bytes -= freed;
+        freed
     }
     pub fn len(&self) -> usize {
         self.len
@@ -38,40 +150,34 @@ impl Ready {
     #[inline]
     pub fn push_back(&mut self, m: QueuedMsg) {
         let l = self.level(&m);
-        self.len += 1;
-        self.bytes += m.msg.body.len();
+        self.count_in(&m);
         self.levels[l].push_back(m);
     }
     #[inline]
     pub fn push_front(&mut self, m: QueuedMsg) {
         let l = self.level(&m);
-        self.len += 1;
-        self.bytes += m.msg.body.len();
+        self.count_in(&m);
         self.levels[l].push_front(m);
     }
     #[inline]
     pub fn pop_front(&mut self) -> Option<QueuedMsg> {
-        let m = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
-        self.len -= 1;
-        self.bytes -= m.msg.body.len();
-        Some(m)
+        let l = self.levels.iter().rposition(|q| !q.is_empty())?;
+        self.take_front(l)
     }
     /// The newest message (the one just published), for reject-publish.
     pub fn pop_newest(&mut self, priority: u8) -> Option<QueuedMsg> {
         let l = (priority as usize).min(self.levels.len() - 1);
         let m = self.levels[l].pop_back()?;
-        self.len -= 1;
-        self.bytes -= m.msg.body.len();
+        self.count_out(&m);
         Some(m)
     }
     /// Remove expired messages from the head of every level (RabbitMQ expires at the head only).
     pub fn expire_heads(&mut self, now: u64, out: &mut Vec<QueuedMsg>) {
-        for q in self.levels.iter_mut() {
-            while q.front().is_some_and(|m| m.expires_at != 0 && m.expires_at <= now) {
-                if let Some(m) = q.pop_front() {
-                    self.len -= 1;
-                    self.bytes -= m.msg.body.len();
-                    out.push(m);
+        for l in 0..self.levels.len() {
+            while self.levels[l].front().is_some_and(|m| m.expires_at != 0 && m.expires_at <= now) {
+                match self.take_front(l) {
+                    Some(m) => out.push(m),
+                    None => break,
                 }
             }
         }
@@ -80,8 +186,7 @@ impl Ready {
     pub fn requeue(&mut self, mut msgs: Vec<QueuedMsg>) {
         msgs.sort_by_key(|m| m.seq);
         for m in &msgs {
-            self.len += 1;
-            self.bytes += m.msg.body.len();
+            self.count_in(m);
         }
         let nlevels = self.levels.len();
         let mut per_level: Vec<Vec<QueuedMsg>> = (0..nlevels).map(|_| Vec::new()).collect();
@@ -120,6 +225,7 @@ impl Ready {
     pub fn take_all(&mut self) -> Vec<QueuedMsg> {
         self.len = 0;
         self.bytes = 0;
+        self.mem_bytes = 0;
         self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
     }
     pub fn clear(&mut self) -> usize {
@@ -129,6 +235,7 @@ impl Ready {
         }
         self.len = 0;
         self.bytes = 0;
+        self.mem_bytes = 0;
         n
     }
 }

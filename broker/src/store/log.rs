@@ -1,0 +1,246 @@
+//! The segment log's on-disk format and its writer.
+//!
+//! Runs in: record encoding in the appending task (under the store's lock); `Writer` in the store
+//! writer thread; `scan` / `read_acks` at recovery.
+//!
+//! A record (all integers little-endian):
+//! ```text
+//! u32 length of what follows the 8-byte prefix   u32 CRC-32 of those bytes
+//! u8 kind   u64 queue key   u64 expiry (Unix ms, 0 = none)   u8 priority
+//! u8 len + exchange   u8 len + routing key   u32 len + raw properties   body (the rest)
+//! ```
+//! An ack-file entry is 8 bytes: `u32 record offset, u8 kind (1 acked, 2 delivered), 3 bytes of the
+//! CRC-32 of the first 5`.
+//!
+//! # Invariants
+//! - A record is valid only if its length fits in the file and its CRC matches: `scan` stops at the
+//!   first invalid one, so a torn or corrupt tail is never served.
+//! - The writer fsyncs every segment file it wrote in a batch before the batch counts as durable,
+//!   and fsyncs the directory when it creates a segment file.
+use super::{seg_path, Batch, MAX_OPEN_FILES};
+use crate::message::Message;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use warren_protocol::ShortStr;
+
+/// A persistent message of a durable queue: recovered at start.
+pub const KIND_PERSISTENT: u8 = 1;
+/// A message paged out under memory pressure: not recovered.
+pub const KIND_PAGED: u8 = 2;
+/// Bytes before the exchange name: prefix (8) + kind + queue + expiry + priority.
+const FIXED: usize = 8 + 1 + 8 + 8 + 1;
+/// Records larger than this are treated as corruption (RabbitMQ's hard limit is 512 MiB).
+const MAX_RECORD: usize = 600 * 1024 * 1024;
+
+/// Ack-file entry kinds (bit flags when merged at recovery).
+#[derive(Debug, Clone, Copy)]
+pub enum AckKind {
+    Acked = 1,
+    Delivered = 2,
+}
+
+/// The fixed fields of a record.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHeader {
+    pub kind: u8,
+    pub queue: u64,
+    pub expires_unix_ms: u64,
+    pub priority: u8,
+    pub body_len: u32,
+}
+
+/// Bytes a record for `m` takes.
+pub fn record_len(m: &Message) -> u32 {
+    (FIXED + 1 + m.exchange.len() + 1 + m.routing_key.len() + 4 + m.properties.len() + m.body.len()) as u32
+}
+
+/// Append the record for `m` to `buf`.
+pub fn encode(buf: &mut Vec<u8>, kind: u8, queue: u64, m: &Message, expires_unix_ms: u64, priority: u8) {
+    let start = buf.len();
+    let len = record_len(m) as usize;
+    buf.reserve(len);
+    buf.extend_from_slice(&((len - 8) as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(kind);
+    buf.extend_from_slice(&queue.to_le_bytes());
+    buf.extend_from_slice(&expires_unix_ms.to_le_bytes());
+    buf.push(priority);
+    buf.push(m.exchange.len() as u8);
+    buf.extend_from_slice(m.exchange.as_bytes());
+    buf.push(m.routing_key.len() as u8);
+    buf.extend_from_slice(m.routing_key.as_bytes());
+    buf.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&m.properties);
+    buf.extend_from_slice(&m.body);
+    let crc = crc32fast::hash(&buf[start + 8..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Append an ack-file entry.
+pub fn encode_ack(buf: &mut Vec<u8>, off: u32, kind: AckKind) {
+    let mut e = [0u8; 8];
+    e[..4].copy_from_slice(&off.to_le_bytes());
+    e[4] = kind as u8;
+    let crc = crc32fast::hash(&e[..5]).to_le_bytes();
+    e[5..].copy_from_slice(&crc[..3]);
+    buf.extend_from_slice(&e);
+}
+
+/// Parse the fixed part of a record whose bytes (prefix included) are `r`; `None` if malformed.
+fn parse(r: &[u8]) -> Option<(RecordHeader, usize, usize)> {
+    let kind = *r.get(8)?;
+    let queue = u64::from_le_bytes(r.get(9..17)?.try_into().ok()?);
+    let expires_unix_ms = u64::from_le_bytes(r.get(17..25)?.try_into().ok()?);
+    let priority = *r.get(25)?;
+    let mut at = FIXED;
+    let ex = *r.get(at)? as usize;
+    at += 1 + ex;
+    let rk = *r.get(at)? as usize;
+    at += 1 + rk;
+    let pl = u32::from_le_bytes(r.get(at..at + 4)?.try_into().ok()?) as usize;
+    at += 4;
+    let props_at = at;
+    at = at.checked_add(pl)?;
+    if at > r.len() {
+        return None;
+    }
+    let body_len = (r.len() - at) as u32;
+    Some((RecordHeader { kind, queue, expires_unix_ms, priority, body_len }, props_at, at))
+}
+
+/// Rebuild the message from a whole record (read back from disk).
+pub fn decode(r: Bytes) -> io::Result<Message> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "corrupt message record");
+    if r.len() < 8 {
+        return Err(bad());
+    }
+    let crc = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+    if crc32fast::hash(&r[8..]) != crc {
+        return Err(bad());
+    }
+    let (_, props_at, body_at) = parse(&r).ok_or_else(bad)?;
+    let ex = r[FIXED] as usize;
+    let exchange = ShortStr::truncating(r.slice(FIXED + 1..FIXED + 1 + ex));
+    let rk_at = FIXED + 1 + ex;
+    let rk = r[rk_at] as usize;
+    let routing_key = ShortStr::truncating(r.slice(rk_at + 1..rk_at + 1 + rk));
+    let properties = r.slice(props_at..body_at);
+    let body = r.slice(body_at..);
+    Message::new(exchange, routing_key, properties, body).map_err(|_| bad())
+}
+
+/// Walk a segment's records: `(offset, length, header)` of each valid one, and the length of the
+/// valid prefix (anything after it is a torn or corrupt tail).
+pub fn scan(data: &[u8]) -> (Vec<(usize, usize, RecordHeader)>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 8 <= data.len() {
+        let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
+        if n > MAX_RECORD || at + 8 + n > data.len() {
+            break;
+        }
+        let rec = &data[at..at + 8 + n];
+        if crc32fast::hash(&rec[8..]) != crc {
+            break;
+        }
+        let Some((h, _, _)) = parse(rec) else { break };
+        out.push((at, 8 + n, h));
+        at += 8 + n;
+    }
+    (out, at)
+}
+
+/// A segment's ack file: record offset -> merged `AckKind` bits. Invalid entries are skipped.
+pub fn read_acks(path: &std::path::Path) -> HashMap<u32, u8> {
+    let mut out = HashMap::new();
+    let Ok(data) = std::fs::read(path) else { return out };
+    for e in data.chunks_exact(8) {
+        let crc = crc32fast::hash(&e[..5]).to_le_bytes();
+        if e[5..] != crc[..3] {
+            continue;
+        }
+        let off = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        *out.entry(off).or_insert(0) |= e[4];
+    }
+    out
+}
+
+/// The writer thread's files.
+pub struct Writer {
+    /// The segment directory.
+    dir: PathBuf,
+    /// The segment being appended to.
+    cur: Option<(u32, File)>,
+    /// Open ack files.
+    acks: HashMap<u32, File>,
+    /// Bytes written to `cur` (its end offset).
+    cur_len: u64,
+}
+
+impl Writer {
+    pub fn new(dir: PathBuf) -> Writer {
+        Writer { dir, cur: None, acks: HashMap::new(), cur_len: 0 }
+    }
+
+    fn segment(&mut self, seg: u32) -> io::Result<&mut File> {
+        if self.cur.as_ref().is_none_or(|(s, _)| *s != seg) {
+            if let Some((_, f)) = self.cur.take() {
+                f.sync_data()?;
+            }
+            let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, seg, "seg"))?;
+            self.cur_len = f.metadata()?.len();
+            // The new file's directory entry must survive a crash too.
+            File::open(&self.dir)?.sync_all()?;
+            self.cur = Some((seg, f));
+        }
+        match &mut self.cur {
+            Some((_, f)) => Ok(f),
+            None => Err(io::Error::other("no segment")),
+        }
+    }
+
+    /// Write a batch: records (fsynced), ack entries (written), deletions. Returns the new
+    /// written position (`seg << 32 | end`) when records were written.
+    pub(super) fn write(&mut self, b: Batch) -> io::Result<Option<u64>> {
+        let mut pos = None;
+        for (seg, data) in &b.data {
+            let f = self.segment(*seg)?;
+            f.write_all(data)?;
+            self.cur_len += data.len() as u64;
+            pos = Some((*seg as u64) << 32 | self.cur_len);
+        }
+        if pos.is_some() {
+            if let Some((_, f)) = &self.cur {
+                f.sync_data()?;
+            }
+        }
+        for (seg, entries) in &b.acks {
+            if b.deletes.contains(seg) {
+                continue;
+            }
+            if !self.acks.contains_key(seg) {
+                if self.acks.len() >= MAX_OPEN_FILES {
+                    self.acks.clear();
+                }
+                let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, *seg, "ack"))?;
+                self.acks.insert(*seg, f);
+            }
+            if let Some(f) = self.acks.get_mut(seg) {
+                f.write_all(entries)?;
+            }
+        }
+        for seg in &b.deletes {
+            self.acks.remove(seg);
+            if self.cur.as_ref().is_some_and(|(s, _)| s == seg) {
+                self.cur = None;
+            }
+            let _ = std::fs::remove_file(seg_path(&self.dir, *seg, "seg"));
+            let _ = std::fs::remove_file(seg_path(&self.dir, *seg, "ack"));
+        }
+        Ok(pos)
+    }
+}
