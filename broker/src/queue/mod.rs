@@ -484,6 +484,11 @@ impl Queue {
         self.persist
     }
 
+    /// Room for `n` more ready messages (recovery knows the count before it fills the queue).
+    pub fn reserve(&self, n: usize) {
+        self.state.lock().ready.reserve(n);
+    }
+
     /// Put a recovered message back (boot, before any client connects; called in log order).
     /// `now` and `now_unix` are one clock reading on both clocks, for the stored expiry.
     pub fn recover(&self, r: RecoveredMsg, now: u64, now_unix: u64) {

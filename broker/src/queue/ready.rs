@@ -221,6 +221,12 @@ impl Ready {
             *q = merged;
         }
     }
+    /// Room for `n` more messages (in the lowest level: recovery of a non-priority queue).
+    pub fn reserve(&mut self, n: usize) {
+        if let [q] = &mut self.levels[..] {
+            q.reserve(n);
+        }
+    }
     /// Drop everything; returns the messages.
     pub fn take_all(&mut self) -> Vec<QueuedMsg> {
         self.len = 0;

@@ -233,6 +233,7 @@ impl Store {
     pub fn recover(
         self: &Arc<Self>,
         wanted: impl Fn(u64) -> bool,
+        reserve: impl Fn(u64, usize),
         mut put: impl FnMut(u64, RecoveredMsg),
     ) -> io::Result<Recovered> {
         let mut segs: Vec<u32> = std::fs::read_dir(&self.dir)?
@@ -245,14 +246,29 @@ impl Store {
         segs.sort_unstable();
         let mut stats = Recovered::default();
         let mut live: HashMap<u32, u64> = HashMap::new();
+        // One read buffer for every segment (they are about the same size).
+        let mut data = Vec::new();
+        // Sizing pass: each queue's capacity is reserved once, so a queue of millions of recovered
+        // messages is not built by repeated doubling (which would leave the freed halves behind).
+        let mut counts = HashMap::new();
+        for &seg in &segs {
+            data.clear();
+            std::io::Read::read_to_end(&mut File::open(seg_path(&self.dir, seg, "seg"))?, &mut data)?;
+            log::count_by_queue(&data, &mut counts);
+        }
+        for (k, n) in counts {
+            if wanted(k) {
+                reserve(k, n);
+            }
+        }
         for &seg in &segs {
             stats.segments += 1;
             let path = seg_path(&self.dir, seg, "seg");
-            let data = std::fs::read(&path)?;
+            data.clear();
+            std::io::Read::read_to_end(&mut File::open(&path)?, &mut data)?;
             let (records, good_len) = log::scan(&data);
-            drop(data);
-            if good_len < std::fs::metadata(&path)?.len() as usize {
-                let cut = std::fs::metadata(&path)?.len() - good_len as u64;
+            if good_len < data.len() {
+                let cut = (data.len() - good_len) as u64;
                 tracing::warn!(
                     "message store: segment {} has a torn or corrupt tail: {cut} bytes after offset {good_len} cut",
                     path.display()
