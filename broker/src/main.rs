@@ -111,6 +111,7 @@ async fn wait_for_signal() {
 }
 
 /// mimalloc returns freed memory to the OS (a queue of expired or consumed messages does not keep
-/// its pages), and is at least as fast as the system allocator on the message path.
+/// its pages), and is at least as fast as the system allocator on the message path. It is built
+/// with `no_thp` (no transparent huge pages): idle RSS 5 MiB instead of 13 MiB.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -27,8 +27,10 @@ pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 pub const LOW_WATER: usize = 1024 * 1024;
 /// Bodies at least this large are queued as their own chunk rather than copied into the buffer.
 pub const LARGE_BODY: usize = 16 * 1024;
-/// Initial capacity of the small-frame buffer.
+/// Capacity of the small-frame buffer of a busy connection.
 const BUF_CAPACITY: usize = 64 * 1024;
+/// Capacity of the small-frame buffer of a new or quiet connection (idle connections stay small).
+const MIN_BUF_CAPACITY: usize = 512;
 
 /// Frames waiting for the writer.
 struct Pending {
@@ -62,7 +64,7 @@ pub struct Outbound {
 impl Outbound {
     pub fn new(frame_max: u32) -> Arc<Outbound> {
         Arc::new(Outbound {
-            pending: Mutex::new(Pending { chunks: Vec::new(), cur: BytesMut::with_capacity(BUF_CAPACITY) }),
+            pending: Mutex::new(Pending { chunks: Vec::new(), cur: BytesMut::with_capacity(MIN_BUF_CAPACITY) }),
             len: AtomicUsize::new(0),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -179,10 +181,14 @@ impl Outbound {
             let b = p.cur.split().freeze();
             into.push(b);
         }
-        if p.cur.capacity() < BUF_CAPACITY / 4 {
-            p.cur.reserve(BUF_CAPACITY);
+        // Room for about twice what this batch held: busy connections get BUF_CAPACITY, quiet
+        // ones stay small.
+        let taken: usize = into.iter().map(|b| b.len()).sum();
+        let want = (taken * 2).clamp(MIN_BUF_CAPACITY, BUF_CAPACITY);
+        if p.cur.capacity() < want / 4 {
+            p.cur.reserve(want);
         }
-        into.iter().map(|b| b.len()).sum()
+        taken
     }
 
     /// Writer side: `n` bytes were written.

@@ -163,7 +163,8 @@ impl VHost {
         } else {
             None
         };
-        let mut keys = vec![routing_key.clone()];
+        // Routing keys: the message's, plus CC / BCC ones (a list is built only when there are any).
+        let mut cc_keys: Vec<ShortStr> = Vec::new();
         let mut has_bcc = false;
         if let Some(h) = &headers {
             for (k, v) in h.iter() {
@@ -177,7 +178,10 @@ impl VHost {
                             40,
                         ));
                     };
-                    keys.extend(
+                    if cc_keys.is_empty() {
+                        cc_keys.push(routing_key.clone());
+                    }
+                    cc_keys.extend(
                         items
                             .iter()
                             .filter_map(|i| i.as_bytes())
@@ -187,9 +191,10 @@ impl VHost {
                 }
             }
         }
+        let keys: &[ShortStr] = if cc_keys.is_empty() { std::slice::from_ref(routing_key) } else { &cc_keys };
         if exchange.is_empty() {
             let qs = self.queues.read();
-            for k in &keys {
+            for k in keys {
                 if let Some(q) = qs.get(k) {
                     if !out.queues.iter().any(|x| Arc::ptr_eq(x, q)) {
                         out.queues.push(q.clone());
@@ -212,7 +217,7 @@ impl VHost {
                 }
                 Some(e) => e,
             };
-            self.walk(start, &keys, headers.as_ref(), out);
+            self.walk(start, keys, headers.as_ref(), out);
         }
         Ok(if has_bcc && !out.queues.is_empty() { Some(strip_bcc(properties)) } else { None })
     }

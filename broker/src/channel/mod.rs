@@ -194,6 +194,13 @@ impl Channel {
         let Assembly::Body { size, parts, received, .. } = &mut self.assembly else {
             return Err(AmqpError::connection_ids(UNEXPECTED_FRAME, "unexpected content body frame", 60, 40));
         };
+        if *received == 0 && payload.len() as u64 == *size {
+            // The common case, the whole body in one frame: no parts list at all.
+            if let Assembly::Body { publish, properties, .. } = std::mem::replace(&mut self.assembly, Assembly::Idle) {
+                return self.finish_publish(ctx, publish, properties, payload);
+            }
+            return Ok(());
+        }
         *received += payload.len() as u64;
         if *received > *size {
             return Err(AmqpError::connection_ids(

@@ -40,8 +40,11 @@ use writer::Liveness;
 /// How often unacked deliveries are checked against consumer acknowledgement timeouts.
 const ACK_TIMEOUT_CHECK: Duration = Duration::from_millis(250);
 
-/// Read buffer size: one read takes up to this much.
+/// Read buffer size of a busy connection: one read takes up to this much.
 const READ_BUF: usize = 128 * 1024;
+/// Read buffer size of a new or quiet connection (idle connections stay small); it doubles up to
+/// [`READ_BUF`] each time a read fills it.
+const MIN_READ_BUF: usize = 2 * 1024;
 
 /// What channel handlers need from their connection.
 pub struct ConnCtx {
@@ -141,7 +144,8 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
     let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();
-    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut buf = BytesMut::with_capacity(MIN_READ_BUF);
+    let mut read_size = MIN_READ_BUF;
     let hs = tokio::time::timeout(broker.config.handshake_timeout, handshake::run(&mut rd, &mut wr, &mut buf, &broker))
         .await;
     let neg = match hs {
@@ -207,9 +211,17 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // A framing error leaves the stream unparseable: close and stop reading.
+                    // A framing error leaves the stream unparseable: close, and only discard what
+                    // the client still sends until it closes (or the close-ok timeout): closing a
+                    // socket with unread input makes the kernel send RST, which can destroy our
+                    // connection.close before the client reads it.
                     conn.fail(AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0));
-                    break 'read;
+                    conn.teardown();
+                    out.close();
+                    discard_until_eof(&mut rd, CLOSE_OK_TIMEOUT).await;
+                    let _ = writer.await;
+                    tracing::info!(%peer, "connection {id} closed");
+                    return;
                 }
             }
         }
@@ -249,9 +261,10 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
             }
             conn.notify_alarm(*alarm.borrow_and_update());
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_BUF);
+        if buf.capacity() - buf.len() < read_size / 2 {
+            buf.reserve(read_size);
         }
+        let spare = buf.capacity() - buf.len();
         let deadline = close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
@@ -261,7 +274,12 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                     }
                     break 'read;
                 }
-                Ok(_) => live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed),
+                Ok(n) => {
+                    live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed);
+                    if n == spare && read_size < READ_BUF {
+                        read_size *= 2;
+                    }
+                }
             },
             _ = live.abort.notified() => {
                 tracing::warn!(%peer, "connection {id}: peer unreachable (missed heartbeats or write failure)");
@@ -294,6 +312,23 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
     out.close();
     let _ = writer.await;
     tracing::info!(%peer, "connection {id} closed");
+}
+
+/// Read and drop input until EOF, an error or `limit` (bounded: at most `DISCARD_MAX` bytes).
+async fn discard_until_eof(rd: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) {
+    /// A client still sending after this much is not waiting for our close.
+    const DISCARD_MAX: usize = 4 * 1024 * 1024;
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let _ = tokio::time::timeout(limit, async {
+        while total < DISCARD_MAX {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 impl Connection {

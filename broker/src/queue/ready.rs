@@ -8,7 +8,9 @@
 //! - A message leaves `Ready` with its body in memory: a paged-out head is read back (with the
 //!   paged messages after it, in one read) before it is taken.
 //! - Paging out keeps the first [`PAGE_KEEP_MESSAGES`] (and at most [`PAGE_KEEP_BYTES`]) of each
-//!   level in memory and pages the rest, newest first, stopping at the first one already paged.
+//!   level in memory and pages the rest, newest first, stopping at the first one already paged (or,
+//!   without memory pressure, at the first transient one), so a sweep costs what arrived since the
+//!   last one, not the queue's length.
 use crate::message::QueuedMsg;
 use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES};
 use std::collections::VecDeque;
@@ -121,11 +123,14 @@ impl Ready {
                     break;
                 }
                 if m.disk.is_none() {
-                    if transient {
-                        let expires = 0; // a paged transient message is not recovered; its expiry stays in memory
-                        let (d, _) = store.append(crate::store::log::KIND_PAGED, key, &m.msg, expires, m.priority);
-                        m.disk = Some(d);
+                    if !transient {
+                        // Without memory pressure transient messages stay in memory; stop here
+                        // rather than walk a long transient queue every sweep.
+                        break;
                     }
+                    let expires = 0; // a paged transient message is not recovered; its expiry stays in memory
+                    let (d, _) = store.append(crate::store::log::KIND_PAGED, key, &m.msg, expires, m.priority);
+                    m.disk = Some(d);
                     continue;
                 }
                 freed += store.page_out(m);
