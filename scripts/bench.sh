@@ -62,27 +62,29 @@ if [ -n "$with_rabbit" ]; then
   record rabbitmq idle-rss "{\"rss_kib\": $(rss_kib "$rpid")}"
 fi
 
-# 500 connections: RabbitMQ's default file limit (1024) leaves room for that many.
-memory() { # broker port pid
+# RSS growth while N idle connections (one channel each) or N empty queues are held, per item.
+# RabbitMQ gets 500 connections: its default file limit (1024) leaves room for that many.
+memory() { # broker port pid connections queues
   local before after
   before=$(rss_kib "$3")
-  $P --addr 127.0.0.1:$2 --hold-connections 500 --seconds 3 > "$out/hold.out" &
+  $P --addr 127.0.0.1:$2 --hold-connections "$4" --seconds 3 > "$out/hold.out" &
   local h=$!
   for _ in $(seq 1 300); do grep -q ready "$out/hold.out" 2>/dev/null && break; sleep 0.1; done
   after=$(rss_kib "$3")
   wait $h || true
-  record "$1" memory-per-connection "{\"bytes\": $(( (after - before) * 1024 / 500 ))}"
+  record "$1" memory-per-connection "{\"bytes\": $(( (after - before) * 1024 / $4 ))}"
   sleep 1
   before=$(rss_kib "$3")
-  $P --addr 127.0.0.1:$2 --hold-queues 2000 --seconds 3 > "$out/hold.out" &
+  $P --addr 127.0.0.1:$2 --hold-queues "$5" --seconds 3 > "$out/hold.out" &
   h=$!
-  for _ in $(seq 1 1200); do grep -q ready "$out/hold.out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 3000); do grep -q ready "$out/hold.out" 2>/dev/null && break; sleep 0.1; done
   after=$(rss_kib "$3")
   wait $h || true
-  record "$1" memory-per-queue "{\"bytes\": $(( (after - before) * 1024 / 2000 ))}"
+  record "$1" memory-per-queue "{\"bytes\": $(( (after - before) * 1024 / $5 ))}"
 }
-memory warren $W_PORT $wpid
-[ -n "$with_rabbit" ] && memory rabbitmq $R_PORT "$rpid"
+# Enough queues that their memory stands out of RSS noise; RabbitMQ declares ~250/s, so fewer there.
+memory warren $W_PORT $wpid 1000 20000
+[ -n "$with_rabbit" ] && memory rabbitmq $R_PORT "$rpid" 500 2000
 scenario() { # name perf-args...
   local name=$1
   shift
