@@ -40,8 +40,10 @@ use writer::Liveness;
 /// How often unacked deliveries are checked against consumer acknowledgement timeouts.
 const ACK_TIMEOUT_CHECK: Duration = Duration::from_millis(250);
 
-/// Read buffer size of a busy connection: one read takes up to this much.
-const READ_BUF: usize = 128 * 1024;
+/// Read buffer size of a busy connection: one read takes up to this much. Large, so that the
+/// partial frame at the end of a read (copied when the buffer is replaced) is a small share of
+/// what was read: 64 KiB bodies went from 1.66 to 1.8-1.9 GB/s when this went from 128 KiB to 1 MiB.
+const READ_BUF: usize = 1024 * 1024;
 /// Read buffer size of a new or quiet connection (idle connections stay small); it doubles up to
 /// [`READ_BUF`] each time a read fills it.
 const MIN_READ_BUF: usize = 2 * 1024;

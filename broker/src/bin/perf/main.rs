@@ -123,7 +123,7 @@ struct Args {
     /// `--addr`, print milliseconds, then SIGTERM it.
     #[arg(long)]
     startup: Option<String>,
-    /// Declare this many queues, print `ready`, hold them.
+    /// Declare this many queues (durable with --persistent), print `ready`, hold them.
     #[arg(long, default_value_t = 0)]
     hold_queues: usize,
 }
@@ -443,6 +443,9 @@ async fn consumer(args: Args, stats: Arc<Stats>, queue: String) -> anyhow::Resul
             c.sock.write_all(&out).await?;
             unacked = 0;
         }
+        if c.buf.capacity() - c.buf.len() < 128 * 1024 {
+            c.buf.reserve(1024 * 1024);
+        }
         match tokio::time::timeout(Duration::from_millis(100), c.sock.read_buf(&mut c.buf)).await {
             Ok(Ok(0)) => bail!("broker closed the connection"),
             Ok(Err(e)) => return Err(e.into()),
@@ -528,7 +531,8 @@ async fn hold(args: &Args, base: &str) -> anyhow::Result<()> {
     }
     let mut c = Client::connect(args.addr, &args.user, &args.pass, &args.vhost).await?;
     for i in 0..args.hold_queues {
-        c.call(1, QueueDeclare { queue: format!("{base}-hold-{i}").into(), ..Default::default() }.into()).await?;
+        let d = QueueDeclare { queue: format!("{base}-hold-{i}").into(), durable: args.persistent, ..Default::default() };
+        c.call(1, d.into()).await?;
     }
     println!("ready");
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
