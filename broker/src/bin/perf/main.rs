@@ -531,7 +531,8 @@ async fn hold(args: &Args, base: &str) -> anyhow::Result<()> {
     }
     let mut c = Client::connect(args.addr, &args.user, &args.pass, &args.vhost).await?;
     for i in 0..args.hold_queues {
-        let d = QueueDeclare { queue: format!("{base}-hold-{i}").into(), durable: args.persistent, ..Default::default() };
+        let d =
+            QueueDeclare { queue: format!("{base}-hold-{i}").into(), durable: args.persistent, ..Default::default() };
         c.call(1, d.into()).await?;
     }
     println!("ready");
