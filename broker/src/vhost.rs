@@ -39,14 +39,18 @@ fn strip_bcc(properties: &Bytes) -> Bytes {
     }
 }
 
+/// Maps keyed by client-chosen names, looked up on every publish: foldhash (fast, and seeded per
+/// process, so names cannot be crafted to collide) instead of SipHash.
+pub type NameMap<V> = HashMap<ShortStr, V, foldhash::fast::RandomState>;
+
 /// A virtual host.
 pub struct VHost {
     /// Name, e.g. `/`.
     pub name: String,
     /// Exchanges by name (the default exchange is not in here).
-    exchanges: RwLock<HashMap<ShortStr, Arc<Exchange>>>,
+    exchanges: RwLock<NameMap<Arc<Exchange>>>,
     /// Queues by name.
-    queues: RwLock<HashMap<ShortStr, Arc<Queue>>>,
+    queues: RwLock<NameMap<Arc<Queue>>>,
     /// Direct reply-to consumers by their generated reply queue name.
     pub replies: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
     /// `Weak` to itself, handed to queues for dead-lettering.
@@ -83,7 +87,7 @@ impl VHost {
         store: Option<Arc<crate::store::Store>>,
         meta: Option<Arc<crate::store::definitions::MetaStore>>,
     ) -> Arc<VHost> {
-        let mut ex = HashMap::new();
+        let mut ex = NameMap::default();
         for (n, k) in [
             ("amq.direct", ExchangeKind::Direct),
             ("amq.fanout", ExchangeKind::Fanout),
@@ -97,7 +101,7 @@ impl VHost {
         Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
             exchanges: RwLock::new(ex),
-            queues: RwLock::new(HashMap::new()),
+            queues: RwLock::new(NameMap::default()),
             replies: Default::default(),
             me: me.clone(),
             store,

@@ -12,7 +12,6 @@
 //! - The direct index and the topic trie always hold exactly the destinations of `all`.
 use crate::queue::Queue;
 use parking_lot::RwLock;
-use std::collections::HashMap;
 use std::sync::Arc;
 use warren_protocol::{FieldTable, FieldValue, ShortStr};
 
@@ -82,7 +81,7 @@ pub struct Bindings {
     /// All bindings, in creation order.
     pub all: Vec<Binding>,
     /// Direct exchanges: routing key -> destinations bound with it.
-    by_key: HashMap<ShortStr, Vec<Dest>>,
+    by_key: crate::vhost::NameMap<Vec<Dest>>,
     /// Topic exchanges: pattern trie.
     trie: topic::TopicTrie<Dest>,
 }
