@@ -159,11 +159,6 @@ fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<B
     let (now, now_unix) = (crate::channel::delivery::now_ms(), crate::store::unix_ms());
     let stats = store.recover(
         |k| by_key.contains_key(&k),
-        |k, n| {
-            if let Some(q) = by_key.get(&k) {
-                q.reserve(n);
-            }
-        },
         |k, m| {
             if let Some(q) = by_key.get(&k) {
                 q.recover(m, now, now_unix);

@@ -15,6 +15,7 @@
 //!   under the lock and republished after it is released (so dead-letter cycles cannot deadlock).
 //! - An expired message is never delivered: the head is checked before every delivery and get.
 //! - One channel's publishes reach the queue in publish order (the reader enqueues synchronously).
+pub mod chunked;
 pub mod deadletter;
 pub mod ready;
 pub mod settings;
@@ -482,11 +483,6 @@ impl Queue {
     /// Whether the queue is restored at start (durable, not exclusive) with its messages.
     pub fn persists(&self) -> bool {
         self.persist
-    }
-
-    /// Room for `n` more ready messages (recovery knows the count before it fills the queue).
-    pub fn reserve(&self, n: usize) {
-        self.state.lock().ready.reserve(n);
     }
 
     /// Put a recovered message back (boot, before any client connects; called in log order).

@@ -11,15 +11,15 @@
 //!   level in memory and pages the rest, newest first, stopping at the first one already paged (or,
 //!   without memory pressure, at the first transient one), so a sweep costs what arrived since the
 //!   last one, not the queue's length.
+use super::chunked::ChunkDeque;
 use crate::message::QueuedMsg;
 use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES};
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Ready messages.
 pub struct Ready {
     /// FIFO per priority, index = priority.
-    levels: Vec<VecDeque<QueuedMsg>>,
+    levels: Vec<ChunkDeque<QueuedMsg>>,
     /// Number of messages.
     len: usize,
     /// Body bytes.
@@ -33,7 +33,13 @@ pub struct Ready {
 impl Ready {
     /// `levels` = max priority + 1 (1 for a plain queue).
     pub fn new(levels: usize, store: Option<Arc<Store>>) -> Ready {
-        Ready { levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(), len: 0, bytes: 0, mem_bytes: 0, store }
+        Ready {
+            levels: (0..levels.max(1)).map(|_| ChunkDeque::default()).collect(),
+            len: 0,
+            bytes: 0,
+            mem_bytes: 0,
+            store,
+        }
     }
     /// Body bytes held in memory.
     pub fn mem_bytes(&self) -> usize {
@@ -117,8 +123,8 @@ impl Ready {
         let keep = PAGE_KEEP_MESSAGES.min(PAGE_KEEP_BYTES / avg).max(1);
         let mut freed = 0;
         for q in self.levels.iter_mut() {
-            for i in (keep.min(q.len())..q.len()).rev() {
-                let m = &mut q[i];
+            let beyond = q.len().saturating_sub(keep);
+            for m in q.iter_mut().rev().take(beyond) {
                 if m.is_paged() {
                     break;
                 }
@@ -211,7 +217,7 @@ impl Ready {
                 continue;
             }
             let old = std::mem::take(q);
-            let mut merged = VecDeque::with_capacity(old.len() + msgs.len());
+            let mut merged = ChunkDeque::default();
             let mut a = old.into_iter().peekable();
             let mut b = msgs.into_iter().peekable();
             loop {
@@ -221,15 +227,11 @@ impl Ready {
                     (None, Some(_)) => false,
                     (None, None) => break,
                 };
-                merged.extend(if take_a { a.next() } else { b.next() });
+                if let Some(m) = if take_a { a.next() } else { b.next() } {
+                    merged.push_back(m);
+                }
             }
             *q = merged;
-        }
-    }
-    /// Room for `n` more messages (in the lowest level: recovery of a non-priority queue).
-    pub fn reserve(&mut self, n: usize) {
-        if let [q] = &mut self.levels[..] {
-            q.reserve(n);
         }
     }
     /// Drop everything; returns the messages.
@@ -237,7 +239,7 @@ impl Ready {
         self.len = 0;
         self.bytes = 0;
         self.mem_bytes = 0;
-        self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
+        self.levels.iter_mut().flat_map(|q| q.take_all()).collect()
     }
     pub fn clear(&mut self) -> usize {
         let n = self.len;

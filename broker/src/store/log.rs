@@ -154,24 +154,6 @@ pub fn scan(data: &[u8]) -> (Vec<(usize, usize, RecordHeader)>, usize) {
     (out, at)
 }
 
-/// Count records per queue key without checking them (a sizing pass before recovery: it may
-/// over-count, never under-count, the records `scan` accepts).
-pub fn count_by_queue(data: &[u8], out: &mut HashMap<u64, usize>) {
-    let mut at = 0;
-    while at + FIXED <= data.len() {
-        let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-        if n > MAX_RECORD || at + 8 + n > data.len() {
-            break;
-        }
-        if data[at + 8] == KIND_PERSISTENT {
-            let mut k = [0u8; 8];
-            k.copy_from_slice(&data[at + 9..at + 17]);
-            *out.entry(u64::from_le_bytes(k)).or_insert(0) += 1;
-        }
-        at += 8 + n;
-    }
-}
-
 /// A segment's ack file: record offset -> merged `AckKind` bits. Invalid entries are skipped.
 pub fn read_acks(path: &std::path::Path) -> HashMap<u32, u8> {
     let mut out = HashMap::new();

@@ -233,7 +233,6 @@ impl Store {
     pub fn recover(
         self: &Arc<Self>,
         wanted: impl Fn(u64) -> bool,
-        reserve: impl Fn(u64, usize),
         mut put: impl FnMut(u64, RecoveredMsg),
     ) -> io::Result<Recovered> {
         let mut segs: Vec<u32> = std::fs::read_dir(&self.dir)?
@@ -248,19 +247,6 @@ impl Store {
         let mut live: HashMap<u32, u64> = HashMap::new();
         // One read buffer for every segment (they are about the same size).
         let mut data = Vec::new();
-        // Sizing pass: each queue's capacity is reserved once, so a queue of millions of recovered
-        // messages is not built by repeated doubling (which would leave the freed halves behind).
-        let mut counts = HashMap::new();
-        for &seg in &segs {
-            data.clear();
-            std::io::Read::read_to_end(&mut File::open(seg_path(&self.dir, seg, "seg"))?, &mut data)?;
-            log::count_by_queue(&data, &mut counts);
-        }
-        for (k, n) in counts {
-            if wanted(k) {
-                reserve(k, n);
-            }
-        }
         for &seg in &segs {
             stats.segments += 1;
             let path = seg_path(&self.dir, seg, "seg");
