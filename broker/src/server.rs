@@ -167,12 +167,13 @@ fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<B
     )?;
     store.start()?;
     tracing::info!(
-        "data directory {}: {} queues, {} messages recovered from {} segments in {:?}",
+        "data directory {}: {} queues, {} messages recovered from {} segments in {:?} ({} bytes of torn or corrupt tail cut)",
         dir.display(),
         by_key.len(),
         stats.messages,
         stats.segments,
-        started.elapsed()
+        started.elapsed(),
+        stats.truncated_bytes
     );
     Ok(broker)
 }

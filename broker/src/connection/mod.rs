@@ -25,7 +25,6 @@ use crate::outbound::Outbound;
 use crate::server::Broker;
 use crate::vhost::VHost;
 use bytes::BytesMut;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,6 +197,8 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
     let mut ack_check = tokio::time::interval(ACK_TIMEOUT_CHECK);
     ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut close_deadline: Option<tokio::time::Instant> = None;
+    // Set on a framing error: what the client still sends is discarded, not parsed.
+    let mut unparseable = false;
     'read: loop {
         // Process every complete frame in the buffer.
         loop {
@@ -220,12 +221,8 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
                     // socket with unread input makes the kernel send RST, which can destroy our
                     // connection.close before the client reads it.
                     conn.fail(AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0));
-                    conn.teardown();
-                    out.close();
-                    discard_until_eof(&mut rd, CLOSE_OK_TIMEOUT).await;
-                    let _ = writer.await;
-                    tracing::info!(%peer, "connection {id} closed");
-                    return;
+                    unparseable = true;
+                    break 'read;
                 }
             }
         }
@@ -314,6 +311,9 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
     }
     conn.teardown();
     out.close();
+    if unparseable {
+        discard_until_eof(&mut rd, CLOSE_OK_TIMEOUT).await;
+    }
     let _ = writer.await;
     tracing::info!(%peer, "connection {id} closed");
 }
