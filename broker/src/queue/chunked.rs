@@ -105,21 +105,6 @@ impl<T> ChunkDeque<T> {
         self.chunks.clear();
         self.len = 0;
     }
-    /// Remove and return everything, in order.
-    pub fn take_all(&mut self) -> Vec<T> {
-        self.len = 0;
-        std::mem::take(&mut self.chunks).into_iter().flatten().collect()
-    }
-}
-
-impl<T> FromIterator<T> for ChunkDeque<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        let mut d = ChunkDeque::default();
-        for v in iter {
-            d.push_back(v);
-        }
-        d
-    }
 }
 
 impl<T> IntoIterator for ChunkDeque<T> {

@@ -234,13 +234,6 @@ impl Ready {
             *q = merged;
         }
     }
-    /// Drop everything; returns the messages.
-    pub fn take_all(&mut self) -> Vec<QueuedMsg> {
-        self.len = 0;
-        self.bytes = 0;
-        self.mem_bytes = 0;
-        self.levels.iter_mut().flat_map(|q| q.take_all()).collect()
-    }
     pub fn clear(&mut self) -> usize {
         let n = self.len;
         for q in self.levels.iter_mut() {
