@@ -6,8 +6,10 @@
 //! # Invariants
 //! - Plain-text passwords are never stored: only the salted hash, as RabbitMQ exports it, so a
 //!   definitions file moves between Warren and RabbitMQ unchanged.
-//! - TODO(security issue #7): permissions are stored and exported but not yet enforced; MD5
-//!   hashes (accepted by RabbitMQ on import) are not supported yet.
+//! - Permissions are three regular expressions (configure, write, read) matched, unanchored, against
+//!   a resource's name, as RabbitMQ does; an empty expression grants nothing (it means `^$`), and
+//!   the default exchange is checked under the name `amq.default`.
+//! - An expression that does not compile is refused when the permission is set, never at use.
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
@@ -16,6 +18,8 @@ use sha2::{Digest, Sha256, Sha512};
 pub const SHA256: &str = "rabbit_password_hashing_sha256";
 /// SHA-512 hashing module.
 pub const SHA512: &str = "rabbit_password_hashing_sha512";
+/// MD5 hashing module (RabbitMQ's before 3.6; accepted on import, never produced).
+pub const MD5: &str = "rabbit_password_hashing_md5";
 
 /// A user.
 #[derive(Debug, Clone)]
@@ -34,6 +38,7 @@ fn digest(algorithm: &str, salt: &[u8], password: &[u8]) -> Option<Vec<u8>> {
     match algorithm {
         SHA256 => Some(Sha256::new().chain_update(salt).chain_update(password).finalize().to_vec()),
         SHA512 => Some(Sha512::new().chain_update(salt).chain_update(password).finalize().to_vec()),
+        MD5 => Some(md5::Md5::new().chain_update(salt).chain_update(password).finalize().to_vec()),
         _ => None,
     }
 }
@@ -53,7 +58,9 @@ impl User {
             return false;
         }
         let (salt, want) = self.password_hash.split_at(4);
-        digest(&self.hashing_algorithm, salt, password.as_bytes()).is_some_and(|d| d == want)
+        // Compared in constant time: the comparison must not tell an attacker how much matched.
+        digest(&self.hashing_algorithm, salt, password.as_bytes())
+            .is_some_and(|d| d.len() == want.len() && d.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
     }
 
     /// The hash as RabbitMQ's definitions carry it.
@@ -77,4 +84,209 @@ pub struct Permission {
     pub configure: String,
     pub write: String,
     pub read: String,
+}
+
+/// The three kinds of access RabbitMQ distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Create, delete or change a resource.
+    Configure,
+    /// Put messages into it (publish to an exchange, bind a queue or exchange as a destination).
+    Write,
+    /// Take messages from it (consume, get, purge; be the source of a binding).
+    Read,
+}
+
+impl Access {
+    fn word(self) -> &'static str {
+        match self {
+            Access::Configure => "configure",
+            Access::Write => "write",
+            Access::Read => "read",
+        }
+    }
+}
+
+/// Kind of the resource an operation touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Exchange,
+    Queue,
+}
+
+/// One compiled permission expression.
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// `.*`: everything (the common case, checked without running a regex on the publish path).
+    All,
+    /// Empty expression: nothing.
+    Nothing,
+    /// Any other expression, matched unanchored as Erlang's `re:run` does.
+    Re(regex::bytes::Regex),
+}
+
+impl Matcher {
+    fn new(pattern: &str) -> Result<Matcher, String> {
+        Ok(match pattern {
+            ".*" => Matcher::All,
+            "" => Matcher::Nothing,
+            p => {
+                Matcher::Re(regex::bytes::Regex::new(p).map_err(|e| format!("invalid regular expression '{p}': {e}"))?)
+            }
+        })
+    }
+    #[inline]
+    fn allows(&self, name: &[u8]) -> bool {
+        match self {
+            Matcher::All => true,
+            Matcher::Nothing => false,
+            Matcher::Re(r) => r.is_match(name),
+        }
+    }
+}
+
+/// A user's compiled permissions in one vhost: what every channel operation is checked against.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    /// The user these are for (error texts).
+    pub user: String,
+    /// The vhost (error texts).
+    pub vhost: String,
+    /// Configure expression.
+    configure: Matcher,
+    /// Write expression.
+    write: Matcher,
+    /// Read expression.
+    read: Matcher,
+}
+
+impl Grants {
+    /// Compile a permission entry; an invalid expression is an error naming it.
+    pub fn compile(p: &Permission) -> Result<Grants, String> {
+        Ok(Grants {
+            user: p.user.clone(),
+            vhost: p.vhost.clone(),
+            configure: Matcher::new(&p.configure)?,
+            write: Matcher::new(&p.write)?,
+            read: Matcher::new(&p.read)?,
+        })
+    }
+
+    /// Everything, everywhere (in-process uses that have no user).
+    pub fn all(user: &str, vhost: &str) -> Grants {
+        Grants {
+            user: user.into(),
+            vhost: vhost.into(),
+            configure: Matcher::All,
+            write: Matcher::All,
+            read: Matcher::All,
+        }
+    }
+
+    /// Nothing, anywhere (a user whose permissions were cleared while connected).
+    pub fn none(user: &str, vhost: &str) -> Grants {
+        Grants {
+            user: user.into(),
+            vhost: vhost.into(),
+            configure: Matcher::Nothing,
+            write: Matcher::Nothing,
+            read: Matcher::Nothing,
+        }
+    }
+
+    /// Whether `access` to the resource `name` is granted.
+    #[inline]
+    pub fn allows(&self, access: Access, name: &[u8]) -> bool {
+        // rabbitmq-compat: the default exchange is checked as `amq.default`, as in RabbitMQ.
+        let name = if name.is_empty() { b"amq.default".as_slice() } else { name };
+        match access {
+            Access::Configure => self.configure.allows(name),
+            Access::Write => self.write.allows(name),
+            Access::Read => self.read.allows(name),
+        }
+    }
+
+    /// `Ok` if granted, else RabbitMQ's 403 text: `write access to exchange 'x' in vhost '/'
+    /// refused for user 'u'`.
+    pub fn check(&self, access: Access, kind: Resource, name: &[u8]) -> Result<(), String> {
+        if self.allows(access, name) {
+            return Ok(());
+        }
+        let shown = if name.is_empty() { "amq.default".into() } else { String::from_utf8_lossy(name) };
+        let kind = match kind {
+            Resource::Exchange => "exchange",
+            Resource::Queue => "queue",
+        };
+        Err(format!(
+            "{} access to {kind} '{shown}' in vhost '{}' refused for user '{}'",
+            access.word(),
+            self.vhost,
+            self.user
+        ))
+    }
+}
+
+/// Whether `peer` is a loopback address (IPv4-mapped IPv6 loopback included), for
+/// `loopback_users`.
+pub fn is_loopback(peer: std::net::IpAddr) -> bool {
+    match peer {
+        std::net::IpAddr::V4(a) => a.is_loopback(),
+        std::net::IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn perm(c: &str, w: &str, r: &str) -> Permission {
+        Permission { user: "u".into(), vhost: "/".into(), configure: c.into(), write: w.into(), read: r.into() }
+    }
+
+    #[test]
+    fn expressions_match_like_rabbitmq() {
+        let g = Grants::compile(&perm("^app\\.", "", "q$")).expect("compiles");
+        assert!(g.allows(Access::Configure, b"app.orders"));
+        assert!(!g.allows(Access::Configure, b"other.app.orders"));
+        // Empty means nothing, not everything.
+        assert!(!g.allows(Access::Write, b""));
+        assert!(!g.allows(Access::Write, b"x"));
+        // Unanchored search.
+        assert!(g.allows(Access::Read, b"my-q"));
+        assert!(!g.allows(Access::Read, b"q-mine"));
+        // The default exchange is amq.default.
+        let d = Grants::compile(&perm("", "^amq\\.default$", "")).expect("compiles");
+        assert!(d.allows(Access::Write, b""));
+        assert_eq!(
+            d.check(Access::Write, Resource::Exchange, b"x").expect_err("refused"),
+            "write access to exchange 'x' in vhost '/' refused for user 'u'"
+        );
+        assert!(Grants::compile(&perm("(", ".*", ".*")).is_err());
+    }
+
+    #[test]
+    fn md5_and_sha512_hashes_from_definitions() {
+        let salt = [1u8, 2, 3, 4];
+        for (algo, d) in [
+            (MD5, md5::Md5::new().chain_update(salt).chain_update(b"pw").finalize().to_vec()),
+            (SHA512, Sha512::new().chain_update(salt).chain_update(b"pw").finalize().to_vec()),
+        ] {
+            let mut h = salt.to_vec();
+            h.extend(d);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&h);
+            let u = User::from_definition("u", &b64, algo, vec![]).expect("accepted");
+            assert!(u.check("pw"));
+            assert!(!u.check("pw2"));
+        }
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(is_loopback("127.0.0.1".parse().expect("ip")));
+        assert!(is_loopback("127.9.9.9".parse().expect("ip")));
+        assert!(is_loopback("::1".parse().expect("ip")));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!is_loopback("192.0.2.2".parse().expect("ip")));
+        assert!(!is_loopback("::ffff:192.0.2.2".parse().expect("ip")));
+    }
 }

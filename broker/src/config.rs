@@ -14,6 +14,11 @@ pub const DEFAULT_FRAME_MAX: u32 = 131_072;
 pub const DEFAULT_CHANNEL_MAX: u16 = 2047;
 /// Heartbeat interval proposed in connection.tune, seconds (RabbitMQ's default).
 pub const DEFAULT_HEARTBEAT_SECS: u16 = 60;
+/// Largest message body accepted (RabbitMQ 3.10's `max_message_size` default, 128 MiB; RabbitMQ
+/// itself caps the setting at 512 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+/// RabbitMQ's AMQPS port.
+pub const DEFAULT_TLS_PORT: u16 = 5671;
 /// Time a client has from TCP accept to connection.open (RabbitMQ's handshake_timeout).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the peer's connection.close-ok before dropping the socket.
@@ -90,6 +95,22 @@ pub fn total_memory() -> u64 {
     }
 }
 
+/// TLS listener settings (RabbitMQ's `ssl_options.*`).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Addresses to accept AMQPS on.
+    pub listen: Vec<SocketAddr>,
+    /// Server certificate chain, PEM (`ssl_options.certfile`).
+    pub cert_file: std::path::PathBuf,
+    /// Server private key, PEM (`ssl_options.keyfile`).
+    pub key_file: std::path::PathBuf,
+    /// CA certificates client certificates are checked against, PEM (`ssl_options.cacertfile`).
+    /// With it, a client certificate is verified when one is presented (`verify_peer`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Refuse clients without a certificate (`ssl_options.fail_if_no_peer_cert`); needs `ca_file`.
+    pub fail_if_no_peer_cert: bool,
+}
+
 /// How long shutdown waits for connections to close before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -112,6 +133,20 @@ pub struct Config {
     pub default_pass: String,
     /// Default vhost, created at start.
     pub default_vhost: String,
+    /// Users who may log in only from a loopback address (RabbitMQ's `loopback_users`; default
+    /// `guest`). Empty: no such restriction (what RabbitMQ's Docker image sets).
+    pub loopback_users: Vec<String>,
+    /// Largest message body accepted (RabbitMQ's `max_message_size`); a bigger content header
+    /// closes the channel with 406 PRECONDITION_FAILED.
+    pub max_message_size: u64,
+    /// Most client connections at once (RabbitMQ's `connection_max`); `None`: no limit. A client
+    /// beyond it is refused at connection.open with 530 NOT_ALLOWED.
+    pub connection_max: Option<usize>,
+    /// AMQPS listeners (RabbitMQ's `listeners.ssl`), with their certificate; `None`: no TLS.
+    pub tls: Option<TlsConfig>,
+    /// Definitions file imported at every start (RabbitMQ's `load_definitions`). When set, the
+    /// default user and vhost are not created: the file says who exists, as in RabbitMQ.
+    pub load_definitions: Option<std::path::PathBuf>,
     /// Queued message bytes above which publishing connections are blocked.
     pub memory_high_watermark: Watermark,
     /// Consumer acknowledgement timeout (RabbitMQ's consumer_timeout). rabbitmq-compat: off by
@@ -138,6 +173,11 @@ impl Default for Config {
             default_user: "guest".into(),
             default_pass: "guest".into(),
             default_vhost: "/".into(),
+            loopback_users: vec!["guest".into()],
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            connection_max: None,
+            tls: None,
+            load_definitions: None,
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
             consumer_timeout: None,
             data_dir: None,

@@ -45,6 +45,44 @@ struct Cli {
     /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
     #[arg(long, env = "RABBITMQ_DEFAULT_VHOST", default_value = "/")]
     default_vhost: String,
+    /// Users who may log in only from a loopback address (RabbitMQ's loopback_users), comma
+    /// separated; `none` lifts the restriction (as RabbitMQ's Docker image does for guest).
+    #[arg(long, env = "WARREN_LOOPBACK_USERS", default_value = "guest", value_delimiter = ',')]
+    loopback_users: Vec<String>,
+    /// Largest message body accepted, bytes (RabbitMQ's max_message_size); larger publishes get
+    /// channel.close 406.
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = config::DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: u64,
+    /// channel_max proposed to clients (RabbitMQ's default 2047).
+    #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = config::DEFAULT_CHANNEL_MAX)]
+    channel_max: u16,
+    /// Most client connections at once (RabbitMQ's connection_max); 0 = no limit. Beyond it,
+    /// connection.open gets 530 NOT_ALLOWED.
+    #[arg(long, env = "WARREN_CONNECTION_MAX", default_value_t = 0)]
+    connection_max: usize,
+    /// Time a client has from TCP accept to connection.open, milliseconds (RabbitMQ's
+    /// handshake_timeout).
+    #[arg(long, env = "WARREN_HANDSHAKE_TIMEOUT", default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    handshake_timeout: u64,
+    /// AMQPS: server certificate chain, PEM. With --tls-key, enables the TLS listener.
+    #[arg(long, env = "WARREN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// AMQPS: server private key, PEM.
+    #[arg(long, env = "WARREN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// AMQPS: CA certificates, PEM; client certificates presented are verified against them.
+    #[arg(long, env = "WARREN_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// AMQPS: refuse clients that present no certificate (needs --tls-ca).
+    #[arg(long, env = "WARREN_TLS_FAIL_IF_NO_PEER_CERT", requires = "tls_ca")]
+    tls_fail_if_no_peer_cert: bool,
+    /// Definitions file (RabbitMQ's JSON format) imported at every start, as RabbitMQ's
+    /// load_definitions; with it, the default user and vhost are not created.
+    #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
+    load_definitions: Option<std::path::PathBuf>,
+    /// AMQPS port (on the same addresses as AMQP).
+    #[arg(long, env = "WARREN_TLS_PORT", default_value_t = config::DEFAULT_TLS_PORT)]
+    tls_port: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +106,22 @@ fn main() -> anyhow::Result<()> {
     cfg.default_vhost = cli.default_vhost;
     cfg.memory_high_watermark = cli.memory_high_watermark;
     cfg.data_dir = Some(cli.data_dir);
+    cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
+    cfg.max_message_size = cli.max_message_size;
+    cfg.load_definitions = cli.load_definitions;
+    cfg.channel_max = cli.channel_max;
+    cfg.connection_max = (cli.connection_max > 0).then_some(cli.connection_max);
+    cfg.handshake_timeout = std::time::Duration::from_millis(cli.handshake_timeout);
+    if let (Some(cert_file), Some(key_file)) = (cli.tls_cert, cli.tls_key) {
+        let listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.tls_port)).collect();
+        cfg.tls = Some(config::TlsConfig {
+            listen,
+            cert_file,
+            key_file,
+            ca_file: cli.tls_ca,
+            fail_if_no_peer_cert: cli.tls_fail_if_no_peer_cert,
+        });
+    }
     cfg.consumer_timeout = (cli.consumer_timeout > 0).then(|| std::time::Duration::from_millis(cli.consumer_timeout));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cfg))
@@ -78,6 +132,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         warren::server::start(cfg.clone()).await.with_context(|| format!("cannot start on {:?}", cfg.listen))?;
     for a in &handle.local_addrs {
         println!("Listening for AMQP on {a}");
+    }
+    for a in &handle.tls_addrs {
+        println!("Listening for AMQPS on {a}");
     }
     // Tools (CI service health checks, test harnesses) wait for this exact line.
     println!("Server startup complete");

@@ -30,10 +30,16 @@ pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     /// Users by name.
     users: RwLock<HashMap<String, User>>,
-    /// Permissions per (user, vhost). TODO(security issue #7): enforce them.
+    /// Permissions per (user, vhost), as set (exported as they are).
     permissions: RwLock<Vec<Permission>>,
+    /// The same permissions compiled, by (user, vhost): what connections check against.
+    grants: RwLock<HashMap<(String, String), Arc<crate::auth::Grants>>>,
+    /// Bumped on every user or permission change: connections re-read their grants when it moves.
+    pub auth_generation: AtomicU64,
     /// Next connection id.
     next_conn: AtomicU64,
+    /// Connections past connection.open and not yet closed (see [`ConnSlot`]).
+    pub open_connections: std::sync::atomic::AtomicUsize,
     /// Memory alarm: true while queued message bytes are above the high watermark.
     pub alarm: watch::Sender<bool>,
     /// The message store (with a data directory).
@@ -63,7 +69,10 @@ impl Broker {
             vhosts: RwLock::new(HashMap::new()),
             users: RwLock::new(HashMap::new()),
             permissions: RwLock::new(Vec::new()),
+            grants: RwLock::new(HashMap::new()),
+            auth_generation: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
+            open_connections: Default::default(),
             alarm: watch::channel(false).0,
             store,
             meta,
@@ -71,18 +80,25 @@ impl Broker {
         })
     }
 
-    /// The default vhost, and the default user with full permissions on it (first start).
+    /// The default vhost, and the default user with full permissions on it (first start). As in
+    /// RabbitMQ, not when definitions are loaded at boot: the file says who exists.
     fn add_defaults(&self) {
         let c = &self.config;
+        if c.load_definitions.is_some() {
+            return;
+        }
         self.add_vhost(&c.default_vhost);
         self.put_user(User::new(&c.default_user, &c.default_pass, vec!["administrator".into()]));
-        self.set_permission(Permission {
+        let full = Permission {
             user: c.default_user.clone(),
             vhost: c.default_vhost.clone(),
             configure: ".*".into(),
             write: ".*".into(),
             read: ".*".into(),
-        });
+        };
+        if let Err(e) = self.set_permission(full) {
+            tracing::error!("default permissions: {e}");
+        }
     }
 
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
@@ -112,16 +128,36 @@ impl Broker {
     pub fn permissions(&self) -> Vec<Permission> {
         self.permissions.read().clone()
     }
-    /// Set a user's permissions in a vhost.
-    pub fn set_permission(&self, p: Permission) {
+    /// Set a user's permissions in a vhost. An expression that does not compile is refused (as
+    /// `rabbitmqctl set_permissions` refuses it) and nothing changes.
+    pub fn set_permission(&self, p: Permission) -> Result<(), String> {
+        let g = Arc::new(crate::auth::Grants::compile(&p)?);
+        self.grants.write().insert((p.user.clone(), p.vhost.clone()), g);
         let mut ps = self.permissions.write();
         ps.retain(|x| !(x.user == p.user && x.vhost == p.vhost));
         ps.push(p);
+        drop(ps);
+        self.auth_generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+    /// Remove a user's permissions in a vhost (open connections lose access at their next
+    /// operation).
+    pub fn clear_permission(&self, user: &str, vhost: &str) {
+        self.grants.write().remove(&(user.to_string(), vhost.to_string()));
+        self.permissions.write().retain(|x| !(x.user == user && x.vhost == vhost));
+        self.auth_generation.fetch_add(1, Ordering::Release);
+    }
+    /// A user's compiled permissions in a vhost; `None`: the user may not use that vhost.
+    pub fn grants(&self, user: &str, vhost: &str) -> Option<Arc<crate::auth::Grants>> {
+        self.grants.read().get(&(user.to_string(), vhost.to_string())).cloned()
     }
     pub fn check_password(&self, user: &str, pass: &str) -> bool {
-        // rabbitmq-compat: RabbitMQ limits guest to loopback by default; its Docker image (what
-        // Warren replaces in compose files) lifts that limit, and so does Warren.
         self.users.read().get(user).is_some_and(|u| u.check(pass))
+    }
+    /// Whether `user` may log in from `peer`: users listed in `loopback_users` only from a
+    /// loopback address (RabbitMQ's default keeps `guest` to localhost).
+    pub fn login_allowed_from(&self, user: &str, peer: Option<std::net::IpAddr>) -> bool {
+        !self.config.loopback_users.iter().any(|u| u == user) || peer.is_some_and(crate::auth::is_loopback)
     }
 }
 
@@ -178,10 +214,39 @@ fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<B
     Ok(broker)
 }
 
+/// One open connection counted against `connection_max` (and reported as the open connection
+/// count); dropping it gives the place back.
+pub struct ConnSlot {
+    /// The broker whose count this is.
+    broker: Arc<Broker>,
+}
+
+impl ConnSlot {
+    /// Take a place, or `Err(limit)` when `connection_max` connections are open.
+    pub fn take(broker: &Arc<Broker>) -> Result<ConnSlot, usize> {
+        let n = broker.open_connections.fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = broker.config.connection_max {
+            if n >= max {
+                broker.open_connections.fetch_sub(1, Ordering::AcqRel);
+                return Err(max);
+            }
+        }
+        Ok(ConnSlot { broker: broker.clone() })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.broker.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A running server.
 pub struct ServerHandle {
     /// The bound addresses (with the real port when 0 was asked for).
     pub local_addrs: Vec<SocketAddr>,
+    /// The bound AMQPS addresses.
+    pub tls_addrs: Vec<SocketAddr>,
     /// Broker state.
     pub broker: Arc<Broker>,
     /// Set to true to shut down.
@@ -220,6 +285,14 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         }
         None => Broker::new(config.clone()),
     };
+    if let Some(path) = &config.load_definitions {
+        use anyhow::Context;
+        let defs = definitions::read(path).with_context(|| format!("cannot load definitions {}", path.display()))?;
+        for p in definitions::import(&broker, &defs) {
+            tracing::warn!("definitions {}: {p}", path.display());
+        }
+        tracing::info!("loaded definitions from {}", path.display());
+    }
     let (tx, rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
@@ -228,15 +301,70 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         local_addrs.push(l.local_addr()?);
         listeners.push(l);
     }
+    let mut tls_listeners = Vec::new();
+    let mut tls_addrs = Vec::new();
+    let acceptor = match &config.tls {
+        Some(t) => {
+            let a = tls_acceptor(t)?;
+            for addr in &t.listen {
+                let l = bind(*addr)?;
+                tls_addrs.push(l.local_addr()?);
+                tls_listeners.push(l);
+            }
+            Some(a)
+        }
+        None => None,
+    };
     let mut tasks = JoinSet::new();
     tasks.spawn(memory_monitor(broker.clone(), rx.clone()));
     if let Some(m) = &broker.meta {
         tokio::spawn(m.clone().run(Arc::downgrade(&broker)));
     }
     for l in listeners {
-        tasks.spawn(accept_loop(l, broker.clone(), rx.clone()));
+        tasks.spawn(accept_loop(l, None, broker.clone(), rx.clone()));
     }
-    Ok(ServerHandle { local_addrs, broker, shutdown: tx, tasks })
+    for l in tls_listeners {
+        tasks.spawn(accept_loop(l, acceptor.clone(), broker.clone(), rx.clone()));
+    }
+    Ok(ServerHandle { local_addrs, tls_addrs, broker, shutdown: tx, tasks })
+}
+
+/// The TLS acceptor for AMQPS listeners: rustls with the ring provider, the certificate chain and
+/// key from PEM files, and, with a CA file, client certificates verified against it (required with
+/// `fail_if_no_peer_cert`, else optional but checked when presented).
+fn tls_acceptor(t: &crate::config::TlsConfig) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read TLS certificate {}", t.cert_file.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", t.cert_file.display());
+    let key = PrivateKeyDer::from_pem_file(&t.key_file)
+        .with_context(|| format!("cannot read TLS key {}", t.key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match &t.ca_file {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in
+                CertificateDer::pem_file_iter(ca).with_context(|| format!("cannot read CA file {}", ca.display()))?
+            {
+                roots.add(c.with_context(|| format!("bad certificate in {}", ca.display()))?)?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = if t.fail_if_no_peer_cert { v } else { v.allow_unauthenticated() };
+            builder.with_client_cert_verifier(v.build()?)
+        }
+        None => {
+            anyhow::ensure!(!t.fail_if_no_peer_cert, "fail_if_no_peer_cert needs a CA file to verify against");
+            builder.with_no_client_auth()
+        }
+    };
+    let cfg = builder.with_single_cert(certs, key).context("TLS certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -298,14 +426,39 @@ async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-async fn accept_loop(l: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    l: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             r = l.accept() => match r {
-                Ok((sock, _)) => {
+                Ok((sock, peer)) => {
                     let id = ConnectionId(broker.next_conn.fetch_add(1, Ordering::Relaxed));
-                    conns.spawn(connection::serve(sock, broker.clone(), id, shutdown.clone()));
+                    match &tls {
+                        None => {
+                            conns.spawn(connection::serve(sock, broker.clone(), id, shutdown.clone()));
+                        }
+                        Some(acceptor) => {
+                            let (acceptor, broker, shutdown) = (acceptor.clone(), broker.clone(), shutdown.clone());
+                            conns.spawn(async move {
+                                let _ = sock.set_nodelay(true);
+                                // The TLS handshake is bounded by the handshake timeout too.
+                                let limit = broker.config.handshake_timeout;
+                                match tokio::time::timeout(limit, acceptor.accept(sock)).await {
+                                    Ok(Ok(stream)) => {
+                                        let (rd, wr) = tokio::io::split(stream);
+                                        connection::serve_stream(rd, wr, Some(peer), broker, id, shutdown).await;
+                                    }
+                                    Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake failed: {e}"),
+                                    Err(_) => tracing::warn!(%peer, "TLS handshake timeout"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: log and keep accepting.

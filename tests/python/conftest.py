@@ -443,3 +443,23 @@ def connection(connect):
 @pytest.fixture
 def channel(connection):
     return connection.channel()
+
+
+@pytest.fixture
+def open_connection():
+    """Factory: ``open_connection(parameters)`` opens a pika BlockingConnection;
+    every connection it opened is closed (errors ignored) after the test."""
+    opened = []
+
+    def make(parameters):
+        conn = pika.BlockingConnection(parameters)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        if conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # pylint: disable=broad-except
+                pass

@@ -117,23 +117,10 @@ def warren(data_dir):
 
 
 @pytest.fixture
-def connect():
+def connect(open_connection):
     """Factory: ``connect(proc)`` opens a BlockingConnection to ``proc``;
     all connections are closed (errors ignored) after the test."""
-    opened = []
-
-    def make(proc):
-        conn = pika.BlockingConnection(proc.params())
-        opened.append(conn)
-        return conn
-
-    yield make
-    for conn in opened:
-        if conn.is_open:
-            try:
-                conn.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
+    return lambda proc: open_connection(proc.params())
 
 
 class _ConfirmTimeout(Exception):

@@ -181,6 +181,17 @@ impl Channel {
                 40,
             ));
         }
+        if h.body_size > ctx.max_message_size {
+            // Refused at the header, before any of the body is buffered (a client announcing a
+            // huge body cannot make the broker hold it); the body frames that follow are
+            // discarded with the closing channel.
+            return Err(AmqpError::channel_ids(
+                PRECONDITION_FAILED,
+                format!("message size {} is larger than configured max size {}", h.body_size, ctx.max_message_size),
+                60,
+                40,
+            ));
+        }
         if h.body_size == 0 {
             return self.finish_publish(ctx, publish, h.properties, Bytes::new());
         }

@@ -7,6 +7,7 @@
 //!   asks for a server-named `amq.gen-...` queue.
 //! - A queue exclusive to another connection answers 405 RESOURCE_LOCKED to every queue method.
 use super::Channel;
+use crate::auth::{Access, Resource};
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
@@ -38,6 +39,18 @@ impl Channel {
             }
             d.queue.clone()
         };
+        if !d.passive {
+            // access-control: queue.declare needs configure on the queue; creating one with a
+            // dead-letter exchange also needs read on it and write on the DLX (an equivalent
+            // redeclare of an existing queue needs configure only, as in RabbitMQ).
+            ctx.authorize(Access::Configure, Resource::Queue, name.as_bytes(), m)?;
+            if let Some(dlx) = d.arguments.get("x-dead-letter-exchange").and_then(|v| v.as_bytes()) {
+                if ctx.vhost.queue(&name).is_none() {
+                    ctx.authorize(Access::Read, Resource::Queue, name.as_bytes(), m)?;
+                    ctx.authorize(Access::Write, Resource::Exchange, dlx, m)?;
+                }
+            }
+        }
         let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id, m)?;
         ctx.sync_meta();
         self.last_queue = Some(name.clone());
@@ -52,6 +65,9 @@ impl Channel {
 
     pub(super) fn queue_bind(&mut self, ctx: &ConnCtx, b: &QueueBind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&b.queue, m)?;
+        // access-control: queue.bind needs write on the queue and read on the exchange.
+        ctx.authorize(Access::Write, Resource::Queue, qname.as_bytes(), m)?;
+        ctx.authorize(Access::Read, Resource::Exchange, b.exchange.as_bytes(), m)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
@@ -65,6 +81,9 @@ impl Channel {
 
     pub(super) fn queue_unbind(&mut self, ctx: &ConnCtx, u: &QueueUnbind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&u.queue, m)?;
+        // access-control: as queue.bind.
+        ctx.authorize(Access::Write, Resource::Queue, qname.as_bytes(), m)?;
+        ctx.authorize(Access::Read, Resource::Exchange, u.exchange.as_bytes(), m)?;
         // As RabbitMQ: unbinding a queue that does not exist is not an error.
         if ctx.vhost.queue(&qname).is_some() {
             let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
@@ -77,6 +96,8 @@ impl Channel {
 
     pub(super) fn queue_purge(&mut self, ctx: &ConnCtx, p: &QueuePurge, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&p.queue, m)?;
+        // access-control: queue.purge needs read on the queue.
+        ctx.authorize(Access::Read, Resource::Queue, qname.as_bytes(), m)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let n = q.purge();
         ctx.sync_store_all();
@@ -88,6 +109,8 @@ impl Channel {
 
     pub(super) fn queue_delete(&mut self, ctx: &ConnCtx, d: &QueueDelete, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&d.queue, m)?;
+        // access-control: queue.delete needs configure on the queue.
+        ctx.authorize(Access::Configure, Resource::Queue, qname.as_bytes(), m)?;
         let n = match ctx.vhost.queue(&qname) {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
             None => 0,

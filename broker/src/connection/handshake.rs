@@ -13,8 +13,7 @@ use crate::server::Broker;
 use crate::vhost::VHost;
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
 use warren_protocol::{frame, FieldTable, FieldValue, FrameType, LongStr, Method, ShortStr};
@@ -26,6 +25,10 @@ pub struct Negotiated {
     pub heartbeat: u16,
     pub vhost: Arc<VHost>,
     pub user: String,
+    /// The user's permissions in that vhost, as of the handshake.
+    pub grants: Arc<crate::auth::Grants>,
+    /// The connection's place under `connection_max`, released when dropped.
+    pub slot: crate::server::ConnSlot,
     /// Client supports basic.cancel from the broker.
     pub cancel_notify: bool,
     /// Client supports connection.blocked / unblocked.
@@ -49,11 +52,12 @@ impl From<std::io::Error> for HandshakeError {
     }
 }
 
-pub async fn run(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    rd: &mut R,
+    wr: &mut W,
     buf: &mut BytesMut,
-    broker: &Broker,
+    broker: &Arc<Broker>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Negotiated, HandshakeError> {
     let cfg: &Config = &broker.config;
     while buf.len() < 8 {
@@ -64,6 +68,7 @@ pub async fn run(
     if &buf[..8] != PROTOCOL_HEADER {
         // spec: answer with the protocol version we speak, then close.
         wr.write_all(PROTOCOL_HEADER).await?;
+        wr.flush().await?;
         let _ = wr.shutdown().await;
         return Err(HandshakeError::Refused(format!("bad protocol header {:?}", &buf[..8.min(buf.len())])));
     }
@@ -111,30 +116,43 @@ pub async fn run(
         "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes()),
         _ => None,
     };
-    let user = match creds {
-        Some((u, p)) if broker.check_password(&u, &p) => u,
-        _ => {
-            let text = format!(
-                "ACCESS_REFUSED - Login was refused using authentication mechanism {mech}. For details see the broker logfile."
-            );
-            tracing::warn!("authentication failed (mechanism {mech})");
-            if cap("authentication_failure_close") {
-                let _ = send(
-                    wr,
-                    &ConnectionClose {
-                        reply_code: ACCESS_REFUSED,
-                        reply_text: ShortStr::truncating(text.clone()),
-                        class_id: 10,
-                        method_id: 11,
-                    }
-                    .into(),
-                )
-                .await;
+    let (user, refusal) = match creds {
+        Some((u, p)) if broker.check_password(&u, &p) => {
+            if broker.login_allowed_from(&u, peer) {
+                (u, None)
+            } else {
+                // rabbitmq-compat: RabbitMQ's text for a `loopback_users` refusal.
+                let t = format!("ACCESS_REFUSED - user '{u}' can only connect via localhost");
+                (u, Some(t))
             }
-            let _ = wr.shutdown().await;
-            return Err(HandshakeError::Refused(text));
         }
+        _ => (
+            String::new(),
+            Some(format!(
+                "ACCESS_REFUSED - Login was refused using authentication mechanism {mech}. For details see the broker logfile."
+            )),
+        ),
     };
+    if let Some(text) = refusal {
+        // spec: authentication failures are answered with connection.close only to clients that
+        // announce `authentication_failure_close` (every maintained client does); others see the
+        // socket close.
+        if cap("authentication_failure_close") {
+            let _ = send(
+                wr,
+                &ConnectionClose {
+                    reply_code: ACCESS_REFUSED,
+                    reply_text: ShortStr::truncating(text.clone()),
+                    class_id: 10,
+                    method_id: 11,
+                }
+                .into(),
+            )
+            .await;
+        }
+        let _ = wr.shutdown().await;
+        return Err(HandshakeError::Refused(text));
+    }
 
     send(
         wr,
@@ -181,6 +199,18 @@ pub async fn run(
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &format!("vhost {vname} not found"), &m).await);
     };
+    let Some(grants) = broker.grants(&user, &vname) else {
+        let m = Method::ConnectionOpen(open);
+        return Err(refuse(wr, NOT_ALLOWED, &format!("access to vhost '{vname}' refused for user '{user}'"), &m).await);
+    };
+    let slot = match crate::server::ConnSlot::take(broker) {
+        Ok(s) => s,
+        Err(limit) => {
+            let m = Method::ConnectionOpen(open);
+            let text = format!("connection refused: node connection limit ({limit}) is reached");
+            return Err(refuse(wr, NOT_ALLOWED, &text, &m).await);
+        }
+    };
     send(wr, &ConnectionOpenOk { known_hosts: ShortStr::empty() }.into()).await?;
     Ok(Negotiated {
         frame_max,
@@ -188,6 +218,8 @@ pub async fn run(
         heartbeat,
         vhost,
         user,
+        grants,
+        slot,
         cancel_notify: cap("consumer_cancel_notify"),
         blocked_notify: cap("connection.blocked"),
         name,
@@ -241,14 +273,15 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
     Some((get("LOGIN")?, get("PASSWORD")?))
 }
 
-async fn send(wr: &mut OwnedWriteHalf, m: &Method) -> std::io::Result<()> {
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, m: &Method) -> std::io::Result<()> {
     let mut b = BytesMut::new();
     frame::encode_method(&mut b, 0, m);
-    wr.write_all(&b).await
+    wr.write_all(&b).await?;
+    wr.flush().await
 }
 
 /// Send connection.close for a handshake failure and give up.
-async fn refuse(wr: &mut OwnedWriteHalf, code: u16, text: &str, m: &Method) -> HandshakeError {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: u16, text: &str, m: &Method) -> HandshakeError {
     let text = format!("{} - {text}", reply_name(code));
     let _ = send(
         wr,
@@ -266,7 +299,11 @@ async fn refuse(wr: &mut OwnedWriteHalf, code: u16, text: &str, m: &Method) -> H
 }
 
 /// Read the next method frame on channel 0 (heartbeats skipped).
-async fn next_method(rd: &mut OwnedReadHalf, buf: &mut BytesMut, frame_max: u32) -> Result<Method, HandshakeError> {
+async fn next_method<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    frame_max: u32,
+) -> Result<Method, HandshakeError> {
     let limit = if frame_max == 0 { FRAME_MIN_SIZE.max(64 * 1024) } else { frame_max };
     loop {
         match frame::decode(buf, limit) {

@@ -28,7 +28,7 @@ use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use warren_protocol::constants::*;
@@ -61,6 +61,10 @@ pub struct ConnCtx {
     pub store: Option<Arc<crate::store::Store>>,
     /// The broker's definitions file, if it has one.
     pub meta: Option<Arc<crate::store::definitions::MetaStore>>,
+    /// The user's permissions in this vhost (refreshed between read batches when they change).
+    pub grants: Arc<crate::auth::Grants>,
+    /// Largest message body accepted (`Config::max_message_size`).
+    pub max_message_size: u64,
     /// Definitions write the held replies wait for (0: none).
     sync_meta: AtomicU64,
     /// Store LSN the held replies wait for (0: none).
@@ -68,6 +72,24 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// Check the user's permission for an operation on a resource (RabbitMQ's access-control
+    /// table; the callers cite the row): 403 ACCESS_REFUSED on the channel when not granted.
+    #[inline]
+    pub fn authorize(
+        &self,
+        access: crate::auth::Access,
+        kind: crate::auth::Resource,
+        name: &[u8],
+        m: &Method,
+    ) -> Result<(), AmqpError> {
+        if self.grants.allows(access, name) {
+            return Ok(());
+        }
+        let text = self.grants.check(access, kind, name).err().unwrap_or_default();
+        tracing::warn!(connection = %self.id, "{text}");
+        Err(AmqpError::channel(ACCESS_REFUSED, text, Some(m)))
+    }
+
     /// Call before writing the reply to a topology change: if that change must reach the
     /// definitions file, the reply (and everything after it) is held until it has.
     pub fn sync_meta(&self) {
@@ -140,17 +162,42 @@ struct Connection {
     blocked_sent: bool,
     /// Lifecycle.
     state: State,
+    /// The authenticated user.
+    user: String,
+    /// `Broker::auth_generation` when `ctx.grants` was read.
+    auth_generation: u64,
+    /// Counted under `connection_max` until dropped.
+    _slot: crate::server::ConnSlot,
 }
 
-/// Serve one accepted socket until it closes.
-pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut shutdown: watch::Receiver<bool>) {
-    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+/// Serve one accepted plain-TCP socket until it closes.
+pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, shutdown: watch::Receiver<bool>) {
+    let peer = sock.peer_addr().ok();
     let _ = sock.set_nodelay(true);
-    let (mut rd, mut wr) = sock.into_split();
+    let (rd, wr) = sock.into_split();
+    serve_stream(rd, wr, peer, broker, id, shutdown).await
+}
+
+/// Serve one connection, given its two halves (a TCP socket's, or a TLS stream's), until it closes.
+pub async fn serve_stream<R, W>(
+    mut rd: R,
+    mut wr: W,
+    peer_addr: Option<std::net::SocketAddr>,
+    broker: Arc<Broker>,
+    id: ConnectionId,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let mut buf = BytesMut::with_capacity(MIN_READ_BUF);
     let mut read_size = MIN_READ_BUF;
-    let hs = tokio::time::timeout(broker.config.handshake_timeout, handshake::run(&mut rd, &mut wr, &mut buf, &broker))
-        .await;
+    let hs = tokio::time::timeout(
+        broker.config.handshake_timeout,
+        handshake::run(&mut rd, &mut wr, &mut buf, &broker, peer_addr.map(|a| a.ip())),
+    )
+    .await;
     let neg = match hs {
         Ok(Ok(n)) => n,
         Ok(Err(handshake::HandshakeError::Refused(why))) => {
@@ -179,6 +226,8 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
             consumer_timeout_ms: broker.config.consumer_timeout.map(|d| d.as_millis() as u64),
             store: broker.store.clone(),
             meta: broker.meta.clone(),
+            grants: neg.grants,
+            max_message_size: broker.config.max_message_size,
             sync_meta: Default::default(),
             sync_lsn: Default::default(),
         },
@@ -191,6 +240,9 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
         published: false,
         blocked_sent: false,
         state: State::Open,
+        user: neg.user,
+        auth_generation: broker.auth_generation.load(Ordering::Acquire),
+        _slot: neg.slot,
     };
     let mut alarm = broker.alarm.subscribe();
     let mut durable_rx = broker.store.as_ref().map(|s| s.durable());
@@ -200,6 +252,14 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
     // Set on a framing error: what the client still sends is discarded, not parsed.
     let mut unparseable = false;
     'read: loop {
+        // Permissions changed since the last batch: re-read ours (cleared ones refuse everything).
+        let g = broker.auth_generation.load(Ordering::Acquire);
+        if g != conn.auth_generation {
+            conn.auth_generation = g;
+            conn.ctx.grants = broker
+                .grants(&conn.user, &conn.ctx.vhost.name)
+                .unwrap_or_else(|| Arc::new(crate::auth::Grants::none(&conn.user, &conn.ctx.vhost.name)));
+        }
         // Process every complete frame in the buffer.
         loop {
             if conn.state == State::Closed {
@@ -319,7 +379,7 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, mut s
 }
 
 /// Read and drop input until EOF, an error or `limit` (bounded: at most `DISCARD_MAX` bytes).
-async fn discard_until_eof(rd: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) {
+async fn discard_until_eof<R: AsyncRead + Unpin>(rd: &mut R, limit: Duration) {
     /// A client still sending after this much is not waiting for our close.
     const DISCARD_MAX: usize = 4 * 1024 * 1024;
     let mut sink = vec![0u8; 16 * 1024];

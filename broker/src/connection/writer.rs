@@ -14,8 +14,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use warren_protocol::frame;
 
@@ -37,7 +36,12 @@ pub struct Liveness {
     pub abort: Notify,
 }
 
-pub async fn run(mut sock: OwnedWriteHalf, out: Arc<Outbound>, heartbeat: Option<Duration>, live: Arc<Liveness>) {
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut sock: W,
+    out: Arc<Outbound>,
+    heartbeat: Option<Duration>,
+    live: Arc<Liveness>,
+) {
     let mut chunks: Vec<Bytes> = Vec::new();
     let tick = heartbeat.map(|h| (h / 2).max(Duration::from_millis(100)));
     let mut last_write = Instant::now();
@@ -81,7 +85,7 @@ pub async fn run(mut sock: OwnedWriteHalf, out: Arc<Outbound>, heartbeat: Option
 }
 
 /// Write every chunk, in order, with as few syscalls as the kernel allows.
-async fn write_all(sock: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all<W: AsyncWrite + Unpin>(sock: &mut W, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
     let mut first = 0;
     while first < chunks.len() {
         let end = (first + MAX_IOVECS).min(chunks.len());
@@ -103,5 +107,6 @@ async fn write_all(sock: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::i
         }
     }
     chunks.clear();
-    Ok(())
+    // A no-op on TCP; TLS may hold the last records until flushed.
+    sock.flush().await
 }

@@ -100,7 +100,7 @@ pub fn dead_letter(
         routing_key,
         properties: props.to_bytes(),
         body: msg.body.clone(),
-        ttl_ms: None,
+        ttl_ms: crate::message::MsgTtl::NONE,
         priority: msg.priority,
         persistent: msg.persistent,
     };

@@ -99,7 +99,7 @@ pub struct Queue {
 }
 
 fn m_has_ttl(m: &Message) -> bool {
-    m.ttl_ms.is_some()
+    m.ttl_ms.get().is_some()
 }
 
 /// Dead letters collected under the lock, republished after it.
@@ -170,7 +170,7 @@ impl Queue {
     /// Whether anything in this queue can expire (so `now` must be read).
     #[inline]
     fn may_expire(&self, msg: &Message) -> bool {
-        self.settings.message_ttl.is_some() || msg.ttl_ms.is_some()
+        self.settings.message_ttl.is_some() || msg.ttl_ms.get().is_some()
     }
 
     /// Enqueue a published message and deliver what can be delivered.
@@ -197,7 +197,7 @@ impl Queue {
         let s = &self.settings;
         let priority = s.max_priority.map(|max| msg.priority.min(max)).unwrap_or(0);
         let now = if self.may_expire(&msg) { now_ms() } else { 0 };
-        let ttl = match (s.message_ttl, msg.ttl_ms) {
+        let ttl = match (s.message_ttl, msg.ttl_ms.get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -218,7 +218,7 @@ impl Queue {
             if let Some(store) = &self.store {
                 let expires_unix = ttl.map(|t| crate::store::unix_ms() + t).unwrap_or(0);
                 let (d, l) = store.append(KIND_PERSISTENT, self.key, &m.msg, expires_unix, priority);
-                m.disk = Some(d);
+                m.disk = Some(Box::new(d));
                 *lsn = (*lsn).max(l);
             }
         }
@@ -507,7 +507,7 @@ impl Queue {
             priority: self.settings.max_priority.map(|m| r.header.priority.min(m)).unwrap_or(0),
             expires_at,
             deliveries: r.delivered as u32,
-            disk: Some(r.disk),
+            disk: Some(Box::new(r.disk)),
         });
     }
 

@@ -136,7 +136,7 @@ impl Ready {
                     }
                     let expires = 0; // a paged transient message is not recovered; its expiry stays in memory
                     let (d, _) = store.append(crate::store::log::KIND_PAGED, key, &m.msg, expires, m.priority);
-                    m.disk = Some(d);
+                    m.disk = Some(Box::new(d));
                     continue;
                 }
                 freed += store.page_out(m);

@@ -62,6 +62,9 @@ pub struct Definitions {
 pub struct UserDef {
     pub name: String,
     pub password_hash: String,
+    /// Plain-text password, accepted on import as RabbitMQ accepts it (never exported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     pub hashing_algorithm: String,
     /// RabbitMQ 3.10 exports a list; older versions a comma-separated string.
     pub tags: Value,
@@ -181,6 +184,7 @@ pub fn export(broker: &Broker) -> Definitions {
         .map(|u| UserDef {
             password_hash: u.hash_base64(),
             hashing_algorithm: u.hashing_algorithm.clone(),
+            password: None,
             tags: Value::Array(u.tags.iter().cloned().map(Value::String).collect()),
             limits: Map::new(),
             name: u.name,
@@ -243,6 +247,10 @@ pub fn export(broker: &Broker) -> Definitions {
 pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
     let mut problems = Vec::new();
     for u in &d.users {
+        if let (Some(pw), true) = (&u.password, u.password_hash.is_empty()) {
+            broker.put_user(User::new(&u.name, pw, tags_of(&u.tags)));
+            continue;
+        }
         let algo = if u.hashing_algorithm.is_empty() { crate::auth::SHA256 } else { &u.hashing_algorithm };
         match User::from_definition(&u.name, &u.password_hash, algo, tags_of(&u.tags)) {
             Some(user) => broker.put_user(user),
@@ -253,7 +261,9 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         broker.add_vhost(&v.name);
     }
     for p in &d.permissions {
-        broker.set_permission(p.clone());
+        if let Err(e) = broker.set_permission(p.clone()) {
+            problems.push(format!("permissions of '{}' in vhost '{}': {e}", p.user, p.vhost));
+        }
     }
     let conn = ConnectionId(0);
     for x in &d.exchanges {

@@ -201,7 +201,7 @@ impl Store {
             routing_key: Default::default(),
             properties: bytes::Bytes::from_static(warren_protocol::properties::EMPTY_PROPERTIES),
             body: bytes::Bytes::new(),
-            ttl_ms: None,
+            ttl_ms: crate::message::MsgTtl::NONE,
             priority: 0,
             persistent: false,
         });

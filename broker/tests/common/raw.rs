@@ -15,8 +15,12 @@ use warren_protocol::{
 /// How long a test waits for an expected frame.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Any byte stream a raw client can run over (TCP, TLS).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 pub struct Raw {
-    pub sock: TcpStream,
+    pub sock: Box<dyn Io>,
     pub buf: BytesMut,
     pub frame_max: u32,
     pub server_properties: FieldTable,
@@ -67,8 +71,13 @@ impl Raw {
     pub async fn tcp(addr: SocketAddr) -> Raw {
         let sock = TcpStream::connect(addr).await.expect("tcp connect");
         sock.set_nodelay(true).ok();
+        Raw::over(sock)
+    }
+
+    /// A raw client over an already connected stream (nothing sent yet).
+    pub fn over(sock: impl Io + 'static) -> Raw {
         Raw {
-            sock,
+            sock: Box::new(sock),
             buf: BytesMut::new(),
             frame_max: 131072,
             server_properties: FieldTable::new(),
@@ -82,7 +91,11 @@ impl Raw {
 
     /// Full handshake; Err(close) if the server refused with connection.close.
     pub async fn connect_with(addr: SocketAddr, o: Options) -> Result<Raw, Option<ConnectionClose>> {
-        let mut r = Raw::tcp(addr).await;
+        Raw::handshake(Raw::tcp(addr).await, o).await
+    }
+
+    /// Full handshake on a fresh stream; Err(close) if the server refused with connection.close.
+    pub async fn handshake(mut r: Raw, o: Options) -> Result<Raw, Option<ConnectionClose>> {
         r.sock.write_all(PROTOCOL_HEADER).await.expect("write header");
         match r.recv_method().await.1 {
             Method::ConnectionStart(s) => r.server_properties = s.server_properties,
@@ -222,6 +235,15 @@ impl Raw {
         let m = QueueDeclare { queue: ShortStr::from(name.to_string()), ..Default::default() };
         match self.call(ch, m).await {
             Method::QueueDeclareOk(ok) => ok,
+            other => panic!("expected declare-ok, got {other:?}"),
+        }
+    }
+
+    /// Passive declare: the queue's ready message count (a barrier for earlier publishes).
+    pub async fn declare_passive(&mut self, ch: u16, name: &str) -> u32 {
+        let m = QueueDeclare { queue: ShortStr::from(name.to_string()), passive: true, ..Default::default() };
+        match self.call(ch, m).await {
+            Method::QueueDeclareOk(ok) => ok.message_count,
             other => panic!("expected declare-ok, got {other:?}"),
         }
     }
