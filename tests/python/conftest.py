@@ -427,12 +427,7 @@ def connect(broker, _created_names):
         return conn
 
     yield make
-    for conn in opened:
-        if conn.is_open:
-            try:
-                conn.close()
-            except Exception:
-                pass
+    close_all(opened)
 
 
 @pytest.fixture
@@ -457,7 +452,12 @@ def open_connection():
         return conn
 
     yield make
-    for conn in opened:
+    close_all(opened)
+
+
+def close_all(connections):
+    """Close every still-open connection, ignoring errors (test teardown)."""
+    for conn in connections:
         if conn.is_open:
             try:
                 conn.close()
