@@ -42,8 +42,8 @@ record tool sink-64KiB "$($P --sink --seconds "$secs" --size 65536 --batch 10 --
 
 # Start to first handshake, and idle RSS.
 record warren startup "$($P --addr 127.0.0.1:$W_PORT --json --label warren \
-  --startup "./target/release/warren --bind 127.0.0.1 --port $W_PORT --log-level warn --data-dir $wdata")"
-./target/release/warren --bind 127.0.0.1 --port $W_PORT --log-level warn --data-dir "$wdata" >/dev/null 2>&1 &
+  --startup "./target/release/warren --bind 127.0.0.1 --port $W_PORT --management-port 0 --prometheus-port 0 --log-level warn --data-dir $wdata")"
+./target/release/warren --bind 127.0.0.1 --port $W_PORT --management-port 0 --prometheus-port 0 --log-level warn --data-dir "$wdata" >/dev/null 2>&1 &
 wpid=$!
 sleep 1
 record warren idle-rss "{\"rss_kib\": $(rss_kib $wpid)}"

@@ -12,7 +12,7 @@ cargo build --release --bin warren --bin warren-perf
 PORT=5682
 data=$(mktemp -d)
 trap 'kill $wpid 2>/dev/null || true; rm -rf "$data"' EXIT
-./target/release/warren --bind 127.0.0.1 --port $PORT --log-level warn --data-dir "$data" >/dev/null &
+./target/release/warren --bind 127.0.0.1 --port $PORT --management-port 0 --prometheus-port 0 --log-level warn --data-dir "$data" >/dev/null &
 wpid=$!
 sleep 0.3
 # No consumer: the producer stops at N unconsumed messages.
@@ -34,7 +34,7 @@ echo "disk: $(du -sh "$data/msgs" | cut -f1)"
 kill -TERM $wpid
 wait $wpid || true
 start=$(date +%s.%N)
-./target/release/warren --bind 127.0.0.1 --port $PORT --log-level info --data-dir "$data" > "$data/restart.log" 2>&1 &
+./target/release/warren --bind 127.0.0.1 --port $PORT --management-port 0 --prometheus-port 0 --log-level info --data-dir "$data" > "$data/restart.log" 2>&1 &
 wpid=$!
 until grep -q "Server startup complete" "$data/restart.log"; do sleep 0.01; done
 end=$(date +%s.%N)

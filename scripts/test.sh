@@ -40,6 +40,26 @@ f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$log_dir/node.log" | tail -n1)
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 [ -n "$p" ] || { echo "node suite did not run"; status=1; }
 
+step "browser for the UI tests (Debian's chromium and chromedriver)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+      || echo "could not install chromium: the UI tests will be skipped"
+  else
+    echo "chromium / chromedriver missing and not root: the UI tests will be skipped"
+  fi
+fi
+
+if command -v buildah >/dev/null && command -v podman >/dev/null; then
+  # The container test builds the image from this binary (as docker/Dockerfile's builder stage
+  # does); without buildah and podman it checks the plain binary instead.
+  step "static binary for the container image test"
+  CARGO_PROFILE_RELEASE_STRIP=symbols RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --bin warren --target x86_64-unknown-linux-gnu || status=1
+fi
+
 step "python (pika)"
 (
   cd tests/python

@@ -17,6 +17,10 @@ pub const DEFAULT_HEARTBEAT_SECS: u16 = 60;
 /// Largest message body accepted (RabbitMQ 3.10's `max_message_size` default, 128 MiB; RabbitMQ
 /// itself caps the setting at 512 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+/// RabbitMQ's management plugin port.
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
+/// RabbitMQ's Prometheus plugin port.
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 15692;
 /// RabbitMQ's AMQPS port.
 pub const DEFAULT_TLS_PORT: u16 = 5671;
 /// Time a client has from TCP accept to connection.open (RabbitMQ's handshake_timeout).
@@ -144,6 +148,10 @@ pub struct Config {
     pub connection_max: Option<usize>,
     /// AMQPS listeners (RabbitMQ's `listeners.ssl`), with their certificate; `None`: no TLS.
     pub tls: Option<TlsConfig>,
+    /// Management HTTP API and UI listeners (RabbitMQ's `management.tcp.port`, 15672); empty: off.
+    pub management_listen: Vec<SocketAddr>,
+    /// Prometheus listeners (RabbitMQ's `prometheus.tcp.port`, 15692); empty: off.
+    pub prometheus_listen: Vec<SocketAddr>,
     /// Definitions file imported at every start (RabbitMQ's `load_definitions`). When set, the
     /// default user and vhost are not created: the file says who exists, as in RabbitMQ.
     pub load_definitions: Option<std::path::PathBuf>,
@@ -177,6 +185,8 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             connection_max: None,
             tls: None,
+            management_listen: Vec::new(),
+            prometheus_listen: Vec::new(),
             load_definitions: None,
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
             consumer_timeout: None,

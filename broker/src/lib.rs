@@ -11,14 +11,18 @@
 //!   the writer task flushes in batches.
 pub mod auth;
 pub mod channel;
+pub mod conffile;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod error;
 pub mod exchange;
 pub mod ids;
 pub mod message;
+pub mod mgmt;
 pub mod outbound;
 pub mod queue;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod vhost;

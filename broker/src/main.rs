@@ -2,7 +2,8 @@
 //! starts the server, prints `Server startup complete`, and shuts down cleanly on SIGTERM / Ctrl-C
 //! (connections get 320 CONNECTION_FORCED, exit code 0).
 use anyhow::Context;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::{IpAddr, SocketAddr};
 use warren::config::{self, Config};
 
@@ -80,18 +81,77 @@ struct Cli {
     /// load_definitions; with it, the default user and vhost are not created.
     #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
     load_definitions: Option<std::path::PathBuf>,
+    /// Management HTTP API and web UI port (on the same addresses as AMQP; 0 = any free port).
+    #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = config::DEFAULT_MANAGEMENT_PORT)]
+    management_port: u16,
+    /// Prometheus metrics port (`/metrics`, `/metrics/per-object`).
+    #[arg(long, env = "WARREN_PROMETHEUS_PORT", default_value_t = config::DEFAULT_PROMETHEUS_PORT)]
+    prometheus_port: u16,
+    /// Run without the management API, UI and Prometheus listeners.
+    #[arg(long, env = "WARREN_NO_MANAGEMENT")]
+    no_management: bool,
+    /// RabbitMQ-format configuration file (`key = value` lines). Default: /etc/rabbitmq/rabbitmq.conf
+    /// when it exists. Flags and environment variables take precedence over it.
+    #[arg(long = "config", env = "RABBITMQ_CONFIG_FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Directory of more configuration files (`*.conf`, read in name order after the main file).
+    #[arg(long = "config-dir", env = "RABBITMQ_CONFIG_FILES", default_value = warren::conffile::DEFAULT_DIR)]
+    config_dir: std::path::PathBuf,
     /// AMQPS port (on the same addresses as AMQP).
     #[arg(long, env = "WARREN_TLS_PORT", default_value_t = config::DEFAULT_TLS_PORT)]
     tls_port: u16,
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // One binary, several tools: `warren ctl ...`, and RabbitMQ's CLI names (the container links
+    // rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin to it).
+    let mut argv: Vec<String> = std::env::args().collect();
+    if let Some(tool) = argv.first().and_then(|p| warren::ctl::Tool::from_program(p)) {
+        std::process::exit(warren::ctl::run(tool, argv.split_off(1)));
+    }
+    if argv.get(1).is_some_and(|a| a == "ctl") {
+        std::process::exit(warren::ctl::run(warren::ctl::Tool::Ctl, argv.split_off(2)));
+    }
+    // `rabbitmq-server` as the command (compose files and CI services written for the rabbitmq
+    // image sometimes say so) starts the broker.
+    if argv.get(1).is_some_and(|a| a == "rabbitmq-server") {
+        argv.remove(1);
+    }
+    let matches = Cli::command().get_matches_from(argv);
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    // Configuration files apply only where neither a flag nor the environment set the option.
+    let unset = |id: &str| matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue));
+    let files = warren::conffile::locate(cli.config.clone(), Some(cli.config_dir.clone()));
+    let entries = warren::conffile::read(&files).map_err(anyhow::Error::msg)?;
+    if unset("log_level") {
+        if let Some(e) = warren::conffile::last(&entries, "log.console.level")
+            .or_else(|| warren::conffile::last(&entries, "log.default.level"))
+        {
+            cli.log_level = match e.value.as_str() {
+                "warning" => "warn".into(),
+                "critical" | "alert" | "emergency" => "error".into(),
+                "none" => "off".into(),
+                other => other.into(),
+            };
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log-level")?)
         .with_writer(std::io::stderr)
         .init();
+    for f in &files {
+        tracing::info!("reading configuration file {}", f.display());
+    }
+    if let Some(p) = &cli.config {
+        if !p.is_file() && !p.with_extension("conf").is_file() {
+            tracing::info!("configuration file {} not found; using flags, environment and defaults", p.display());
+        }
+    }
+    for e in entries.iter().filter(|e| !warren::conffile::is_known(&e.key)) {
+        tracing::warn!("{}: `{}` does not apply to Warren; ignored", e.origin, e.key);
+    }
     let mut cfg = Config::default();
+    let file_listeners = apply_config_file(&mut cli, &entries, &unset).map_err(anyhow::Error::msg)?;
     if !cli.bind.is_empty() {
         cfg.listen = cli.bind.iter().map(|ip| SocketAddr::new(*ip, cli.port)).collect();
     } else {
@@ -99,21 +159,30 @@ fn main() -> anyhow::Result<()> {
             a.set_port(cli.port);
         }
     }
+    if let Some(l) = file_listeners.amqp {
+        cfg.listen = l;
+    }
     cfg.heartbeat = cli.heartbeat;
     cfg.frame_max = cli.frame_max.max(warren_protocol::constants::FRAME_MIN_SIZE);
     cfg.default_user = cli.default_user;
     cfg.default_pass = cli.default_pass;
     cfg.default_vhost = cli.default_vhost;
     cfg.memory_high_watermark = cli.memory_high_watermark;
-    cfg.data_dir = Some(cli.data_dir);
+    cfg.data_dir = Some(container_data_dir(cli.data_dir));
     cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
     cfg.max_message_size = cli.max_message_size;
     cfg.load_definitions = cli.load_definitions;
     cfg.channel_max = cli.channel_max;
     cfg.connection_max = (cli.connection_max > 0).then_some(cli.connection_max);
     cfg.handshake_timeout = std::time::Duration::from_millis(cli.handshake_timeout);
+    if !cli.no_management {
+        cfg.management_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.management_port)).collect();
+        cfg.prometheus_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.prometheus_port)).collect();
+    }
     if let (Some(cert_file), Some(key_file)) = (cli.tls_cert, cli.tls_key) {
-        let listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.tls_port)).collect();
+        let listen = file_listeners
+            .amqps
+            .unwrap_or_else(|| cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.tls_port)).collect());
         cfg.tls = Some(config::TlsConfig {
             listen,
             cert_file,
@@ -135,6 +204,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     for a in &handle.tls_addrs {
         println!("Listening for AMQPS on {a}");
+    }
+    for a in &handle.management_addrs {
+        println!("Listening for HTTP on {a}");
+    }
+    for a in &handle.prometheus_addrs {
+        println!("Listening for Prometheus on {a}");
     }
     // Tools (CI service health checks, test harnesses) wait for this exact line.
     println!("Server startup complete");
@@ -172,3 +247,118 @@ async fn wait_for_signal() {
 /// with `no_thp` (no transparent huge pages): idle RSS 5 MiB instead of 13 MiB.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Listener addresses given in configuration files (`listeners.tcp.*`, `listeners.ssl.*`).
+#[derive(Default)]
+struct FileListeners {
+    amqp: Option<Vec<SocketAddr>>,
+    amqps: Option<Vec<SocketAddr>>,
+}
+
+/// Every address RabbitMQ means by a listener without one: all IPv4 and all IPv6 addresses.
+fn all_addresses(port: u16) -> Vec<SocketAddr> {
+    vec![SocketAddr::new(IpAddr::from([0u8; 4]), port), SocketAddr::new(IpAddr::from([0u16; 8]), port)]
+}
+
+/// Apply configuration-file entries to the options that neither a flag nor the environment set.
+fn apply_config_file(
+    cli: &mut Cli,
+    entries: &[warren::conffile::Entry],
+    unset: &dyn Fn(&str) -> bool,
+) -> Result<FileListeners, String> {
+    use warren::conffile::{parse_bool, parse_listener, parse_num};
+    let mut out = FileListeners::default();
+    let mut loopback: Option<Vec<String>> = None;
+    let mut verify_peer = false;
+    for e in entries {
+        let v = e.value.clone();
+        match e.key.as_str() {
+            k if k.starts_with("listeners.tcp.") || k.starts_with("listeners.ssl.") => {
+                let ssl = k.starts_with("listeners.ssl.");
+                // Flags and environment win over the file.
+                let free = if ssl { unset("tls_port") } else { unset("bind") && unset("port") };
+                if !free {
+                    continue;
+                }
+                let (ip, port) = parse_listener(e)?;
+                let addrs = match ip {
+                    Some(ip) => vec![SocketAddr::new(ip, port)],
+                    None => all_addresses(port),
+                };
+                let slot = if ssl { &mut out.amqps } else { &mut out.amqp };
+                slot.get_or_insert_with(Vec::new).extend(addrs);
+                if ssl {
+                    cli.tls_port = port;
+                } else {
+                    cli.port = port;
+                }
+            }
+            "ssl_options.certfile" if unset("tls_cert") => cli.tls_cert = Some(v.into()),
+            "ssl_options.keyfile" if unset("tls_key") => cli.tls_key = Some(v.into()),
+            "ssl_options.cacertfile" if unset("tls_ca") => cli.tls_ca = Some(v.into()),
+            "ssl_options.verify" => verify_peer = v == "verify_peer",
+            "ssl_options.fail_if_no_peer_cert" if unset("tls_fail_if_no_peer_cert") => {
+                cli.tls_fail_if_no_peer_cert = parse_bool(e)?
+            }
+            "default_user" if unset("default_user") => cli.default_user = v,
+            "default_pass" if unset("default_pass") => cli.default_pass = v,
+            "default_vhost" if unset("default_vhost") => cli.default_vhost = v,
+            "loopback_users" if v == "none" => loopback = Some(Vec::new()),
+            k if k.starts_with("loopback_users.") => {
+                let user = k.trim_start_matches("loopback_users.").to_string();
+                let list = loopback.get_or_insert_with(|| vec!["guest".to_string()]);
+                list.retain(|u| *u != user);
+                if parse_bool(e)? {
+                    list.push(user);
+                }
+            }
+            "load_definitions" | "definitions.local.path" if unset("load_definitions") => {
+                cli.load_definitions = Some(v.into())
+            }
+            "vm_memory_high_watermark.relative" | "vm_memory_high_watermark.absolute"
+                if unset("memory_high_watermark") =>
+            {
+                let w = if e.key.ends_with("relative") && !v.contains('.') { format!("{v}.0") } else { v };
+                cli.memory_high_watermark = w.parse().map_err(|x| format!("{}: {x}", e.origin))?;
+            }
+            "management.tcp.port" | "management.listener.port" if unset("management_port") => {
+                cli.management_port = parse_num(e)?
+            }
+            "prometheus.tcp.port" if unset("prometheus_port") => cli.prometheus_port = parse_num(e)?,
+            "heartbeat" if unset("heartbeat") => cli.heartbeat = parse_num(e)?,
+            "frame_max" if unset("frame_max") => cli.frame_max = parse_num(e)?,
+            "channel_max" if unset("channel_max") => cli.channel_max = parse_num(e)?,
+            "max_message_size" if unset("max_message_size") => cli.max_message_size = parse_num(e)?,
+            "handshake_timeout" if unset("handshake_timeout") => cli.handshake_timeout = parse_num(e)?,
+            "consumer_timeout" if unset("consumer_timeout") => cli.consumer_timeout = parse_num(e)?,
+            _ => {}
+        }
+    }
+    if let (Some(l), true) = (loopback, unset("loopback_users")) {
+        cli.loopback_users = if l.is_empty() { vec!["none".into()] } else { l };
+    }
+    // RabbitMQ verifies client certificates only with `verify = verify_peer`.
+    if !verify_peer && unset("tls_ca") && entries.iter().any(|e| e.key == "ssl_options.verify") {
+        cli.tls_ca = None;
+    }
+    Ok(out)
+}
+
+/// The image's data directory is /var/lib/warren; a volume mounted at /var/lib/rabbitmq (as
+/// compose files written for RabbitMQ do) is used instead when nothing is mounted at
+/// /var/lib/warren, in a `warren` subdirectory so RabbitMQ's own files there stay untouched.
+fn container_data_dir(dir: std::path::PathBuf) -> std::path::PathBuf {
+    const IMAGE_DIR: &str = "/var/lib/warren";
+    const RABBITMQ_DIR: &str = "/var/lib/rabbitmq";
+    if dir != std::path::Path::new(IMAGE_DIR) {
+        return dir;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted = |p: &str| mounts.lines().any(|l| l.split_whitespace().nth(4) == Some(p));
+    if mounted(RABBITMQ_DIR) && !mounted(IMAGE_DIR) {
+        let d = std::path::Path::new(RABBITMQ_DIR).join("warren");
+        eprintln!("data directory: a volume is mounted at {RABBITMQ_DIR}: using {}", d.display());
+        return d;
+    }
+    dir
+}

@@ -131,6 +131,8 @@ pub struct QueuedMsg {
     pub expires_at: u64,
     /// Times delivered so far (quorum queues' delivery limit and x-delivery-count).
     pub deliveries: u32,
+    /// `delivery_mode = 2` (kept here too: a paged-out message's `msg` is a placeholder).
+    pub persistent: bool,
     /// Its record in the message store, when it has one (a persistent message in a durable queue,
     /// or a message paged out under memory pressure). Dropping it records the message as gone.
     /// Boxed: a store reference is 32 bytes, and most queued messages (transient) have none; inline

@@ -38,6 +38,8 @@ pub struct Broker {
     pub auth_generation: AtomicU64,
     /// Next connection id.
     next_conn: AtomicU64,
+    /// Open connections, message totals and rates (management API, Prometheus).
+    pub stats: crate::stats::Stats,
     /// Connections past connection.open and not yet closed (see [`ConnSlot`]).
     pub open_connections: std::sync::atomic::AtomicUsize,
     /// Memory alarm: true while queued message bytes are above the high watermark.
@@ -73,6 +75,7 @@ impl Broker {
             auth_generation: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             open_connections: Default::default(),
+            stats: Default::default(),
             alarm: watch::channel(false).0,
             store,
             meta,
@@ -123,6 +126,47 @@ impl Broker {
     /// Create or replace a user.
     pub fn put_user(&self, u: User) {
         self.users.write().insert(u.name.clone(), u);
+    }
+    /// One user.
+    pub fn user(&self, name: &str) -> Option<User> {
+        self.users.read().get(name).cloned()
+    }
+    /// Delete a user and its permissions; its open connections are closed (as RabbitMQ does).
+    /// False if there was no such user.
+    pub fn delete_user(&self, name: &str) -> bool {
+        if self.users.write().remove(name).is_none() {
+            return false;
+        }
+        self.grants.write().retain(|(u, _), _| u != name);
+        self.permissions.write().retain(|p| p.user != name);
+        self.auth_generation.fetch_add(1, Ordering::Release);
+        for c in self.stats.connections().into_iter().filter(|c| c.user == name) {
+            c.force_close(&format!("user '{name}' is deleted"));
+        }
+        self.definitions_changed();
+        true
+    }
+    /// Delete a vhost: its connections are closed, its queues and exchanges go, and so do the
+    /// permissions in it. False if there was no such vhost.
+    pub fn delete_vhost(&self, name: &str) -> bool {
+        let Some(v) = self.vhosts.write().remove(name) else { return false };
+        for c in self.stats.connections().into_iter().filter(|c| c.vhost == name) {
+            c.force_close(&format!("vhost '{name}' is deleted"));
+        }
+        for q in v.queues_snapshot() {
+            v.delete_queue(&q);
+        }
+        self.grants.write().retain(|(_, vh), _| vh != name);
+        self.permissions.write().retain(|p| p.vhost != name);
+        self.auth_generation.fetch_add(1, Ordering::Release);
+        self.definitions_changed();
+        true
+    }
+    /// Users, vhosts or permissions changed: rewrite the definitions file (with a data directory).
+    pub fn definitions_changed(&self) {
+        if let Some(m) = &self.meta {
+            m.request();
+        }
     }
     /// Every permission entry.
     pub fn permissions(&self) -> Vec<Permission> {
@@ -247,6 +291,10 @@ pub struct ServerHandle {
     pub local_addrs: Vec<SocketAddr>,
     /// The bound AMQPS addresses.
     pub tls_addrs: Vec<SocketAddr>,
+    /// The bound management HTTP addresses.
+    pub management_addrs: Vec<SocketAddr>,
+    /// The bound Prometheus addresses.
+    pub prometheus_addrs: Vec<SocketAddr>,
     /// Broker state.
     pub broker: Arc<Broker>,
     /// Set to true to shut down.
@@ -297,7 +345,7 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
     for addr in &config.listen {
-        let l = bind(*addr)?;
+        let l = bind_listener(*addr)?;
         local_addrs.push(l.local_addr()?);
         listeners.push(l);
     }
@@ -307,7 +355,7 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         Some(t) => {
             let a = tls_acceptor(t)?;
             for addr in &t.listen {
-                let l = bind(*addr)?;
+                let l = bind_listener(*addr)?;
                 tls_addrs.push(l.local_addr()?);
                 tls_listeners.push(l);
             }
@@ -326,7 +374,9 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
     for l in tls_listeners {
         tasks.spawn(accept_loop(l, acceptor.clone(), broker.clone(), rx.clone()));
     }
-    Ok(ServerHandle { local_addrs, tls_addrs, broker, shutdown: tx, tasks })
+    let (management_addrs, prometheus_addrs) =
+        crate::mgmt::start(broker.clone(), &local_addrs, &tls_addrs, &mut tasks, rx.clone()).await?;
+    Ok(ServerHandle { local_addrs, tls_addrs, management_addrs, prometheus_addrs, broker, shutdown: tx, tasks })
 }
 
 /// The TLS acceptor for AMQPS listeners: rustls with the ring provider, the certificate chain and
@@ -367,7 +417,8 @@ fn tls_acceptor(t: &crate::config::TlsConfig) -> anyhow::Result<tokio_rustls::Tl
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Bind a listening socket (IPv6 sockets IPv6-only, so `[::]` and `0.0.0.0` can share a port).
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
@@ -444,6 +495,7 @@ async fn accept_loop(
                         }
                         Some(acceptor) => {
                             let (acceptor, broker, shutdown) = (acceptor.clone(), broker.clone(), shutdown.clone());
+                            let local = sock.local_addr().ok();
                             conns.spawn(async move {
                                 let _ = sock.set_nodelay(true);
                                 // The TLS handshake is bounded by the handshake timeout too.
@@ -451,7 +503,8 @@ async fn accept_loop(
                                 match tokio::time::timeout(limit, acceptor.accept(sock)).await {
                                     Ok(Ok(stream)) => {
                                         let (rd, wr) = tokio::io::split(stream);
-                                        connection::serve_stream(rd, wr, Some(peer), broker, id, shutdown).await;
+                                        let ends = connection::Endpoints { peer: Some(peer), local, tls: true };
+                                        connection::serve_stream(rd, wr, ends, broker, id, shutdown).await;
                                     }
                                     Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake failed: {e}"),
                                     Err(_) => tracing::warn!(%peer, "TLS handshake timeout"),

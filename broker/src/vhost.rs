@@ -59,6 +59,8 @@ pub struct VHost {
     store: Option<Arc<crate::store::Store>>,
     /// The broker's metadata file: durable topology changes request a write.
     meta: Option<Arc<crate::store::definitions::MetaStore>>,
+    /// Message counters of deleted queues (so totals never go backwards).
+    retired: parking_lot::Mutex<crate::stats::Totals>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -106,6 +108,7 @@ impl VHost {
             me: me.clone(),
             store,
             meta,
+            retired: Default::default(),
         })
     }
 
@@ -221,13 +224,19 @@ impl VHost {
                 }
                 Some(e) => e,
             };
-            self.walk(start, keys, headers.as_ref(), out);
+            self.walk(&start, keys, headers.as_ref(), out);
+            // One relaxed add on the exchange's own cache line (contended only when several
+            // connections publish to the same exchange at once).
+            start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !out.queues.is_empty() {
+                start.counters.publish_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Ok(if has_bcc && !out.queues.is_empty() { Some(strip_bcc(properties)) } else { None })
     }
 
     /// Breadth-first over exchange destinations and alternate exchanges, each exchange once.
-    fn walk(&self, start: Arc<Exchange>, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) {
+    fn walk(&self, start: &Arc<Exchange>, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) {
         let matched = start.route_into(keys, headers, out);
         if out.exchanges.is_empty() && matched {
             return; // the common case: one exchange, queues only
@@ -235,7 +244,7 @@ impl VHost {
         let mut visited: Vec<Arc<Exchange>> = vec![start.clone()];
         let mut todo: Vec<Arc<Exchange>> = std::mem::take(&mut out.exchanges);
         if !matched {
-            todo.extend(self.alternate_of(&start));
+            todo.extend(self.alternate_of(start));
         }
         while let Some(x) = todo.pop() {
             if visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
@@ -369,7 +378,17 @@ impl VHost {
         for c in consumers {
             cancel_by_broker(&c);
         }
+        self.retired.lock().add(&q.totals());
         n
+    }
+
+    /// Message counters of every queue this vhost ever had (live ones plus deleted ones).
+    pub fn queue_totals(&self) -> crate::stats::Totals {
+        let mut t = *self.retired.lock();
+        for q in self.queues_snapshot() {
+            t.add(&q.totals());
+        }
+        t
     }
 
     /// exchange.declare.

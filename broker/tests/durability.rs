@@ -245,7 +245,8 @@ impl Proc {
     fn start_with(dir: &Path, write_delay_ms: u64) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .env(warren::store::TEST_WRITE_DELAY_ENV, write_delay_ms.to_string())
-            .args(["--bind", "127.0.0.1", "--port", "0", "--log-level", "warn", "--data-dir"])
+            .args(common::PROCESS_ARGS)
+            .args(["--log-level", "warn", "--data-dir"])
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -23,7 +23,8 @@ impl Warren {
     fn start(extra: &[&str]) -> Warren {
         let dir = std::env::temp_dir().join(format!("warren-scale-{}-{}", std::process::id(), rand::random::<u32>()));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--bind", "127.0.0.1", "--port", "0", "--log-level", "error", "--data-dir"])
+            .args(common::PROCESS_ARGS)
+            .args(["--log-level", "error", "--data-dir"])
             .arg(&dir)
             .args(extra)
             .stdout(std::process::Stdio::piped())

@@ -41,6 +41,9 @@ SHUTDOWN_TIMEOUT = 10.0         # seconds to wait for exit after SIGTERM
 TEST_WATCHDOG_SECONDS = 30      # hard limit per test (setup + call + teardown)
 
 LISTEN_RE = re.compile(r"Listening for AMQP on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
+# Management API / UI and Prometheus ports (asked as 0: each broker gets free ones).
+HTTP_RE = re.compile(r"Listening for HTTP on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
+PROMETHEUS_RE = re.compile(r"Listening for Prometheus on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 READY_LINE = "Server startup complete"
 
 
@@ -184,6 +187,8 @@ class WarrenProcess:
         removed on ``terminate``); ``extra_args``: more command-line flags."""
         self.binary = str(binary)
         self.port = None
+        self.http_port = None           # management API / UI
+        self.prometheus_port = None     # /metrics
         self.host = "127.0.0.1"
         self.lines = deque(maxlen=200)          # recent output, for diagnostics
         self._ready = threading.Event()
@@ -195,7 +200,8 @@ class WarrenProcess:
             data_dir = self._scratch.name
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", "0", "--data-dir", data_dir, *extra_args],
+            [self.binary, "--bind", "127.0.0.1", "--port", "0", "--management-port", "0",
+             "--prometheus-port", "0", "--data-dir", data_dir, *extra_args],
             cwd=data_dir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -219,6 +225,10 @@ class WarrenProcess:
                 match = LISTEN_RE.search(line)
                 if match:
                     self.port = int(match.group(2))
+            if self.http_port is None and (match := HTTP_RE.search(line)):
+                self.http_port = int(match.group(2))
+            if self.prometheus_port is None and (match := PROMETHEUS_RE.search(line)):
+                self.prometheus_port = int(match.group(2))
             if READY_LINE in line:
                 self._ready.set()
         self._ready.set()   # EOF: wake up a waiter so it can report the exit

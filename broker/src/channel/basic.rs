@@ -79,6 +79,19 @@ impl Channel {
             }
         };
         let (mut rejected, mut lsn) = (false, 0);
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &ctx.info.counters;
+        counters.published.fetch_add(1, Relaxed);
+        self.shared.counters.published.fetch_add(1, Relaxed);
+        if routed.queues.is_empty() && self.tx.is_none() {
+            if p.mandatory {
+                counters.returned.fetch_add(1, Relaxed);
+                self.shared.counters.returned.fetch_add(1, Relaxed);
+            } else {
+                counters.dropped.fetch_add(1, Relaxed);
+                self.shared.counters.dropped.fetch_add(1, Relaxed);
+            }
+        }
         if !routed.queues.is_empty() || p.mandatory {
             let properties = replaced.unwrap_or(properties);
             let msg = match Message::new(p.exchange, p.routing_key, properties, body) {
@@ -99,6 +112,10 @@ impl Channel {
             }
         }
         self.route_buf = routed;
+        if self.confirm.is_some() && !rejected {
+            counters.confirmed.fetch_add(1, Relaxed);
+            self.shared.counters.confirmed.fetch_add(1, Relaxed);
+        }
         self.confirm_published(rejected, lsn);
         Ok(())
     }
@@ -191,7 +208,14 @@ impl Channel {
     }
 
     /// basic.ack / basic.nack / basic.reject: settle now, or buffer in a transaction.
-    pub(super) fn settle(&mut self, tag: u64, multiple: bool, outcome: Option<bool>, m: &Method) -> AmqpResult<()> {
+    pub(super) fn settle(
+        &mut self,
+        ctx: &ConnCtx,
+        tag: u64,
+        multiple: bool,
+        outcome: Option<bool>,
+        m: &Method,
+    ) -> AmqpResult<()> {
         if let Some(tx) = &mut self.tx {
             if !self.shared.state.lock().check(tag, multiple) {
                 return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
@@ -200,27 +224,43 @@ impl Channel {
             return Ok(());
         }
         match outcome {
-            None => self.ack(tag, multiple, m),
+            None => self.ack(ctx, tag, multiple, m),
             Some(requeue) => self.nack(tag, multiple, requeue, m),
         }
     }
 
     /// basic.ack from the client.
-    pub(super) fn ack(&mut self, tag: u64, multiple: bool, m: &Method) -> AmqpResult<()> {
+    pub(super) fn ack(&mut self, ctx: &ConnCtx, tag: u64, multiple: bool, m: &Method) -> AmqpResult<()> {
         let mut settled = std::mem::take(&mut self.settle_buf);
         let ok = self.shared.state.lock().settle(tag, multiple, &mut settled);
         if ok.is_none() {
             self.settle_buf = settled;
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
-        // Credit was released: queues with waiting messages may deliver again.
+        // Credit was released: queues with waiting messages may deliver again. Acks are counted
+        // once per run of the same queue (one atomic add for a whole multiple-ack).
+        ctx.info.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut last: Option<*const crate::queue::Queue> = None;
+        let mut run: Option<(Arc<crate::queue::Queue>, u64)> = None;
         for u in settled.drain(..) {
             let p = Arc::as_ptr(&u.queue);
+            match &mut run {
+                Some((q, n)) if Arc::ptr_eq(q, &u.queue) => *n += 1,
+                _ => {
+                    if let Some((q, n)) = run.take() {
+                        q.count_acks(n);
+                    }
+                    run = Some((u.queue.clone(), 1));
+                }
+            }
             if last != Some(p) && u.consumer.is_some() {
                 u.queue.drive();
                 last = Some(p);
             }
+        }
+        if let Some((q, n)) = run {
+            q.count_acks(n);
         }
         self.settle_buf = settled;
         Ok(())
@@ -378,7 +418,7 @@ impl Channel {
         // access-control: basic.get needs read on the queue.
         ctx.authorize(crate::auth::Access::Read, crate::auth::Resource::Queue, qname.as_bytes(), m)?;
         let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
-        match queue.get() {
+        match queue.get(g.no_ack) {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
             None => self.send(&BasicGetEmpty { cluster_id: ShortStr::empty() }.into()),
         }

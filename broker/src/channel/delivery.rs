@@ -81,6 +81,8 @@ pub struct Deliveries {
     pub closed: bool,
     /// Consumers by tag.
     pub consumers: HashMap<ShortStr, Arc<Consumer>>,
+    /// Deliveries made on this channel (counted under this lock, which delivery holds anyway).
+    pub counted: crate::stats::Totals,
 }
 
 /// The channel state shared with queues.
@@ -93,6 +95,11 @@ pub struct ChannelShared {
     pub cancel_notify: bool,
     /// Delivery state.
     pub state: Mutex<Deliveries>,
+    /// Confirm or transactional mode (`stats::MODE_*`), for the management API.
+    pub mode: crate::stats::ChannelMode,
+    /// What the channel's reader counts (publishes, confirms, acks, returns): written only by
+    /// that reader.
+    pub counters: crate::stats::ConnCounters,
 }
 
 impl ChannelShared {
@@ -111,7 +118,10 @@ impl ChannelShared {
                 global_in_flight: 0,
                 closed: false,
                 consumers: HashMap::new(),
+                counted: Default::default(),
             }),
+            mode: Default::default(),
+            counters: Default::default(),
         })
     }
 
@@ -141,9 +151,12 @@ impl ChannelShared {
         st.next_tag += 1;
         let redelivered = m.redelivered;
         let msg = m.msg.clone();
+        st.counted.redelivered += redelivered as u64;
         if c.no_ack {
+            st.counted.delivered_no_ack += 1;
             st.push_settled();
         } else {
+            st.counted.delivered += 1;
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
@@ -182,9 +195,12 @@ impl ChannelShared {
         st.next_tag += 1;
         let msg = m.msg.clone();
         let redelivered = m.redelivered;
+        st.counted.redelivered += redelivered as u64;
         if no_ack {
+            st.counted.got_no_ack += 1;
             st.push_settled();
         } else {
+            st.counted.got += 1;
             st.unacked_count += 1;
             st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: None, delivered_ms: 0 }));
         }

@@ -120,9 +120,9 @@ impl Channel {
             other => other,
         };
         match &m {
-            Method::BasicAck(a) => self.settle(a.delivery_tag, a.multiple, None, &m),
-            Method::BasicNack(n) => self.settle(n.delivery_tag, n.multiple, Some(n.requeue), &m),
-            Method::BasicReject(r) => self.settle(r.delivery_tag, false, Some(r.requeue), &m),
+            Method::BasicAck(a) => self.settle(ctx, a.delivery_tag, a.multiple, None, &m),
+            Method::BasicNack(n) => self.settle(ctx, n.delivery_tag, n.multiple, Some(n.requeue), &m),
+            Method::BasicReject(r) => self.settle(ctx, r.delivery_tag, false, Some(r.requeue), &m),
             Method::BasicConsume(c) => self.consume(ctx, c, &m),
             Method::BasicCancel(c) => self.cancel(ctx, c, &m),
             Method::BasicGet(g) => self.get(ctx, g, &m),

@@ -53,6 +53,7 @@ impl Channel {
                     ));
                 }
                 self.tx.get_or_insert_with(TxState::default);
+                self.shared.mode.store(crate::stats::MODE_TX, std::sync::atomic::Ordering::Relaxed);
                 self.send(&TxSelectOk.into());
             }
             Method::TxCommit(_) => {
@@ -69,7 +70,7 @@ impl Channel {
                         // Checked on arrival; a tag settled twice within one transaction is ignored
                         // the second time.
                         TxOp::Settle { tag, multiple, requeue: None } => {
-                            let _ = self.ack(tag, multiple, m);
+                            let _ = self.ack(ctx, tag, multiple, m);
                         }
                         TxOp::Settle { tag, multiple, requeue: Some(r) } => {
                             let _ = self.nack(tag, multiple, r, m);

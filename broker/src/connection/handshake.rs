@@ -35,6 +35,8 @@ pub struct Negotiated {
     pub blocked_notify: bool,
     /// Client's `connection_name` property, for logs.
     pub name: Option<String>,
+    /// Everything the client announced in start-ok (management API).
+    pub client_properties: FieldTable,
 }
 
 /// Why the handshake ended without a connection.
@@ -223,6 +225,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         cancel_notify: cap("consumer_cancel_notify"),
         blocked_notify: cap("connection.blocked"),
         name,
+        client_properties: start_ok.client_properties.clone(),
     })
 }
 

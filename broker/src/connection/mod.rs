@@ -65,6 +65,8 @@ pub struct ConnCtx {
     pub grants: Arc<crate::auth::Grants>,
     /// Largest message body accepted (`Config::max_message_size`).
     pub max_message_size: u64,
+    /// This connection as the management API sees it (counters, channels).
+    pub info: Arc<crate::stats::ConnInfo>,
     /// Definitions write the held replies wait for (0: none).
     sync_meta: AtomicU64,
     /// Store LSN the held replies wait for (0: none).
@@ -173,16 +175,28 @@ struct Connection {
 /// Serve one accepted plain-TCP socket until it closes.
 pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, shutdown: watch::Receiver<bool>) {
     let peer = sock.peer_addr().ok();
+    let local = sock.local_addr().ok();
     let _ = sock.set_nodelay(true);
     let (rd, wr) = sock.into_split();
-    serve_stream(rd, wr, peer, broker, id, shutdown).await
+    serve_stream(rd, wr, Endpoints { peer, local, tls: false }, broker, id, shutdown).await
+}
+
+/// Where a connection comes from and arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// Client address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Our address.
+    pub local: Option<std::net::SocketAddr>,
+    /// Over TLS.
+    pub tls: bool,
 }
 
 /// Serve one connection, given its two halves (a TCP socket's, or a TLS stream's), until it closes.
 pub async fn serve_stream<R, W>(
     mut rd: R,
     mut wr: W,
-    peer_addr: Option<std::net::SocketAddr>,
+    ends: Endpoints,
     broker: Arc<Broker>,
     id: ConnectionId,
     mut shutdown: watch::Receiver<bool>,
@@ -190,6 +204,7 @@ pub async fn serve_stream<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let peer_addr = ends.peer;
     let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
     let mut buf = BytesMut::with_capacity(MIN_READ_BUF);
     let mut read_size = MIN_READ_BUF;
@@ -214,10 +229,34 @@ pub async fn serve_stream<R, W>(
         }
     };
     tracing::info!(%peer, user = %neg.user, vhost = %neg.vhost.name, name = ?neg.name, "connection {id} opened");
+    let info = Arc::new(crate::stats::ConnInfo {
+        id,
+        name: format!(
+            "{} -> {}",
+            peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+            ends.local.map(|a| a.to_string()).unwrap_or_default()
+        ),
+        peer: peer_addr,
+        local: ends.local,
+        user: neg.user.clone(),
+        vhost: neg.vhost.name.clone(),
+        client_properties: neg.client_properties,
+        connected_at: crate::stats::unix_ms(),
+        tls: ends.tls,
+        frame_max: neg.frame_max,
+        channel_max: neg.channel_max,
+        heartbeat: neg.heartbeat,
+        counters: Default::default(),
+        channels: Default::default(),
+        blocked: Default::default(),
+        kill_reason: Default::default(),
+        kill: Notify::new(),
+    });
+    broker.stats.register(info.clone());
     let out = Outbound::new(neg.frame_max);
     let live = Arc::new(Liveness { epoch: Instant::now(), last_read: AtomicU64::new(0), abort: Notify::new() });
     let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
-    let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone()));
+    let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone(), info.clone()));
     let mut conn = Connection {
         ctx: ConnCtx {
             id,
@@ -227,6 +266,7 @@ pub async fn serve_stream<R, W>(
             store: broker.store.clone(),
             meta: broker.meta.clone(),
             grants: neg.grants,
+            info: info.clone(),
             max_message_size: broker.config.max_message_size,
             sync_meta: Default::default(),
             sync_lsn: Default::default(),
@@ -309,6 +349,7 @@ pub async fn serve_stream<R, W>(
         // blocking); consumers keep being served so the alarm can clear.
         conn.notify_alarm(*alarm.borrow_and_update());
         while *alarm.borrow() && conn.published && conn.state == State::Open {
+            info.blocked.store(true, Ordering::Relaxed);
             // The client's heartbeats are not read while blocked: don't count that as silence.
             live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed);
             tokio::select! {
@@ -322,6 +363,7 @@ pub async fn serve_stream<R, W>(
             }
             conn.notify_alarm(*alarm.borrow_and_update());
         }
+        info.blocked.store(false, Ordering::Relaxed);
         if buf.capacity() - buf.len() < read_size / 2 {
             buf.reserve(read_size);
         }
@@ -337,6 +379,8 @@ pub async fn serve_stream<R, W>(
                 }
                 Ok(n) => {
                     live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed);
+                    info.counters.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
+                    info.counters.recv_cnt.fetch_add(1, Ordering::Relaxed);
                     if n == spare && read_size < READ_BUF {
                         read_size *= 2;
                     }
@@ -363,6 +407,12 @@ pub async fn serve_stream<R, W>(
                 }
             }
             _ = ack_check.tick() => conn.check_ack_timeouts(),
+            _ = info.kill.notified(), if conn.state == State::Open => {
+                let reason = info.kill_reason.lock().clone().unwrap_or_default();
+                tracing::warn!(%peer, "closing connection {id}: {reason}");
+                conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, reason, 0, 0));
+                close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
+            }
             _ = shutdown.changed(), if conn.state == State::Open => {
                 conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
                 close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -370,6 +420,7 @@ pub async fn serve_stream<R, W>(
         }
     }
     conn.teardown();
+    broker.stats.unregister(id);
     out.close();
     if unparseable {
         discard_until_eof(&mut rd, CLOSE_OK_TIMEOUT).await;
@@ -514,6 +565,7 @@ impl Connection {
                     let shared = ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify);
                     let ch = Channel::new(shared);
                     ch.send(&ChannelOpenOk { channel_id: Default::default() }.into());
+                    self.ctx.info.channels.lock().insert(id, ch.shared.clone());
                     self.channels.insert(id, ch);
                     Ok(())
                 }
@@ -524,6 +576,7 @@ impl Connection {
             match m {
                 Method::ChannelCloseOk(_) => {
                     self.channels.remove(&id);
+                    self.ctx.info.channels.lock().remove(&id);
                 }
                 Method::ChannelClose(_) => {
                     ch.send(&ChannelCloseOk.into());
@@ -540,6 +593,7 @@ impl Connection {
                 ch.teardown(&self.ctx);
                 ch.send(&ChannelCloseOk.into());
                 self.channels.remove(&id);
+                self.ctx.info.channels.lock().remove(&id);
                 Ok(())
             }
             Method::ChannelCloseOk(_) => Ok(()),
@@ -635,6 +689,7 @@ impl Connection {
         for ch in self.channels.values_mut() {
             ch.teardown(&self.ctx);
         }
+        self.ctx.info.channels.lock().clear();
         for q in self.ctx.vhost.exclusive_queues_of(self.ctx.id) {
             self.ctx.vhost.delete_queue(&q);
         }

@@ -41,6 +41,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     out: Arc<Outbound>,
     heartbeat: Option<Duration>,
     live: Arc<Liveness>,
+    info: Arc<crate::stats::ConnInfo>,
 ) {
     let mut chunks: Vec<Bytes> = Vec::new();
     let tick = heartbeat.map(|h| (h / 2).max(Duration::from_millis(100)));
@@ -75,6 +76,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 return;
             }
             last_write = Instant::now();
+            info.counters.send_oct.fetch_add(n as u64, Ordering::Relaxed);
+            info.counters.send_cnt.fetch_add(1, Ordering::Relaxed);
             out.written(n);
         }
         if out.is_closed() && out.is_empty() {

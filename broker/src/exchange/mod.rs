@@ -133,6 +133,18 @@ pub struct Exchange {
     pub alternate: Option<ShortStr>,
     /// Bindings where this exchange is the source.
     pub bindings: RwLock<Bindings>,
+    /// Messages published to it, and of those, routed to at least one queue (management API).
+    pub counters: ExchangeCounters,
+}
+
+/// An exchange's message counters, on a cache line of their own.
+#[derive(Default)]
+#[repr(align(64))]
+pub struct ExchangeCounters {
+    /// Messages published to this exchange.
+    pub publish_in: std::sync::atomic::AtomicU64,
+    /// Of those, messages routed to at least one queue.
+    pub publish_out: std::sync::atomic::AtomicU64,
 }
 
 impl Exchange {
@@ -157,6 +169,7 @@ impl Exchange {
             arguments,
             alternate,
             bindings: RwLock::new(Bindings::default()),
+            counters: ExchangeCounters::default(),
         })
     }
 

@@ -52,6 +52,34 @@ pub struct QueueState {
     pub deleted: bool,
     /// Last time (`now_ms`) the queue was used (consumer, get, declare), for `x-expires`.
     last_used: u64,
+    /// Message counters (management API, Prometheus), kept under this lock (no atomics on the
+    /// publish path): published, delivered (ack / no-ack), got (ack / no-ack), get_empty,
+    /// redelivered.
+    pub counters: crate::stats::Totals,
+}
+
+/// Acks of a queue's deliveries: counted by the acking reader, once per run of acks, on a cache
+/// line of its own (the queue lock's line is written by publishers and consumers all the time).
+#[derive(Default)]
+#[repr(align(64))]
+pub struct AckCounter(pub std::sync::atomic::AtomicU64);
+
+/// A queue's state as the management API shows it.
+pub struct QueueSnapshot {
+    /// Ready messages.
+    pub ready: u64,
+    /// Bytes of ready message bodies.
+    pub ready_bytes: u64,
+    /// Bytes of ready bodies held in memory.
+    pub ready_mem_bytes: u64,
+    /// Ready persistent messages and their bytes.
+    pub ready_persistent: (u64, u64),
+    /// `timestamp` property of the head message, if it has one.
+    pub head_timestamp: Option<u64>,
+    /// Consumers, in delivery order.
+    pub consumers: Vec<Arc<Consumer>>,
+    /// Last use (`now_ms` clock).
+    pub last_used: u64,
 }
 
 /// What happened to a published message.
@@ -94,6 +122,8 @@ pub struct Queue {
     persist: bool,
     /// Identifies the queue in message records ([`crate::store::queue_key`]).
     key: u64,
+    /// Acknowledged deliveries.
+    pub acked: AckCounter,
     /// The state.
     state: Mutex<QueueState>,
 }
@@ -154,7 +184,9 @@ impl Queue {
                 had_consumer: false,
                 deleted: false,
                 last_used: now_ms(),
+                counters: crate::stats::Totals::default(),
             }),
+            acked: AckCounter::default(),
         })
     }
 
@@ -207,7 +239,9 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let mut m = QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, disk: None };
+        let persistent = msg.persistent;
+        let mut m =
+            QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
         if s.overflow != Overflow::DropHead && self.full_for(&st, &m) {
             if s.overflow == Overflow::RejectPublishDlx {
                 dead.push((m, Reason::Maxlen));
@@ -222,6 +256,7 @@ impl Queue {
                 *lsn = (*lsn).max(l);
             }
         }
+        st.counters.published += 1;
         st.ready.push_back(m);
         self.drain_at(&mut st, dead, ttl.map(|_| now));
         if ttl.is_some() {
@@ -298,8 +333,15 @@ impl Queue {
                     let c = &st.consumers[start + pos];
                     m.deliveries += 1;
                     let no_ack = c.no_ack;
+                    let again = m.redelivered;
                     match c.channel.try_deliver(c, m, &me) {
                         Ok(()) => {
+                            if no_ack {
+                                st.counters.delivered_no_ack += 1;
+                            } else {
+                                st.counters.delivered += 1;
+                            }
+                            st.counters.redelivered += again as u64;
                             if let (Some((seg, off)), Some(store), false) = (mark, &self.store, no_ack) {
                                 store.mark_delivered(seg, off);
                             }
@@ -363,7 +405,7 @@ impl Queue {
     }
 
     /// basic.get: take the first unexpired ready message and the count left.
-    pub fn get(&self) -> Option<(QueuedMsg, u32)> {
+    pub fn get(&self, no_ack: bool) -> Option<(QueuedMsg, u32)> {
         let mut dead = DeadLetters::new();
         let r = {
             let mut st = self.state.lock();
@@ -379,8 +421,17 @@ impl Queue {
                 if let (false, Some(d), Some(store)) = (m.redelivered, &m.disk, &self.store) {
                     store.mark_delivered(d.seg, d.off);
                 }
+                if no_ack {
+                    st.counters.got_no_ack += 1;
+                } else {
+                    st.counters.got += 1;
+                }
+                st.counters.redelivered += m.redelivered as u64;
                 r = Some((m, st.ready.len() as u32));
                 break;
+            }
+            if r.is_none() {
+                st.counters.get_empty += 1;
             }
             r
         };
@@ -507,8 +558,42 @@ impl Queue {
             priority: self.settings.max_priority.map(|m| r.header.priority.min(m)).unwrap_or(0),
             expires_at,
             deliveries: r.delivered as u32,
+            // Only persistent messages are recovered.
+            persistent: true,
             disk: Some(Box::new(r.disk)),
         });
+    }
+
+    /// Count `n` acknowledged deliveries (called once per run of acks to this queue).
+    #[inline]
+    pub fn count_acks(&self, n: u64) {
+        self.acked.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Message counters, for the management API: the locked ones plus acks.
+    pub fn totals(&self) -> crate::stats::Totals {
+        let mut t = self.state.lock().counters;
+        t.acked = self.acked.0.load(std::sync::atomic::Ordering::Relaxed);
+        t
+    }
+
+    /// What the management API shows of the queue's state: (ready, ready bytes, consumers,
+    /// consumer tags with their channels, idle since ms on `now_ms`'s clock).
+    pub fn snapshot(&self) -> QueueSnapshot {
+        let st = self.state.lock();
+        let head_timestamp = st.ready.head().filter(|m| !m.is_paged()).and_then(|m| {
+            warren_protocol::BasicProperties::decode(m.msg.properties.clone()).ok().and_then(|p| p.timestamp)
+        });
+        let (pn, pb) = st.ready.persistent();
+        QueueSnapshot {
+            ready: st.ready.len() as u64,
+            ready_bytes: st.ready.bytes() as u64,
+            ready_mem_bytes: st.ready.mem_bytes() as u64,
+            ready_persistent: (pn as u64, pb as u64),
+            head_timestamp,
+            consumers: st.consumers.clone(),
+            last_used: st.last_used,
+        }
     }
 
     pub fn message_count(&self) -> u32 {

@@ -26,6 +26,8 @@ pub struct Ready {
     bytes: usize,
     /// Body bytes in memory (not paged out).
     mem_bytes: usize,
+    /// Persistent messages (`delivery_mode = 2`), and their body bytes (management API).
+    persistent: (usize, usize),
     /// The message store, when the broker has one (paging).
     store: Option<Arc<Store>>,
 }
@@ -38,6 +40,7 @@ impl Ready {
             len: 0,
             bytes: 0,
             mem_bytes: 0,
+            persistent: (0, 0),
             store,
         }
     }
@@ -50,6 +53,10 @@ impl Ready {
         self.len += 1;
         let n = m.body_len();
         self.bytes += n;
+        if m.persistent {
+            self.persistent.0 += 1;
+            self.persistent.1 += n;
+        }
         if !m.is_paged() {
             self.mem_bytes += n;
         }
@@ -59,6 +66,10 @@ impl Ready {
         self.len -= 1;
         let n = m.body_len();
         self.bytes -= n;
+        if m.persistent {
+            self.persistent.0 -= 1;
+            self.persistent.1 -= n;
+        }
         if !m.is_paged() {
             self.mem_bytes -= n;
         }
@@ -99,16 +110,22 @@ impl Ready {
         }
         if !failed.is_empty() {
             let before = q.len();
-            let mut gone = 0;
+            let (mut gone, mut gone_persistent) = (0, (0, 0));
             q.retain(|m| {
                 let keep = !failed.contains(&m.seq);
                 if !keep {
                     gone += m.body_len();
+                    if m.persistent {
+                        gone_persistent.0 += 1;
+                        gone_persistent.1 += m.body_len();
+                    }
                 }
                 keep
             });
             self.len -= before - q.len();
             self.bytes -= gone;
+            self.persistent.0 -= gone_persistent.0;
+            self.persistent.1 -= gone_persistent.1;
         }
     }
     /// Page bodies out beyond the in-memory window: persistent ones whose record is written; with
@@ -242,6 +259,15 @@ impl Ready {
         self.len = 0;
         self.bytes = 0;
         self.mem_bytes = 0;
+        self.persistent = (0, 0);
         n
+    }
+    /// Persistent messages and their body bytes.
+    pub fn persistent(&self) -> (usize, usize) {
+        self.persistent
+    }
+    /// The oldest ready message (any priority level), for `head_message_timestamp`.
+    pub fn head(&self) -> Option<&QueuedMsg> {
+        self.levels.iter().rev().find_map(|l| l.front())
     }
 }

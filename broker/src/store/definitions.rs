@@ -169,7 +169,19 @@ fn tags_of(v: &Value) -> Vec<String> {
 }
 
 /// Snapshot the broker's durable state.
+/// What the broker restores: durable exchanges, non-exclusive durable queues, and bindings whose
+/// ends are both durable (the definitions file).
 pub fn export(broker: &Broker) -> Definitions {
+    export_with(broker, false)
+}
+
+/// Everything RabbitMQ's `GET /api/definitions` lists: transient exchanges and non-exclusive
+/// transient queues too, with their bindings (exclusive queues never).
+pub fn export_all(broker: &Broker) -> Definitions {
+    export_with(broker, true)
+}
+
+fn export_with(broker: &Broker, transient: bool) -> Definitions {
     let mut d = Definitions {
         rabbit_version: Some(RABBIT_VERSION.into()),
         rabbitmq_version: Some(RABBIT_VERSION.into()),
@@ -195,27 +207,30 @@ pub fn export(broker: &Broker) -> Definitions {
     vhosts.sort_by(|a, b| a.name.cmp(&b.name));
     for v in &vhosts {
         d.vhosts.push(VHostDef { name: v.name.clone(), ..Default::default() });
-        let mut queues: Vec<_> =
-            v.queues_snapshot().into_iter().filter(|q| q.durable && q.exclusive_owner.is_none()).collect();
+        let mut queues: Vec<_> = v
+            .queues_snapshot()
+            .into_iter()
+            .filter(|q| (transient || q.durable) && q.exclusive_owner.is_none())
+            .collect();
         queues.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         for q in &queues {
             d.queues.push(QueueDef {
                 name: q.name.to_str_lossy().into_owned(),
                 vhost: v.name.clone(),
-                durable: true,
+                durable: q.durable,
                 auto_delete: q.auto_delete,
                 arguments: table_to_json(&q.arguments),
             });
         }
         let mut exchanges = v.exchanges_snapshot();
         exchanges.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        for x in exchanges.iter().filter(|x| x.durable) {
+        for x in exchanges.iter().filter(|x| transient || x.durable) {
             if !x.name.as_bytes().starts_with(b"amq.") {
                 d.exchanges.push(ExchangeDef {
                     name: x.name.to_str_lossy().into_owned(),
                     vhost: v.name.clone(),
                     kind: x.kind.name().to_string(),
-                    durable: true,
+                    durable: x.durable,
                     auto_delete: x.auto_delete,
                     internal: x.internal,
                     arguments: table_to_json(&x.arguments),
@@ -223,8 +238,10 @@ pub fn export(broker: &Broker) -> Definitions {
             }
             for b in x.bindings.read().all.iter() {
                 let (destination, destination_type) = match &b.dest {
-                    Dest::Queue(q) if q.durable && q.exclusive_owner.is_none() => (q.name.to_str_lossy(), "queue"),
-                    Dest::Exchange(e) if e.durable => (e.name.to_str_lossy(), "exchange"),
+                    Dest::Queue(q) if (transient || q.durable) && q.exclusive_owner.is_none() => {
+                        (q.name.to_str_lossy(), "queue")
+                    }
+                    Dest::Exchange(e) if transient || e.durable => (e.name.to_str_lossy(), "exchange"),
                     _ => continue,
                 };
                 d.bindings.push(BindingDef {

@@ -33,6 +33,9 @@ const STARTUP_TIMEOUT_MS = 10_000;
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 
 const LISTENING_RE = /Listening for AMQP on (\S+):(\d+)/;
+// The management API / UI and Prometheus ports (0 asked, so each broker gets free ones).
+const HTTP_RE = /Listening for HTTP on (\S+):(\d+)/;
+const PROMETHEUS_RE = /Listening for Prometheus on (\S+):(\d+)/;
 const READY_LINE = 'Server startup complete';
 
 /** Path of the Warren binary the suite will run. */
@@ -61,7 +64,7 @@ function spawnWarren({ extraArgs = [] } = {}) {
   // Run from a scratch directory so whatever the broker may write (data,
   // logs) never lands in the repository and never leaks between test files.
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-node-e2e-'));
-  const child = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', ...extraArgs], {
+  const child = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', '--management-port', '0', '--prometheus-port', '0', ...extraArgs], {
     cwd: workDir,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env },
@@ -127,6 +130,10 @@ function spawnWarren({ extraArgs = [] } = {}) {
         handle.port = Number(m[2]);
         handle.url = `amqp://guest:guest@127.0.0.1:${handle.port}`;
       }
+      const h = HTTP_RE.exec(line);
+      if (h && handle.httpPort == null) handle.httpPort = Number(h[2]);
+      const pr = PROMETHEUS_RE.exec(line);
+      if (pr && handle.prometheusPort == null) handle.prometheusPort = Number(pr[2]);
       if (line.includes(READY_LINE)) {
         if (handle.port === null) {
           fail(new Error('Warren reported startup complete without a "Listening for AMQP on" line'));

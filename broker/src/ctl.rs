@@ -1,0 +1,924 @@
+//! Command-line tools over the management HTTP API: `warren ctl ...`, and the same binary called as
+//! `rabbitmqctl`, `rabbitmq-diagnostics`, `rabbitmq-plugins` or `rabbitmqadmin` (the container
+//! links those names to it), for the everyday commands health checks, Testcontainers and scripts
+//! run.
+//!
+//! Runs in: its own short-lived process (blocking HTTP with ureq; no broker state).
+//!
+//! # Invariants
+//! - `ping`, `check_running` and `await_startup` need no credentials (any HTTP answer from the
+//!   management port means the node runs), as RabbitMQ's need none.
+//! - Exit codes follow rabbitmqctl's: 0 success, 64 usage error, 65 data error (e.g. a failed
+//!   check), 69 node unavailable (nothing answers on the management port).
+//! - Credentials: `--username` / `--password`, else `WARREN_CTL_USER` / `WARREN_CTL_PASSWORD`, else
+//!   `RABBITMQ_DEFAULT_USER` / `RABBITMQ_DEFAULT_PASS` (what a container was started with), else
+//!   the configuration file's `default_user` / `default_pass`, else guest / guest. The API
+//!   address: `--host` / `--port`, else `WARREN_MANAGEMENT_PORT`, else `management.tcp.port` of
+//!   the configuration files, else
+//!   127.0.0.1:15672.
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// Usage error.
+const EX_USAGE: i32 = 64;
+/// A check failed or the broker refused the request.
+const EX_DATAERR: i32 = 65;
+/// The broker could not be reached.
+const EX_UNAVAILABLE: i32 = 69;
+
+/// Which tool the binary runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// `warren ctl` and `rabbitmqctl`.
+    Ctl,
+    /// `rabbitmq-diagnostics`.
+    Diagnostics,
+    /// `rabbitmq-plugins`.
+    Plugins,
+    /// `rabbitmqadmin`.
+    Admin,
+    /// `sh -c "..."`: health checks written as shell commands (Docker's `CMD-SHELL`, GitHub
+    /// Actions' `--health-cmd`) in an image that has no shell.
+    Shell,
+}
+
+impl Tool {
+    /// The tool a program name stands for, if it is one of RabbitMQ's.
+    pub fn from_program(name: &str) -> Option<Tool> {
+        let base = std::path::Path::new(name).file_name()?.to_str()?;
+        match base {
+            "rabbitmqctl" => Some(Tool::Ctl),
+            "rabbitmq-diagnostics" => Some(Tool::Diagnostics),
+            "rabbitmq-plugins" => Some(Tool::Plugins),
+            "rabbitmqadmin" => Some(Tool::Admin),
+            "sh" => Some(Tool::Shell),
+            _ => None,
+        }
+    }
+}
+
+/// Plugins Warren has built in: `rabbitmq-plugins enable` of these is a no-op.
+const BUILT_IN_PLUGINS: &[&str] =
+    &["rabbitmq_management", "rabbitmq_management_agent", "rabbitmq_web_dispatch", "rabbitmq_prometheus"];
+
+/// Options common to every tool.
+struct Opts {
+    host: String,
+    port: u16,
+    user: String,
+    pass: String,
+    vhost: Option<String>,
+    json: bool,
+    quiet: bool,
+    silent: bool,
+    timeout_secs: u64,
+    /// Positional arguments, command first.
+    args: Vec<String>,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+fn parse(tool: Tool, argv: Vec<String>) -> Result<Opts, String> {
+    // The broker's configuration files may have moved the management port or set the default
+    // user: use them where the environment says nothing.
+    let files = crate::conffile::locate(
+        env("RABBITMQ_CONFIG_FILE").map(Into::into),
+        env("RABBITMQ_CONFIG_FILES").map(Into::into),
+    );
+    let entries = crate::conffile::read(&files).unwrap_or_default();
+    let file = |k: &str| crate::conffile::last(&entries, k).map(|e| e.value.clone());
+    let mut o = Opts {
+        // An address, not a name: a static binary in a `scratch` image has no resolver to ask.
+        host: "127.0.0.1".into(),
+        port: env("WARREN_MANAGEMENT_PORT")
+            .or_else(|| file("management.tcp.port"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(crate::config::DEFAULT_MANAGEMENT_PORT),
+        user: env("WARREN_CTL_USER")
+            .or_else(|| env("RABBITMQ_DEFAULT_USER"))
+            .or_else(|| file("default_user"))
+            .unwrap_or_else(|| "guest".into()),
+        pass: env("WARREN_CTL_PASSWORD")
+            .or_else(|| env("RABBITMQ_DEFAULT_PASS"))
+            .or_else(|| file("default_pass"))
+            .unwrap_or_else(|| "guest".into()),
+        vhost: None,
+        json: false,
+        quiet: false,
+        silent: false,
+        timeout_secs: 300,
+        args: Vec::new(),
+    };
+    let mut it = argv.into_iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().ok_or_else(|| format!("option {name} needs a value"));
+        // rabbitmqadmin's short options differ from rabbitmqctl's: -p is its password.
+        match (tool, a.as_str()) {
+            (_, "--host") | (Tool::Admin, "-H") => o.host = val(&a)?,
+            (_, "--port") | (Tool::Admin, "-P") => o.port = val(&a)?.parse().map_err(|_| "invalid port".to_string())?,
+            (_, "--username") | (_, "-u") => o.user = val(&a)?,
+            (_, "--password") | (Tool::Admin, "-p") => o.pass = val(&a)?,
+            (Tool::Admin, "-V") | (Tool::Admin, "--vhost") => o.vhost = Some(val(&a)?),
+            (_, "-p") | (_, "--vhost") => o.vhost = Some(val(&a)?),
+            (_, "--formatter") | (Tool::Admin, "-f") | (Tool::Admin, "--format") => {
+                let f = val(&a)?;
+                o.json = f.contains("json");
+            }
+            (_, "-q") | (_, "--quiet") => o.quiet = true,
+            (_, "-s") | (_, "--silent") => {
+                o.quiet = true;
+                o.silent = true;
+            }
+            (_, "-t") | (_, "--timeout") => {
+                o.timeout_secs = val(&a)?.parse().map_err(|_| "invalid timeout".to_string())?
+            }
+            // Node names and Erlang options mean nothing here.
+            (_, "-n") | (_, "--node") | (_, "--longnames") | (_, "--erlang-cookie") => {
+                if a != "--longnames" {
+                    let _ = val(&a)?;
+                }
+            }
+            (_, "--offline") | (_, "--online") | (_, "--no-table-headers") => {
+                if a == "--no-table-headers" {
+                    o.silent = true;
+                }
+            }
+            _ => {
+                if let Some(f) = a.strip_prefix("--formatter=") {
+                    o.json = f.contains("json");
+                } else if let Some(v) = a.strip_prefix("--vhost=") {
+                    o.vhost = Some(v.into());
+                } else {
+                    o.args.push(a);
+                }
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Failure of one command: exit code and message.
+struct Fail(i32, String);
+
+type R<T> = Result<T, Fail>;
+
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+}
+
+fn pct(s: &str) -> String {
+    crate::mgmt::views::percent_encode(s)
+}
+
+impl Api {
+    fn new(o: &Opts) -> Api {
+        use base64::Engine;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(o.timeout_secs.clamp(1, 60))))
+            .build()
+            .into();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", o.user, o.pass));
+        Api { agent, base: format!("http://{}:{}/api", o.host, o.port), auth: format!("Basic {auth}") }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> R<Value> {
+        let url = format!("{}{}", self.base, path);
+        let r = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &self.auth).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("Authorization", &self.auth).call(),
+            ("PUT", b) => {
+                self.agent.put(&url).header("Authorization", &self.auth).send_json(b.cloned().unwrap_or(json!({})))
+            }
+            (_, b) => {
+                self.agent.post(&url).header("Authorization", &self.auth).send_json(b.cloned().unwrap_or(json!({})))
+            }
+        };
+        let mut resp = r.map_err(|e| {
+            Fail(EX_UNAVAILABLE, format!("Error: unable to reach Warren's management API at {}: {e}", self.base))
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status >= 400 {
+            let reason = v.get("reason").and_then(|r| r.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string());
+            return Err(Fail(EX_DATAERR, format!("Error: {reason} (HTTP {status})")));
+        }
+        Ok(v)
+    }
+    fn get(&self, path: &str) -> R<Value> {
+        self.call("GET", path, None)
+    }
+    /// The node answers (any HTTP status, even 401): like RabbitMQ's `ping`, this needs no
+    /// credentials, so a health check works whoever the users are.
+    fn reachable(&self) -> R<()> {
+        match self.call("GET", "/overview", None) {
+            Ok(_) => Ok(()),
+            Err(Fail(EX_DATAERR, _)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Run a tool; returns the process exit code.
+pub fn run(tool: Tool, argv: Vec<String>) -> i32 {
+    if tool == Tool::Shell {
+        return shell(argv);
+    }
+    let o = match parse(tool, argv) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return EX_USAGE;
+        }
+    };
+    let api = Api::new(&o);
+    let r = match tool {
+        Tool::Ctl | Tool::Diagnostics => ctl(&o, &api),
+        Tool::Plugins => plugins(&o),
+        Tool::Admin => admin(&o, &api),
+        Tool::Shell => return shell(o.args),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(Fail(code, msg)) => {
+            eprintln!("{msg}");
+            code
+        }
+    }
+}
+
+fn usage<T>(msg: &str) -> R<T> {
+    Err(Fail(EX_USAGE, format!("Error: {msg}")))
+}
+
+fn vhost_of(o: &Opts) -> String {
+    o.vhost.clone().unwrap_or_else(|| "/".into())
+}
+
+/// A field of an API object by rabbitmqctl's column name.
+fn column(kind: &str, item: &Value, col: &str) -> Value {
+    let key = match (kind, col) {
+        ("bindings", "source_name") => "source",
+        ("bindings", "destination_name") => "destination",
+        ("bindings", "destination_kind") => "destination_type",
+        ("bindings", "source_kind") => return json!("exchange"),
+        ("consumers", "queue_name") => return item["queue"]["name"].clone(),
+        ("consumers", "channel_pid") => return item["channel_details"]["name"].clone(),
+        ("users", "user") => "name",
+        (_, c) => c,
+    };
+    item.get(key).cloned().unwrap_or(Value::Null)
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        // rabbitmqctl prints lists of names as `[a, b]`.
+        Value::Array(a) if a.iter().all(|x| x.is_string()) => {
+            format!("[{}]", a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+        }
+        Value::Null => String::new(),
+        Value::Object(m) if m.is_empty() => "[]".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Print rows as rabbitmqctl does (tab-separated with a header), or as a JSON array.
+fn print_rows(o: &Opts, kind: &str, info: &str, items: &[Value], cols: &[String]) {
+    let mut out = std::io::stdout().lock();
+    if o.json {
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|i| Value::Object(cols.iter().map(|c| (c.clone(), column(kind, i, c))).collect()))
+            .collect();
+        let _ = writeln!(out, "{}", Value::Array(rows));
+        return;
+    }
+    if !o.quiet {
+        let _ = writeln!(out, "{info}");
+    }
+    if !o.silent {
+        let _ = writeln!(out, "{}", cols.join("\t"));
+    }
+    for i in items {
+        let row: Vec<String> = cols.iter().map(|c| cell(&column(kind, i, c))).collect();
+        let _ = writeln!(out, "{}", row.join("\t"));
+    }
+}
+
+fn list(o: &Opts, api: &Api, kind: &str, defaults: &[&str], scoped: bool) -> R<()> {
+    let cols: Vec<String> =
+        if o.args.len() > 1 { o.args[1..].to_vec() } else { defaults.iter().map(|s| s.to_string()).collect() };
+    let v = vhost_of(o);
+    let (path, info) = match kind {
+        "users" => ("/users".to_string(), "Listing users ...".to_string()),
+        "vhosts" => ("/vhosts".to_string(), "Listing vhosts ...".to_string()),
+        "permissions" => {
+            (format!("/vhosts/{}/permissions", pct(&v)), format!("Listing permissions for vhost \"{v}\" ..."))
+        }
+        "connections" => ("/connections".to_string(), "Listing connections ...".to_string()),
+        "channels" => ("/channels".to_string(), "Listing channels ...".to_string()),
+        k if scoped => (format!("/{k}/{}", pct(&v)), format!("Listing {k} for vhost {v} ...")),
+        k => (format!("/{k}"), format!("Listing {k} ...")),
+    };
+    let items = api.get(&path)?;
+    let items = items.as_array().cloned().unwrap_or_default();
+    print_rows(o, kind, &info, &items, &cols);
+    Ok(())
+}
+
+fn arg(o: &Opts, i: usize, what: &str) -> R<String> {
+    o.args.get(i).cloned().map_or_else(|| usage(&format!("missing {what}")), Ok)
+}
+
+fn say(o: &Opts, s: &str) {
+    if !o.quiet {
+        println!("{s}");
+    }
+}
+
+fn ctl(o: &Opts, api: &Api) -> R<()> {
+    let Some(cmd) = o.args.first().map(String::as_str) else {
+        return usage("no command given; try `warren ctl help`");
+    };
+    let v = vhost_of(o);
+    match cmd {
+        "help" | "--help" | "-h" => {
+            println!("{}", HELP);
+            Ok(())
+        }
+        "version" => {
+            let ov = api.get("/overview")?;
+            println!("{}", ov["rabbitmq_version"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        "list_queues" => list(o, api, "queues", &["name", "messages"], true),
+        "list_exchanges" => list(o, api, "exchanges", &["name", "type"], true),
+        "list_bindings" => list(
+            o,
+            api,
+            "bindings",
+            &["source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments"],
+            true,
+        ),
+        "list_connections" => list(o, api, "connections", &["user", "peer_host", "peer_port", "state"], false),
+        "list_channels" => {
+            list(o, api, "channels", &["name", "user", "consumer_count", "messages_unacknowledged"], false)
+        }
+        "list_consumers" => list(
+            o,
+            api,
+            "consumers",
+            &["queue_name", "channel_pid", "consumer_tag", "ack_required", "prefetch_count", "active", "arguments"],
+            true,
+        ),
+        "list_users" => list(o, api, "users", &["user", "tags"], false),
+        "list_vhosts" => list(o, api, "vhosts", &["name"], false),
+        "list_permissions" => list(o, api, "permissions", &["user", "configure", "write", "read"], false),
+        "list_user_permissions" => {
+            let u = arg(o, 1, "user name")?;
+            let items = api.get(&format!("/users/{}/permissions", pct(&u)))?;
+            let cols: Vec<String> = ["vhost", "configure", "write", "read"].iter().map(|s| s.to_string()).collect();
+            print_rows(
+                o,
+                "permissions",
+                &format!("Listing permissions for user \"{u}\" ..."),
+                items.as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &cols,
+            );
+            Ok(())
+        }
+        "add_user" => {
+            let (u, p) = (arg(o, 1, "user name")?, arg(o, 2, "password")?);
+            if api.get(&format!("/users/{}", pct(&u))).is_ok() {
+                return Err(Fail(EX_DATAERR, format!("Error: user '{u}' already exists")));
+            }
+            api.call("PUT", &format!("/users/{}", pct(&u)), Some(&json!({"password": p, "tags": ""})))?;
+            say(o, &format!("Adding user \"{u}\" ..."));
+            Ok(())
+        }
+        "change_password" => {
+            let (u, p) = (arg(o, 1, "user name")?, arg(o, 2, "password")?);
+            let cur = api.get(&format!("/users/{}", pct(&u)))?;
+            api.call("PUT", &format!("/users/{}", pct(&u)), Some(&json!({"password": p, "tags": cur["tags"]})))?;
+            say(o, &format!("Changing password for user \"{u}\" ..."));
+            Ok(())
+        }
+        "delete_user" => {
+            let u = arg(o, 1, "user name")?;
+            api.call("DELETE", &format!("/users/{}", pct(&u)), None)?;
+            say(o, &format!("Deleting user \"{u}\" ..."));
+            Ok(())
+        }
+        "set_user_tags" => {
+            let u = arg(o, 1, "user name")?;
+            let tags: Vec<String> = o.args[2..].to_vec();
+            let mut cur = api.get(&format!("/users/{}", pct(&u)))?;
+            cur["tags"] = json!(tags);
+            if let Value::Object(m) = &mut cur {
+                m.remove("limits");
+            }
+            api.call("PUT", &format!("/users/{}", pct(&u)), Some(&cur))?;
+            say(o, &format!("Setting tags for user \"{u}\" to [{}] ...", tags.join(", ")));
+            Ok(())
+        }
+        "add_vhost" => {
+            let name = arg(o, 1, "vhost name")?;
+            api.call("PUT", &format!("/vhosts/{}", pct(&name)), None)?;
+            say(o, &format!("Adding vhost \"{name}\" ..."));
+            Ok(())
+        }
+        "delete_vhost" => {
+            let name = arg(o, 1, "vhost name")?;
+            api.call("DELETE", &format!("/vhosts/{}", pct(&name)), None)?;
+            say(o, &format!("Deleting vhost \"{name}\" ..."));
+            Ok(())
+        }
+        "set_permissions" => {
+            let u = arg(o, 1, "user name")?;
+            let (c, w, r) = (arg(o, 2, "configure pattern")?, arg(o, 3, "write pattern")?, arg(o, 4, "read pattern")?);
+            let body = json!({"configure": c, "write": w, "read": r});
+            api.call("PUT", &format!("/permissions/{}/{}", pct(&v), pct(&u)), Some(&body))?;
+            say(o, &format!("Setting permissions for user \"{u}\" in vhost \"{v}\" ..."));
+            Ok(())
+        }
+        "clear_permissions" => {
+            let u = arg(o, 1, "user name")?;
+            api.call("DELETE", &format!("/permissions/{}/{}", pct(&v), pct(&u)), None)?;
+            say(o, &format!("Clearing permissions for user \"{u}\" in vhost \"{v}\" ..."));
+            Ok(())
+        }
+        "purge_queue" => {
+            let q = arg(o, 1, "queue name")?;
+            api.call("DELETE", &format!("/queues/{}/{}/contents", pct(&v), pct(&q)), None)?;
+            say(o, &format!("Purging queue '{q}' in vhost '{v}' ..."));
+            Ok(())
+        }
+        "delete_queue" => {
+            let q = arg(o, 1, "queue name")?;
+            let cur = api.get(&format!("/queues/{}/{}", pct(&v), pct(&q)))?;
+            api.call("DELETE", &format!("/queues/{}/{}", pct(&v), pct(&q)), None)?;
+            say(o, &format!("Deleting queue '{q}' on vhost '{v}' ..."));
+            say(o, &format!("Queue was successfully deleted with {} messages", cur["messages"].as_u64().unwrap_or(0)));
+            Ok(())
+        }
+        "export_definitions" => {
+            let path = arg(o, 1, "file path (or - for standard output)")?;
+            let d = api.get("/definitions")?;
+            let text = serde_json::to_string_pretty(&d).unwrap_or_default();
+            if path == "-" {
+                println!("{text}");
+            } else {
+                std::fs::write(&path, text)
+                    .map_err(|e| Fail(EX_DATAERR, format!("Error: cannot write {path}: {e}")))?;
+                say(o, &format!("Exported definitions for local node to {path}"));
+            }
+            Ok(())
+        }
+        "import_definitions" => {
+            let path = arg(o, 1, "file path")?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Fail(EX_DATAERR, format!("Error: cannot read {path}: {e}")))?;
+            let d: Value = serde_json::from_str(&text).map_err(|e| Fail(EX_DATAERR, format!("Error: {path}: {e}")))?;
+            api.call("POST", "/definitions", Some(&d))?;
+            say(o, &format!("Importing definitions in JSON from a file at \"{path}\" ..."));
+            Ok(())
+        }
+        "ping" => {
+            api.reachable()?;
+            say(o, "Will ping local node. This only checks if the OS process is running and registered with epmd. Timeout: 60000 ms.");
+            println!("Ping succeeded");
+            Ok(())
+        }
+        "await_startup" => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout_secs);
+            loop {
+                match api.reachable() {
+                    Ok(()) => return Ok(()),
+                    Err(Fail(EX_UNAVAILABLE, _)) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        "check_running" | "node_health_check" => {
+            api.reachable()?;
+            say(o, "RabbitMQ on node rabbit@localhost is fully booted and running");
+            Ok(())
+        }
+        "check_alarms" | "check_local_alarms" => {
+            api.get("/health/checks/alarms").map_err(|Fail(_, m)| Fail(EX_DATAERR, m))?;
+            say(o, "Node reported no alarms, local or clusterwide");
+            Ok(())
+        }
+        "check_virtual_hosts" => {
+            api.get("/health/checks/virtual-hosts")?;
+            say(o, "Node reported all vhosts as running");
+            Ok(())
+        }
+        "check_port_connectivity" => {
+            let ov = api.get("/overview")?;
+            let mut ok = Vec::new();
+            for l in ov["listeners"].as_array().cloned().unwrap_or_default() {
+                let port = l["port"].as_u64().unwrap_or(0) as u16;
+                let addr = format!("{}:{port}", o.host);
+                let reached =
+                    std::net::ToSocketAddrs::to_socket_addrs(&addr).ok().and_then(|mut a| a.next()).is_some_and(|a| {
+                        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
+                    });
+                if !reached {
+                    return Err(Fail(EX_DATAERR, format!("Error: connection to port {port} failed")));
+                }
+                ok.push(port.to_string());
+            }
+            say(o, &format!("Successfully connected to ports {}", ok.join(", ")));
+            Ok(())
+        }
+        "check_protocol_listener" => {
+            let p = arg(o, 1, "protocol")?;
+            api.get(&format!("/health/checks/protocol-listener/{}", pct(&p)))
+                .map_err(|Fail(_, m)| Fail(EX_DATAERR, m))?;
+            say(o, &format!("A listener for protocol {p} is running"));
+            Ok(())
+        }
+        "status" | "cluster_status" => status(o, api),
+        "list_enabled_plugins" => {
+            for p in BUILT_IN_PLUGINS {
+                println!("{p}");
+            }
+            Ok(())
+        }
+        other => usage(&format!("command '{other}' is not supported by Warren; try `warren ctl help`")),
+    }
+}
+
+fn status(o: &Opts, api: &Api) -> R<()> {
+    let ov = api.get("/overview")?;
+    let nodes = api.get("/nodes")?;
+    let n = nodes.get(0).cloned().unwrap_or(Value::Null);
+    if o.json {
+        println!(
+            "{}",
+            json!({"node": ov["node"], "product_name": ov["product_name"], "product_version": ov["product_version"], "rabbitmq_version": ov["rabbitmq_version"], "uptime_ms": n["uptime"], "memory_used": n["mem_used"], "memory_limit": n["mem_limit"], "alarms": n["mem_alarm"], "listeners": ov["listeners"], "file_descriptors": {"used": n["fd_used"], "total": n["fd_total"]}, "totals": ov["object_totals"]})
+        );
+        return Ok(());
+    }
+    println!("Status of node {} ...", ov["node"].as_str().unwrap_or(""));
+    println!(
+        "Runtime\n\nOS PID: {}\nProduct name: {}\nProduct version: {}\nRabbitMQ version: {}",
+        cell(&n["os_pid"]),
+        cell(&ov["product_name"]),
+        cell(&ov["product_version"]),
+        cell(&ov["rabbitmq_version"])
+    );
+    println!("Uptime (seconds): {}", n["uptime"].as_u64().unwrap_or(0) / 1000);
+    println!(
+        "\nMemory\n\nTotal memory used: {} bytes\nMemory high watermark: {} bytes",
+        cell(&n["mem_used"]),
+        cell(&n["mem_limit"])
+    );
+    println!("\nAlarms\n\n{}", if n["mem_alarm"].as_bool() == Some(true) { "memory" } else { "(none)" });
+    println!("\nFile Descriptors\n\nUsed: {}, total: {}", cell(&n["fd_used"]), cell(&n["fd_total"]));
+    println!("\nListeners\n");
+    for l in ov["listeners"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "Interface: {}, port: {}, protocol: {}",
+            cell(&l["ip_address"]),
+            cell(&l["port"]),
+            cell(&l["protocol"])
+        );
+    }
+    Ok(())
+}
+
+fn plugins(o: &Opts) -> R<()> {
+    let Some(cmd) = o.args.first().map(String::as_str) else { return usage("no command given") };
+    match cmd {
+        "enable" | "disable" => {
+            let names = &o.args[1..];
+            let unknown: Vec<&String> = names.iter().filter(|n| !BUILT_IN_PLUGINS.contains(&n.as_str())).collect();
+            if !unknown.is_empty() && cmd == "enable" {
+                let list: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+                return Err(Fail(
+                    EX_DATAERR,
+                    format!("Error: plugins not found (Warren does not include them): {}", list.join(", ")),
+                ));
+            }
+            say(o, "Warren has these plugins built in; nothing to change.");
+            say(o, "Plugin configuration unchanged.");
+            Ok(())
+        }
+        "list" => {
+            for p in BUILT_IN_PLUGINS {
+                println!("[E*] {p}");
+            }
+            Ok(())
+        }
+        "set" | "directories" | "is_enabled" => Ok(()),
+        other => usage(&format!("unknown rabbitmq-plugins command '{other}'")),
+    }
+}
+
+/// rabbitmqadmin's `key=value` arguments.
+fn kv(args: &[String]) -> std::collections::HashMap<String, String> {
+    args.iter().filter_map(|a| a.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn admin(o: &Opts, api: &Api) -> R<()> {
+    let a = &o.args;
+    let (Some(verb), what) = (a.first().map(String::as_str), a.get(1).map(String::as_str)) else {
+        return usage("usage: rabbitmqadmin [options] (list|show|declare|delete|purge|publish|get|export|import) ...");
+    };
+    let v = vhost_of(o);
+    let p = kv(a.get(2..).unwrap_or(&[]));
+    let bool_of = |k: &str, d: bool| p.get(k).map(|x| x == "true").unwrap_or(d);
+    let args_of = |p: &std::collections::HashMap<String, String>| -> R<Value> {
+        match p.get("arguments") {
+            Some(s) => serde_json::from_str(s).map_err(|e| Fail(EX_USAGE, format!("Error: arguments: {e}"))),
+            None => Ok(json!({})),
+        }
+    };
+    let table = |kind: &str, items: Value, defaults: &[&str]| {
+        let cols: Vec<String> = {
+            let given: Vec<String> = a.get(2..).unwrap_or(&[]).to_vec();
+            if given.is_empty() {
+                defaults.iter().map(|s| s.to_string()).collect()
+            } else {
+                given
+            }
+        };
+        let rows = items.as_array().cloned().unwrap_or_default();
+        if o.json {
+            println!("{}", Value::Array(rows));
+        } else {
+            println!("{}", cols.join("\t"));
+            for r in &rows {
+                let row: Vec<String> = cols.iter().map(|c| cell(&column(kind, r, c))).collect();
+                println!("{}", row.join("\t"));
+            }
+        }
+    };
+    match (verb, what) {
+        ("list", Some("queues")) => table("queues", api.get("/queues")?, &["vhost", "name", "messages"]),
+        ("list", Some("exchanges")) => table("exchanges", api.get("/exchanges")?, &["vhost", "name", "type"]),
+        ("list", Some("bindings")) => {
+            table("bindings", api.get("/bindings")?, &["source", "destination", "routing_key"])
+        }
+        ("list", Some("connections")) => table("connections", api.get("/connections")?, &["name", "user", "channels"]),
+        ("list", Some("channels")) => table("channels", api.get("/channels")?, &["name", "user"]),
+        ("list", Some("consumers")) => table("consumers", api.get("/consumers")?, &["queue_name", "consumer_tag"]),
+        ("list", Some("users")) => table("users", api.get("/users")?, &["name", "tags"]),
+        ("list", Some("vhosts")) => table("vhosts", api.get("/vhosts")?, &["name", "messages"]),
+        ("list", Some("permissions")) => {
+            table("permissions", api.get("/permissions")?, &["user", "vhost", "configure", "write", "read"])
+        }
+        ("show", Some("overview")) => {
+            println!("{}", api.get("/overview")?);
+        }
+        ("declare", Some("queue")) => {
+            let name = p.get("name").cloned().map_or_else(|| usage("name= is required"), Ok)?;
+            let mut body = json!({"durable": bool_of("durable", true), "auto_delete": bool_of("auto_delete", false), "arguments": args_of(&p)?});
+            if let Some(t) = p.get("queue_type") {
+                body["arguments"]["x-queue-type"] = json!(t);
+            }
+            api.call("PUT", &format!("/queues/{}/{}", pct(&v), pct(&name)), Some(&body))?;
+            println!("queue declared");
+        }
+        ("declare", Some("exchange")) => {
+            let name = p.get("name").cloned().map_or_else(|| usage("name= is required"), Ok)?;
+            let kind = p.get("type").cloned().map_or_else(|| usage("type= is required"), Ok)?;
+            let body = json!({"type": kind, "durable": bool_of("durable", true), "auto_delete": bool_of("auto_delete", false), "internal": bool_of("internal", false), "arguments": args_of(&p)?});
+            api.call("PUT", &format!("/exchanges/{}/{}", pct(&v), pct(&name)), Some(&body))?;
+            println!("exchange declared");
+        }
+        ("declare", Some("binding")) => {
+            let src = p.get("source").cloned().map_or_else(|| usage("source= is required"), Ok)?;
+            let dst = p.get("destination").cloned().map_or_else(|| usage("destination= is required"), Ok)?;
+            let kind = if p.get("destination_type").is_some_and(|t| t == "exchange") { "e" } else { "q" };
+            let body =
+                json!({"routing_key": p.get("routing_key").cloned().unwrap_or_default(), "arguments": args_of(&p)?});
+            api.call("POST", &format!("/bindings/{}/e/{}/{kind}/{}", pct(&v), pct(&src), pct(&dst)), Some(&body))?;
+            println!("binding declared");
+        }
+        ("declare", Some("vhost")) => {
+            let name = p.get("name").cloned().map_or_else(|| usage("name= is required"), Ok)?;
+            api.call("PUT", &format!("/vhosts/{}", pct(&name)), None)?;
+            println!("vhost declared");
+        }
+        ("declare", Some("user")) => {
+            let name = p.get("name").cloned().map_or_else(|| usage("name= is required"), Ok)?;
+            let body = json!({"password": p.get("password").cloned().unwrap_or_default(), "tags": p.get("tags").cloned().unwrap_or_default()});
+            api.call("PUT", &format!("/users/{}", pct(&name)), Some(&body))?;
+            println!("user declared");
+        }
+        ("declare", Some("permission")) => {
+            let user = p.get("user").cloned().map_or_else(|| usage("user= is required"), Ok)?;
+            let vh = p.get("vhost").cloned().unwrap_or_else(|| v.clone());
+            let body = json!({"configure": p.get("configure").cloned().unwrap_or_default(), "write": p.get("write").cloned().unwrap_or_default(), "read": p.get("read").cloned().unwrap_or_default()});
+            api.call("PUT", &format!("/permissions/{}/{}", pct(&vh), pct(&user)), Some(&body))?;
+            println!("permission declared");
+        }
+        ("delete", Some(kind @ ("queue" | "exchange" | "vhost" | "user"))) => {
+            let name = p.get("name").cloned().map_or_else(|| usage("name= is required"), Ok)?;
+            let path = match kind {
+                "queue" => format!("/queues/{}/{}", pct(&v), pct(&name)),
+                "exchange" => format!("/exchanges/{}/{}", pct(&v), pct(&name)),
+                "vhost" => format!("/vhosts/{}", pct(&name)),
+                _ => format!("/users/{}", pct(&name)),
+            };
+            api.call("DELETE", &path, None)?;
+            println!("{kind} deleted");
+        }
+        ("purge", Some("queue")) => {
+            let name = p.get("name").cloned().map_or_else(|| usage("name= is required"), Ok)?;
+            api.call("DELETE", &format!("/queues/{}/{}/contents", pct(&v), pct(&name)), None)?;
+            println!("queue purged");
+        }
+        ("publish", _) => {
+            let p = kv(a.get(1..).unwrap_or(&[]));
+            let x = p.get("exchange").cloned().unwrap_or_else(|| "amq.default".into());
+            let x = if x.is_empty() { "amq.default".to_string() } else { x };
+            let payload = match p.get("payload") {
+                Some(s) => s.clone(),
+                None => {
+                    let mut s = String::new();
+                    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s);
+                    s
+                }
+            };
+            let props: Value = match p.get("properties") {
+                Some(s) => serde_json::from_str(s).map_err(|e| Fail(EX_USAGE, format!("Error: properties: {e}")))?,
+                None => json!({}),
+            };
+            let body = json!({"routing_key": p.get("routing_key").cloned().unwrap_or_default(), "payload": payload, "payload_encoding": p.get("payload_encoding").cloned().unwrap_or_else(|| "string".into()), "properties": props});
+            let r = api.call("POST", &format!("/exchanges/{}/{}/publish", pct(&v), pct(&x)), Some(&body))?;
+            println!(
+                "{}",
+                if r["routed"] == json!(true) { "Message published" } else { "Message published but NOT routed" }
+            );
+        }
+        ("get", _) => {
+            let p = kv(a.get(1..).unwrap_or(&[]));
+            let q = p.get("queue").cloned().map_or_else(|| usage("queue= is required"), Ok)?;
+            let count: u64 = p.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+            let ackmode = p.get("ackmode").cloned().unwrap_or_else(|| "ack_requeue_true".into());
+            let body = json!({"count": count, "ackmode": ackmode, "encoding": "auto", "truncate": 50000});
+            let r = api.call("POST", &format!("/queues/{}/{}/get", pct(&v), pct(&q)), Some(&body))?;
+            if o.json {
+                println!("{r}");
+            } else {
+                println!("routing_key\texchange\tmessage_count\tpayload\tpayload_bytes\tpayload_encoding\tredelivered");
+                for m in r.as_array().cloned().unwrap_or_default() {
+                    let cols = [
+                        "routing_key",
+                        "exchange",
+                        "message_count",
+                        "payload",
+                        "payload_bytes",
+                        "payload_encoding",
+                        "redelivered",
+                    ];
+                    println!("{}", cols.iter().map(|c| cell(&m[*c])).collect::<Vec<_>>().join("\t"));
+                }
+            }
+        }
+        ("export", Some(path)) => {
+            let d = api.get("/definitions")?;
+            std::fs::write(path, serde_json::to_string_pretty(&d).unwrap_or_default())
+                .map_err(|e| Fail(EX_DATAERR, format!("Error: {e}")))?;
+            println!("Exported definitions for localhost to \"{path}\"");
+        }
+        ("import", Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Fail(EX_DATAERR, format!("Error: {e}")))?;
+            let d: Value = serde_json::from_str(&text).map_err(|e| Fail(EX_DATAERR, format!("Error: {e}")))?;
+            api.call("POST", "/definitions", Some(&d))?;
+            println!("Uploaded definitions from \"localhost\" to {path}. The import process may take some time. Consult server logs to track progress.");
+        }
+        _ => return usage(&format!("unsupported rabbitmqadmin command: {}", a.join(" "))),
+    }
+    Ok(())
+}
+
+/// Split a command line into words (single and double quotes, backslash escapes).
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None::<char>, false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'') | (None, '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (q, '\\') if q != Some('\'') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `sh -c "CMD [&& CMD] [|| CMD] [; CMD]"` where each CMD is one of RabbitMQ's tools, `warren`,
+/// `true`, `false` or `exit N`: enough for the health checks people write for the rabbitmq image.
+fn shell(argv: Vec<String>) -> i32 {
+    let Some(pos) = argv.iter().position(|a| a == "-c") else {
+        eprintln!("sh: Warren's image has no shell; only `sh -c \"<rabbitmq tool> ...\"` is supported");
+        return 2;
+    };
+    let Some(line) = argv.get(pos + 1) else { return 2 };
+    let mut status = 0;
+    let mut skip = false;
+    let mut cmd: Vec<String> = Vec::new();
+    let run_one = |cmd: &mut Vec<String>, status: &mut i32, skip: bool| {
+        if cmd.is_empty() || skip {
+            cmd.clear();
+            return;
+        }
+        let prog = std::path::Path::new(&cmd[0]).file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        *status = match prog.as_str() {
+            "true" => 0,
+            "false" => 1,
+            "exit" => cmd.get(1).and_then(|n| n.parse().ok()).unwrap_or(0),
+            "warren" if cmd.get(1).is_some_and(|a| a == "ctl") => run(Tool::Ctl, cmd[2..].to_vec()),
+            p => match Tool::from_program(p) {
+                Some(t) if t != Tool::Shell => run(t, cmd[1..].to_vec()),
+                _ => {
+                    eprintln!("sh: {p}: not available in Warren's image");
+                    127
+                }
+            },
+        };
+        cmd.clear();
+    };
+    for w in words(line) {
+        match w.as_str() {
+            "&&" | "||" | ";" => {
+                run_one(&mut cmd, &mut status, skip);
+                skip = match w.as_str() {
+                    "&&" => status != 0,
+                    "||" => status == 0,
+                    _ => false,
+                };
+            }
+            _ => cmd.push(w),
+        }
+    }
+    run_one(&mut cmd, &mut status, skip);
+    status
+}
+
+/// `warren ctl help`.
+const HELP: &str = "Usage: warren ctl [--host H] [--port P] [-u USER] [--password PASS] [-p VHOST] [--formatter json] [-q] COMMAND [ARGS]
+
+Talks to Warren's management API (default 127.0.0.1:15672). The same binary answers as
+rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin when called by those names.
+
+Listing:      list_queues [COLUMN...], list_exchanges, list_bindings, list_connections, list_channels,
+              list_consumers, list_users, list_vhosts, list_permissions, list_user_permissions USER
+Users:        add_user USER PASS, change_password USER PASS, delete_user USER, set_user_tags USER TAG...
+Vhosts:       add_vhost NAME, delete_vhost NAME
+Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER
+Queues:       purge_queue [-p VHOST] NAME, delete_queue [-p VHOST] NAME
+Definitions:  export_definitions FILE|-, import_definitions FILE
+Health:       ping, status, check_running, await_startup, check_port_connectivity, check_alarms,
+              check_local_alarms, check_virtual_hosts, check_protocol_listener PROTOCOL, version
+Exit codes:   0 ok, 64 usage, 65 check failed or request refused, 69 broker unreachable";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_and_chains() {
+        assert_eq!(
+            words(r#"rabbitmq-diagnostics -q "check running" && x 'a b' ''"#),
+            vec!["rabbitmq-diagnostics", "-q", "check running", "&&", "x", "a b", ""]
+        );
+        assert_eq!(shell(vec!["-c".into(), "false || true".into()]), 0);
+        assert_eq!(shell(vec!["-c".into(), "true && false".into()]), 1);
+        assert_eq!(shell(vec!["-c".into(), "false && true || exit 3".into()]), 3);
+        assert_eq!(shell(vec!["-c".into(), "curl -f http://x".into()]), 127);
+    }
+}
