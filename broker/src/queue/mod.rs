@@ -64,6 +64,36 @@ pub struct QueueState {
 #[repr(align(64))]
 pub struct AckCounter(pub std::sync::atomic::AtomicU64);
 
+/// Purged or deleted queues with at least this many messages are freed on the dropper thread.
+const DISPOSE_IN_BACKGROUND: usize = 16 * 1024;
+
+/// Hand something big to the dropper thread (started on first use) to be freed there.
+fn dispose_in_background(garbage: Box<dyn Send>) {
+    use std::sync::mpsc::{channel, Sender};
+    type Garbage = Box<dyn Send>;
+    static DROPPER: std::sync::OnceLock<Option<Mutex<Sender<Garbage>>>> = std::sync::OnceLock::new();
+    let tx = DROPPER.get_or_init(|| {
+        let (tx, rx) = channel::<Garbage>();
+        std::thread::Builder::new()
+            .name("warren-dropper".into())
+            .spawn(move || {
+                while let Ok(g) = rx.recv() {
+                    drop(g);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    match tx {
+        Some(tx) => {
+            if let Err(back) = tx.lock().send(garbage) {
+                drop(back.0);
+            }
+        }
+        None => drop(garbage),
+    }
+}
+
 /// A queue's state as the management API shows it.
 pub struct QueueSnapshot {
     /// Ready messages.
@@ -509,7 +539,23 @@ impl Queue {
 
     /// Drop every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        self.state.lock().ready.clear() as u32
+        let (n, taken) = self.state.lock().ready.take_all();
+        self.dispose(n, taken);
+        n as u32
+    }
+
+    /// Drop messages taken out of the queue, after its lock is released. Millions of them take
+    /// seconds to free: for a queue that writes nothing to the store that happens on a background
+    /// thread, so neither this queue's lock nor the runtime thread of the client that purged or
+    /// deleted it stall (a latency spike for every other connection served there). A queue with
+    /// records in the store drops them here: the ack entries must be written before the caller
+    /// reports the purge or delete as durable.
+    fn dispose(&self, n: usize, taken: Vec<chunked::ChunkDeque<QueuedMsg>>) {
+        if n >= DISPOSE_IN_BACKGROUND && !self.persist {
+            dispose_in_background(Box::new(taken));
+        } else {
+            drop(taken);
+        }
     }
 
     /// Body bytes of the ready messages held in memory (paged-out ones are not counted).
@@ -610,10 +656,14 @@ impl Queue {
 
     /// Mark deleted, drop messages, and return the consumers to cancel and the message count.
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u32) {
-        let mut st = self.state.lock();
-        st.deleted = true;
-        let n = st.ready.clear() as u32;
-        (std::mem::take(&mut st.consumers), n)
+        let (consumers, n, taken) = {
+            let mut st = self.state.lock();
+            st.deleted = true;
+            let (n, taken) = st.ready.take_all();
+            (std::mem::take(&mut st.consumers), n, taken)
+        };
+        self.dispose(n, taken);
+        (consumers, n as u32)
     }
 
     /// Republish dead letters to the dead-letter exchange (no queue lock held).

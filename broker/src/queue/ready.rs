@@ -262,6 +262,17 @@ impl Ready {
         self.persistent = (0, 0);
         n
     }
+    /// Take every message out (counts reset), to be dropped by the caller outside the queue lock.
+    pub fn take_all(&mut self) -> (usize, Vec<ChunkDeque<QueuedMsg>>) {
+        let n = self.len;
+        let empty: Vec<ChunkDeque<QueuedMsg>> = (0..self.levels.len()).map(|_| ChunkDeque::default()).collect();
+        let taken = std::mem::replace(&mut self.levels, empty);
+        self.len = 0;
+        self.bytes = 0;
+        self.mem_bytes = 0;
+        self.persistent = (0, 0);
+        (n, taken)
+    }
     /// Persistent messages and their body bytes.
     pub fn persistent(&self) -> (usize, usize) {
         self.persistent
