@@ -24,7 +24,7 @@ fn pattern(i: usize) -> String {
 }
 
 fn exchange_with(kind: ExchangeKind, n: usize) -> (Arc<Exchange>, Vec<String>) {
-    let x = Exchange::new(ShortStr::from_static("bench"), kind, false, false, false, FieldTable::new());
+    let x = Exchange::new(ShortStr::from_static("bench"), kind, false, false, false, FieldTable::new(), None);
     let mut pats = Vec::new();
     for i in 0..n {
         let p = if kind == ExchangeKind::Direct { format!("key{i}") } else { pattern(i) };

@@ -457,6 +457,48 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             say(o, &format!("Clearing permissions for user \"{u}\" in vhost \"{v}\" ..."));
             Ok(())
         }
+        "set_policy" => {
+            // set_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
+            let (mut priority, mut apply_to, mut rest) = (0i64, "all".to_string(), Vec::new());
+            let mut it = o.args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--priority" => priority = it.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+                    "--apply-to" => apply_to = it.next().cloned().unwrap_or_default(),
+                    _ => rest.push(a.clone()),
+                }
+            }
+            let [name, pattern, definition] = rest.as_slice() else {
+                return usage("set_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION");
+            };
+            let def: Value =
+                serde_json::from_str(definition).map_err(|e| Fail(EX_USAGE, format!("Error: definition: {e}")))?;
+            let body = json!({"pattern": pattern, "definition": def, "priority": priority, "apply-to": apply_to});
+            api.call("PUT", &format!("/policies/{}/{}", pct(&v), pct(name)), Some(&body))?;
+            say(o, &format!("Setting policy \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
+            Ok(())
+        }
+        "clear_policy" => {
+            let name = arg(o, 1, "policy name")?;
+            api.call("DELETE", &format!("/policies/{}/{}", pct(&v), pct(&name)), None)?;
+            say(o, &format!("Clearing policy \"{name}\" on vhost \"{v}\" ..."));
+            Ok(())
+        }
+        "list_policies" => {
+            let items = api.get(&format!("/policies/{}", pct(&v)))?;
+            let cols: Vec<String> = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            print_rows(
+                o,
+                "policies",
+                &format!("Listing policies for vhost \"{v}\" ..."),
+                items.as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &cols,
+            );
+            Ok(())
+        }
         "purge_queue" => {
             let q = arg(o, 1, "queue name")?;
             api.call("DELETE", &format!("/queues/{}/{}/contents", pct(&v), pct(&q)), None)?;
@@ -901,6 +943,8 @@ Users:        add_user USER PASS, change_password USER PASS, delete_user USER, s
 Vhosts:       add_vhost NAME, delete_vhost NAME
 Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER
 Queues:       purge_queue [-p VHOST] NAME, delete_queue [-p VHOST] NAME
+Policies:     set_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION,
+              clear_policy [-p VHOST] NAME, list_policies [-p VHOST]
 Definitions:  export_definitions FILE|-, import_definitions FILE
 Health:       ping, status, check_running, await_startup, check_port_connectivity, check_alarms,
               check_local_alarms, check_virtual_hosts, check_protocol_listener PROTOCOL, version

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod message;
 pub mod mgmt;
 pub mod outbound;
+pub mod policy;
 pub mod queue;
 pub mod server;
 pub mod stats;

@@ -61,6 +61,8 @@ pub struct VHost {
     meta: Option<Arc<crate::store::definitions::MetaStore>>,
     /// Message counters of deleted queues (so totals never go backwards).
     retired: parking_lot::Mutex<crate::stats::Totals>,
+    /// Policies by name.
+    policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -98,7 +100,7 @@ impl VHost {
             ("amq.match", ExchangeKind::Headers),
         ] {
             let name = ShortStr::from_static(n);
-            ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new()));
+            ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new(), None));
         }
         Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
@@ -109,6 +111,7 @@ impl VHost {
             store,
             meta,
             retired: Default::default(),
+            policies: RwLock::new(Vec::new()),
         })
     }
 
@@ -342,6 +345,8 @@ impl VHost {
             return self.declare_queue(&QueueDeclare { passive: false, ..d.clone() }, name, conn, m);
         }
         let owner = d.exclusive.then_some(conn);
+        let quorum = matches!(d.arguments.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum"));
+        let policy = self.policy_for(|p| p.matches_queue(&name.to_str_lossy(), quorum));
         let q = Queue::in_vhost(
             name.clone(),
             &self.name,
@@ -351,6 +356,7 @@ impl VHost {
             owner,
             d.auto_delete,
             d.arguments.clone(),
+            policy,
         );
         if q.settings.kind == crate::queue::settings::QueueType::Stream {
             tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
@@ -380,6 +386,56 @@ impl VHost {
         }
         self.retired.lock().add(&q.totals());
         n
+    }
+
+    /// The policy that applies to an object `applies` accepts, if any.
+    pub fn policy_for(&self, applies: impl Fn(&crate::policy::Policy) -> bool) -> Option<Arc<crate::policy::Policy>> {
+        crate::policy::pick(&self.policies.read(), applies).cloned()
+    }
+    /// Every policy, by name.
+    pub fn policies(&self) -> Vec<Arc<crate::policy::Policy>> {
+        let mut v = self.policies.read().clone();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+    /// Set (create or replace) a policy; true when it is new. It applies to queues and exchanges
+    /// declared from now on (see `policy`'s invariants); existing ones it matches are logged.
+    pub fn set_policy(&self, p: crate::policy::Policy) -> bool {
+        let p = Arc::new(p);
+        let existing: Vec<String> = self
+            .queues_snapshot()
+            .iter()
+            .map(|q| q.name.to_str_lossy().into_owned())
+            .filter(|n| p.matches_queue(n, false) || p.matches_queue(n, true))
+            .collect();
+        if !existing.is_empty() {
+            tracing::warn!(
+                "policy '{}' in vhost '{}' applies to queues declared from now on; {} existing queue(s) keep their settings (e.g. '{}')",
+                p.name,
+                self.name,
+                existing.len(),
+                existing[0]
+            );
+        }
+        let mut ps = self.policies.write();
+        let created = !ps.iter().any(|x| x.name == p.name);
+        ps.retain(|x| x.name != p.name);
+        ps.push(p);
+        drop(ps);
+        self.changed(true);
+        created
+    }
+    /// Remove a policy; false if there was none.
+    pub fn clear_policy(&self, name: &str) -> bool {
+        let mut ps = self.policies.write();
+        let before = ps.len();
+        ps.retain(|x| x.name != name);
+        let removed = ps.len() != before;
+        drop(ps);
+        if removed {
+            self.changed(true);
+        }
+        removed
     }
 
     /// Message counters of every queue this vhost ever had (live ones plus deleted ones).
@@ -468,7 +524,15 @@ impl VHost {
         })?;
         let mut exs = self.exchanges.write();
         exs.entry(name.clone()).or_insert_with(|| {
-            Exchange::new(name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone())
+            Exchange::new(
+                name.clone(),
+                kind,
+                d.durable,
+                d.auto_delete,
+                d.internal,
+                d.arguments.clone(),
+                self.policy_for(|p| p.matches_exchange(&name.to_str_lossy())),
+            )
         });
         drop(exs);
         self.changed(d.durable);

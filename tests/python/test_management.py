@@ -1931,3 +1931,60 @@ def test_prometheus_exposition_declares_each_family_once(warren, amqp):
         assert not duplicated, f"{path} repeats # TYPE for {duplicated}"
         names = [f.name for f in families]
         assert len(names) == len(set(names)), path
+
+
+# --------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------
+
+def test_policies_put_get_delete_and_apply_to_new_queues(api, amqp):
+    """PUT /api/policies/{vhost}/{name}: 201 then 204; the queue declared
+    after it shows the policy and obeys it (max-length from the policy); an
+    invalid pattern or an unknown key is 400; DELETE 204 then 404."""
+    prefix = uniq("pol")
+    body = {"pattern": f"^{prefix}\\.", "definition": {"max-length": 2}, "priority": 1, "apply-to": "queues"}
+    assert api.put(f"/api/policies/{ROOT}/{q(prefix)}", body).status == 201
+    assert api.put(f"/api/policies/{ROOT}/{q(prefix)}", body).status == 204
+    got = api.ok(f"/api/policies/{ROOT}/{q(prefix)}")
+    assert (got["name"], got["vhost"], got["pattern"], got["apply-to"], got["definition"], got["priority"]) == \
+        (prefix, "/", f"^{prefix}\\.", "queues", {"max-length": 2}, 1)
+    assert prefix in [p["name"] for p in api.ok("/api/policies")]
+    bad = dict(body, pattern="(")
+    assert api.put(f"/api/policies/{ROOT}/{q(prefix + '-bad')}", bad).status == 400
+    bad = dict(body, definition={"no-such-setting": 1})
+    assert api.put(f"/api/policies/{ROOT}/{q(prefix + '-bad')}", bad).status == 400
+
+    conn = amqp()
+    ch = conn.channel()
+    name = f"{prefix}.q"
+    ch.queue_declare(name)
+    for i in range(3):
+        ch.basic_publish("", name, str(i).encode())
+    info = eventually(lambda: (lambda i: i if i["messages_ready"] == 2 else None)(queue_info(api, name)), connection=conn)
+    assert info["policy"] == prefix and info["effective_policy_definition"] == {"max-length": 2}, info
+    # The oldest message was dropped (drop-head), as RabbitMQ's max-length does.
+    assert ch.basic_get(name, auto_ack=True)[2] == b"1"
+
+    assert api.delete(f"/api/policies/{ROOT}/{q(prefix)}").status == 204
+    assert api.delete(f"/api/policies/{ROOT}/{q(prefix)}").status == 404
+
+
+def test_policies_travel_with_definitions(api, tmp_path):
+    """Policies are exported with the definitions and imported into a fresh
+    broker, where they apply to the queues the same document declares."""
+    prefix = uniq("dpol")
+    body = {"pattern": f"^{prefix}", "definition": {"message-ttl": 60000, "dead-letter-exchange": "amq.fanout"},
+            "priority": 3, "apply-to": "all"}
+    assert api.put(f"/api/policies/{ROOT}/{q(prefix)}", body).status == 201
+    assert api.put(f"/api/queues/{ROOT}/{q(prefix + '.q')}", {"durable": True}).status == 201
+    exported = api.ok("/api/definitions")
+    mine = [p for p in exported["policies"] if p["name"] == prefix]
+    assert mine == [{"vhost": "/", "name": prefix, "pattern": f"^{prefix}", "apply-to": "all",
+                     "definition": body["definition"], "priority": 3}], exported["policies"]
+    with fresh_warren(tmp_path) as other:
+        other_api = Api(other.http_port)
+        assert other_api.post("/api/definitions", exported).status == 204
+        assert [p["name"] for p in other_api.ok("/api/policies")] == [p["name"] for p in exported["policies"]]
+        info = queue_info(other_api, prefix + ".q")
+        assert info["policy"] == prefix, info
+    assert api.delete(f"/api/policies/{ROOT}/{q(prefix)}").status == 204

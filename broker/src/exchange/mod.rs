@@ -129,8 +129,11 @@ pub struct Exchange {
     pub internal: bool,
     /// Declare arguments as given.
     pub arguments: FieldTable,
-    /// `alternate-exchange` argument: where messages this exchange cannot route go.
+    /// `alternate-exchange` argument (or, without one, the policy's): where messages this
+    /// exchange cannot route go.
     pub alternate: Option<ShortStr>,
+    /// The policy that applied when it was declared.
+    pub policy: Option<Arc<crate::policy::Policy>>,
     /// Bindings where this exchange is the source.
     pub bindings: RwLock<Bindings>,
     /// Messages published to it, and of those, routed to at least one queue (management API).
@@ -155,12 +158,18 @@ impl Exchange {
         auto_delete: bool,
         internal: bool,
         arguments: FieldTable,
+        policy: Option<Arc<crate::policy::Policy>>,
     ) -> Arc<Exchange> {
+        // As RabbitMQ: the argument wins over the policy.
         let alternate = arguments
             .get("alternate-exchange")
             .and_then(|v| v.as_bytes())
-            .map(|b| ShortStr::truncating(bytes::Bytes::copy_from_slice(b)));
+            .map(|b| ShortStr::truncating(bytes::Bytes::copy_from_slice(b)))
+            .or_else(|| {
+                policy.as_ref().and_then(|p| p.string("alternate-exchange")).map(|a| ShortStr::from(a.to_string()))
+            });
         Arc::new(Exchange {
+            policy,
             name,
             kind,
             durable,

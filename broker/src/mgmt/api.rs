@@ -48,6 +48,9 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/users/{user}/permissions", get(user_permissions))
         .route("/api/permissions", get(permissions))
         .route("/api/permissions/{vhost}/{user}", get(permission).put(permission_put).delete(permission_delete))
+        .route("/api/policies", get(policies))
+        .route("/api/policies/{vhost}", get(policies_in))
+        .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))
         .route("/api/exchanges", get(exchanges))
         .route("/api/exchanges/{vhost}", get(exchanges_in))
         .route("/api/exchanges/{vhost}/{name}", get(exchange).put(exchange_put).delete(exchange_delete))
@@ -427,6 +430,52 @@ async fn permission_delete(State(m): St, Extension(u): U, Path((vhost, user)): P
     }
     m.broker.clear_permission(&user, &vhost);
     m.broker.definitions_changed();
+    m.durable_sync().await;
+    no_content()
+}
+
+// ---- policies --------------------------------------------------------------------------------
+
+/// Setting policies needs the `policymaker` or `administrator` tag.
+fn require_policymaker(u: &MgmtUser) -> Result<(), ApiError> {
+    if u.tags.iter().any(|t| t == "policymaker" || t == "administrator") {
+        Ok(())
+    } else {
+        Err(ApiError::not_authorised("Not policymaker user"))
+    }
+}
+
+async fn policies(State(m): St, Extension(u): U, Query(q): Q) -> Resp {
+    let items = vhosts_visible(&m, &u).iter().flat_map(|v| v.policies()).map(|p| p.to_json()).collect();
+    listing(items, &q)
+}
+
+async fn policies_in(State(m): St, Extension(u): U, Path(vhost): Path<String>, Query(q): Q) -> Resp {
+    let v = m.vhost_for(&u, &vhost)?;
+    listing(v.policies().iter().map(|p| p.to_json()).collect(), &q)
+}
+
+async fn policy(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>) -> Resp {
+    let v = m.vhost_for(&u, &vhost)?;
+    v.policies().iter().find(|p| p.name == name).map(|p| p.to_json()).map_or(Err(ApiError::not_found()), ok_json)
+}
+
+async fn policy_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
+    require_policymaker(&u)?;
+    let v = m.vhost_for(&u, &vhost)?;
+    let b = parse_json(&body)?;
+    let p = crate::policy::Policy::from_json(&vhost, &name, &b).map_err(ApiError::bad_request)?;
+    let created = v.set_policy(p);
+    m.durable_sync().await;
+    created_or_updated(created)
+}
+
+async fn policy_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>) -> Resp {
+    require_policymaker(&u)?;
+    let v = m.vhost_for(&u, &vhost)?;
+    if !v.clear_policy(&name) {
+        return Err(ApiError::not_found());
+    }
     m.durable_sync().await;
     no_content()
 }
@@ -1039,7 +1088,7 @@ async fn definitions_vhost(State(m): St, Extension(u): U, Path(vhost): Path<Stri
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "parameters": [],
-        "policies": [],
+        "policies": strip(d.policies.clone()),
         "queues": strip(to(&d.queues)),
         "exchanges": strip(to(&d.exchanges)),
         "bindings": strip(to(&d.bindings)),

@@ -196,8 +196,8 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
         "consumer_utilisation": if snap.consumers.is_empty() { Value::Null } else { json!(1.0) },
         "exclusive_consumer_tag": exclusive_tag,
         "idle_since": idle_since(snap.last_used),
-        "policy": Value::Null,
-        "effective_policy_definition": {},
+        "policy": q.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
+        "effective_policy_definition": q.policy.as_ref().map(|p| Value::Object(p.definition.clone())).unwrap_or(json!({})),
         "operator_policy": Value::Null,
         "message_stats": message_stats(&totals, &rates),
     });
@@ -306,7 +306,7 @@ pub fn exchange(m: &Mgmt, v: &VHost, x: Option<&Arc<Exchange>>) -> Value {
             "internal": x.internal,
             "arguments": table_to_json(&x.arguments),
             "user_who_performed_action": if x.name.as_bytes().starts_with(b"amq.") { "rmq-internal" } else { "" },
-            "policy": Value::Null,
+            "policy": x.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
         }),
     }
 }

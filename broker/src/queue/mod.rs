@@ -137,8 +137,10 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments as given (compared on redeclare).
     pub arguments: FieldTable,
-    /// Effective settings (from the arguments).
+    /// Effective settings (from the arguments and the policy).
     pub settings: QueueSettings,
+    /// The policy that applied when it was declared.
+    pub policy: Option<Arc<crate::policy::Policy>>,
     /// The vhost, for dead-lettering.
     vhost_ref: Weak<VHost>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
@@ -174,7 +176,7 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Arc<Queue> {
-        Queue::in_vhost(name, vhost, Weak::new(), None, durable, exclusive_owner, auto_delete, arguments)
+        Queue::in_vhost(name, vhost, Weak::new(), None, durable, exclusive_owner, auto_delete, arguments, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -187,8 +189,9 @@ impl Queue {
         exclusive_owner: Option<ConnectionId>,
         auto_delete: bool,
         arguments: FieldTable,
+        policy: Option<Arc<crate::policy::Policy>>,
     ) -> Arc<Queue> {
-        let settings = QueueSettings::from_args(&arguments);
+        let settings = QueueSettings::from_args(&arguments).with_policy(policy.as_deref());
         let levels = settings.max_priority.map(|p| p as usize + 1).unwrap_or(1);
         let key = crate::store::queue_key(vhost, name.as_bytes());
         let persist = durable && exclusive_owner.is_none() && store.is_some();
@@ -203,6 +206,7 @@ impl Queue {
             auto_delete,
             arguments,
             settings,
+            policy,
             vhost_ref,
             saw_message_ttl: Default::default(),
             me: me.clone(),

@@ -1,5 +1,6 @@
-//! The effective settings of a queue, from its declare arguments (and, once policies exist, from
-//! policies: this is the one place that combines them).
+//! The effective settings of a queue, from its declare arguments and its policy: this is the one
+//! place that combines them, with RabbitMQ's rules (limits and TTLs: the lower of the two;
+//! everything else: the argument wins).
 //!
 //! # Invariants
 //! - Arguments were validated at declare time (`vhost::validate_queue_args`), so parsing here only
@@ -52,6 +53,8 @@ pub struct QueueSettings {
     pub single_active: bool,
     /// `x-queue-type`.
     pub kind: QueueType,
+    /// `x-overflow` was given as an argument (a policy's `overflow` then does not apply).
+    pub overflow_from_args: bool,
 }
 
 impl QueueSettings {
@@ -81,7 +84,36 @@ impl QueueSettings {
             delivery_limit: int("x-delivery-limit"),
             single_active: args.get("x-single-active-consumer").and_then(|v| v.as_bool()).unwrap_or(false),
             kind,
+            overflow_from_args: args.get("x-overflow").is_some(),
         }
+    }
+
+    /// Apply a policy's definition where RabbitMQ lets it apply.
+    pub fn with_policy(mut self, p: Option<&crate::policy::Policy>) -> QueueSettings {
+        let Some(p) = p else { return self };
+        let lower = |arg: Option<u64>, pol: Option<u64>| match (arg, pol) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.message_ttl = lower(self.message_ttl, p.int("message-ttl"));
+        self.expires = lower(self.expires, p.int("expires"));
+        self.max_length = lower(self.max_length, p.int("max-length"));
+        self.max_length_bytes = lower(self.max_length_bytes, p.int("max-length-bytes"));
+        self.delivery_limit = lower(self.delivery_limit, p.int("delivery-limit"));
+        if self.dlx.is_none() {
+            self.dlx = p.string("dead-letter-exchange").map(|s| ShortStr::from(s.to_string()));
+        }
+        if self.dlrk.is_none() {
+            self.dlrk = p.string("dead-letter-routing-key").map(|s| ShortStr::from(s.to_string()));
+        }
+        if !self.overflow_from_args {
+            self.overflow = match p.string("overflow") {
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => self.overflow,
+            };
+        }
+        self
     }
 
     /// True when messages can expire in this queue by the queue's own TTL.

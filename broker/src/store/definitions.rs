@@ -203,6 +203,11 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
         })
         .collect();
     d.permissions = broker.permissions();
+    for v in broker.vhosts() {
+        d.policies.extend(v.policies().iter().map(|p| p.to_json()));
+    }
+    d.policies
+        .sort_by(|a, b| (a["vhost"].as_str(), a["name"].as_str()).cmp(&(b["vhost"].as_str(), b["name"].as_str())));
     let mut vhosts = broker.vhosts();
     vhosts.sort_by(|a, b| a.name.cmp(&b.name));
     for v in &vhosts {
@@ -281,6 +286,32 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         if let Err(e) = broker.set_permission(p.clone()) {
             problems.push(format!("permissions of '{}' in vhost '{}': {e}", p.user, p.vhost));
         }
+    }
+    // Policies before queues and exchanges, so those declared here get them.
+    for p in &d.policies {
+        let Some(o) = p.as_object() else { continue };
+        let vhost = o.get("vhost").and_then(|v| v.as_str()).unwrap_or("/");
+        let name = o.get("name").and_then(|v| v.as_str()).unwrap_or("");
+        let Some(v) = broker.vhost(vhost) else {
+            problems.push(format!("policy '{name}': no vhost '{vhost}'"));
+            continue;
+        };
+        match crate::policy::Policy::from_json(vhost, name, o) {
+            Ok(p) => {
+                v.set_policy(p);
+            }
+            Err(e) => problems.push(format!("policy '{name}' in vhost '{vhost}': {e}")),
+        }
+    }
+    if !d.topic_permissions.is_empty() || !d.parameters.is_empty() || !d.global_parameters.is_empty() {
+        // rabbitmq-compat: topic permissions and runtime parameters (federation, shovels) have no
+        // effect in Warren; said once per import rather than dropped silently.
+        tracing::warn!(
+            "definitions: {} topic permission(s), {} parameter(s) and {} global parameter(s) are not applied by Warren",
+            d.topic_permissions.len(),
+            d.parameters.len(),
+            d.global_parameters.len()
+        );
     }
     let conn = ConnectionId(0);
     for x in &d.exchanges {

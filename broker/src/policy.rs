@@ -1,0 +1,223 @@
+//! Policies (RabbitMQ's `rabbitmqctl set_policy`, `/api/policies`, the `policies` of definitions):
+//! a name, a regular expression over queue or exchange names, what it applies to, a priority and a
+//! definition (`message-ttl`, `dead-letter-exchange`, `max-length`, `alternate-exchange`, ...).
+//!
+//! Runs in: whoever declares a queue or exchange (the policy that matches is looked up then), and
+//! the management API / definitions import (setting them).
+//!
+//! # Invariants
+//! - A policy's pattern compiled when it is set; an invalid one, or a definition key RabbitMQ does
+//!   not know, is refused then.
+//! - The policy of an object is the matching one with the highest priority (ties: the first by
+//!   name), as in RabbitMQ.
+//! - rabbitmq-compat: a policy applies to queues and exchanges declared after it is set (a
+//!   definitions file loads policies before queues, so boot-time policies apply to everything);
+//!   RabbitMQ also re-applies policies to existing objects when they change. Warren logs which
+//!   existing objects a new policy would have changed.
+use serde_json::{json, Map, Value};
+
+/// What a policy applies to (`apply-to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyTo {
+    All,
+    Queues,
+    ClassicQueues,
+    QuorumQueues,
+    Exchanges,
+}
+
+impl ApplyTo {
+    fn parse(s: &str) -> Option<ApplyTo> {
+        Some(match s {
+            "all" => ApplyTo::All,
+            "queues" => ApplyTo::Queues,
+            "classic_queues" => ApplyTo::ClassicQueues,
+            "quorum_queues" => ApplyTo::QuorumQueues,
+            "exchanges" => ApplyTo::Exchanges,
+            _ => return None,
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            ApplyTo::All => "all",
+            ApplyTo::Queues => "queues",
+            ApplyTo::ClassicQueues => "classic_queues",
+            ApplyTo::QuorumQueues => "quorum_queues",
+            ApplyTo::Exchanges => "exchanges",
+        }
+    }
+}
+
+/// Definition keys RabbitMQ 3.10 accepts in a policy. Those Warren applies: `message-ttl`,
+/// `expires`, `max-length`, `max-length-bytes`, `overflow`, `dead-letter-exchange`,
+/// `dead-letter-routing-key`, `delivery-limit`, `alternate-exchange`; the others are accepted and
+/// have no effect here (mirroring, federation, queue modes and versions, stream retention).
+const KNOWN_KEYS: &[&str] = &[
+    "message-ttl",
+    "expires",
+    "max-length",
+    "max-length-bytes",
+    "overflow",
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "delivery-limit",
+    "alternate-exchange",
+    "queue-mode",
+    "queue-version",
+    "queue-master-locator",
+    "queue-leader-locator",
+    "ha-mode",
+    "ha-params",
+    "ha-sync-mode",
+    "ha-sync-batch-size",
+    "ha-promote-on-shutdown",
+    "ha-promote-on-failure",
+    "federation-upstream",
+    "federation-upstream-set",
+    "max-age",
+    "stream-max-segment-size-bytes",
+    "initial-cluster-size",
+    "max-in-memory-length",
+    "max-in-memory-bytes",
+    "consumer-timeout",
+];
+
+/// A policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Name (unique per vhost).
+    pub name: String,
+    /// Vhost.
+    pub vhost: String,
+    /// The pattern as given.
+    pub pattern: String,
+    /// The pattern compiled (matched unanchored, as Erlang's `re:run`).
+    re: regex::Regex,
+    /// What it applies to.
+    pub apply_to: ApplyTo,
+    /// Higher wins.
+    pub priority: i64,
+    /// The definition as given.
+    pub definition: Map<String, Value>,
+}
+
+impl Policy {
+    /// Validate and compile (RabbitMQ's validation texts).
+    pub fn new(
+        vhost: &str,
+        name: &str,
+        pattern: &str,
+        apply_to: &str,
+        priority: i64,
+        definition: Map<String, Value>,
+    ) -> Result<Policy, String> {
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| format!("Validation failed: pattern {pattern} is not a valid regular expression ({e})"))?;
+        let apply_to = ApplyTo::parse(apply_to)
+            .ok_or_else(|| format!("Validation failed: '{apply_to}' is not a valid apply-to value"))?;
+        if definition.is_empty() {
+            return Err("Validation failed: no policy definition".into());
+        }
+        for k in definition.keys() {
+            if !KNOWN_KEYS.contains(&k.as_str()) {
+                return Err(format!("Validation failed: [{{<<\"{k}\">>,...}}] are not recognised policy settings"));
+            }
+        }
+        Ok(Policy {
+            name: name.into(),
+            vhost: vhost.into(),
+            pattern: pattern.into(),
+            re,
+            apply_to,
+            priority,
+            definition,
+        })
+    }
+
+    /// From a definitions / API object (`pattern`, `definition`, `priority`, `apply-to`).
+    pub fn from_json(vhost: &str, name: &str, v: &Map<String, Value>) -> Result<Policy, String> {
+        let pattern = v.get("pattern").and_then(|p| p.as_str()).ok_or("Validation failed: pattern is missing")?;
+        let definition = match v.get("definition") {
+            Some(Value::Object(d)) => d.clone(),
+            _ => return Err("Validation failed: definition must be an object".into()),
+        };
+        let priority = v.get("priority").and_then(|p| p.as_i64().or_else(|| p.as_str()?.parse().ok())).unwrap_or(0);
+        let apply_to = v.get("apply-to").and_then(|a| a.as_str()).unwrap_or("all");
+        Policy::new(vhost, name, pattern, apply_to, priority, definition)
+    }
+
+    /// As RabbitMQ lists it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "vhost": self.vhost,
+            "name": self.name,
+            "pattern": self.pattern,
+            "apply-to": self.apply_to.name(),
+            "definition": self.definition,
+            "priority": self.priority,
+        })
+    }
+
+    /// Whether it applies to the queue `name` of type `quorum` or not.
+    pub fn matches_queue(&self, name: &str, quorum: bool) -> bool {
+        let kind_ok = match self.apply_to {
+            ApplyTo::All | ApplyTo::Queues => true,
+            ApplyTo::ClassicQueues => !quorum,
+            ApplyTo::QuorumQueues => quorum,
+            ApplyTo::Exchanges => false,
+        };
+        kind_ok && self.re.is_match(name)
+    }
+
+    /// Whether it applies to the exchange `name`.
+    pub fn matches_exchange(&self, name: &str) -> bool {
+        matches!(self.apply_to, ApplyTo::All | ApplyTo::Exchanges) && self.re.is_match(name)
+    }
+
+    /// An integer setting.
+    pub fn int(&self, key: &str) -> Option<u64> {
+        self.definition.get(key).and_then(|v| v.as_u64())
+    }
+
+    /// A string setting.
+    pub fn string(&self, key: &str) -> Option<&str> {
+        self.definition.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// The policy that applies among `policies` (highest priority; ties by name).
+pub fn pick(
+    policies: &[std::sync::Arc<Policy>],
+    applies: impl Fn(&Policy) -> bool,
+) -> Option<&std::sync::Arc<Policy>> {
+    policies.iter().filter(|p| applies(p)).min_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn validation_matching_and_priority() {
+        assert!(Policy::new("/", "p", "(", "all", 0, def(json!({"message-ttl": 1}))).is_err());
+        assert!(Policy::new("/", "p", ".*", "nowhere", 0, def(json!({"message-ttl": 1}))).is_err());
+        assert!(Policy::new("/", "p", ".*", "all", 0, def(json!({"bogus": 1}))).is_err());
+        let a = std::sync::Arc::new(
+            Policy::new("/", "a", "^orders\\.", "queues", 1, def(json!({"max-length": 5}))).expect("ok"),
+        );
+        let b =
+            std::sync::Arc::new(Policy::new("/", "b", "orders", "all", 5, def(json!({"message-ttl": 9}))).expect("ok"));
+        let x = std::sync::Arc::new(
+            Policy::new("/", "x", ".*", "exchanges", 9, def(json!({"alternate-exchange": "ae"}))).expect("ok"),
+        );
+        let all = vec![a.clone(), b.clone(), x.clone()];
+        assert_eq!(pick(&all, |p| p.matches_queue("orders.created", false)).map(|p| p.name.as_str()), Some("b"));
+        assert_eq!(pick(&all, |p| p.matches_queue("other", false)).map(|p| p.name.as_str()), None);
+        assert_eq!(pick(&all, |p| p.matches_exchange("orders")).map(|p| p.name.as_str()), Some("x"));
+        assert_eq!(b.int("message-ttl"), Some(9));
+    }
+}
