@@ -186,10 +186,7 @@ impl Policy {
 }
 
 /// The policy that applies among `policies` (highest priority; ties by name).
-pub fn pick(
-    policies: &[std::sync::Arc<Policy>],
-    applies: impl Fn(&Policy) -> bool,
-) -> Option<&std::sync::Arc<Policy>> {
+pub fn pick(policies: &[std::sync::Arc<Policy>], applies: impl Fn(&Policy) -> bool) -> Option<&std::sync::Arc<Policy>> {
     policies.iter().filter(|p| applies(p)).min_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)))
 }
 
