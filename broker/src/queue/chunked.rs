@@ -101,10 +101,6 @@ impl<T> ChunkDeque<T> {
         self.chunks.retain(|c| !c.is_empty());
         self.len = self.chunks.iter().map(|c| c.len()).sum();
     }
-    pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.len = 0;
-    }
 }
 
 impl<T> IntoIterator for ChunkDeque<T> {

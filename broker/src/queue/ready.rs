@@ -251,17 +251,6 @@ impl Ready {
             *q = merged;
         }
     }
-    pub fn clear(&mut self) -> usize {
-        let n = self.len;
-        for q in self.levels.iter_mut() {
-            q.clear();
-        }
-        self.len = 0;
-        self.bytes = 0;
-        self.mem_bytes = 0;
-        self.persistent = (0, 0);
-        n
-    }
     /// Take every message out (counts reset), to be dropped by the caller outside the queue lock.
     pub fn take_all(&mut self) -> (usize, Vec<ChunkDeque<QueuedMsg>>) {
         let n = self.len;
