@@ -150,6 +150,8 @@ pub const KNOWN: &[&str] = &[
     "definitions.skip_if_unchanged",
     "vm_memory_high_watermark.relative",
     "vm_memory_high_watermark.absolute",
+    "disk_free_limit.absolute",
+    "disk_free_limit.relative",
     "management.tcp.port",
     "management.listener.port",
     "prometheus.tcp.port",

@@ -30,8 +30,57 @@ pub const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default memory high watermark: share of the machine's (or cgroup's) memory that queued message
 /// bodies may take before publishers are blocked (RabbitMQ's vm_memory_high_watermark default).
 pub const DEFAULT_MEMORY_HIGH_WATERMARK: f64 = 0.4;
-/// How often the memory alarm is re-evaluated.
+/// How often the memory and disk alarms are re-evaluated (the disk one with one statvfs).
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// RabbitMQ's default `disk_free_limit`: publishers are blocked while the data directory's
+/// filesystem has less than this many bytes free.
+pub const DEFAULT_DISK_FREE_LIMIT: u64 = 50_000_000;
+
+/// The disk free limit (RabbitMQ's `disk_free_limit.absolute` / `.relative`): bytes, or a
+/// multiple of the machine's memory (`{mem_relative, 1.0}`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DiskFreeLimit {
+    Absolute(u64),
+    MemRelative(f64),
+}
+
+impl std::str::FromStr for DiskFreeLimit {
+    type Err = String;
+    /// `50MB`, `1GiB`, `1000000` (bytes), or a multiple of memory: `1.5`, `mem_relative:1.5`,
+    /// `{mem_relative, 1.5}` (the forms RabbitMQ's configuration and CLI use).
+    fn from_str(s: &str) -> Result<DiskFreeLimit, String> {
+        let t = s.trim().trim_start_matches('{').trim_end_matches('}').trim();
+        if let Some(rest) = t.strip_prefix("mem_relative") {
+            let f = rest.trim_start_matches([',', ':', ' ']).trim();
+            return match f.parse::<f64>() {
+                Ok(f) if f >= 0.0 && f.is_finite() => Ok(DiskFreeLimit::MemRelative(f)),
+                _ => Err(format!("invalid disk free limit '{s}'")),
+            };
+        }
+        if t.contains('.') {
+            if let Ok(f) = t.parse::<f64>() {
+                if f >= 0.0 && f.is_finite() {
+                    return Ok(DiskFreeLimit::MemRelative(f));
+                }
+            }
+        }
+        match t.parse::<Watermark>() {
+            Ok(Watermark::Absolute(b)) => Ok(DiskFreeLimit::Absolute(b)),
+            _ => Err(format!("invalid disk free limit '{s}'")),
+        }
+    }
+}
+
+impl DiskFreeLimit {
+    /// The limit in bytes on this machine.
+    pub fn bytes(self) -> u64 {
+        match self {
+            DiskFreeLimit::Absolute(b) => b,
+            DiskFreeLimit::MemRelative(f) => (total_memory() as f64 * f) as u64,
+        }
+    }
+}
 
 /// The memory high watermark: a share of total memory or an absolute number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,6 +206,9 @@ pub struct Config {
     pub load_definitions: Option<std::path::PathBuf>,
     /// Queued message bytes above which publishing connections are blocked.
     pub memory_high_watermark: Watermark,
+    /// Free bytes on the data directory's filesystem below which publishing connections are
+    /// blocked (RabbitMQ's disk alarm).
+    pub disk_free_limit: DiskFreeLimit,
     /// Consumer acknowledgement timeout (RabbitMQ's consumer_timeout). rabbitmq-compat: off by
     /// default, as suits development; RabbitMQ defaults to 30 minutes.
     pub consumer_timeout: Option<Duration>,
@@ -189,6 +241,7 @@ impl Default for Config {
             prometheus_listen: Vec::new(),
             load_definitions: None,
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
+            disk_free_limit: DiskFreeLimit::Absolute(DEFAULT_DISK_FREE_LIMIT),
             consumer_timeout: None,
             data_dir: None,
         }

@@ -604,6 +604,15 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
     }
 }
 
+/// The resource alarms a node reports (`/api/nodes`), as RabbitMQ's status names them.
+fn alarm_names(n: &Value) -> Vec<&'static str> {
+    [("mem_alarm", "memory"), ("disk_free_alarm", "disk")]
+        .into_iter()
+        .filter(|(k, _)| n[*k].as_bool() == Some(true))
+        .map(|(_, name)| name)
+        .collect()
+}
+
 fn status(o: &Opts, api: &Api) -> R<()> {
     let ov = api.get("/overview")?;
     let nodes = api.get("/nodes")?;
@@ -611,7 +620,7 @@ fn status(o: &Opts, api: &Api) -> R<()> {
     if o.json {
         println!(
             "{}",
-            json!({"node": ov["node"], "product_name": ov["product_name"], "product_version": ov["product_version"], "rabbitmq_version": ov["rabbitmq_version"], "uptime_ms": n["uptime"], "memory_used": n["mem_used"], "memory_limit": n["mem_limit"], "alarms": n["mem_alarm"], "listeners": ov["listeners"], "file_descriptors": {"used": n["fd_used"], "total": n["fd_total"]}, "totals": ov["object_totals"]})
+            json!({"node": ov["node"], "product_name": ov["product_name"], "product_version": ov["product_version"], "rabbitmq_version": ov["rabbitmq_version"], "uptime_ms": n["uptime"], "memory_used": n["mem_used"], "memory_limit": n["mem_limit"], "alarms": alarm_names(&n), "disk_free": n["disk_free"], "disk_free_limit": n["disk_free_limit"], "listeners": ov["listeners"], "file_descriptors": {"used": n["fd_used"], "total": n["fd_total"]}, "totals": ov["object_totals"]})
         );
         return Ok(());
     }
@@ -629,7 +638,9 @@ fn status(o: &Opts, api: &Api) -> R<()> {
         cell(&n["mem_used"]),
         cell(&n["mem_limit"])
     );
-    println!("\nAlarms\n\n{}", if n["mem_alarm"].as_bool() == Some(true) { "memory" } else { "(none)" });
+    let alarms = alarm_names(&n);
+    println!("\nAlarms\n\n{}", if alarms.is_empty() { "(none)".to_string() } else { alarms.join("\n") });
+    println!("\nDisk\n\nFree: {} bytes\nLimit: {} bytes", cell(&n["disk_free"]), cell(&n["disk_free_limit"]));
     println!("\nFile Descriptors\n\nUsed: {}, total: {}", cell(&n["fd_used"]), cell(&n["fd_total"]));
     println!("\nListeners\n");
     for l in ov["listeners"].as_array().cloned().unwrap_or_default() {

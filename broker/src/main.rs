@@ -36,6 +36,10 @@ struct Cli {
     /// size (`512MiB`, `1073741824`).
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     memory_high_watermark: config::Watermark,
+    /// Free disk space below which publishers are blocked (RabbitMQ's disk_free_limit): a size
+    /// (`50MB`, `1GiB`) or a multiple of memory (`1.5`, `{mem_relative, 1.5}`).
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB")]
+    disk_free_limit: config::DiskFreeLimit,
     /// Consumer acknowledgement timeout in milliseconds (0 = off, the default).
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 0)]
     consumer_timeout: u64,
@@ -168,6 +172,7 @@ fn main() -> anyhow::Result<()> {
     cfg.default_pass = cli.default_pass;
     cfg.default_vhost = cli.default_vhost;
     cfg.memory_high_watermark = cli.memory_high_watermark;
+    cfg.disk_free_limit = cli.disk_free_limit;
     cfg.data_dir = Some(container_data_dir(cli.data_dir));
     cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
     cfg.max_message_size = cli.max_message_size;
@@ -320,6 +325,10 @@ fn apply_config_file(
             {
                 let w = if e.key.ends_with("relative") && !v.contains('.') { format!("{v}.0") } else { v };
                 cli.memory_high_watermark = w.parse().map_err(|x| format!("{}: {x}", e.origin))?;
+            }
+            "disk_free_limit.absolute" | "disk_free_limit.relative" if unset("disk_free_limit") => {
+                let l = if e.key.ends_with("relative") { format!("mem_relative:{v}") } else { v };
+                cli.disk_free_limit = l.parse().map_err(|x| format!("{}: {x}", e.origin))?;
             }
             "management.tcp.port" | "management.listener.port" if unset("management_port") => {
                 cli.management_port = parse_num(e)?

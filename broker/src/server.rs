@@ -16,7 +16,7 @@ use crate::vhost::VHost;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,8 +42,13 @@ pub struct Broker {
     pub stats: crate::stats::Stats,
     /// Connections past connection.open and not yet closed (see [`ConnSlot`]).
     pub open_connections: std::sync::atomic::AtomicUsize,
-    /// Memory alarm: true while queued message bytes are above the high watermark.
+    /// Publishers are blocked: true while a resource alarm (memory or disk) is in effect.
     pub alarm: watch::Sender<bool>,
+    /// Memory alarm: queued message bytes are above the high watermark.
+    pub mem_alarm: AtomicBool,
+    /// Disk alarm: the data directory's filesystem has less than `disk_free_limit` free, or the
+    /// message store's writes are failing (a full disk).
+    pub disk_alarm: AtomicBool,
     /// The message store (with a data directory).
     pub store: Option<Arc<Store>>,
     /// The definitions file (with a data directory).
@@ -77,6 +82,8 @@ impl Broker {
             open_connections: Default::default(),
             stats: Default::default(),
             alarm: watch::channel(false).0,
+            mem_alarm: AtomicBool::new(false),
+            disk_alarm: AtomicBool::new(false),
             store,
             meta,
             _lock: lock,
@@ -229,7 +236,12 @@ fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<B
     } else {
         broker.add_defaults();
     }
-    meta.write_now(&broker)?;
+    if let Err(e) = meta.write_now(&broker) {
+        // A full disk must not keep the broker from starting: the disk alarm blocks publishers,
+        // the metadata writer retries, and what was on disk is recovered below.
+        tracing::error!("cannot write {}: {e:#}; will retry", meta.path.display());
+        meta.request();
+    }
     let mut by_key: HashMap<u64, Arc<crate::queue::Queue>> = HashMap::new();
     for v in broker.vhosts() {
         for q in v.queues_snapshot().into_iter().filter(|q| q.persists()) {
@@ -364,7 +376,7 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         None => None,
     };
     let mut tasks = JoinSet::new();
-    tasks.spawn(memory_monitor(broker.clone(), rx.clone()));
+    tasks.spawn(resource_monitor(broker.clone(), rx.clone()));
     if let Some(m) = &broker.meta {
         tokio::spawn(m.clone().run(Arc::downgrade(&broker)));
     }
@@ -436,11 +448,18 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// `vm_memory_high_watermark_paging_ratio` of 0.5).
 const PAGING_RATIO_DIVISOR: u64 = 2;
 
-/// Every `MEMORY_CHECK_INTERVAL`: expire messages and queues (TTL, x-expires), and re-evaluate the
-/// memory alarm: on when queued message bytes exceed the high watermark, off below it.
-async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// Every `MEMORY_CHECK_INTERVAL`: expire messages and queues (TTL, x-expires), page out, and
+/// re-evaluate the resource alarms (memory: queued message bytes above the high watermark; disk:
+/// free space on the data directory's filesystem below `disk_free_limit`, or store writes
+/// failing). While either is on, publishers are blocked.
+async fn resource_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let limit = broker.config.memory_high_watermark.bytes();
     tracing::info!("memory high watermark: {limit} bytes of queued messages");
+    let disk_limit = broker.config.disk_free_limit.bytes();
+    let data_dir = broker.config.data_dir.clone().filter(|_| broker.store.is_some());
+    if let Some(d) = &data_dir {
+        tracing::info!("disk free limit: {disk_limit} bytes on the filesystem of {}", d.display());
+    }
     let mut tick = tokio::time::interval(MEMORY_CHECK_INTERVAL);
     loop {
         tokio::select! {
@@ -463,18 +482,42 @@ async fn memory_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
             }
         }
         let used: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
-        let on = used > limit;
-        if *broker.alarm.borrow() != on {
-            if on {
+        let mem_on = used > limit;
+        if broker.mem_alarm.swap(mem_on, Ordering::Relaxed) != mem_on {
+            if mem_on {
                 tracing::warn!(
                     "memory alarm set: {used} bytes of queued messages > high watermark {limit}; blocking publishers"
                 );
             } else {
                 tracing::info!("memory alarm cleared: {used} bytes of queued messages <= {limit}");
             }
+        }
+        if let Some(dir) = &data_dir {
+            let free = disk_free(dir);
+            let failing = broker.store.as_ref().is_some_and(|s| s.write_failing());
+            let disk_on = failing || free.is_some_and(|f| f < disk_limit);
+            if broker.disk_alarm.swap(disk_on, Ordering::Relaxed) != disk_on {
+                let free = free.map_or("unknown".to_string(), |f| f.to_string());
+                if disk_on {
+                    tracing::warn!(
+                        "disk alarm set: {free} bytes free, limit {disk_limit}{}; blocking publishers",
+                        if failing { ", store writes failing" } else { "" }
+                    );
+                } else {
+                    tracing::info!("disk alarm cleared: {free} bytes free, limit {disk_limit}");
+                }
+            }
+        }
+        let on = broker.mem_alarm.load(Ordering::Relaxed) || broker.disk_alarm.load(Ordering::Relaxed);
+        if *broker.alarm.borrow() != on {
             broker.alarm.send_replace(on);
         }
     }
+}
+
+/// Free bytes (for unprivileged users) on the filesystem holding `dir`; `None` when unknown.
+pub fn disk_free(dir: &std::path::Path) -> Option<u64> {
+    rustix::fs::statvfs(dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 async fn accept_loop(

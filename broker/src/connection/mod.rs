@@ -347,7 +347,7 @@ pub async fn serve_stream<R, W>(
         }
         // Memory alarm: a publishing connection is not read while the alarm is on (RabbitMQ's
         // blocking); consumers keep being served so the alarm can clear.
-        conn.notify_alarm(*alarm.borrow_and_update());
+        conn.notify_alarm(*alarm.borrow_and_update(), &broker);
         while *alarm.borrow() && conn.published && conn.state == State::Open {
             info.blocked.store(true, Ordering::Relaxed);
             // The client's heartbeats are not read while blocked: don't count that as silence.
@@ -355,13 +355,18 @@ pub async fn serve_stream<R, W>(
             tokio::select! {
                 _ = alarm.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                // Confirms keep flowing while blocked (only reading stops): what reaches the disk
+                // meanwhile is confirmed at once, as RabbitMQ does.
+                d = durable_moved(&mut durable_rx), if durable_rx.is_some() && conn.awaits_disk() => {
+                    conn.flush_disk_confirms(d);
+                }
                 _ = live.abort.notified() => break 'read,
                 _ = shutdown.changed() => {
                     conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
                     close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
-            conn.notify_alarm(*alarm.borrow_and_update());
+            conn.notify_alarm(*alarm.borrow_and_update(), &broker);
         }
         info.blocked.store(false, Ordering::Relaxed);
         if buf.capacity() - buf.len() < read_size / 2 {
@@ -395,16 +400,8 @@ pub async fn serve_stream<R, W>(
                 break 'read;
             }
             _ = alarm.changed() => {}
-            _ = async {
-                match durable_rx.as_mut() {
-                    Some(r) => { let _ = r.changed().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            }, if durable_rx.is_some() && conn.awaits_disk() => {
-                if let Some(r) = durable_rx.as_mut() {
-                    let d = *r.borrow_and_update();
-                    conn.flush_disk_confirms(d);
-                }
+            d = durable_moved(&mut durable_rx), if durable_rx.is_some() && conn.awaits_disk() => {
+                conn.flush_disk_confirms(d);
             }
             _ = ack_check.tick() => conn.check_ack_timeouts(),
             _ = info.kill.notified(), if conn.state == State::Open => {
@@ -427,6 +424,17 @@ pub async fn serve_stream<R, W>(
     }
     let _ = writer.await;
     tracing::info!(%peer, "connection {id} closed");
+}
+
+/// Resolves with the store's new durable LSN when it moves (never without a store).
+async fn durable_moved(rx: &mut Option<watch::Receiver<u64>>) -> u64 {
+    match rx {
+        Some(r) => {
+            let _ = r.changed().await;
+            *r.borrow_and_update()
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Read and drop input until EOF, an error or `limit` (bounded: at most `DISCARD_MAX` bytes).
@@ -642,13 +650,16 @@ impl Connection {
         }
     }
 
-    /// Tell a publishing client about memory alarm transitions (if it declared the capability).
-    fn notify_alarm(&mut self, on: bool) {
+    /// Tell a publishing client about resource alarm transitions (if it declared the capability).
+    fn notify_alarm(&mut self, on: bool, broker: &Broker) {
         if !self.blocked_notify || !self.published || self.state != State::Open {
             return;
         }
         if on && !self.blocked_sent {
-            self.send0(&ConnectionBlocked { reason: "low on memory".into() }.into());
+            // RabbitMQ names one resource: memory when both alarms are on.
+            let disk_only = !broker.mem_alarm.load(Ordering::Relaxed) && broker.disk_alarm.load(Ordering::Relaxed);
+            let reason = if disk_only { "low on disk" } else { "low on memory" };
+            self.send0(&ConnectionBlocked { reason: reason.into() }.into());
             self.blocked_sent = true;
         } else if !on && self.blocked_sent {
             self.send0(&ConnectionUnblocked.into());

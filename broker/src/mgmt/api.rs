@@ -1143,11 +1143,18 @@ async fn aliveness(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
 }
 
 async fn health_alarms(State(m): St) -> Resp {
-    if *m.broker.alarm.borrow() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let b = &m.broker;
+    let alarms: Vec<Value> = [("memory", b.mem_alarm.load(Relaxed)), ("disk", b.disk_alarm.load(Relaxed))]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(resource, _)| json!({"node": m.node, "resource": resource}))
+        .collect();
+    if !alarms.is_empty() {
         let body = json!({
             "status": "failed",
             "reason": "resource alarm(s) in effect",
-            "alarms": [{"node": m.node, "resource": "memory"}],
+            "alarms": alarms,
         });
         return Ok((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response());
     }

@@ -112,9 +112,14 @@ pub fn render(m: &Mgmt, per_object: bool) -> String {
         "rabbitmq_alarms_memory_used_watermark",
         "gauge",
         "is set to 1 when the memory alarm is in effect",
-        if *b.alarm.borrow() { 1.0 } else { 0.0 },
+        if b.mem_alarm.load(std::sync::atomic::Ordering::Relaxed) { 1.0 } else { 0.0 },
     );
-    o.one("rabbitmq_alarms_free_disk_space_watermark", "gauge", "is set to 1 when the disk alarm is in effect", 0.0);
+    o.one(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "gauge",
+        "is set to 1 when the disk alarm is in effect",
+        if b.disk_alarm.load(std::sync::atomic::Ordering::Relaxed) { 1.0 } else { 0.0 },
+    );
     o.one("rabbitmq_erlang_uptime_seconds", "gauge", "Node uptime", m.started.elapsed().as_secs_f64());
 
     // Object counts.

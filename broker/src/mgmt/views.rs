@@ -539,10 +539,10 @@ pub fn node(m: &Mgmt) -> Value {
         "uptime": m.started.elapsed().as_millis() as u64,
         "mem_used": mem_used,
         "mem_limit": limit,
-        "mem_alarm": *b.alarm.borrow(),
+        "mem_alarm": b.mem_alarm.load(std::sync::atomic::Ordering::Relaxed),
         "disk_free": disk_free,
-        "disk_free_limit": 50_000_000u64,
-        "disk_free_alarm": false,
+        "disk_free_limit": b.config.disk_free_limit.bytes(),
+        "disk_free_alarm": b.disk_alarm.load(std::sync::atomic::Ordering::Relaxed),
         "fd_used": fd_used,
         "fd_total": fd_total,
         "sockets_used": b.stats.conns.read().len(),
@@ -599,5 +599,5 @@ pub fn fds() -> (u64, u64) {
 /// Free bytes on the data directory's filesystem (0 when unknown).
 pub fn disk_free(b: &Broker) -> u64 {
     let dir = b.config.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("."));
-    rustix::fs::statvfs(&dir).map(|s| s.f_bavail * s.f_frsize).unwrap_or(0)
+    crate::server::disk_free(&dir).unwrap_or(0)
 }

@@ -407,10 +407,14 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(data)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A full disk: the old file stays whole; the partial copy must not take more space.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
@@ -481,16 +485,24 @@ impl MetaStore {
 
     /// The writer task: one write per wake-up, covering every request made before it started.
     pub async fn run(self: Arc<Self>, broker: Weak<Broker>) {
+        let mut failing = false;
         loop {
             self.wake.notified().await;
             let Some(b) = broker.upgrade() else { return };
             let me = self.clone();
             let r = tokio::task::spawn_blocking(move || me.write_now(&b)).await;
             match r {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("{} written again", self.path.display());
+                    }
+                }
                 Ok(Err(e)) => {
                     // Replies stay held: nobody is told a change is durable when it is not.
-                    tracing::error!("cannot write {}: {e:#}", self.path.display());
+                    // Logged once per run of failures (a full disk retries every 500 ms).
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!("cannot write {}: {e:#}; retrying until it succeeds", self.path.display());
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     self.wake.notify_one();
                 }

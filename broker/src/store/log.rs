@@ -17,6 +17,9 @@
 //!   first invalid one, so a torn or corrupt tail is never served.
 //! - The writer fsyncs every segment file it wrote in a batch before the batch counts as durable,
 //!   and fsyncs the directory when it creates a segment file.
+//! - Records are written at the offsets their appenders were given, never past a write that
+//!   failed: a failed write is cut back and retried at the same offset, so a torn record can only
+//!   be a segment's tail (which recovery cuts), never sit before good records.
 use super::{seg_path, Batch, MAX_OPEN_FILES};
 use crate::message::Message;
 use bytes::Bytes;
@@ -177,7 +180,7 @@ pub struct Writer {
     cur: Option<(u32, File)>,
     /// Open ack files.
     acks: HashMap<u32, File>,
-    /// Bytes written to `cur` (its end offset).
+    /// Bytes written and synced to `cur` (its end offset): the next record goes exactly here.
     cur_len: u64,
 }
 
@@ -188,13 +191,13 @@ impl Writer {
 
     fn segment(&mut self, seg: u32) -> io::Result<&mut File> {
         if self.cur.as_ref().is_none_or(|(s, _)| *s != seg) {
-            if let Some((_, f)) = self.cur.take() {
-                f.sync_data()?;
-            }
-            let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, seg, "seg"))?;
-            self.cur_len = f.metadata()?.len();
+            // Not O_APPEND: records are written at the offsets the appenders gave them
+            // (`write_all_at`), so a retried write lands where the failed one began.
+            let f =
+                OpenOptions::new().create(true).truncate(false).write(true).open(seg_path(&self.dir, seg, "seg"))?;
             // The new file's directory entry must survive a crash too.
             File::open(&self.dir)?.sync_all()?;
+            self.cur_len = f.metadata()?.len();
             self.cur = Some((seg, f));
         }
         match &mut self.cur {
@@ -203,43 +206,65 @@ impl Writer {
         }
     }
 
-    /// Write a batch: records (fsynced), ack entries (written), deletions. Returns the new
-    /// written position (`seg << 32 | end`) when records were written.
-    pub(super) fn write(&mut self, b: Batch) -> io::Result<Option<u64>> {
+    /// Write a batch: deletions first (they free space), then records (each segment's bytes
+    /// written and fsynced), then ack entries (written, not fsynced). What is done is taken out
+    /// of `b`; on an error the rest stays in `b` to be retried in the same order, and no torn
+    /// record is left before a later good one (a failed record write is cut back, and the next
+    /// attempt writes at the same offset). Returns the new written position (`seg << 32 | end`)
+    /// when records were written.
+    pub(super) fn write(&mut self, b: &mut Batch) -> io::Result<Option<u64>> {
+        use std::os::unix::fs::FileExt;
+        if !b.deletes.is_empty() {
+            // Every record of a deleted segment is acked: its pending bytes need not be written.
+            let deletes = std::mem::take(&mut b.deletes);
+            b.data.retain(|(s, _)| !deletes.contains(s));
+            for seg in &deletes {
+                b.acks.remove(seg);
+                self.acks.remove(seg);
+                if self.cur.as_ref().is_some_and(|(s, _)| s == seg) {
+                    self.cur = None;
+                }
+                let _ = std::fs::remove_file(seg_path(&self.dir, *seg, "seg"));
+                let _ = std::fs::remove_file(seg_path(&self.dir, *seg, "ack"));
+            }
+        }
         let mut pos = None;
-        for (seg, data) in &b.data {
-            let f = self.segment(*seg)?;
-            f.write_all(data)?;
-            self.cur_len += data.len() as u64;
-            pos = Some((*seg as u64) << 32 | self.cur_len);
-        }
-        if pos.is_some() {
-            if let Some((_, f)) = &self.cur {
-                f.sync_data()?;
+        while let Some((seg, data)) = b.data.first() {
+            let seg = *seg;
+            let at = match self.segment(seg) {
+                Ok(_) => self.cur_len,
+                Err(e) => return Err(e),
+            };
+            let Some((_, f)) = &self.cur else { return Err(io::Error::other("no segment")) };
+            if let Err(e) = f.write_all_at(data, at).and_then(|()| f.sync_data()) {
+                // Whatever part of the write landed is cut, so a crash now leaves no torn
+                // record; the retry writes at `at` again either way.
+                let _ = f.set_len(at);
+                return Err(e);
             }
+            self.cur_len = at + data.len() as u64;
+            pos = Some((seg as u64) << 32 | self.cur_len);
+            b.data.remove(0);
         }
-        for (seg, entries) in &b.acks {
-            if b.deletes.contains(seg) {
-                continue;
-            }
-            if !self.acks.contains_key(seg) {
+        let segs: Vec<u32> = b.acks.keys().copied().collect();
+        for seg in segs {
+            if !self.acks.contains_key(&seg) {
                 if self.acks.len() >= MAX_OPEN_FILES {
                     self.acks.clear();
                 }
-                let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, *seg, "ack"))?;
-                self.acks.insert(*seg, f);
+                let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, seg, "ack"))?;
+                self.acks.insert(seg, f);
             }
-            if let Some(f) = self.acks.get_mut(seg) {
-                f.write_all(entries)?;
+            let (Some(f), Some(entries)) = (self.acks.get_mut(&seg), b.acks.get(&seg)) else { continue };
+            if let Err(e) = f.write_all(entries) {
+                // A torn 8-byte entry would shift every later one: cut back to whole entries
+                // (the retry writes them all again; a repeated entry is harmless).
+                if let Ok(m) = f.metadata() {
+                    let _ = f.set_len(m.len() - m.len() % 8);
+                }
+                return Err(e);
             }
-        }
-        for seg in &b.deletes {
-            self.acks.remove(seg);
-            if self.cur.as_ref().is_some_and(|(s, _)| s == seg) {
-                self.cur = None;
-            }
-            let _ = std::fs::remove_file(seg_path(&self.dir, *seg, "seg"));
-            let _ = std::fs::remove_file(seg_path(&self.dir, *seg, "ack"));
+            b.acks.remove(&seg);
         }
         Ok(pos)
     }

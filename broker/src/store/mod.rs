@@ -58,6 +58,13 @@ pub const PAGE_IN_MESSAGES: usize = 4096;
 /// ...or this many bytes of segment.
 const PAGE_IN_BYTES: u64 = 4 * 1024 * 1024;
 
+/// After a failed write (a full disk), the writer tries again this often, with everything that
+/// arrived meanwhile appended behind what failed.
+const WRITE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// At shutdown a write that keeps failing is given up after this many tries (nothing it held was
+/// confirmed, so nothing confirmed is lost).
+const SHUTDOWN_WRITE_TRIES: u32 = 20;
+
 /// Environment variable (milliseconds) that delays every batch write: fault injection for tests.
 pub const TEST_WRITE_DELAY_ENV: &str = "WARREN_TEST_STORE_WRITE_DELAY_MS";
 
@@ -101,6 +108,21 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.data.is_empty() && self.acks.is_empty() && self.deletes.is_empty()
     }
+
+    /// Append `later` (taken after `self`) to this batch, keeping every segment's bytes in order.
+    fn merge(&mut self, later: Batch) {
+        for (seg, buf) in later.data {
+            match self.data.last_mut() {
+                Some((s, mine)) if *s == seg => mine.extend_from_slice(&buf),
+                _ => self.data.push((seg, buf)),
+            }
+        }
+        for (seg, entries) in later.acks {
+            self.acks.entry(seg).or_default().extend_from_slice(&entries);
+        }
+        self.deletes.extend(later.deletes);
+        self.last_lsn = self.last_lsn.max(later.last_lsn);
+    }
 }
 
 /// State shared by appenders and the writer thread.
@@ -136,6 +158,9 @@ pub struct Store {
     written_pos: AtomicU64,
     /// Set by `close`: dropped refs record nothing.
     closing: AtomicBool,
+    /// The last write failed (a full disk, an I/O error) and is being retried: raises the disk
+    /// alarm, so publishers are blocked until it succeeds.
+    write_failing: AtomicBool,
     /// Read handles of segments, for paging in.
     readers: Mutex<HashMap<u32, Arc<File>>>,
     /// The writer thread, joined by `close`.
@@ -220,6 +245,7 @@ impl Store {
             durable: watch::channel(0).0,
             written_pos: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            write_failing: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
             thread: Mutex::new(None),
             placeholder,
@@ -506,45 +532,81 @@ impl Store {
         }
     }
 
+    /// Whether the store's writes are failing (and being retried) right now.
+    pub fn write_failing(&self) -> bool {
+        self.write_failing.load(Ordering::Relaxed)
+    }
+
     /// The writer thread: take the pending batch, write it, fsync, publish the durable LSN.
+    ///
+    /// A batch whose write fails is kept and tried again, with later batches appended behind it,
+    /// until it succeeds: the durable LSN never moves past a record that is not on disk, so no
+    /// publisher is confirmed for a message that was not written, and records keep their order.
     fn writer_loop(self: Arc<Self>) {
         let mut w = log::Writer::new(self.dir.clone());
         // Fault injection for the crash tests: a slow disk widens the window between a record's
         // arrival and its write, so a confirm sent too early would be caught by a kill -9.
         let delay =
             std::env::var(TEST_WRITE_DELAY_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis);
+        // What failed to be written, to try again first.
+        let mut carry: Option<Batch> = None;
+        let mut failed_tries = 0u32;
         loop {
-            let (batch, stop) = {
+            let (fresh, stop) = {
                 let mut inner = self.inner.lock();
                 while !inner.urgent && !inner.stop {
-                    let r = self.wake.wait_for(&mut inner, ACK_FLUSH_INTERVAL);
-                    if r.timed_out() && !inner.batch.is_empty() {
+                    let wait = if carry.is_some() { WRITE_RETRY_INTERVAL } else { ACK_FLUSH_INTERVAL };
+                    let r = self.wake.wait_for(&mut inner, wait);
+                    if r.timed_out() && (carry.is_some() || !inner.batch.is_empty()) {
                         break;
                     }
                 }
                 inner.urgent = false;
                 (std::mem::take(&mut inner.batch), inner.stop)
             };
+            let mut batch = match carry.take() {
+                Some(mut c) => {
+                    c.merge(fresh);
+                    c
+                }
+                None => fresh,
+            };
             let last = batch.last_lsn;
             let deletes = batch.deletes.clone();
             if let Some(d) = delay {
                 std::thread::sleep(d);
             }
-            match w.write(batch) {
-                Ok(Some(pos)) => self.written_pos.store(pos, Ordering::Release),
-                Ok(None) => {}
-                Err(e) => {
-                    // TODO(disk-full alarm): block publishers as RabbitMQ's disk alarm does. Until
-                    // then confirms stop advancing, so no publisher is told its message is safe.
-                    tracing::error!("message store: write failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            }
+            let result = w.write(&mut batch);
             if !deletes.is_empty() {
                 let mut r = self.readers.lock();
                 for s in &deletes {
                     r.remove(s);
+                }
+            }
+            match result {
+                Ok(pos) => {
+                    if let Some(pos) = pos {
+                        self.written_pos.store(pos, Ordering::Release);
+                    }
+                    if self.write_failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("message store: writes succeed again after {failed_tries} failed tries");
+                    }
+                    failed_tries = 0;
+                }
+                Err(e) => {
+                    if !self.write_failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "message store: write failed: {e}; retrying every {WRITE_RETRY_INTERVAL:?}, nothing in it is confirmed until it succeeds (disk alarm set)"
+                        );
+                    }
+                    failed_tries += 1;
+                    if stop && failed_tries >= SHUTDOWN_WRITE_TRIES {
+                        tracing::error!("message store: giving up at shutdown: unconfirmed records not written: {e}");
+                        return;
+                    }
+                    carry = Some(batch);
+                    std::thread::sleep(WRITE_RETRY_INTERVAL);
+                    continue;
                 }
             }
             if last > 0 {
