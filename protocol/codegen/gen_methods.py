@@ -24,6 +24,10 @@ WRITE = {
     "shortstr": "put_shortstr(out, &{v})", "longstr": "put_longstr(out, &{v})", "table": "{v}.encode(out)",
 }
 RENAME = {"type": "kind", "nowait": "no_wait"}
+# Methods whose short strings are taken as raw bytes: the publish hot path and the frames that
+# carry a routing key back as it was published (RabbitMQ does not check UTF-8 there either).
+# Every other method's short strings must be valid UTF-8.
+RAW_SHORTSTR = {(60, 40), (60, 50), (60, 60), (60, 71)}
 
 
 def camel(s):
@@ -123,7 +127,10 @@ def main():
                 bits_pending.append(n)
             else:
                 flush_bits()
-                lines.append(f"let {n} = {READ[t]};")
+                read = READ[t]
+                if t == "shortstr" and (m["class"], m["id"]) not in RAW_SHORTSTR:
+                    read = "r.shortstr_utf8()?"
+                lines.append(f"let {n} = {read};")
         flush_bits()
         for l in lines:
             w("                " + l)

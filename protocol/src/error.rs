@@ -30,12 +30,18 @@ pub enum MethodError {
     BadFieldType(u8),
     #[error("field table nested too deeply")]
     TooDeep,
+    #[error("bytes after the last property")]
+    TrailingBytes,
+    #[error("Malformed UTF-8 in shortstr")]
+    BadUtf8,
 }
 
 impl MethodError {
     pub fn reply_code(&self) -> u16 {
         match self {
             MethodError::Unknown { .. } => NOT_IMPLEMENTED,
+            // RabbitMQ: connection.close 501 FRAME_ERROR - Malformed UTF-8 in shortstr.
+            MethodError::BadUtf8 => FRAME_ERROR,
             _ => SYNTAX_ERROR,
         }
     }

@@ -1157,8 +1157,8 @@ impl Method {
             (60, 11) => Method::BasicQosOk(BasicQosOk),
             (60, 20) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
-                let consumer_tag = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
+                let consumer_tag = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_local = bits & 1 != 0;
                 let no_ack = bits & 2 != 0;
@@ -1177,17 +1177,17 @@ impl Method {
                 })
             }
             (60, 21) => {
-                let consumer_tag = r.shortstr()?;
+                let consumer_tag = r.shortstr_utf8()?;
                 Method::BasicConsumeOk(BasicConsumeOk { consumer_tag })
             }
             (60, 30) => {
-                let consumer_tag = r.shortstr()?;
+                let consumer_tag = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 Method::BasicCancel(BasicCancel { consumer_tag, no_wait })
             }
             (60, 31) => {
-                let consumer_tag = r.shortstr()?;
+                let consumer_tag = r.shortstr_utf8()?;
                 Method::BasicCancelOk(BasicCancelOk { consumer_tag })
             }
             (60, 40) => {
@@ -1217,7 +1217,7 @@ impl Method {
             }
             (60, 70) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_ack = bits & 1 != 0;
                 Method::BasicGet(BasicGet { ticket, queue, no_ack })
@@ -1232,7 +1232,7 @@ impl Method {
                 Method::BasicGetOk(BasicGetOk { delivery_tag, redelivered, exchange, routing_key, message_count })
             }
             (60, 72) => {
-                let cluster_id = r.shortstr()?;
+                let cluster_id = r.shortstr_utf8()?;
                 Method::BasicGetEmpty(BasicGetEmpty { cluster_id })
             }
             (60, 80) => {
@@ -1281,9 +1281,9 @@ impl Method {
             }
             (10, 11) => {
                 let client_properties = r.table()?;
-                let mechanism = r.shortstr()?;
+                let mechanism = r.shortstr_utf8()?;
                 let response = r.longstr()?;
-                let locale = r.shortstr()?;
+                let locale = r.shortstr_utf8()?;
                 Method::ConnectionStartOk(ConnectionStartOk { client_properties, mechanism, response, locale })
             }
             (10, 20) => {
@@ -1307,37 +1307,37 @@ impl Method {
                 Method::ConnectionTuneOk(ConnectionTuneOk { channel_max, frame_max, heartbeat })
             }
             (10, 40) => {
-                let virtual_host = r.shortstr()?;
-                let capabilities = r.shortstr()?;
+                let virtual_host = r.shortstr_utf8()?;
+                let capabilities = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let insist = bits & 1 != 0;
                 Method::ConnectionOpen(ConnectionOpen { virtual_host, capabilities, insist })
             }
             (10, 41) => {
-                let known_hosts = r.shortstr()?;
+                let known_hosts = r.shortstr_utf8()?;
                 Method::ConnectionOpenOk(ConnectionOpenOk { known_hosts })
             }
             (10, 50) => {
                 let reply_code = r.u16()?;
-                let reply_text = r.shortstr()?;
+                let reply_text = r.shortstr_utf8()?;
                 let class_id = r.u16()?;
                 let method_id = r.u16()?;
                 Method::ConnectionClose(ConnectionClose { reply_code, reply_text, class_id, method_id })
             }
             (10, 51) => Method::ConnectionCloseOk(ConnectionCloseOk),
             (10, 60) => {
-                let reason = r.shortstr()?;
+                let reason = r.shortstr_utf8()?;
                 Method::ConnectionBlocked(ConnectionBlocked { reason })
             }
             (10, 61) => Method::ConnectionUnblocked(ConnectionUnblocked),
             (10, 70) => {
                 let new_secret = r.longstr()?;
-                let reason = r.shortstr()?;
+                let reason = r.shortstr_utf8()?;
                 Method::ConnectionUpdateSecret(ConnectionUpdateSecret { new_secret, reason })
             }
             (10, 71) => Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk),
             (20, 10) => {
-                let out_of_band = r.shortstr()?;
+                let out_of_band = r.shortstr_utf8()?;
                 Method::ChannelOpen(ChannelOpen { out_of_band })
             }
             (20, 11) => {
@@ -1356,14 +1356,14 @@ impl Method {
             }
             (20, 40) => {
                 let reply_code = r.u16()?;
-                let reply_text = r.shortstr()?;
+                let reply_text = r.shortstr_utf8()?;
                 let class_id = r.u16()?;
                 let method_id = r.u16()?;
                 Method::ChannelClose(ChannelClose { reply_code, reply_text, class_id, method_id })
             }
             (20, 41) => Method::ChannelCloseOk(ChannelCloseOk),
             (30, 10) => {
-                let realm = r.shortstr()?;
+                let realm = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let exclusive = bits & 1 != 0;
                 let passive = bits & 2 != 0;
@@ -1378,8 +1378,8 @@ impl Method {
             }
             (40, 10) => {
                 let ticket = r.u16()?;
-                let exchange = r.shortstr()?;
-                let kind = r.shortstr()?;
+                let exchange = r.shortstr_utf8()?;
+                let kind = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let passive = bits & 1 != 0;
                 let durable = bits & 2 != 0;
@@ -1402,7 +1402,7 @@ impl Method {
             (40, 11) => Method::ExchangeDeclareOk(ExchangeDeclareOk),
             (40, 20) => {
                 let ticket = r.u16()?;
-                let exchange = r.shortstr()?;
+                let exchange = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let if_unused = bits & 1 != 0;
                 let no_wait = bits & 2 != 0;
@@ -1411,9 +1411,9 @@ impl Method {
             (40, 21) => Method::ExchangeDeleteOk(ExchangeDeleteOk),
             (40, 30) => {
                 let ticket = r.u16()?;
-                let destination = r.shortstr()?;
-                let source = r.shortstr()?;
-                let routing_key = r.shortstr()?;
+                let destination = r.shortstr_utf8()?;
+                let source = r.shortstr_utf8()?;
+                let routing_key = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 let arguments = r.table()?;
@@ -1422,9 +1422,9 @@ impl Method {
             (40, 31) => Method::ExchangeBindOk(ExchangeBindOk),
             (40, 40) => {
                 let ticket = r.u16()?;
-                let destination = r.shortstr()?;
-                let source = r.shortstr()?;
-                let routing_key = r.shortstr()?;
+                let destination = r.shortstr_utf8()?;
+                let source = r.shortstr_utf8()?;
+                let routing_key = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 let arguments = r.table()?;
@@ -1433,7 +1433,7 @@ impl Method {
             (40, 51) => Method::ExchangeUnbindOk(ExchangeUnbindOk),
             (50, 10) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let passive = bits & 1 != 0;
                 let durable = bits & 2 != 0;
@@ -1453,16 +1453,16 @@ impl Method {
                 })
             }
             (50, 11) => {
-                let queue = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
                 let message_count = r.u32()?;
                 let consumer_count = r.u32()?;
                 Method::QueueDeclareOk(QueueDeclareOk { queue, message_count, consumer_count })
             }
             (50, 20) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
-                let exchange = r.shortstr()?;
-                let routing_key = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
+                let exchange = r.shortstr_utf8()?;
+                let routing_key = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 let arguments = r.table()?;
@@ -1471,7 +1471,7 @@ impl Method {
             (50, 21) => Method::QueueBindOk(QueueBindOk),
             (50, 30) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let no_wait = bits & 1 != 0;
                 Method::QueuePurge(QueuePurge { ticket, queue, no_wait })
@@ -1482,7 +1482,7 @@ impl Method {
             }
             (50, 40) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
                 let bits = r.u8()?;
                 let if_unused = bits & 1 != 0;
                 let if_empty = bits & 2 != 0;
@@ -1495,9 +1495,9 @@ impl Method {
             }
             (50, 50) => {
                 let ticket = r.u16()?;
-                let queue = r.shortstr()?;
-                let exchange = r.shortstr()?;
-                let routing_key = r.shortstr()?;
+                let queue = r.shortstr_utf8()?;
+                let exchange = r.shortstr_utf8()?;
+                let routing_key = r.shortstr_utf8()?;
                 let arguments = r.table()?;
                 Method::QueueUnbind(QueueUnbind { ticket, queue, exchange, routing_key, arguments })
             }

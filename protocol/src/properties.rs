@@ -62,6 +62,69 @@ const F_USER_ID: u16 = 1 << 4;
 const F_APP_ID: u16 = 1 << 3;
 const F_CLUSTER_ID: u16 = 1 << 2;
 
+/// Check raw basic-class property bytes (flags first) without decoding them: every property the
+/// flags announce is present and in bounds, the headers table is well formed (every value type
+/// known, nesting bounded), and nothing follows the last property. A single bounds-checked walk
+/// that allocates nothing: run on every publish, so that a message whose properties a client
+/// could not decode is refused at the door instead of stored and delivered.
+pub fn validate(raw: &[u8]) -> Result<(), MethodError> {
+    let word = |at: usize| raw.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(MethodError::Truncated);
+    let flags = word(0)?;
+    let mut at = 2;
+    // spec: bit 0 set means another flag word follows (none is defined for basic).
+    let mut more = flags & 1 != 0;
+    while more {
+        more = word(at)? & 1 != 0;
+        at += 2;
+    }
+    let shortstr = |at: usize| raw.get(at).map(|n| at + 1 + *n as usize).ok_or(MethodError::Truncated);
+    // In wire order: (flag, what its value is).
+    const SHORT: u8 = 0;
+    const OCTET: u8 = 1;
+    const TABLE: u8 = 2;
+    const STAMP: u8 = 3;
+    const LAYOUT: [(u16, u8); 14] = [
+        (F_CONTENT_TYPE, SHORT),
+        (F_CONTENT_ENCODING, SHORT),
+        (F_HEADERS, TABLE),
+        (F_DELIVERY_MODE, OCTET),
+        (F_PRIORITY, OCTET),
+        (F_CORRELATION_ID, SHORT),
+        (F_REPLY_TO, SHORT),
+        (F_EXPIRATION, SHORT),
+        (F_MESSAGE_ID, SHORT),
+        (F_TIMESTAMP, STAMP),
+        (F_TYPE, SHORT),
+        (F_USER_ID, SHORT),
+        (F_APP_ID, SHORT),
+        (F_CLUSTER_ID, SHORT),
+    ];
+    for (flag, kind) in LAYOUT {
+        if flags & flag == 0 {
+            continue;
+        }
+        at = match kind {
+            SHORT => shortstr(at)?,
+            OCTET => at + 1,
+            STAMP => at + 8,
+            _ => {
+                let len = raw.get(at..at + 4).ok_or(MethodError::Truncated)?;
+                let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                let end = (at + 4).checked_add(n).filter(|e| *e <= raw.len()).ok_or(MethodError::Truncated)?;
+                crate::table::validate_table(&raw[at + 4..end], 0)?;
+                end
+            }
+        };
+        if at > raw.len() {
+            return Err(MethodError::Truncated);
+        }
+    }
+    if at != raw.len() {
+        return Err(MethodError::TrailingBytes);
+    }
+    Ok(())
+}
+
 /// The basic class's properties, decoded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BasicProperties {

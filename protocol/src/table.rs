@@ -200,6 +200,64 @@ fn patch_len(out: &mut BytesMut, at: usize) {
     out[at..at + 4].copy_from_slice(&n.to_be_bytes());
 }
 
+/// Check that `buf` is a well-formed table body (without its u32 length prefix): every key and
+/// value in bounds, every value type known, nesting bounded. Allocates nothing.
+pub fn validate_table(buf: &[u8], depth: usize) -> Result<(), MethodError> {
+    if depth > MAX_DEPTH {
+        return Err(MethodError::TooDeep);
+    }
+    let mut at = 0;
+    while at < buf.len() {
+        let k = *buf.get(at).ok_or(MethodError::Truncated)? as usize;
+        at += 1 + k;
+        at = validate_value(buf, at, depth)?;
+    }
+    if at > buf.len() {
+        return Err(MethodError::Truncated);
+    }
+    Ok(())
+}
+
+/// Check the field value starting at `buf[at]`; returns the offset after it.
+fn validate_value(buf: &[u8], at: usize, depth: usize) -> Result<usize, MethodError> {
+    let t = *buf.get(at).ok_or(MethodError::Truncated)?;
+    let at = at + 1;
+    let fixed = |n: usize| if at + n <= buf.len() { Ok(at + n) } else { Err(MethodError::Truncated) };
+    let sized = || -> Result<(usize, usize), MethodError> {
+        let len = buf.get(at..at + 4).ok_or(MethodError::Truncated)?;
+        let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let end = (at + 4).checked_add(n).filter(|e| *e <= buf.len()).ok_or(MethodError::Truncated)?;
+        Ok((at + 4, end))
+    };
+    match t {
+        b't' | b'b' | b'B' => fixed(1),
+        b's' | b'u' => fixed(2),
+        b'I' | b'i' | b'f' => fixed(4),
+        b'l' | b'd' | b'T' => fixed(8),
+        b'D' => fixed(5),
+        b'V' => Ok(at),
+        b'S' | b'x' => Ok(sized()?.1),
+        b'F' => {
+            let (from, end) = sized()?;
+            validate_table(&buf[from..end], depth + 1)?;
+            Ok(end)
+        }
+        b'A' => {
+            if depth + 1 > MAX_DEPTH {
+                return Err(MethodError::TooDeep);
+            }
+            let (from, end) = sized()?;
+            let items = &buf[..end];
+            let mut i = from;
+            while i < end {
+                i = validate_value(items, i, depth + 1)?;
+            }
+            Ok(end)
+        }
+        other => Err(MethodError::BadFieldType(other)),
+    }
+}
+
 /// A field table: ordered `(name, value)` pairs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FieldTable(pub Vec<(ShortStr, FieldValue)>);

@@ -157,6 +157,7 @@ proptest! {
 
     #[test]
     fn properties_roundtrip(p in properties(Flavor::Raw)) {
+        prop_assert!(warren_protocol::properties::validate(&p.to_bytes()).is_ok());
         let bytes = p.to_bytes();
         let back = BasicProperties::decode(bytes.clone()).expect("decode");
         prop_assert_eq!(&back, &p);

@@ -181,6 +181,18 @@ impl Channel {
                 40,
             ));
         }
+        // A property list that clients cannot decode would be stored and then kill every
+        // consumer it reaches (again after each restart): refused here, with one allocation-free
+        // walk. rabbitmq-compat: RabbitMQ closes the connection with 541 and the bare text
+        // "INTERNAL_ERROR" (its channel crashes decoding them); Warren says what was wrong.
+        if let Err(e) = warren_protocol::properties::validate(&h.properties) {
+            return Err(AmqpError::connection_ids(
+                INTERNAL_ERROR,
+                format!("malformed content header properties: {e}"),
+                0,
+                0,
+            ));
+        }
         if h.body_size > ctx.max_message_size {
             // Refused at the header, before any of the body is buffered (a client announcing a
             // huge body cannot make the broker hold it); the body frames that follow are

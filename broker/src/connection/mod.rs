@@ -485,8 +485,12 @@ impl Connection {
                 Ok(())
             }
             FrameType::Method => {
-                let m = Method::decode(f.payload).map_err(|e| {
-                    AmqpError::connection_ids(e.reply_code(), format!("cannot decode method frame: {e}"), 0, 0)
+                let m = Method::decode(f.payload).map_err(|e| match e {
+                    // RabbitMQ's exact text, which clients and tests match on.
+                    warren_protocol::MethodError::BadUtf8 => {
+                        AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0)
+                    }
+                    e => AmqpError::connection_ids(e.reply_code(), format!("cannot decode method frame: {e}"), 0, 0),
                 })?;
                 let ch = f.channel;
                 if ch == 0 {

@@ -15,6 +15,7 @@
 //! - Errors are RabbitMQ's JSON `{"error": ..., "reason": ...}` with its status codes.
 pub mod api;
 pub mod metrics;
+pub mod names;
 pub mod ui;
 pub mod views;
 

@@ -314,8 +314,18 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         );
     }
     let conn = ConnectionId(0);
+    // A name that does not fit a short string would be cut and stored under other bytes than the
+    // file says: refused (and reported), as a client's declare of it would be.
+    let too_long = |what: &str, name: &str, vhost: &str| {
+        (name.len() > warren_protocol::types::SHORTSTR_MAX)
+            .then(|| format!("{what} '{name}' in vhost '{vhost}': name longer than 255 bytes"))
+    };
     for x in &d.exchanges {
         if x.name.starts_with("amq.") {
+            continue;
+        }
+        if let Some(p) = too_long("exchange", &x.name, &x.vhost) {
+            problems.push(p);
             continue;
         }
         let Some(v) = broker.vhost(&x.vhost) else {
@@ -339,6 +349,10 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         }
     }
     for q in &d.queues {
+        if let Some(p) = too_long("queue", &q.name, &q.vhost) {
+            problems.push(p);
+            continue;
+        }
         let Some(v) = broker.vhost(&q.vhost) else {
             problems.push(format!("queue '{}': no vhost '{}'", q.name, q.vhost));
             continue;
@@ -359,6 +373,14 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         }
     }
     for b in &d.bindings {
+        if let Some(p) =
+            [(&b.source, "binding source"), (&b.destination, "binding destination"), (&b.routing_key, "binding key")]
+                .into_iter()
+                .find_map(|(n, what)| too_long(what, n, &b.vhost))
+        {
+            problems.push(p);
+            continue;
+        }
         let Some(v) = broker.vhost(&b.vhost) else {
             problems.push(format!("binding from '{}': no vhost '{}'", b.source, b.vhost));
             continue;
