@@ -468,6 +468,16 @@ async fn tls_connect(
     addr: std::net::SocketAddr,
     with_cert: bool,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    tls_connect_as(pki, addr, with_cert.then_some(pki)).await
+}
+
+/// TLS to `addr` trusting `pki`'s CA, presenting the client certificate of `client` if given
+/// (which may come from another CA).
+async fn tls_connect_as(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    client: Option<&Pki>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio_rustls::rustls;
@@ -478,9 +488,9 @@ async fn tls_connect(
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots);
-    let cfg = if with_cert {
-        let chain = vec![CertificateDer::from_pem_slice(pki.client_cert_pem.as_bytes()).expect("cert")];
-        let key = PrivateKeyDer::from_pem_slice(pki.client_key_pem.as_bytes()).expect("key");
+    let cfg = if let Some(client) = client {
+        let chain = vec![CertificateDer::from_pem_slice(client.client_cert_pem.as_bytes()).expect("cert")];
+        let key = PrivateKeyDer::from_pem_slice(client.client_key_pem.as_bytes()).expect("key");
         builder.with_client_auth_cert(chain, key).expect("client auth")
     } else {
         builder.with_no_client_auth()
@@ -526,16 +536,26 @@ async fn amqps_client_certificates_are_verified() {
     let pki = make_pki();
     let (b, addr) = tls_broker(&pki, true).await;
     // TLS 1.3 reports the refusal on the first read, not at connect.
-    let refused = match tls_connect(&pki, addr, false).await {
-        Err(_) => true,
-        Ok(mut stream) => {
-            let _ = stream.write_all(PROTOCOL_HEADER).await;
-            let _ = stream.flush().await;
-            let mut buf = [0u8; 64];
-            !matches!(tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+    async fn refused(attempt: std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>) -> bool {
+        match attempt {
+            Err(_) => true,
+            Ok(mut stream) => {
+                let _ = stream.write_all(PROTOCOL_HEADER).await;
+                let _ = stream.flush().await;
+                let mut buf = [0u8; 64];
+                !matches!(tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+            }
         }
-    };
-    assert!(refused, "a client without a certificate got an AMQP answer");
+    }
+    assert!(refused(tls_connect(&pki, addr, false).await).await, "a client without a certificate got an AMQP answer");
+    // A well-formed client certificate signed by another CA: refused too (a verifier that
+    // accepted any certificate would let it in).
+    let other = make_pki();
+    assert!(
+        refused(tls_connect_as(&pki, addr, Some(&other)).await).await,
+        "a client certificate from another CA got an AMQP answer"
+    );
+    let _ = std::fs::remove_dir_all(&other.dir);
     let stream = tls_connect(&pki, addr, true).await.expect("TLS with a client certificate");
     let mut r = Raw::handshake(Raw::over(stream), Options::default()).await.expect("AMQP over mutual TLS");
     r.open_channel(1).await;
