@@ -3,28 +3,55 @@
 # Node amqplib suite and the Python pika suite. Installs what the suites need into the project's own
 # folders (tests/node/node_modules, tests/python/.venv); needs cargo, node/npm and python3.
 #
-# Ends with one line "N passed, N failed" summing all suites; exits non-zero if anything failed.
+# Ends with one line "N passed, N failed, N skipped" summing all suites; exits non-zero if anything
+# failed. Every suite runs even after another failed. A test binary that crashes, a test that times
+# out (Node's "cancelled"), a fixture that errors (pytest's "error") and a suite that does not finish
+# all count as failed (the parsers are in scripts/test-totals.sh); skips are listed with reasons.
+#
+# AMQP_URL / MGMT_URL in the caller's environment would point the Node and Python suites at another
+# broker; they are unset (with a notice) unless WARREN_TEST_AGAINST_URL=1 asks for exactly that
+# (the differential run against RabbitMQ).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/test-totals.sh
 log_dir=$(mktemp -d)
 trap 'rm -rf "$log_dir"' EXIT
 passed=0
 failed=0
+skipped=0
 status=0
 
 step() { printf '\n==> %s\n' "$*"; }
+# add_totals SUITE "PASSED FAILED SKIPPED": adds one suite's counts and prints them.
+add_totals() {
+  local p f s
+  read -r p f s <<<"$2"
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  echo "$1: $p passed, $f failed, $s skipped"
+}
+# A whole suite that hangs is stopped here (and then has no summary, so it counts as failed).
+suite_timeout=${WARREN_TEST_SUITE_TIMEOUT:-1500}
+
+for var in AMQP_URL MGMT_URL; do
+  if [ -n "${!var:-}" ]; then
+    if [ "${WARREN_TEST_AGAINST_URL:-}" = 1 ]; then
+      echo "note: $var=${!var} is set and WARREN_TEST_AGAINST_URL=1: the Node and Python suites test that broker"
+    else
+      echo "note: unsetting $var=${!var} (the suites would test that broker instead of Warren; set WARREN_TEST_AGAINST_URL=1 to mean it)"
+      unset "$var"
+    fi
+  fi
+done
 
 step "build"
 cargo build --workspace --all-targets || exit 1
 export WARREN_BIN="$root/target/debug/warren"
 
 step "cargo test"
-cargo test --workspace 2>&1 | tee "$log_dir/cargo.log"
+timeout --kill-after=30 "$suite_timeout" cargo test --workspace --no-fail-fast 2>&1 | tee "$log_dir/cargo.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-while read -r p f; do
-  passed=$((passed + p)); failed=$((failed + f))
-done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$log_dir/cargo.log")
+add_totals cargo "$(parse_cargo "$log_dir/cargo.log")"
 
 step "node (amqplib)"
 (
@@ -32,13 +59,10 @@ step "node (amqplib)"
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
     npm ci --no-audit --no-fund || exit 1
   fi
-  npm test
+  timeout --kill-after=30 "$suite_timeout" npm test
 ) 2>&1 | tee "$log_dir/node.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-p=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$log_dir/node.log" | tail -n1)
-f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$log_dir/node.log" | tail -n1)
-passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-[ -n "$p" ] || { echo "node suite did not run"; status=1; }
+add_totals node "$(parse_node "$log_dir/node.log")"
 
 step "browser for the UI tests (Debian's chromium and chromedriver)"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -70,15 +94,12 @@ step "python (pika)"
     .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt || exit 1
     cp requirements.txt .venv/.installed-requirements
   fi
-  .venv/bin/python -m pytest -q
+  timeout --kill-after=30 "$suite_timeout" .venv/bin/python -m pytest -q -ra
 ) 2>&1 | tee "$log_dir/python.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-p=$(grep -oE '[0-9]+ passed' "$log_dir/python.log" | tail -n1 | cut -d' ' -f1)
-f=$(grep -oE '[0-9]+ failed' "$log_dir/python.log" | tail -n1 | cut -d' ' -f1)
-passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-[ -n "$p" ] || { echo "python suite did not run"; status=1; }
+add_totals python "$(parse_python "$log_dir/python.log")"
 
 echo
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] || status=1
 exit $status

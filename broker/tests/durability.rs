@@ -287,9 +287,16 @@ impl Drop for Proc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_confirmed_message() {
-    use rand::Rng;
+    use rand::{Rng, SeedableRng};
     let dir = data_dir("crash");
-    let mut rng = rand::rng();
+    // The kill points come from a seeded source: the seed is printed (shown when the test fails)
+    // and WARREN_TEST_SEED=N replays the same kill delays.
+    let seed: u64 = match std::env::var("WARREN_TEST_SEED") {
+        Ok(v) => v.parse().expect("WARREN_TEST_SEED is a u64"),
+        Err(_) => rand::random(),
+    };
+    eprintln!("kill_9_loses_no_confirmed_message: seed {seed} (replay with WARREN_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     // Several kill points, each round with its own queue. Half the rounds run with a slow disk
     // (fault injection), where a confirm sent before its record is written would be lost by the
     // kill; the kill comes right after a confirm arrives.
@@ -321,7 +328,7 @@ async fn kill_9_loses_no_confirmed_message() {
             }
         }
         p.kill9();
-        assert!(confirmed > 0, "round {round}: nothing confirmed before the kill");
+        assert!(confirmed > 0, "round {round} (seed {seed}): nothing confirmed before the kill");
 
         let p = Proc::start(&dir);
         let mut r = Raw::connect(p.addr()).await;
@@ -332,9 +339,13 @@ async fn kill_9_loses_no_confirmed_message() {
             .map(|(b, _)| u64::from_be_bytes(b.as_ref().try_into().expect("8-byte body")))
             .collect();
         // Every confirmed message exactly once, in order; unconfirmed ones may or may not be there.
-        assert!(got.windows(2).all(|w| w[0] < w[1]), "round {round}: out of order or duplicated");
-        assert!(got.len() as u64 >= confirmed, "round {round}: {} recovered < {confirmed} confirmed", got.len());
-        assert_eq!(got[..confirmed as usize], (1..=confirmed).collect::<Vec<_>>()[..], "round {round}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "round {round} (seed {seed}): out of order or duplicated");
+        assert!(
+            got.len() as u64 >= confirmed,
+            "round {round} (seed {seed}): {} recovered < {confirmed} confirmed",
+            got.len()
+        );
+        assert_eq!(got[..confirmed as usize], (1..=confirmed).collect::<Vec<_>>()[..], "round {round} (seed {seed})");
         assert!(got.iter().all(|n| *n <= sent));
         eprintln!("round {round}: killed after {kill_after:?}; {confirmed} confirmed, {} recovered", got.len());
         r.call(1, QueueDelete { queue: s(&q), ..Default::default() }).await;

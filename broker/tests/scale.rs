@@ -64,13 +64,18 @@ impl Drop for Warren {
     }
 }
 
-/// Raise this process's open-file limit as far as the hard limit allows (the broker child inherits
-/// it); returns the soft limit now in force.
-fn raise_file_limit() -> u64 {
+/// Raise this process's open-file limit (the broker child inherits it) to at least `need`: the
+/// soft limit up to the hard one, and the hard one too where the process may (root). Returns the
+/// soft limit now in force.
+fn raise_file_limit(need: u64) -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
-    let want = Rlimit { current: lim.maximum, maximum: lim.maximum };
-    let _ = setrlimit(Resource::Nofile, want);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    if hard < need {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(need), maximum: Some(need) });
+    }
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum });
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
@@ -82,12 +87,15 @@ fn s(x: &str) -> ShortStr {
 /// by a bounded amount per connection, and a client connecting meanwhile works normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_connections() {
-    let limit = raise_file_limit();
-    // Each connection is one descriptor here and one in the broker; keep room for the rest.
-    let n = CONNECTIONS.min(limit.saturating_sub(200) as usize);
-    if n < CONNECTIONS {
-        eprintln!("NOTE: open-file hard limit {limit}: testing {n} connections instead of {CONNECTIONS}");
-    }
+    // Each connection is one descriptor here and one in the broker; room for the rest.
+    let need = CONNECTIONS as u64 + 200;
+    let limit = raise_file_limit(need);
+    assert!(
+        limit >= need,
+        "the open-file limit is {limit} and could not be raised to {need}: this test needs \
+         {CONNECTIONS} connections (raise the hard limit, e.g. ulimit -Hn {need}, to run it)"
+    );
+    let n = CONNECTIONS;
     let w = Warren::start(&[]);
     let before = w.rss();
     let mut conns = Vec::with_capacity(n);

@@ -36,6 +36,30 @@ USE_PODMAN = bool(shutil.which("buildah") and shutil.which("podman") and STATIC_
                   and os.environ.get("WARREN_CONTAINER_TEST") != "binary")
 
 
+def dockerfile_env(path=DOCKERFILE):
+    """The ENV of docker/Dockerfile's last stage (``ENV K=V K2=V2 \\`` lines, continuations
+    joined), so the no-podman path runs the binary with the image's own settings."""
+    lines, env, cur, stages, name = path.read_text().splitlines(), {}, "", {}, None
+    for line in lines:
+        cur = cur + " " + line.strip() if cur else line.strip()
+        if cur.endswith("\\"):
+            cur = cur[:-1]
+            continue
+        if cur.upper().startswith("FROM "):
+            # A stage starts with the ENV of the stage it is built on (nothing for an image).
+            words = cur.split()
+            stages[name] = env
+            env = dict(stages.get(words[1], {}))
+            name = words[3] if len(words) >= 4 and words[2].upper() == "AS" else None
+        elif cur.upper().startswith("ENV "):
+            for pair in cur[4:].split():
+                key, sep, value = pair.partition("=")
+                assert sep, f"ENV without '=' in {path}: {cur}"
+                env[key] = value.strip('"')
+        cur = ""
+    return env
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,7 +122,11 @@ class Container:
                 link = self.bin_dir / t
                 if not link.exists():
                     link.symlink_to(warren_binary())
-            env = dict(os.environ, WARREN_DATA_DIR=str(self.data_dir), WARREN_LOOPBACK_USERS="none",
+            # The Dockerfile's ENV as written; only its paths are moved to this machine.
+            image_env = dockerfile_env()
+            assert "WARREN_DATA_DIR" in image_env, f"no WARREN_DATA_DIR in {DOCKERFILE}'s ENV"
+            image_env.update(WARREN_DATA_DIR=str(self.data_dir), HOME=str(self.data_dir))
+            env = dict(os.environ, **image_env,
                        RABBITMQ_CONFIG_FILE=str(conf_dir / "rabbitmq.conf"),
                        RABBITMQ_CONFIG_FILES=str(conf_dir / "conf.d"), **self.env)
             env.pop("WARREN_PORT", None)
