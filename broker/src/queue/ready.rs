@@ -141,16 +141,23 @@ impl Ready {
         let mut freed = 0;
         for q in self.levels.iter_mut() {
             let beyond = q.len().saturating_sub(keep);
+            // The messages still in memory beyond the window: from the tail back to the first
+            // paged one (everything older is paged already), or, without memory pressure, to
+            // the first transient one (those stay in memory; not walked every sweep).
+            let mut region: Vec<&mut QueuedMsg> = Vec::new();
             for m in q.iter_mut().rev().take(beyond) {
-                if m.is_paged() {
+                if m.is_paged() || (m.disk.is_none() && !transient) {
                     break;
                 }
+                region.push(m);
+            }
+            // Oldest first: records are appended, and so written, in queue order, so what is
+            // still unpaged after this sweep (not yet written) is always newer than what was
+            // paged, and the next sweep's walk from the tail reaches it before any paged message.
+            // (Walking newest first left older messages whose record was not yet written behind
+            // paged ones, where no later sweep looked: bodies stuck in memory, the alarm kept on.)
+            for m in region.into_iter().rev() {
                 if m.disk.is_none() {
-                    if !transient {
-                        // Without memory pressure transient messages stay in memory; stop here
-                        // rather than walk a long transient queue every sweep.
-                        break;
-                    }
                     let expires = 0; // a paged transient message is not recovered; its expiry stays in memory
                     let (d, _) = store.append(crate::store::log::KIND_PAGED, key, &m.msg, expires, m.priority);
                     m.disk = Some(Box::new(d));
