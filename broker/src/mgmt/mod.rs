@@ -1,8 +1,9 @@
 //! The management plugin's HTTP API (RabbitMQ-compatible paths, JSON shapes and status codes), the
 //! embedded web UI, and the Prometheus endpoint.
 //!
-//! Runs in: one axum server task per listener (management on 15672, Prometheus on 15692), and the
-//! rate sampler task (every [`crate::stats::RATE_INTERVAL`]).
+//! Runs in: one accept task per listener (management on 15672, Prometheus on 15692; see
+//! [`serve`] for the HTTP connection limits) with a task per HTTP connection, and the rate
+//! sampler task (every [`crate::stats::RATE_INTERVAL`]).
 //!
 //! # Invariants
 //! - Every `/api` request is authenticated with HTTP basic auth against the broker's users; only
@@ -15,6 +16,7 @@
 //! - Errors are RabbitMQ's JSON `{"error": ..., "reason": ...}` with its status codes.
 pub mod api;
 pub mod metrics;
+pub mod serve;
 pub mod ui;
 pub mod views;
 
@@ -312,36 +314,23 @@ pub async fn start(
     if !mgmt_listeners.is_empty() || !prom_listeners.is_empty() {
         tasks.spawn(sampler(broker.clone(), shutdown.clone()));
     }
+    // One gate for every HTTP listener: the cap and the descriptor reserve are process-wide.
+    let gate = Arc::new(serve::HttpGate::new(cfg.http_header_timeout, cfg.http_idle_timeout));
+    if !mgmt_listeners.is_empty() || !prom_listeners.is_empty() {
+        tracing::info!(
+            "HTTP listeners: at most {} connections, {} file descriptors kept for AMQP (limit {})",
+            gate.cap,
+            gate.reserve,
+            gate.fd_limit.map_or_else(|| "none".to_string(), |l| l.to_string())
+        );
+    }
     let app = api::router(state.clone());
     for l in mgmt_listeners {
-        let app = app.clone();
-        let mut sd = shutdown.clone();
-        tasks.spawn(async move {
-            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-            let r = axum::serve(l, svc)
-                .with_graceful_shutdown(async move {
-                    let _ = sd.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!("management listener failed: {e}");
-            }
-        });
+        tasks.spawn(serve::accept_loop(l, app.clone(), gate.clone(), "management", shutdown.clone()));
     }
     let prom = metrics::router(state);
     for l in prom_listeners {
-        let prom = prom.clone();
-        let mut sd = shutdown.clone();
-        tasks.spawn(async move {
-            let r = axum::serve(l, prom.into_make_service())
-                .with_graceful_shutdown(async move {
-                    let _ = sd.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!("prometheus listener failed: {e}");
-            }
-        });
+        tasks.spawn(serve::accept_loop(l, prom.clone(), gate.clone(), "prometheus", shutdown.clone()));
     }
     Ok((mgmt_addrs, prom_addrs))
 }
