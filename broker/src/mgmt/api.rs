@@ -86,6 +86,8 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/health/checks/port-listener/{port}", get(health_port))
         .route("/api/health/checks/protocol-listener/{protocol}", get(health_protocol))
         .fallback(|| async { ApiError::not_found().into_response() })
+        // Layers run outermost last-added first: authentication, then the content-type check.
+        .layer(axum::middleware::from_fn(super::require_json))
         .layer(axum::middleware::from_fn_with_state(m.clone(), super::authenticate))
         .with_state(m.clone());
     Router::new().merge(super::ui::router()).merge(api)

@@ -14,6 +14,10 @@
 //! - Changes go through the same `VHost` / `Broker` methods as AMQP clients use (same checks,
 //!   same persistence); a change to durable state is answered after the definitions file has it.
 //! - Errors are RabbitMQ's JSON `{"error": ..., "reason": ...}` with its status codes.
+//! - A request that carries a body (other than GET / HEAD) must say `Content-Type:
+//!   application/json` (415 otherwise), so that a web page cannot forge a state-changing call
+//!   with a form or `text/plain` body (which browsers send cross-site without asking). No CORS
+//!   header is ever sent: other origins get no access to answers.
 pub mod api;
 pub mod metrics;
 pub mod serve;
@@ -146,6 +150,42 @@ pub async fn authenticate(
         return ApiError::not_authorised("Not management user").into_response();
     }
     req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+/// Whether a request carries a body: a non-zero Content-Length, or a chunked one.
+fn carries_body(headers: &HeaderMap) -> bool {
+    let length =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, parameters such as a charset
+/// allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Middleware (after [`authenticate`]): 415 for a request with a body that is not declared as JSON
+/// (see the module invariants). rabbitmq-compat: RabbitMQ (cowboy_rest) answers such requests 415
+/// with an empty body; Warren adds its usual JSON error body.
+pub async fn require_json(req: Request, next: Next) -> Response {
+    let reads_only = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+    if !reads_only && carries_body(req.headers()) && !is_json(req.headers()) {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request bodies must be JSON, sent with Content-Type: application/json".into(),
+        )
+        .into_response();
+    }
     next.run(req).await
 }
 
