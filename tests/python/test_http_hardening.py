@@ -20,6 +20,7 @@ Timing assertions are generous upper bounds; waits poll (``eventually``).
 import base64
 import http.client
 import json
+import os
 import re
 import resource
 import select
@@ -237,6 +238,54 @@ def test_http_connection_cap_keeps_amqp_available(tmp_path):
             conn.close()
 
         # Freeing the HTTP sockets frees the slots.
+        for s in socks:
+            s.close()
+        socks.clear()
+
+        def http_works():
+            try:
+                return request(proc.http_port, "GET", "/api/overview").status == 200
+            except OSError:
+                return False
+
+        eventually(http_works, timeout=10, interval=0.1)
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+
+
+def test_descriptor_reserve_refuses_http_before_amqp(tmp_path):
+    """With 1024 descriptors mostly taken by AMQP sockets, a new HTTP
+    connection is refused (503) while a new AMQP client still connects."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = FD_LIMIT + 200
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"this test process may open only {hard} descriptors")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    proc = start(tmp_path, preexec_fn=_lower_fd_limit)
+    socks = []
+    try:
+        match = re.search(r"(\d+) file descriptors kept for AMQP", proc.output())
+        assert match, proc.output()
+        reserve = int(match.group(1))
+        # AMQP sockets (before their handshake: 10 s to send the header) until fewer than the
+        # reserve descriptors are left.
+        target = FD_LIMIT - reserve + 20
+        for _ in range(target):
+            socks.append(socket.create_connection(("127.0.0.1", proc.port), timeout=5))
+        fd_dir = f"/proc/{proc.proc.pid}/fd"
+        eventually(lambda: len(os.listdir(fd_dir)) >= target, timeout=10, interval=0.05)
+
+        reply = request(proc.http_port, "GET", "/api/overview")
+        assert reply.status == 503 and reply.json["error"] == "service_unavailable", reply
+
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            host="127.0.0.1", port=proc.port, connection_attempts=1, socket_timeout=5,
+            stack_timeout=10, credentials=pika.PlainCredentials("guest", "guest")))
+        conn.close()
+
         for s in socks:
             s.close()
         socks.clear()
