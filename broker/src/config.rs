@@ -25,6 +25,14 @@ pub const DEFAULT_PROMETHEUS_PORT: u16 = 15692;
 pub const DEFAULT_TLS_PORT: u16 = 5671;
 /// Time a client has from TCP accept to connection.open (RabbitMQ's handshake_timeout).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an HTTP client (management, Prometheus) has to send a request's headers, from the first
+/// byte (or from accept); the connection is closed when they are not complete by then (a
+/// partial-header socket must not be held). RabbitMQ's HTTP listeners (cowboy) close such
+/// sockets within about 15 s.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time an idle HTTP keep-alive connection (no request in progress, no byte either way) is kept
+/// open; as RabbitMQ's listeners, about 15 s.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a closing connection waits for the peer's connection.close-ok before dropping the socket.
 pub const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default memory high watermark: share of the machine's (or cgroup's) memory that queued message
@@ -201,6 +209,11 @@ pub struct Config {
     pub management_listen: Vec<SocketAddr>,
     /// Prometheus listeners (RabbitMQ's `prometheus.tcp.port`, 15692); empty: off.
     pub prometheus_listen: Vec<SocketAddr>,
+    /// HTTP listeners: time to send a request's headers (see [`DEFAULT_HTTP_HEADER_TIMEOUT`]).
+    pub http_header_timeout: Duration,
+    /// HTTP listeners: time an idle keep-alive connection is kept (see
+    /// [`DEFAULT_HTTP_IDLE_TIMEOUT`]).
+    pub http_idle_timeout: Duration,
     /// Definitions file imported at every start (RabbitMQ's `load_definitions`). When set, the
     /// default user and vhost are not created: the file says who exists, as in RabbitMQ.
     pub load_definitions: Option<std::path::PathBuf>,
@@ -239,6 +252,8 @@ impl Default for Config {
             tls: None,
             management_listen: Vec::new(),
             prometheus_listen: Vec::new(),
+            http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             load_definitions: None,
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
             disk_free_limit: DiskFreeLimit::Absolute(DEFAULT_DISK_FREE_LIMIT),

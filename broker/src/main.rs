@@ -101,6 +101,10 @@ struct Cli {
     /// Directory of more configuration files (`*.conf`, read in name order after the main file).
     #[arg(long = "config-dir", env = "RABBITMQ_CONFIG_FILES", default_value = warren::conffile::DEFAULT_DIR)]
     config_dir: std::path::PathBuf,
+    /// Testing aid (hidden): the HTTP listeners' header-read and idle timeouts, milliseconds
+    /// (default 15 s each), so that tests need not wait 15 s.
+    #[arg(long, env = "WARREN_HTTP_TIMEOUT", hide = true)]
+    http_timeout: Option<u64>,
     /// AMQPS port (on the same addresses as AMQP).
     #[arg(long, env = "WARREN_TLS_PORT", default_value_t = config::DEFAULT_TLS_PORT)]
     tls_port: u16,
@@ -183,6 +187,10 @@ fn main() -> anyhow::Result<()> {
     if !cli.no_management {
         cfg.management_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.management_port)).collect();
         cfg.prometheus_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.prometheus_port)).collect();
+    }
+    if let Some(ms) = cli.http_timeout.filter(|&ms| ms > 0) {
+        cfg.http_header_timeout = std::time::Duration::from_millis(ms);
+        cfg.http_idle_timeout = std::time::Duration::from_millis(ms);
     }
     if let (Some(cert_file), Some(key_file)) = (cli.tls_cert, cli.tls_key) {
         let listen = file_listeners

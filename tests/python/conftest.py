@@ -182,9 +182,10 @@ def drain(channel, queue):
 class WarrenProcess:
     """A running Warren broker whose output is drained by a thread."""
 
-    def __init__(self, binary, log_path=None, extra_args=(), data_dir=None):
+    def __init__(self, binary, log_path=None, extra_args=(), data_dir=None, preexec_fn=None):
         """``data_dir``: the broker's data directory (a scratch one when None,
-        removed on ``terminate``); ``extra_args``: more command-line flags."""
+        removed on ``terminate``); ``extra_args``: more command-line flags;
+        ``preexec_fn``: run in the child before exec (e.g. to lower a limit)."""
         self.binary = str(binary)
         self.port = None
         self.http_port = None           # management API / UI
@@ -208,6 +209,7 @@ class WarrenProcess:
             stdin=subprocess.DEVNULL,
             text=True,
             bufsize=1,
+            preexec_fn=preexec_fn,
         )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

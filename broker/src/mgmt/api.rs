@@ -87,20 +87,11 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/health/checks/protocol-listener/{protocol}", get(health_protocol))
         .fallback(|| async { ApiError::not_found().into_response() })
         .route_layer(axum::middleware::from_fn(super::names::check))
+        // Layers run outermost last-added first: authentication, then the content-type check.
+        .layer(axum::middleware::from_fn(super::require_json))
         .layer(axum::middleware::from_fn_with_state(m.clone(), super::authenticate))
         .with_state(m.clone());
     Router::new().merge(super::ui::router()).merge(api)
-}
-
-fn parse_json(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("JSON object expected")),
-        Err(e) => Err(ApiError::bad_request(format!("failed to decode JSON: {e}"))),
-    }
 }
 
 /// An AMQP error as RabbitMQ's HTTP API reports it.
@@ -335,7 +326,7 @@ fn tags_of(v: Option<&Value>) -> Vec<String> {
 
 async fn user_put(State(m): St, Extension(u): U, Path(name): Path<String>, body: Bytes) -> Resp {
     m.require_admin(&u)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     let tags = tags_of(b.get("tags"));
     let existing = m.broker.user(&name);
     let user = if let Some(pw) = b.get("password").and_then(|v| v.as_str()) {
@@ -411,7 +402,7 @@ async fn permission_put(
     if m.broker.user(&user).is_none() {
         return Err(ApiError::bad_request(format!("user_not_found: {user}")));
     }
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     let field = |k: &str| b.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let (Some(configure), Some(write), Some(read)) = (field("configure"), field("write"), field("read")) else {
         return Err(ApiError::bad_request("configure, write and read must be set"));
@@ -464,7 +455,7 @@ async fn policy(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String
 async fn policy_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     require_policymaker(&u)?;
     let v = m.vhost_for(&u, &vhost)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     let p = crate::policy::Policy::from_json(&vhost, &name, &b).map_err(ApiError::bad_request)?;
     let created = v.set_policy(p);
     m.durable_sync().await;
@@ -519,7 +510,7 @@ async fn exchange(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Stri
 
 async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     // As RabbitMQ: a missing type means direct.
     let kind = b.get("type").and_then(|t| t.as_str()).unwrap_or("direct");
     let existed = v.exchange(&s(&name)).is_some();
@@ -588,7 +579,7 @@ async fn exchange_publish(
     body: Bytes,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     let name = exchange_name(&name).to_string();
     if let Some(g) = m.broker.grants(&u.name, &vhost) {
         if !g.allows(crate::auth::Access::Write, name.as_bytes()) {
@@ -691,7 +682,7 @@ async fn queue(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String,
 
 async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     if name.starts_with("amq.") {
         return Err(ApiError::not_authorised("Access refused."));
     }
@@ -740,7 +731,7 @@ async fn queue_purge(State(m): St, Extension(u): U, Path((vhost, name)): Path<(S
 async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     let count = b.get("count").and_then(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok())).unwrap_or(1);
     let ackmode = b.get("ackmode").and_then(|v| v.as_str()).unwrap_or("ack_requeue_true").to_string();
     if !matches!(
@@ -883,7 +874,7 @@ async fn binding_create(
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let dt = dest_type(&kind)?;
-    let b = parse_json(&body)?;
+    let b = super::body::parse(&body)?;
     let rk = b.get("routing_key").and_then(|v| v.as_str()).unwrap_or("").to_string();
     let args = args_of(&b);
     if src.is_empty() || src == "amq.default" {

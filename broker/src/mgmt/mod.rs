@@ -1,8 +1,9 @@
 //! The management plugin's HTTP API (RabbitMQ-compatible paths, JSON shapes and status codes), the
 //! embedded web UI, and the Prometheus endpoint.
 //!
-//! Runs in: one axum server task per listener (management on 15672, Prometheus on 15692), and the
-//! rate sampler task (every [`crate::stats::RATE_INTERVAL`]).
+//! Runs in: one accept task per listener (management on 15672, Prometheus on 15692; see
+//! [`serve`] for the HTTP connection limits) with a task per HTTP connection, and the rate
+//! sampler task (every [`crate::stats::RATE_INTERVAL`]).
 //!
 //! # Invariants
 //! - Every `/api` request is authenticated with HTTP basic auth against the broker's users; only
@@ -13,9 +14,17 @@
 //! - Changes go through the same `VHost` / `Broker` methods as AMQP clients use (same checks,
 //!   same persistence); a change to durable state is answered after the definitions file has it.
 //! - Errors are RabbitMQ's JSON `{"error": ..., "reason": ...}` with its status codes.
+//! - A request that carries a body (other than GET / HEAD) must say `Content-Type:
+//!   application/json` (415 otherwise), so that a web page cannot forge a state-changing call
+//!   with a form or `text/plain` body (which browsers send cross-site without asking). No CORS
+//!   header is ever sent: other origins get no access to answers.
+//! - Every field of a JSON body is checked for its type in one place ([`body`]) before any handler
+//!   uses it (400 otherwise).
 pub mod api;
+pub mod body;
 pub mod metrics;
 pub mod names;
+pub mod serve;
 pub mod ui;
 pub mod views;
 
@@ -145,6 +154,42 @@ pub async fn authenticate(
         return ApiError::not_authorised("Not management user").into_response();
     }
     req.extensions_mut().insert(user);
+    next.run(req).await
+}
+
+/// Whether a request carries a body: a non-zero Content-Length, or a chunked one.
+fn carries_body(headers: &HeaderMap) -> bool {
+    let length =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+/// Whether the request says its body is JSON (`application/json`, parameters such as a charset
+/// allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Middleware (after [`authenticate`]): 415 for a request with a body that is not declared as JSON
+/// (see the module invariants). rabbitmq-compat: RabbitMQ (cowboy_rest) answers such requests 415
+/// with an empty body; Warren adds its usual JSON error body.
+pub async fn require_json(req: Request, next: Next) -> Response {
+    let reads_only = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+    if !reads_only && carries_body(req.headers()) && !is_json(req.headers()) {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request bodies must be JSON, sent with Content-Type: application/json".into(),
+        )
+        .into_response();
+    }
     next.run(req).await
 }
 
@@ -313,36 +358,23 @@ pub async fn start(
     if !mgmt_listeners.is_empty() || !prom_listeners.is_empty() {
         tasks.spawn(sampler(broker.clone(), shutdown.clone()));
     }
+    // One gate for every HTTP listener: the cap and the descriptor reserve are process-wide.
+    let gate = Arc::new(serve::HttpGate::new(cfg.http_header_timeout, cfg.http_idle_timeout));
+    if !mgmt_listeners.is_empty() || !prom_listeners.is_empty() {
+        tracing::info!(
+            "HTTP listeners: at most {} connections, {} file descriptors kept for AMQP (limit {})",
+            gate.cap,
+            gate.reserve,
+            gate.fd_limit.map_or_else(|| "none".to_string(), |l| l.to_string())
+        );
+    }
     let app = api::router(state.clone());
     for l in mgmt_listeners {
-        let app = app.clone();
-        let mut sd = shutdown.clone();
-        tasks.spawn(async move {
-            let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-            let r = axum::serve(l, svc)
-                .with_graceful_shutdown(async move {
-                    let _ = sd.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!("management listener failed: {e}");
-            }
-        });
+        tasks.spawn(serve::accept_loop(l, app.clone(), gate.clone(), "management", shutdown.clone()));
     }
     let prom = metrics::router(state);
     for l in prom_listeners {
-        let prom = prom.clone();
-        let mut sd = shutdown.clone();
-        tasks.spawn(async move {
-            let r = axum::serve(l, prom.into_make_service())
-                .with_graceful_shutdown(async move {
-                    let _ = sd.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!("prometheus listener failed: {e}");
-            }
-        });
+        tasks.spawn(serve::accept_loop(l, prom.clone(), gate.clone(), "prometheus", shutdown.clone()));
     }
     Ok((mgmt_addrs, prom_addrs))
 }
