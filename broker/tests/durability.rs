@@ -4,11 +4,10 @@
 //! deliver in order, definitions in RabbitMQ's format are restored at boot.
 mod common;
 use bytes::Bytes;
+use common::process::Warren;
 use common::raw::Raw;
 use common::{eventually, s, unique, TestBroker};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use warren::config::{Config, Watermark};
 use warren_protocol::constants::NOT_FOUND;
@@ -231,60 +230,6 @@ async fn purged_and_deleted_queues_do_not_resurrect_messages() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `warren` process on a data directory, for crash tests.
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Proc {
-    fn start(dir: &Path) -> Proc {
-        Proc::start_with(dir, 0)
-    }
-    /// `write_delay_ms`: the store's fault injection (a slow disk).
-    fn start_with(dir: &Path, write_delay_ms: u64) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .env(warren::store::TEST_WRITE_DELAY_ENV, write_delay_ms.to_string())
-            .args(common::PROCESS_ARGS)
-            .args(["--log-level", "warn", "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn warren");
-        let out = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(out).lines();
-        let mut port = 0;
-        for line in lines.by_ref() {
-            let line = line.expect("read stdout");
-            if let Some(a) = line.strip_prefix("Listening for AMQP on ") {
-                port = a.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-            }
-            if line == "Server startup complete" {
-                break;
-            }
-        }
-        assert!(port > 0, "warren did not start");
-        // Keep draining stdout so the broker never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, port }
-    }
-    fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-    fn kill9(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Proc {
-    /// SIGKILL (also when a test fails half-way, so no broker outlives it).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_confirmed_message() {
     use rand::{Rng, SeedableRng};
@@ -301,8 +246,9 @@ async fn kill_9_loses_no_confirmed_message() {
     // (fault injection), where a confirm sent before its record is written would be lost by the
     // kill; the kill comes right after a confirm arrives.
     for round in 0..4u32 {
-        let p = Proc::start_with(&dir, if round % 2 == 1 { 20 } else { 0 });
-        let mut r = Raw::connect(p.addr()).await;
+        let delay = if round % 2 == 1 { "20" } else { "0" };
+        let p = Warren::start(&dir, &[(warren::store::TEST_WRITE_DELAY_ENV, delay)]);
+        let mut r = Raw::connect(p.amqp).await;
         r.open_channel(1).await;
         let q = format!("crash-{round}");
         declare_durable(&mut r, &q).await;
@@ -330,8 +276,8 @@ async fn kill_9_loses_no_confirmed_message() {
         p.kill9();
         assert!(confirmed > 0, "round {round} (seed {seed}): nothing confirmed before the kill");
 
-        let p = Proc::start(&dir);
-        let mut r = Raw::connect(p.addr()).await;
+        let p = Warren::start(&dir, &[]);
+        let mut r = Raw::connect(p.amqp).await;
         r.open_channel(1).await;
         let got: Vec<u64> = drain(&mut r, &q)
             .await

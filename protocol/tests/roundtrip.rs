@@ -173,11 +173,20 @@ proptest! {
 
     #[test]
     fn short_str_is_raw_bytes(s in short_str(Flavor::Raw)) {
-        let m = Method::BasicConsumeOk(method::BasicConsumeOk { consumer_tag: s.clone() });
+        // basic.publish takes its routing key as raw bytes (RabbitMQ does not check it either)...
+        let m = Method::BasicPublish(method::BasicPublish { routing_key: s.clone(), ..Default::default() });
         let back = Method::decode(encode_method_payload(&m)).expect("decode");
         match back {
-            Method::BasicConsumeOk(b) => prop_assert_eq!(b.consumer_tag.as_bytes(), s.as_bytes()),
+            Method::BasicPublish(b) => prop_assert_eq!(b.routing_key.as_bytes(), s.as_bytes()),
             other => prop_assert!(false, "decoded as {:?}", other),
+        }
+        // ...every other method's short strings must be UTF-8 (RabbitMQ: 501 FRAME_ERROR).
+        let m = Method::BasicConsumeOk(method::BasicConsumeOk { consumer_tag: s.clone() });
+        let back = Method::decode(encode_method_payload(&m));
+        if std::str::from_utf8(s.as_bytes()).is_ok() {
+            prop_assert!(back.is_ok());
+        } else {
+            prop_assert_eq!(back, Err(warren_protocol::MethodError::BadUtf8));
         }
     }
 

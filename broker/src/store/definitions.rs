@@ -439,7 +439,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         return Err(e);
     }
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()?;
+    if let Some(log) = std::env::var_os(crate::store::TEST_SYNC_LOG_ENV) {
+        // Tests only: what is now durable, for a simulated power cut (replaced atomically too).
+        let copy = PathBuf::from(log).with_extension("defs");
+        std::fs::write(copy.with_extension("defs.tmp"), data)?;
+        std::fs::rename(copy.with_extension("defs.tmp"), copy)?;
+    }
+    Ok(())
 }
 
 /// Read a definitions file.

@@ -172,6 +172,18 @@ pub fn read_acks(path: &std::path::Path) -> HashMap<u32, u8> {
     out
 }
 
+/// Make a segment's first `len` bytes durable (`fdatasync`): the one place the message store
+/// syncs records. With [`super::TEST_SYNC_LOG_ENV`] set (tests only), each sync is then recorded
+/// as `seg <file> <len>` in that file, so a power-loss test can cut every segment back to what
+/// was really synced; a write path that skipped this call would be caught by it.
+fn sync_segment(f: &File, seg: u32, len: u64, log: &mut Option<File>) -> io::Result<()> {
+    f.sync_data()?;
+    if let Some(l) = log {
+        l.write_all(format!("seg {seg:08}.seg {len}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
 /// The writer thread's files.
 pub struct Writer {
     /// The segment directory.
@@ -182,11 +194,15 @@ pub struct Writer {
     acks: HashMap<u32, File>,
     /// Bytes written and synced to `cur` (its end offset): the next record goes exactly here.
     cur_len: u64,
+    /// Tests only: where syncs are recorded (see [`sync_segment`]).
+    sync_log: Option<File>,
 }
 
 impl Writer {
     pub fn new(dir: PathBuf) -> Writer {
-        Writer { dir, cur: None, acks: HashMap::new(), cur_len: 0 }
+        let sync_log = std::env::var_os(super::TEST_SYNC_LOG_ENV)
+            .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
+        Writer { dir, cur: None, acks: HashMap::new(), cur_len: 0, sync_log }
     }
 
     fn segment(&mut self, seg: u32) -> io::Result<&mut File> {
@@ -236,13 +252,14 @@ impl Writer {
                 Err(e) => return Err(e),
             };
             let Some((_, f)) = &self.cur else { return Err(io::Error::other("no segment")) };
-            if let Err(e) = f.write_all_at(data, at).and_then(|()| f.sync_data()) {
+            let end = at + data.len() as u64;
+            if let Err(e) = f.write_all_at(data, at).and_then(|()| sync_segment(f, seg, end, &mut self.sync_log)) {
                 // Whatever part of the write landed is cut, so a crash now leaves no torn
                 // record; the retry writes at `at` again either way.
                 let _ = f.set_len(at);
                 return Err(e);
             }
-            self.cur_len = at + data.len() as u64;
+            self.cur_len = end;
             pos = Some((seg as u64) << 32 | self.cur_len);
             b.data.remove(0);
         }

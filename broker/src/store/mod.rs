@@ -65,6 +65,12 @@ const WRITE_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// confirmed, so nothing confirmed is lost).
 const SHUTDOWN_WRITE_TRIES: u32 = 20;
 
+/// Environment variable (a file path), tests only: every sync of the message store and every
+/// completed definitions write is recorded there (segment name and synced length; the
+/// definitions file's synced content beside it, as `<path>.defs`), so a test can simulate a power
+/// cut by cutting the files back to what was synced.
+pub const TEST_SYNC_LOG_ENV: &str = "WARREN_TEST_SYNC_LOG";
+
 /// Environment variable (milliseconds) that delays every batch write: fault injection for tests.
 pub const TEST_WRITE_DELAY_ENV: &str = "WARREN_TEST_STORE_WRITE_DELAY_MS";
 

@@ -4,6 +4,9 @@
 //! Two flavours exist:
 //! - `Flavor::Raw` exercises everything Warren's codec accepts: short strings are arbitrary bytes
 //!   (non-UTF-8 included) and tables may repeat a key.
+//! - `Flavor::Utf8` is `Raw` with short strings that are valid UTF-8 (any characters): what the
+//!   codec accepts in every method but the publish / return / deliver / get-ok family, which take
+//!   raw bytes (`method_for` picks it for those methods).
 //! - `Flavor::Amq` stays inside what the `amq-protocol` crate can represent, for the cross-check:
 //!   printable ASCII short strings and tables with unique keys.
 //!
@@ -20,8 +23,12 @@ use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Raw,
+    Utf8,
     Amq,
 }
+
+/// Methods whose short strings the codec takes as raw bytes (no UTF-8 check).
+pub const RAW_SHORTSTR_METHODS: [(u16, u16); 4] = [(60, 40), (60, 50), (60, 60), (60, 71)];
 
 /// Bytes for a short string: mostly short, sometimes up to the 255-byte maximum.
 fn short_bytes(f: Flavor) -> BoxedStrategy<Vec<u8>> {
@@ -32,6 +39,18 @@ fn short_bytes(f: Flavor) -> BoxedStrategy<Vec<u8>> {
             1 => Just(vec![0xff, 0xfe, 0x00, 0xc3]), // invalid UTF-8 with a NUL
         ]
         .boxed(),
+        Flavor::Utf8 => vec(any::<char>(), 0..12)
+            .prop_map(|cs| {
+                let mut s = String::new();
+                for c in cs {
+                    if s.len() + c.len_utf8() > 255 {
+                        break;
+                    }
+                    s.push(c);
+                }
+                s.into_bytes()
+            })
+            .boxed(),
         Flavor::Amq => prop_oneof![
             4 => vec(0x20u8..0x7f, 0..12),
             1 => vec(0x20u8..0x7f, 0..=255),
@@ -217,6 +236,7 @@ macro_rules! m {
 
 /// A strategy for the method `(class, method)`; panics on ids not in `ALL_METHODS`.
 pub fn method_for(f: Flavor, class: u16, id: u16) -> BoxedStrategy<Method> {
+    let f = if f == Flavor::Raw && !RAW_SHORTSTR_METHODS.contains(&(class, id)) { Flavor::Utf8 } else { f };
     match (class, id) {
         (60, 10) => m!(f; BasicQos { prefetch_size: u32, prefetch_count: u16, global: bool }),
         (60, 11) => m!(f; BasicQosOk),
