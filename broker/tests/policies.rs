@@ -116,14 +116,17 @@ async fn a_policy_gives_new_exchanges_an_alternate_exchange() {
 // that merges them fails both.
 // ---------------------------------------------------------------------------------------------
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-/// A `warren` process with its AMQP and management ports.
+/// A `warren` process with its AMQP and management ports, on a scratch data directory.
 struct Proc {
-    child: Child,
+    /// The process (killed when dropped).
+    w: common::process::Warren,
+    /// Its AMQP listener.
     amqp: std::net::SocketAddr,
+    /// Its management HTTP port.
     http: u16,
+    /// Its data directory (removed when dropped).
     dir: std::path::PathBuf,
 }
 
@@ -137,32 +140,9 @@ fn scratch(prefix: &str) -> std::path::PathBuf {
 impl Proc {
     fn start() -> Proc {
         let dir = scratch("warren-policies");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(common::PROCESS_ARGS)
-            .args(["--log-level", "warn", "--data-dir"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn warren");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let port_of = |l: &str| l.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
-        let (mut amqp, mut http) = (0, 0);
-        for line in lines.by_ref() {
-            let line = line.expect("read stdout");
-            if let Some(a) = line.strip_prefix("Listening for AMQP on ") {
-                amqp = port_of(a);
-            }
-            if let Some(a) = line.strip_prefix("Listening for HTTP on ") {
-                http = port_of(a);
-            }
-            if line == "Server startup complete" {
-                break;
-            }
-        }
-        assert!(amqp > 0 && http > 0, "warren did not start (amqp {amqp}, http {http})");
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, amqp: std::net::SocketAddr::from(([127, 0, 0, 1], amqp)), http, dir }
+        let w = common::process::Warren::start(&dir, &[]);
+        assert!(w.http > 0, "no management listener");
+        Proc { amqp: w.amqp, http: w.http, w, dir }
     }
 
     /// `warren ctl --port HTTP ARGS...`: its stdout; panics unless it exits 0.
@@ -196,8 +176,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.w.child.kill();
+        let _ = self.w.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -411,4 +391,32 @@ async fn set_list_and_clear_policy_from_the_command_line() {
     assert_eq!(drain_bodies(&mut r, "cli.two").await, vec![vec![1], vec![2], vec![3]]);
     r.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Policies imported with definitions (`rabbitmqctl import_definitions`, the file format RabbitMQ
+/// exports) act by their effect, with the same priority rule: in the file the lower-priority
+/// policy comes last, and the two carry different keys, so last-wins or a merge would show.
+#[tokio::test]
+async fn imported_policies_act_by_priority() {
+    let p = Proc::start();
+    let file = p.dir.join("import.json");
+    let defs = json!({
+        "policies": [
+            {"vhost": "/", "name": "imp-high", "pattern": "^imp\\.", "apply-to": "queues", "priority": 7,
+             "definition": {"max-length": 2}},
+            {"vhost": "/", "name": "imp-low", "pattern": "^imp\\.", "apply-to": "queues", "priority": 2,
+             "definition": {"max-length": 1, "dead-letter-exchange": "", "dead-letter-routing-key": "imp-dead"}}
+        ]
+    });
+    std::fs::write(&file, defs.to_string()).expect("write definitions");
+    p.ctl(&["import_definitions", &file.to_string_lossy()]);
+    let mut r = common::raw::Raw::connect(p.amqp).await;
+    r.open_channel(1).await;
+    r.declare(1, "imp-dead").await;
+    r.declare(1, "imp.q").await;
+    publish_n(&mut r, "imp.q", 4).await;
+    // Only `imp-high` applies: two messages stay, the dropped heads are not dead-lettered.
+    assert_eq!(drain_bodies(&mut r, "imp.q").await, vec![vec![3], vec![4]]);
+    assert_eq!(r.declare_passive(1, "imp-dead").await, 0);
+    r.close().await;
 }
