@@ -449,7 +449,8 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 const PAGING_RATIO_DIVISOR: u64 = 2;
 
 /// Every `MEMORY_CHECK_INTERVAL`: expire messages and queues (TTL, x-expires), page out, and
-/// re-evaluate the resource alarms (memory: queued message bytes above the high watermark; disk:
+/// re-evaluate the resource alarms (memory: message bytes held in memory (ready, unacked, being
+/// assembled, pending outbound) above the high watermark; disk:
 /// free space on the data directory's filesystem below `disk_free_limit`, or store writes
 /// failing). While either is on, publishers are blocked.
 async fn resource_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
@@ -472,24 +473,32 @@ async fn resource_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
         for v in &vhosts {
             v.sweep(now);
         }
-        // Paging: bodies beyond each queue's window go to disk; transient ones too once queued
-        // bytes pass half the watermark (RabbitMQ's paging ratio).
-        if broker.store.is_some() {
-            let before: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
+        // What the broker holds for clients besides ready messages: unacked bodies still in
+        // memory, bodies being assembled, pending outbound frames.
+        let conns = broker.stats.connections();
+        let mut held: u64 = conns.iter().map(|c| c.held_bytes()).sum();
+        // Paging: bodies beyond each queue's window go to disk; transient ones too, and unacked
+        // ones whose record is written, once the total passes half the watermark (RabbitMQ's
+        // paging ratio).
+        if let Some(store) = &broker.store {
+            let before: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum::<u64>() + held;
             let pressure = before > limit / PAGING_RATIO_DIVISOR;
             for v in &vhosts {
                 v.page_out(pressure);
             }
+            if pressure {
+                held -= conns.iter().map(|c| c.page_out_unacked(store)).sum::<u64>().min(held);
+            }
         }
-        let used: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum();
+        let used: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum::<u64>() + held;
         let mem_on = used > limit;
         if broker.mem_alarm.swap(mem_on, Ordering::Relaxed) != mem_on {
             if mem_on {
                 tracing::warn!(
-                    "memory alarm set: {used} bytes of queued messages > high watermark {limit}; blocking publishers"
+                    "memory alarm set: {used} bytes held for messages (ready, unacked, in transit) > high watermark {limit}; blocking publishers"
                 );
             } else {
-                tracing::info!("memory alarm cleared: {used} bytes of queued messages <= {limit}");
+                tracing::info!("memory alarm cleared: {used} bytes held for messages <= {limit}");
             }
         }
         if let Some(dir) = &data_dir {

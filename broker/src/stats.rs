@@ -135,6 +135,11 @@ pub struct ConnInfo {
     pub counters: ConnCounters,
     /// Open channels by number.
     pub channels: Mutex<HashMap<u16, Arc<ChannelShared>>>,
+    /// The connection's outbound buffer (its pending bytes count against the memory watermark).
+    pub out: Arc<crate::outbound::Outbound>,
+    /// Body bytes of publishes being assembled (multi-frame bodies not yet complete), over all
+    /// channels: written only by this connection's reader (see `channel::HeldBytes`).
+    pub assembling: AtomicU64,
     /// Set while the connection is blocked by the memory alarm.
     pub blocked: AtomicBool,
     /// Why the broker was asked to close it (management DELETE, vhost deleted).
@@ -144,6 +149,22 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// Bytes this connection holds in memory for its client: unacked bodies still in memory,
+    /// bodies being assembled, and pending outbound frames (the memory monitor's count; each
+    /// channel's lock is taken briefly, alone).
+    pub fn held_bytes(&self) -> u64 {
+        let channels: Vec<Arc<ChannelShared>> = self.channels.lock().values().cloned().collect();
+        let unacked: u64 = channels.iter().map(|c| c.state.lock().unacked_bytes).sum();
+        unacked + self.assembling.load(Ordering::Relaxed) + self.out.len() as u64
+    }
+
+    /// Page out the bodies of unacked messages whose record is written (memory pressure): they
+    /// are read back if requeued. Returns the bytes freed.
+    pub fn page_out_unacked(&self, store: &crate::store::Store) -> u64 {
+        let channels: Vec<Arc<ChannelShared>> = self.channels.lock().values().cloned().collect();
+        channels.iter().map(|c| c.state.lock().page_out(store)).sum()
+    }
+
     /// Ask the connection to close with 320 CONNECTION_FORCED and `reason`.
     pub fn force_close(&self, reason: &str) {
         *self.kill_reason.lock() = Some(reason.to_string());

@@ -71,6 +71,9 @@ pub struct Deliveries {
     pub unacked: VecDeque<Option<Unacked>>,
     /// Number of `Some` in `unacked`.
     pub unacked_count: u32,
+    /// Body bytes of the `unacked` entries still in memory (paged-out ones count 0): part of
+    /// what the memory alarm counts.
+    pub unacked_bytes: u64,
     /// Prefetch applied to consumers created from now on (basic.qos global=false); 0 = unlimited.
     pub consumer_prefetch: u32,
     /// Prefetch shared by all consumers of the channel (basic.qos global=true); 0 = unlimited.
@@ -113,6 +116,7 @@ impl ChannelShared {
                 next_tag: 1,
                 unacked: VecDeque::new(),
                 unacked_count: 0,
+                unacked_bytes: 0,
                 consumer_prefetch: 0,
                 channel_prefetch: 0,
                 global_in_flight: 0,
@@ -160,6 +164,7 @@ impl ChannelShared {
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
+            st.unacked_bytes += m.msg.body.len() as u64;
             let delivered_ms = if c.timeout_ms.is_some() { now_ms() } else { 0 };
             st.unacked.push_back(Some(Unacked {
                 msg: m,
@@ -202,6 +207,7 @@ impl ChannelShared {
         } else {
             st.counted.got += 1;
             st.unacked_count += 1;
+            st.unacked_bytes += m.msg.body.len() as u64;
             st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: None, delivered_ms: 0 }));
         }
         self.out.write_content(
@@ -225,10 +231,13 @@ impl ChannelShared {
 
 impl ChannelShared {
     /// Direct reply-to: deliver `msg` to this channel's reply consumer (no ack, no queue). False if
-    /// the channel is closed.
+    /// the channel is closed, or if its connection already has more than `HIGH_WATER` pending
+    /// (a requester that stopped reading): the reply is then unroutable (returned if mandatory).
+    /// rabbitmq-compat: RabbitMQ buffers replies for a requester without bound; direct reply-to
+    /// is at-most-once either way, and Warren keeps the same 4 MiB cap as for any consumer.
     pub fn deliver_direct(&self, consumer_tag: &ShortStr, msg: &crate::message::Message) -> bool {
         let mut st = self.state.lock();
-        if st.closed {
+        if st.closed || self.out.over_high_water() {
             return false;
         }
         let tag = st.next_tag;
@@ -327,10 +336,22 @@ impl Deliveries {
     /// Give back the credit an unacked entry held.
     fn release(&mut self, u: &Unacked) {
         self.unacked_count -= 1;
+        self.unacked_bytes -= u.msg.msg.body.len() as u64;
         if let Some(c) = &u.consumer {
             c.in_flight.fetch_sub(1, Ordering::Relaxed);
             self.global_in_flight -= 1;
         }
+    }
+
+    /// Drop from memory the bodies of unacked messages whose record can be read back (a requeue
+    /// reads them back, as a paged ready message). Returns the bytes freed.
+    pub fn page_out(&mut self, store: &crate::store::Store) -> u64 {
+        let mut freed = 0;
+        for u in self.unacked.iter_mut().flatten() {
+            freed += store.page_out(&mut u.msg) as u64;
+        }
+        self.unacked_bytes -= freed;
+        freed
     }
 
     /// The first consumer with a delivery unacked for longer than its timeout, and that timeout.

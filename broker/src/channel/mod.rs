@@ -47,7 +47,35 @@ pub enum Assembly {
         parts: Vec<Bytes>,
         /// Bytes received so far.
         received: u64,
+        /// The bytes of `parts`, counted in the connection's `assembling` total while held.
+        held: HeldBytes,
     },
+}
+
+/// Body bytes a connection holds for publishes still being assembled: added to the connection's
+/// `assembling` count (which the memory alarm reads) and taken off again when dropped, whichever
+/// way the assembly ends (complete, channel closed, connection gone).
+pub struct HeldBytes {
+    /// The connection whose count this is.
+    info: Arc<crate::stats::ConnInfo>,
+    /// Bytes counted.
+    n: u64,
+}
+
+impl HeldBytes {
+    fn new(info: &Arc<crate::stats::ConnInfo>) -> HeldBytes {
+        HeldBytes { info: info.clone(), n: 0 }
+    }
+    fn add(&mut self, n: u64) {
+        self.n += n;
+        self.info.assembling.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.info.assembling.fetch_sub(self.n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Channel lifecycle.
@@ -207,14 +235,20 @@ impl Channel {
         if h.body_size == 0 {
             return self.finish_publish(ctx, publish, h.properties, Bytes::new());
         }
-        self.assembly =
-            Assembly::Body { publish, properties: h.properties, size: h.body_size, parts: Vec::new(), received: 0 };
+        self.assembly = Assembly::Body {
+            publish,
+            properties: h.properties,
+            size: h.body_size,
+            parts: Vec::new(),
+            received: 0,
+            held: HeldBytes::new(&ctx.info),
+        };
         Ok(())
     }
 
     /// A content body frame.
     pub fn on_body(&mut self, ctx: &ConnCtx, payload: Bytes) -> AmqpResult<()> {
-        let Assembly::Body { size, parts, received, .. } = &mut self.assembly else {
+        let Assembly::Body { size, parts, received, held, .. } = &mut self.assembly else {
             return Err(AmqpError::connection_ids(UNEXPECTED_FRAME, "unexpected content body frame", 60, 40));
         };
         if *received == 0 && payload.len() as u64 == *size {
@@ -233,10 +267,13 @@ impl Channel {
                 40,
             ));
         }
-        parts.push(payload);
         if *received < *size {
+            // Only a body still incomplete is held across reads: count it.
+            held.add(payload.len() as u64);
+            parts.push(payload);
             return Ok(());
         }
+        parts.push(payload);
         let (publish, properties, mut parts) = match std::mem::replace(&mut self.assembly, Assembly::Idle) {
             Assembly::Body { publish, properties, parts, .. } => (publish, properties, parts),
             // Checked at the top of this function; keep the state if it ever differs.

@@ -14,6 +14,7 @@
 //! - The reader stops reading while its outbound buffer is over the high-water mark (TCP then pushes
 //!   back on a client that does not read what it is sent).
 pub mod handshake;
+pub mod peer;
 pub mod writer;
 
 use crate::channel::delivery::ChannelShared;
@@ -201,7 +202,7 @@ pub async fn serve_stream<R, W>(
     id: ConnectionId,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let peer_addr = ends.peer;
@@ -229,6 +230,7 @@ pub async fn serve_stream<R, W>(
         }
     };
     tracing::info!(%peer, user = %neg.user, vhost = %neg.vhost.name, name = ?neg.name, "connection {id} opened");
+    let out = Outbound::new(neg.frame_max);
     let info = Arc::new(crate::stats::ConnInfo {
         id,
         name: format!(
@@ -248,12 +250,13 @@ pub async fn serve_stream<R, W>(
         heartbeat: neg.heartbeat,
         counters: Default::default(),
         channels: Default::default(),
+        out: out.clone(),
+        assembling: Default::default(),
         blocked: Default::default(),
         kill_reason: Default::default(),
         kill: Notify::new(),
     });
     broker.stats.register(info.clone());
-    let out = Outbound::new(neg.frame_max);
     let live = Arc::new(Liveness { epoch: Instant::now(), last_read: AtomicU64::new(0), abort: Notify::new() });
     let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
     let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone(), info.clone()));
@@ -367,6 +370,11 @@ pub async fn serve_stream<R, W>(
                 }
             }
             conn.notify_alarm(*alarm.borrow_and_update(), &broker);
+            if rd.peer_closed() {
+                // Gone while blocked: tear down now, so what it held is released.
+                tracing::info!(%peer, "connection {id} closed by client while blocked");
+                break 'read;
+            }
         }
         info.blocked.store(false, Ordering::Relaxed);
         if buf.capacity() - buf.len() < read_size / 2 {

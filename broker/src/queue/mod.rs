@@ -679,7 +679,17 @@ impl Queue {
         let now_secs =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut routed = Routed::default();
-        for (m, reason) in dead {
+        for (mut m, reason) in dead {
+            if let (true, Some(store)) = (m.is_paged(), &self.store) {
+                // An unacked message paged out under memory pressure, now rejected.
+                if let Err(e) = store.read_back(&mut m) {
+                    tracing::error!(
+                        "message store: cannot read back a dead letter of {}: {e}; dropped",
+                        self.describe()
+                    );
+                    continue;
+                }
+            }
             let (msg, deaths) =
                 deadletter::dead_letter(&m.msg, &self.name, reason, dlx, self.settings.dlrk.as_ref(), now_secs);
             let props = msg.properties.clone();

@@ -8,9 +8,11 @@
 //! - A message leaves `Ready` with its body in memory: a paged-out head is read back (with the
 //!   paged messages after it, in one read) before it is taken.
 //! - Paging out keeps the first [`PAGE_KEEP_MESSAGES`] (and at most [`PAGE_KEEP_BYTES`]) of each
-//!   level in memory and pages the rest, newest first, stopping at the first one already paged (or,
-//!   without memory pressure, at the first transient one), so a sweep costs what arrived since the
-//!   last one, not the queue's length.
+//!   level in memory and pages the rest, walking back from the tail to the first one already paged
+//!   (or, without memory pressure, to the first transient one), so a sweep costs what arrived since
+//!   the last one, not the queue's length. Requeued messages can land in front of paged ones
+//!   (`scattered`): then, under memory pressure, the next sweeps walk the whole level, until
+//!   nothing beyond the window is left in memory.
 use super::chunked::ChunkDeque;
 use crate::message::QueuedMsg;
 use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES};
@@ -30,6 +32,9 @@ pub struct Ready {
     persistent: (usize, usize),
     /// The message store, when the broker has one (paging).
     store: Option<Arc<Store>>,
+    /// Messages in memory may sit in front of paged ones (a requeue put them back there), where a
+    /// walk from the tail stops before reaching them.
+    scattered: bool,
 }
 
 impl Ready {
@@ -42,6 +47,7 @@ impl Ready {
             mem_bytes: 0,
             persistent: (0, 0),
             store,
+            scattered: false,
         }
     }
     /// Body bytes held in memory.
@@ -139,6 +145,9 @@ impl Ready {
         let avg = (self.bytes / self.len.max(1)).max(1);
         let keep = PAGE_KEEP_MESSAGES.min(PAGE_KEEP_BYTES / avg).max(1);
         let mut freed = 0;
+        // Under pressure, after a requeue: every message beyond the window is looked at.
+        let full = self.scattered && transient;
+        let mut left = 0;
         for q in self.levels.iter_mut() {
             let beyond = q.len().saturating_sub(keep);
             // The messages still in memory beyond the window: from the tail back to the first
@@ -146,11 +155,19 @@ impl Ready {
             // the first transient one (those stay in memory; not walked every sweep).
             let mut region: Vec<&mut QueuedMsg> = Vec::new();
             for m in q.iter_mut().rev().take(beyond) {
-                if m.is_paged() || (m.disk.is_none() && !transient) {
+                if m.is_paged() {
+                    if full {
+                        continue;
+                    }
+                    break;
+                }
+                if m.disk.is_none() && !transient {
                     break;
                 }
                 region.push(m);
             }
+            // What this sweep only gives a record to, or cannot page yet, is still in memory.
+            left += region.len();
             // Oldest first: records are appended, and so written, in queue order, so what is
             // still unpaged after this sweep (not yet written) is always newer than what was
             // paged, and the next sweep's walk from the tail reaches it before any paged message.
@@ -163,8 +180,13 @@ impl Ready {
                     m.disk = Some(Box::new(d));
                     continue;
                 }
-                freed += store.page_out(m);
+                let n = store.page_out(m);
+                left -= (n > 0 || m.is_paged()) as usize;
+                freed += n;
             }
+        }
+        if full && left == 0 {
+            self.scattered = false;
         }
         self.mem_bytes -= freed;
         freed
@@ -219,6 +241,7 @@ impl Ready {
     }
     /// Put requeued messages back in `seq` order within their levels.
     pub fn requeue(&mut self, mut msgs: Vec<QueuedMsg>) {
+        self.scattered |= msgs.iter().any(|m| !m.is_paged());
         msgs.sort_by_key(|m| m.seq);
         for m in &msgs {
             self.count_in(m);

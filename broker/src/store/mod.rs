@@ -469,6 +469,16 @@ impl Store {
         }
     }
 
+    /// Read back the body of one paged message (one that leaves through a path other than its
+    /// queue's head: a dead letter of an unacked message paged out under memory pressure).
+    pub fn read_back(&self, m: &mut QueuedMsg) -> io::Result<()> {
+        let Some(d) = m.disk.as_mut().filter(|d| d.paged) else { return Ok(()) };
+        let msg = self.page_in(&[(d.seg, d.off, d.len)]).pop().unwrap_or_else(|| Err(io::Error::other("no record")))?;
+        m.msg = Arc::new(msg);
+        d.paged = false;
+        Ok(())
+    }
+
     /// Read back paged messages: `refs` in queue order, at most [`PAGE_IN_MESSAGES`] of them.
     /// Records that are close together in one segment are read with one `pread`.
     pub fn page_in(&self, refs: &[(u32, u32, u32)]) -> Vec<io::Result<Message>> {

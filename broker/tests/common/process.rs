@@ -20,11 +20,17 @@ impl Warren {
     /// Start `warren` on data directory `dir` with extra environment variables, and wait for
     /// `Server startup complete`.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Warren {
+        Warren::start_with_args(dir, env, &[])
+    }
+
+    /// [`Warren::start`] with more command-line flags.
+    pub fn start_with_args(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Warren {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .envs(env.iter().copied())
             .args(super::PROCESS_ARGS)
             .args(["--log-level", "warn", "--data-dir"])
             .arg(dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -48,6 +54,17 @@ impl Warren {
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Warren { child, amqp: SocketAddr::from(([127, 0, 0, 1], amqp)), http }
+    }
+
+    /// The process's resident memory (VmRSS), bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
     }
 
     /// SIGKILL, and wait until the process is gone.
