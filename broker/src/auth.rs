@@ -128,6 +128,11 @@ impl TopicGrant {
     /// user and vhost (plain text substitution, as RabbitMQ's `expand_topic_permission`), then
     /// each expression is compiled; an invalid one is an error naming it.
     pub fn compile(p: &TopicPermission) -> Result<TopicGrant, String> {
+        // rabbitmq-compat: RabbitMQ validates the unexpanded expression when it is set and expands
+        // it at every check; the values are the permission's own user and vhost either way, so
+        // Warren expands and compiles once, here. An expression that only fails once expanded (a
+        // user name with regex syntax in it) is refused now rather than failing each use.
+        // `{client_id}` (filled by RabbitMQ's MQTT plugin only) is left as written.
         let expand = |e: &str| e.replace("{username}", &p.user).replace("{vhost}", &p.vhost);
         Ok(TopicGrant {
             exchange: p.exchange.as_bytes().into(),

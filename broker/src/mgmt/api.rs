@@ -4,7 +4,7 @@
 //!
 //! # Invariants
 //! - Every route is behind [`super::authenticate`]; vhost-scoped routes check the user may use
-//!   the vhost, user and definition routes need `administrator`.
+//!   the vhost, user, permission, topic-permission and definition routes need `administrator`.
 //! - Declares, deletes and binds are built as the AMQP methods a client would send and go through
 //!   the same `VHost` methods, so they get the same checks and the same error texts (as RabbitMQ's
 //!   HTTP API reports its AMQP errors: 400 for precondition failures, 404 for missing objects).
