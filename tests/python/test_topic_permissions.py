@@ -225,11 +225,49 @@ def test_http_errors(api):
     assert_error(api.as_user(user, "wrong").get("/api/topic-permissions"), 401, "not_authorized")
 
 
-def test_deleting_the_user_removes_its_topic_permissions(api):
+def test_http_publish_and_bind_are_checked_too(api):
+    user = new_user(api, "management")
+    set_topic(api, user, "amq.topic", r"^orders\.", r"^orders\.")
+    as_user = api.as_user(user, "pw")
+    publish = f"/api/exchanges/{ROOT}/amq.topic/publish"
+    body = {"properties": {}, "routing_key": "orders.x", "payload": "p", "payload_encoding": "string"}
+    assert as_user.post(publish, body).status == 200
+    assert_error(as_user.post(publish, dict(body, routing_key="payments.x")), 401, "not_authorised",
+                 refusal("write", "payments.x", "amq.topic", user).split(" - ", 1)[1])
+    queue = f"tp-q-{uuid.uuid4().hex[:8]}"
+    assert api.put(f"/api/queues/{ROOT}/{queue}", {"auto_delete": True}).status == 201
+    bind = f"/api/bindings/{ROOT}/e/amq.topic/q/{queue}"
+    assert as_user.post(bind, {"routing_key": "orders.#"}).status == 201
+    assert_error(as_user.post(bind, {"routing_key": "payments.#"}), 401, "not_authorised")
+    assert api.delete(f"/api/queues/{ROOT}/{queue}").status == 204
+
+
+def test_deleting_the_user_or_vhost_removes_its_topic_permissions(api):
     user = new_user(api)
     set_topic(api, user, "amq.topic", "^a", "^a")
     assert api.delete(f"/api/users/{q(user)}").status == 204
     assert all(e["user"] != user for e in api.ok("/api/topic-permissions"))
+    vhost = f"tp-vhost-{uuid.uuid4().hex[:8]}"
+    assert api.put(f"/api/vhosts/{vhost}").status == 201
+    reply = api.put(f"/api/topic-permissions/{vhost}/guest",
+                    {"exchange": "amq.topic", "write": "^a", "read": "^a"})
+    assert reply.status == 201, reply
+    assert api.ok(f"/api/vhosts/{vhost}/topic-permissions") != []
+    assert api.delete(f"/api/vhosts/{vhost}").status == 204
+    assert all(e["vhost"] != vhost for e in api.ok("/api/topic-permissions"))
+
+
+def test_topic_permission_set_before_the_permission_applies(api, connect):
+    name = f"tp-{uuid.uuid4().hex[:8]}"
+    put_user(api, name, "pw", "")
+    set_topic(api, name, "amq.topic", r"^orders\.", ".*")
+    reply = api.put(f"/api/permissions/{ROOT}/{q(name)}",
+                    {"configure": ".*", "write": ".*", "read": ".*"})
+    assert reply.status == 201, reply
+    ch = connect(name).channel()
+    ch.confirm_delivery()
+    ch.basic_publish("amq.topic", "orders.x", b"ok")
+    assert publish_refused(ch, "amq.topic", "payments.x").reply_code == 403
 
 
 # --------------------------------------------------------------------------

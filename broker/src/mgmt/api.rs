@@ -101,6 +101,26 @@ pub fn router(m: Arc<Mgmt>) -> Router {
     Router::new().merge(super::ui::router()).merge(api)
 }
 
+/// Topic authorisation of `key` on `exchange` for the requesting user (as the AMQP channel's:
+/// only with a topic permission on that exchange, and only while it is a topic exchange): 401
+/// `not_authorised` with RabbitMQ's refusal text.
+fn check_topic(
+    m: &Mgmt,
+    u: &MgmtUser,
+    v: &crate::vhost::VHost,
+    access: crate::auth::Access,
+    exchange: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    let Some(g) = m.broker.grants(&u.name, &v.name).filter(|g| g.has_topic_permission_for(exchange.as_bytes())) else {
+        return Ok(());
+    };
+    if v.exchange(&s(exchange)).is_some_and(|x| x.kind == crate::exchange::ExchangeKind::Topic) {
+        g.check_topic(access, exchange.as_bytes(), key.as_bytes()).map_err(ApiError::not_authorised)?;
+    }
+    Ok(())
+}
+
 /// An AMQP error as RabbitMQ's HTTP API reports it.
 fn amqp_error(e: AmqpError) -> ApiError {
     let code = e.code();
@@ -677,12 +697,7 @@ async fn exchange_publish(
     }
     let rk = b.get("routing_key").and_then(|v| v.as_str()).unwrap_or("").to_string();
     // Topic authorisation, as for an AMQP publish.
-    if let Some(g) = m.broker.grants(&u.name, &vhost).filter(|g| g.has_topic_permission_for(name.as_bytes())) {
-        if v.exchange(&s(&name)).is_some_and(|x| x.kind == crate::exchange::ExchangeKind::Topic) {
-            g.check_topic(crate::auth::Access::Write, name.as_bytes(), rk.as_bytes())
-                .map_err(ApiError::not_authorised)?;
-        }
-    }
+    check_topic(&m, &u, &v, crate::auth::Access::Write, &name, &rk)?;
     let payload = b.get("payload").and_then(|v| v.as_str()).unwrap_or("");
     let body = match b.get("payload_encoding").and_then(|v| v.as_str()).unwrap_or("string") {
         "string" => Bytes::from(payload.as_bytes().to_vec()),
@@ -980,6 +995,8 @@ async fn binding_create(
             "ACCESS_REFUSED - operation not permitted on the default exchange".into(),
         ));
     }
+    // Topic authorisation of the binding key, as for queue.bind / exchange.bind over AMQP.
+    check_topic(&m, &u, &v, crate::auth::Access::Read, &src, &rk)?;
     let r = if dt == "queue" {
         let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
         let method = Method::QueueBind(QueueBind {
