@@ -336,6 +336,24 @@ fn list(o: &Opts, api: &Api, kind: &str, defaults: &[&str], scoped: bool) -> R<(
     Ok(())
 }
 
+/// The columns asked for after the first `from` arguments, else the defaults.
+fn cols_or(o: &Opts, from: usize, defaults: &[&str]) -> Vec<String> {
+    if o.args.len() > from {
+        o.args[from..].to_vec()
+    } else {
+        defaults.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// A clear command's result: clearing what is not set is not an error (as rabbitmqctl).
+fn clear_ok(r: R<Value>) -> R<()> {
+    match r {
+        Err(Fail(_, msg)) if msg.ends_with("(HTTP 404)") => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
 fn arg(o: &Opts, i: usize, what: &str) -> R<String> {
     o.args.get(i).cloned().map_or_else(|| usage(&format!("missing {what}")), Ok)
 }
@@ -394,6 +412,29 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
                 &format!("Listing permissions for user \"{u}\" ..."),
                 items.as_array().map(Vec::as_slice).unwrap_or(&[]),
                 &cols,
+            );
+            Ok(())
+        }
+        "list_topic_permissions" => {
+            let items = api.get(&format!("/vhosts/{}/topic-permissions", pct(&v)))?;
+            print_rows(
+                o,
+                "topic_permissions",
+                &format!("Listing topic permissions for vhost \"{v}\" ..."),
+                items.as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &cols_or(o, 1, &["user", "exchange", "write", "read"]),
+            );
+            Ok(())
+        }
+        "list_user_topic_permissions" => {
+            let u = arg(o, 1, "user name")?;
+            let items = api.get(&format!("/users/{}/topic-permissions", pct(&u)))?;
+            print_rows(
+                o,
+                "topic_permissions",
+                &format!("Listing topic permissions for user \"{u}\" ..."),
+                items.as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &cols_or(o, 2, &["vhost", "exchange", "write", "read"]),
             );
             Ok(())
         }
@@ -456,6 +497,28 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             api.call("DELETE", &format!("/permissions/{}/{}", pct(&v), pct(&u)), None)?;
             say(o, &format!("Clearing permissions for user \"{u}\" in vhost \"{v}\" ..."));
             Ok(())
+        }
+        "set_topic_permissions" => {
+            let (u, x) = (arg(o, 1, "user name")?, arg(o, 2, "exchange")?);
+            let (w, r) = (arg(o, 3, "write pattern")?, arg(o, 4, "read pattern")?);
+            let body = json!({"exchange": x, "write": w, "read": r});
+            api.call("PUT", &format!("/topic-permissions/{}/{}", pct(&v), pct(&u)), Some(&body))?;
+            say(o, &format!("Setting topic permissions on \"{x}\" for user \"{u}\" in vhost \"{v}\" ..."));
+            Ok(())
+        }
+        "clear_topic_permissions" => {
+            let u = arg(o, 1, "user name")?;
+            let path = format!("/topic-permissions/{}/{}", pct(&v), pct(&u));
+            match o.args.get(2) {
+                Some(x) => {
+                    say(o, &format!("Clearing topic permissions on \"{x}\" for user \"{u}\" in vhost \"{v}\" ..."));
+                    clear_ok(api.call("DELETE", &format!("{path}?exchange={}", pct(x)), None))
+                }
+                None => {
+                    say(o, &format!("Clearing topic permissions for user \"{u}\" in vhost \"{v}\" ..."));
+                    clear_ok(api.call("DELETE", &path, None))
+                }
+            }
         }
         "set_policy" => {
             // set_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
@@ -949,10 +1012,13 @@ Talks to Warren's management API (default 127.0.0.1:15672). The same binary answ
 rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin when called by those names.
 
 Listing:      list_queues [COLUMN...], list_exchanges, list_bindings, list_connections, list_channels,
-              list_consumers, list_users, list_vhosts, list_permissions, list_user_permissions USER
+              list_consumers, list_users, list_vhosts, list_permissions, list_user_permissions USER,
+              list_topic_permissions [-p VHOST], list_user_topic_permissions USER
 Users:        add_user USER PASS, change_password USER PASS, delete_user USER, set_user_tags USER TAG...
 Vhosts:       add_vhost NAME, delete_vhost NAME
-Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER
+Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER,
+              set_topic_permissions [-p VHOST] USER EXCHANGE WRITE READ,
+              clear_topic_permissions [-p VHOST] USER [EXCHANGE]
 Queues:       purge_queue [-p VHOST] NAME, delete_queue [-p VHOST] NAME
 Policies:     set_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION,
               clear_policy [-p VHOST] NAME, list_policies [-p VHOST]

@@ -6,7 +6,7 @@
 //! - Shutdown is one `watch` flag: every connection sees it, sends connection.close 320
 //!   CONNECTION_FORCED, and ends; `ServerHandle::shutdown` waits for all of them (bounded by
 //!   `SHUTDOWN_GRACE`).
-use crate::auth::{Permission, User};
+use crate::auth::{Permission, TopicGrant, TopicPermission, User};
 use crate::config::{Config, MEMORY_CHECK_INTERVAL, SHUTDOWN_GRACE};
 use crate::connection;
 use crate::ids::ConnectionId;
@@ -32,8 +32,11 @@ pub struct Broker {
     users: RwLock<HashMap<String, User>>,
     /// Permissions per (user, vhost), as set (exported as they are).
     permissions: RwLock<Vec<Permission>>,
-    /// The same permissions compiled, by (user, vhost): what connections check against.
+    /// The same permissions compiled, by (user, vhost): what connections check against (with the
+    /// user's topic permissions in that vhost). Lock order: `topic_permissions`, then `grants`.
     grants: RwLock<HashMap<(String, String), Arc<crate::auth::Grants>>>,
+    /// Topic permissions per (user, vhost, exchange), as set, each with its compiled form.
+    topic_permissions: RwLock<Vec<(TopicPermission, TopicGrant)>>,
     /// Bumped on every user or permission change: connections re-read their grants when it moves.
     pub auth_generation: AtomicU64,
     /// Next connection id.
@@ -77,6 +80,7 @@ impl Broker {
             users: RwLock::new(HashMap::new()),
             permissions: RwLock::new(Vec::new()),
             grants: RwLock::new(HashMap::new()),
+            topic_permissions: RwLock::new(Vec::new()),
             auth_generation: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             open_connections: Default::default(),
@@ -144,6 +148,7 @@ impl Broker {
         if self.users.write().remove(name).is_none() {
             return false;
         }
+        self.topic_permissions.write().retain(|(p, _)| p.user != name);
         self.grants.write().retain(|(u, _), _| u != name);
         self.permissions.write().retain(|p| p.user != name);
         self.auth_generation.fetch_add(1, Ordering::Release);
@@ -163,6 +168,7 @@ impl Broker {
         for q in v.queues_snapshot() {
             v.delete_queue(&q);
         }
+        self.topic_permissions.write().retain(|(p, _)| p.vhost != name);
         self.grants.write().retain(|(_, vh), _| vh != name);
         self.permissions.write().retain(|p| p.vhost != name);
         self.auth_generation.fetch_add(1, Ordering::Release);
@@ -182,8 +188,10 @@ impl Broker {
     /// Set a user's permissions in a vhost. An expression that does not compile is refused (as
     /// `rabbitmqctl set_permissions` refuses it) and nothing changes.
     pub fn set_permission(&self, p: Permission) -> Result<(), String> {
-        let g = Arc::new(crate::auth::Grants::compile(&p)?);
+        let topics = self.topic_permissions.read();
+        let g = Arc::new(crate::auth::Grants::compile(&p)?.with_topics(topic_grants_of(&topics, &p.user, &p.vhost)));
         self.grants.write().insert((p.user.clone(), p.vhost.clone()), g);
+        drop(topics);
         let mut ps = self.permissions.write();
         ps.retain(|x| !(x.user == p.user && x.vhost == p.vhost));
         ps.push(p);
@@ -198,6 +206,48 @@ impl Broker {
         self.permissions.write().retain(|x| !(x.user == user && x.vhost == vhost));
         self.auth_generation.fetch_add(1, Ordering::Release);
     }
+    /// Every topic permission entry.
+    pub fn topic_permissions(&self) -> Vec<TopicPermission> {
+        self.topic_permissions.read().iter().map(|(p, _)| p.clone()).collect()
+    }
+    /// Set a user's topic permission on an exchange of a vhost (replacing the one it had there).
+    /// An expression that does not compile, once `{username}` and `{vhost}` are expanded, is
+    /// refused and nothing changes. True if there was none before.
+    pub fn set_topic_permission(&self, p: TopicPermission) -> Result<bool, String> {
+        let t = TopicGrant::compile(&p)?;
+        let mut tps = self.topic_permissions.write();
+        let before = tps.len();
+        tps.retain(|(x, _)| !(x.user == p.user && x.vhost == p.vhost && x.exchange == p.exchange));
+        let created = tps.len() == before;
+        let (user, vhost) = (p.user.clone(), p.vhost.clone());
+        tps.push((p, t));
+        self.refresh_topics(&tps, &user, &vhost);
+        drop(tps);
+        self.auth_generation.fetch_add(1, Ordering::Release);
+        Ok(created)
+    }
+    /// Remove a user's topic permissions in a vhost: on one exchange, or all of them. True if one
+    /// was removed.
+    pub fn clear_topic_permissions(&self, user: &str, vhost: &str, exchange: Option<&str>) -> bool {
+        let mut tps = self.topic_permissions.write();
+        let before = tps.len();
+        tps.retain(|(x, _)| !(x.user == user && x.vhost == vhost && exchange.is_none_or(|e| x.exchange == e)));
+        let removed = tps.len() != before;
+        if removed {
+            self.refresh_topics(&tps, user, vhost);
+        }
+        drop(tps);
+        self.auth_generation.fetch_add(1, Ordering::Release);
+        removed
+    }
+    /// Rebuild the compiled grants of (user, vhost), if any, with its current topic permissions
+    /// (called with `topic_permissions` locked, so no change is lost between the two).
+    fn refresh_topics(&self, tps: &[(TopicPermission, TopicGrant)], user: &str, vhost: &str) {
+        let mut grants = self.grants.write();
+        if let Some(g) = grants.get_mut(&(user.to_string(), vhost.to_string())) {
+            *g = Arc::new(g.with_topics(topic_grants_of(tps, user, vhost)));
+        }
+    }
     /// A user's compiled permissions in a vhost; `None`: the user may not use that vhost.
     pub fn grants(&self, user: &str, vhost: &str) -> Option<Arc<crate::auth::Grants>> {
         self.grants.read().get(&(user.to_string(), vhost.to_string())).cloned()
@@ -210,6 +260,11 @@ impl Broker {
     pub fn login_allowed_from(&self, user: &str, peer: Option<std::net::IpAddr>) -> bool {
         !self.config.loopback_users.iter().any(|u| u == user) || peer.is_some_and(crate::auth::is_loopback)
     }
+}
+
+/// The compiled topic permissions of (user, vhost).
+fn topic_grants_of(tps: &[(TopicPermission, TopicGrant)], user: &str, vhost: &str) -> Vec<TopicGrant> {
+    tps.iter().filter(|(p, _)| p.user == user && p.vhost == vhost).map(|(_, t)| t.clone()).collect()
 }
 
 /// Open the data directory: lock it, restore the definitions (or write the defaults on first

@@ -7,7 +7,7 @@ use common::TestBroker;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use warren::auth::{Permission, User};
+use warren::auth::{Permission, TopicPermission, User};
 use warren::config::{Config, TlsConfig};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
@@ -174,6 +174,81 @@ async fn every_operation_is_checked_against_the_users_permissions() {
     assert_eq!(&got.body[..], b"allowed");
     // Nothing refused reached other.q; the admin's connection was never disturbed.
     assert_eq!(admin.declare(1, "other.q").await.message_count, 0);
+    r.close().await;
+    admin.close().await;
+    b.stop().await;
+}
+
+/// basic.get one message (no ack) from `queue`: its body.
+async fn get_body(r: &mut Raw, ch: u16, queue: &str) -> bytes::Bytes {
+    let ok = r.call(ch, BasicGet { queue: s(queue), no_ack: true, ..Default::default() }).await;
+    r.content_after(ok).await.body
+}
+
+/// Topic permissions, set while the user is connected: routing keys on publish and binding keys
+/// on queue.bind / exchange.bind are checked on topic exchanges only, `{username}` expanded;
+/// clearing them lets everything through again.
+#[tokio::test]
+async fn topic_permissions_check_routing_and_binding_keys_of_topic_exchanges() {
+    let b = TestBroker::start().await;
+    add_user(&b, "app", ".*", ".*", ".*");
+    let mut admin = b.raw().await;
+    admin.open_channel(1).await;
+    let d = ExchangeDeclare { exchange: s("plain.x"), kind: s("direct"), ..Default::default() };
+    assert!(matches!(admin.call(1, d).await, Method::ExchangeDeclareOk(_)));
+    let mut r = Raw::connect_with(b.addr, as_user("app")).await.expect("app logs in");
+    r.open_channel(1).await;
+    r.declare(1, "tq").await;
+    let tp = |x: &str, w: &str, rd: &str| TopicPermission {
+        user: "app".into(),
+        vhost: "/".into(),
+        exchange: x.into(),
+        write: w.into(),
+        read: rd.into(),
+    };
+    let broker = broker_of(&b);
+    assert!(broker.set_topic_permission(tp("amq.topic", "^{username}\\.", "^orders\\.")).expect("valid"));
+    assert!(broker.set_topic_permission(tp("plain.x", "^$", "^$")).expect("valid"));
+    assert!(broker.set_topic_permission(tp("amq.topic", "(", ".*")).is_err());
+    let v = "in exchange 'amq.topic' in vhost '/'";
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    // Binding keys: read expression.
+    let bind =
+        |key: &str| QueueBind { queue: s("tq"), exchange: s("amq.topic"), routing_key: s(key), ..Default::default() };
+    assert!(matches!(attempt(&mut r, next(), bind("orders.#")).await, Ok(Method::QueueBindOk(_))));
+    refused(attempt(&mut r, next(), bind("payments.#")).await, &format!("read access to topic 'payments.#' {v}"));
+    let xb =
+        ExchangeBind { destination: s("plain.x"), source: s("amq.topic"), routing_key: s("x"), ..Default::default() };
+    refused(attempt(&mut r, next(), xb).await, &format!("read access to topic 'x' {v}"));
+    // A non-topic exchange is not checked, whatever its topic permission says.
+    let pb = QueueBind { queue: s("tq"), exchange: s("plain.x"), routing_key: s("k"), ..Default::default() };
+    assert!(matches!(attempt(&mut r, next(), pb).await, Ok(Method::QueueBindOk(_))));
+    let c = next();
+    r.open_channel(c).await;
+    r.publish(c, "plain.x", "k", b"direct").await;
+    // Routing keys: write expression, `{username}` expanded.
+    r.publish(c, "amq.topic", "app.orders.new", b"mine").await;
+    r.publish(c, "amq.topic", "orders.other", b"not mine").await;
+    let close = r.expect_channel_close(c).await;
+    assert_eq!((close.reply_code, close.class_id, close.method_id), (ACCESS_REFUSED, 60, 40));
+    assert_eq!(
+        close.reply_text.to_string(),
+        format!("ACCESS_REFUSED - write access to topic 'orders.other' {v} refused for user 'app'")
+    );
+    let c = next();
+    r.open_channel(c).await;
+    assert_eq!(&get_body(&mut r, c, "tq").await[..], b"direct");
+    // Not bound by app.orders.new (bound keys: orders.#, k): nothing else arrived.
+    assert_eq!(admin.declare_passive(1, "tq").await, 0);
+    // Cleared: the open connection may use any key at its next read.
+    assert!(broker.clear_topic_permissions("app", "/", None));
+    assert!(broker.topic_permissions().is_empty());
+    r.publish(c, "amq.topic", "orders.other", b"now allowed").await;
+    assert_eq!(&get_body(&mut r, c, "tq").await[..], b"now allowed");
     r.close().await;
     admin.close().await;
     b.stop().await;

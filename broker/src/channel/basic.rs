@@ -60,6 +60,16 @@ impl Channel {
             tracing::warn!(connection = %ctx.id, "{text}");
             return Err(AmqpError::channel_ids(ACCESS_REFUSED, text, 60, 40));
         }
+        // access-control: topic write for the routing key (one branch for a user without topic
+        // permissions: no lookup, no regex).
+        if ctx.grants.has_topic_permissions() {
+            if let Err(text) =
+                super::exchange::check_topic(ctx, crate::auth::Access::Write, &p.exchange, &p.routing_key)
+            {
+                tracing::warn!(connection = %ctx.id, "{text}");
+                return Err(AmqpError::channel_ids(ACCESS_REFUSED, text, 60, 40));
+            }
+        }
         // Direct reply-to: a request names the pseudo-queue; the broker substitutes this channel's
         // reply name. Only decoded when the reply-to property is present at all.
         let properties = if properties.first().is_some_and(|f| f & REPLY_TO_FLAG_HIGH_BYTE != 0) {

@@ -71,6 +71,8 @@ impl Channel {
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
+        // access-control: topic read on the exchange for the binding key.
+        super::exchange::authorize_binding_key(ctx, &b.exchange, &key, m)?;
         ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
         ctx.sync_meta();
         if !b.no_wait {
@@ -84,6 +86,7 @@ impl Channel {
         // access-control: as queue.bind.
         ctx.authorize(Access::Write, Resource::Queue, qname.as_bytes(), m)?;
         ctx.authorize(Access::Read, Resource::Exchange, u.exchange.as_bytes(), m)?;
+        super::exchange::authorize_binding_key(ctx, &u.exchange, &u.routing_key, m)?;
         // As RabbitMQ: unbinding a queue that does not exist is not an error.
         if ctx.vhost.queue(&qname).is_some() {
             let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;

@@ -4,7 +4,7 @@
 //!
 //! # Invariants
 //! - Every route is behind [`super::authenticate`]; vhost-scoped routes check the user may use
-//!   the vhost, user and definition routes need `administrator`.
+//!   the vhost, user, permission, topic-permission and definition routes need `administrator`.
 //! - Declares, deletes and binds are built as the AMQP methods a client would send and go through
 //!   the same `VHost` methods, so they get the same checks and the same error texts (as RabbitMQ's
 //!   HTTP API reports its AMQP errors: 400 for precondition failures, 404 for missing objects).
@@ -40,14 +40,21 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/vhosts", get(vhosts))
         .route("/api/vhosts/{vhost}", get(vhost).put(vhost_put).delete(vhost_delete))
         .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route("/api/vhosts/{vhost}/topic-permissions", get(vhost_topic_permissions))
         .route("/api/vhosts/{vhost}/connections", get(vhost_connections))
         .route("/api/vhosts/{vhost}/channels", get(vhost_channels))
         .route("/api/users", get(users))
         .route("/api/users/without-permissions", get(users_without_permissions))
         .route("/api/users/{user}", get(user).put(user_put).delete(user_delete))
         .route("/api/users/{user}/permissions", get(user_permissions))
+        .route("/api/users/{user}/topic-permissions", get(user_topic_permissions))
         .route("/api/permissions", get(permissions))
         .route("/api/permissions/{vhost}/{user}", get(permission).put(permission_put).delete(permission_delete))
+        .route("/api/topic-permissions", get(topic_permissions))
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(topic_permission).put(topic_permission_put).delete(topic_permission_delete),
+        )
         .route("/api/policies", get(policies))
         .route("/api/policies/{vhost}", get(policies_in))
         .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))
@@ -92,6 +99,26 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .layer(axum::middleware::from_fn_with_state(m.clone(), super::authenticate))
         .with_state(m.clone());
     Router::new().merge(super::ui::router()).merge(api)
+}
+
+/// Topic authorisation of `key` on `exchange` for the requesting user (as the AMQP channel's:
+/// only with a topic permission on that exchange, and only while it is a topic exchange): 401
+/// `not_authorised` with RabbitMQ's refusal text.
+fn check_topic(
+    m: &Mgmt,
+    u: &MgmtUser,
+    v: &crate::vhost::VHost,
+    access: crate::auth::Access,
+    exchange: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    let Some(g) = m.broker.grants(&u.name, &v.name).filter(|g| g.has_topic_permission_for(exchange.as_bytes())) else {
+        return Ok(());
+    };
+    if v.exchange(&s(exchange)).is_some_and(|x| x.kind == crate::exchange::ExchangeKind::Topic) {
+        g.check_topic(access, exchange.as_bytes(), key.as_bytes()).map_err(ApiError::not_authorised)?;
+    }
+    Ok(())
 }
 
 /// An AMQP error as RabbitMQ's HTTP API reports it.
@@ -426,6 +453,88 @@ async fn permission_delete(State(m): St, Extension(u): U, Path((vhost, user)): P
     no_content()
 }
 
+// ---- topic permissions ----------------------------------------------------------------------
+
+/// Topic permission entries matching `keep`, as the API lists them.
+fn topic_permissions_where(m: &Mgmt, keep: impl Fn(&crate::auth::TopicPermission) -> bool) -> Value {
+    Value::Array(m.broker.topic_permissions().iter().filter(|p| keep(p)).map(views::topic_permission).collect())
+}
+
+async fn topic_permissions(State(m): St, Extension(u): U) -> Resp {
+    m.require_admin(&u)?;
+    ok_json(topic_permissions_where(&m, |_| true))
+}
+
+async fn vhost_topic_permissions(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp {
+    m.require_admin(&u)?;
+    m.vhost_for(&u, &name)?;
+    ok_json(topic_permissions_where(&m, |p| p.vhost == name))
+}
+
+async fn user_topic_permissions(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp {
+    m.require_admin(&u)?;
+    if m.broker.user(&name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    ok_json(topic_permissions_where(&m, |p| p.user == name))
+}
+
+/// As RabbitMQ: a list (one entry per exchange); 404 when the user or vhost does not exist or
+/// the user has none there.
+async fn topic_permission(State(m): St, Extension(u): U, Path((vhost, user)): Path<(String, String)>) -> Resp {
+    m.require_admin(&u)?;
+    if m.broker.vhost(&vhost).is_none() || m.broker.user(&user).is_none() {
+        return Err(ApiError::not_found());
+    }
+    let v = topic_permissions_where(&m, |p| p.vhost == vhost && p.user == user);
+    if v.as_array().is_some_and(Vec::is_empty) {
+        return Err(ApiError::not_found());
+    }
+    ok_json(v)
+}
+
+async fn topic_permission_put(
+    State(m): St,
+    Extension(u): U,
+    Path((vhost, user)): Path<(String, String)>,
+    body: Bytes,
+) -> Resp {
+    m.require_admin(&u)?;
+    if m.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::bad_request(format!("vhost_not_found: {vhost}")));
+    }
+    if m.broker.user(&user).is_none() {
+        return Err(ApiError::bad_request(format!("user_not_found: {user}")));
+    }
+    let b = super::body::parse(&body)?;
+    let field = |k: &str| b.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(exchange), Some(write), Some(read)) = (field("exchange"), field("write"), field("read")) else {
+        return Err(ApiError::bad_request("exchange, write and read must be set"));
+    };
+    let p = crate::auth::TopicPermission { user, vhost, exchange, write, read };
+    let created = m.broker.set_topic_permission(p).map_err(ApiError::bad_request)?;
+    m.broker.definitions_changed();
+    m.durable_sync().await;
+    created_or_updated(created)
+}
+
+/// All of the user's topic permissions in the vhost, or with `?exchange=` the one on that
+/// exchange; 404 when there was none to delete.
+async fn topic_permission_delete(
+    State(m): St,
+    Extension(u): U,
+    Path((vhost, user)): Path<(String, String)>,
+    Query(q): Q,
+) -> Resp {
+    m.require_admin(&u)?;
+    if !m.broker.clear_topic_permissions(&user, &vhost, q.get("exchange").map(String::as_str)) {
+        return Err(ApiError::not_found());
+    }
+    m.broker.definitions_changed();
+    m.durable_sync().await;
+    no_content()
+}
+
 // ---- policies --------------------------------------------------------------------------------
 
 /// Setting policies needs the `policymaker` or `administrator` tag.
@@ -587,6 +696,8 @@ async fn exchange_publish(
         }
     }
     let rk = b.get("routing_key").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    // Topic authorisation, as for an AMQP publish.
+    check_topic(&m, &u, &v, crate::auth::Access::Write, &name, &rk)?;
     let payload = b.get("payload").and_then(|v| v.as_str()).unwrap_or("");
     let body = match b.get("payload_encoding").and_then(|v| v.as_str()).unwrap_or("string") {
         "string" => Bytes::from(payload.as_bytes().to_vec()),
@@ -884,6 +995,8 @@ async fn binding_create(
             "ACCESS_REFUSED - operation not permitted on the default exchange".into(),
         ));
     }
+    // Topic authorisation of the binding key, as for queue.bind / exchange.bind over AMQP.
+    check_topic(&m, &u, &v, crate::auth::Access::Read, &src, &rk)?;
     let r = if dt == "queue" {
         let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
         let method = Method::QueueBind(QueueBind {

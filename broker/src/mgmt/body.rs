@@ -37,9 +37,8 @@ fn field_kind(key: &str) -> Option<Kind> {
         "durable" | "auto_delete" | "internal" => Kind::Bool,
         "arguments" | "properties" | "definition" => Kind::Object,
         "type" | "routing_key" | "payload" | "payload_encoding" | "password" | "password_hash"
-        | "hashing_algorithm" | "configure" | "write" | "read" | "ackmode" | "encoding" | "pattern" | "apply-to" => {
-            Kind::Str
-        }
+        | "hashing_algorithm" | "configure" | "write" | "read" | "ackmode" | "encoding" | "pattern" | "apply-to"
+        | "exchange" => Kind::Str,
         "tags" => Kind::Tags,
         "count" => Kind::UInt(0, u32::MAX as u64),
         "truncate" => Kind::UInt(0, u64::MAX),

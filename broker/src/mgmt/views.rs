@@ -523,6 +523,11 @@ pub fn permission(p: &crate::auth::Permission) -> Value {
     json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read})
 }
 
+/// A topic permission entry, as RabbitMQ's API shows it.
+pub fn topic_permission(p: &crate::auth::TopicPermission) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "exchange": p.exchange, "write": p.write, "read": p.read})
+}
+
 /// The node, as `/api/nodes` shows it.
 pub fn node(m: &Mgmt) -> Value {
     let b = &m.broker;

@@ -1,5 +1,5 @@
-//! Metadata persistence: durable exchanges, queues and bindings, users, vhosts and permissions,
-//! saved as a RabbitMQ definitions JSON file and restored at start.
+//! Metadata persistence: durable exchanges, queues and bindings, users, vhosts, permissions and
+//! topic permissions, saved as a RabbitMQ definitions JSON file and restored at start.
 //!
 //! Runs in: the metadata writer task (export + atomic replace), the boot sequence (import), and the
 //! connection readers (they request a write and hold their replies until it is done).
@@ -14,7 +14,7 @@
 //! - Import goes through the same `VHost` methods as client declares, so the same validation applies.
 //! - Only what RabbitMQ would restore is written: durable, non-exclusive queues; durable exchanges
 //!   other than the predeclared `amq.*` ones; bindings whose source and destination are both durable.
-use crate::auth::{Permission, User};
+use crate::auth::{Permission, TopicPermission, User};
 use crate::exchange::Dest;
 use crate::ids::ConnectionId;
 use crate::server::Broker;
@@ -48,7 +48,7 @@ pub struct Definitions {
     pub users: Vec<UserDef>,
     pub vhosts: Vec<VHostDef>,
     pub permissions: Vec<Permission>,
-    pub topic_permissions: Vec<Value>,
+    pub topic_permissions: Vec<TopicPermission>,
     pub parameters: Vec<Value>,
     pub global_parameters: Vec<Value>,
     pub policies: Vec<Value>,
@@ -203,6 +203,8 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
         })
         .collect();
     d.permissions = broker.permissions();
+    d.topic_permissions = broker.topic_permissions();
+    d.topic_permissions.sort_by(|a, b| (&a.vhost, &a.user, &a.exchange).cmp(&(&b.vhost, &b.user, &b.exchange)));
     for v in broker.vhosts() {
         d.policies.extend(v.policies().iter().map(|p| p.to_json()));
     }
@@ -303,12 +305,19 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             Err(e) => problems.push(format!("policy '{name}' in vhost '{vhost}': {e}")),
         }
     }
-    if !d.topic_permissions.is_empty() || !d.parameters.is_empty() || !d.global_parameters.is_empty() {
-        // rabbitmq-compat: topic permissions and runtime parameters (federation, shovels) have no
-        // effect in Warren; said once per import rather than dropped silently.
+    for p in &d.topic_permissions {
+        if let Err(e) = broker.set_topic_permission(p.clone()) {
+            problems.push(format!(
+                "topic permissions of '{}' in vhost '{}' on exchange '{}': {e}",
+                p.user, p.vhost, p.exchange
+            ));
+        }
+    }
+    if !d.parameters.is_empty() || !d.global_parameters.is_empty() {
+        // rabbitmq-compat: runtime parameters (federation, shovels) have no effect in Warren; said
+        // once per import rather than dropped silently.
         tracing::warn!(
-            "definitions: {} topic permission(s), {} parameter(s) and {} global parameter(s) are not applied by Warren",
-            d.topic_permissions.len(),
+            "definitions: {} parameter(s) and {} global parameter(s) are not applied by Warren",
             d.parameters.len(),
             d.global_parameters.len()
         );
