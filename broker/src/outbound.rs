@@ -6,6 +6,8 @@
 //!
 //! # Invariants
 //! - Frames are appended whole under the lock, so frames of concurrent producers never interleave.
+//! - `len` counts appended bytes before the lock is released, so it is never less than what the
+//!   writer (which takes under the same lock) has yet to report written.
 //! - The writer is woken only on the empty -> non-empty transition (one wakeup per batch, not per frame).
 //! - Large bodies are not copied: they are pushed as their own `Bytes` chunk between the small frames.
 //! - Queues that skipped a consumer because this buffer was over [`HIGH_WATER`] are remembered in
@@ -85,13 +87,17 @@ impl Outbound {
         let before = p.cur.len();
         f(&mut p.cur);
         let added = p.cur.len() - before;
-        drop(p);
-        self.added(added);
+        self.added(p, added);
     }
 
+    /// Count `n` appended bytes while the lock that appended them is still held (so the writer,
+    /// which takes under that lock, never writes bytes not yet counted: `len` cannot go below 0),
+    /// then release it and wake the writer if the buffer was empty.
     #[inline]
-    fn added(&self, n: usize) {
-        if self.len.fetch_add(n, Ordering::AcqRel) == 0 && n > 0 {
+    fn added(&self, p: parking_lot::MutexGuard<'_, Pending>, n: usize) {
+        let was_empty = self.len.fetch_add(n, Ordering::AcqRel) == 0;
+        drop(p);
+        if was_empty && n > 0 {
             self.wake.notify_one();
         }
     }
@@ -128,8 +134,7 @@ impl Outbound {
             }
         }
         let added = p.cur.len() + moved - before_cur;
-        drop(p);
-        self.added(added);
+        self.added(p, added);
     }
 
     /// Bytes waiting to be written.
