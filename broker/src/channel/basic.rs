@@ -49,27 +49,9 @@ impl Channel {
         properties: bytes::Bytes,
         body: bytes::Bytes,
     ) -> AmqpResult<()> {
-        // access-control: basic.publish needs write on the exchange (checked with the content
-        // complete, as RabbitMQ does; one branch when the user may write everywhere).
-        if !ctx.grants.allows(crate::auth::Access::Write, p.exchange.as_bytes()) {
-            let text = ctx
-                .grants
-                .check(crate::auth::Access::Write, crate::auth::Resource::Exchange, p.exchange.as_bytes())
-                .err()
-                .unwrap_or_default();
-            tracing::warn!(connection = %ctx.id, "{text}");
-            return Err(AmqpError::channel_ids(ACCESS_REFUSED, text, 60, 40));
-        }
-        // access-control: topic write for the routing key (one branch for a user without topic
-        // permissions: no lookup, no regex).
-        if ctx.grants.has_topic_permissions() {
-            if let Err(text) =
-                super::exchange::check_topic(ctx, crate::auth::Access::Write, &p.exchange, &p.routing_key)
-            {
-                tracing::warn!(connection = %ctx.id, "{text}");
-                return Err(AmqpError::channel_ids(ACCESS_REFUSED, text, 60, 40));
-            }
-        }
+        // Checked with the content complete, as RabbitMQ does (two branches for a user who may
+        // write everywhere and has no topic permissions).
+        ctx.allowed(crate::access::publish(&ctx.grants, &ctx.vhost, &p.exchange, &p.routing_key), 60, 40)?;
         // Direct reply-to: a request names the pseudo-queue; the broker substitutes this channel's
         // reply name. Only decoded when the reply-to property is present at all.
         let properties = if properties.first().is_some_and(|f| f & REPLY_TO_FLAG_HIGH_BYTE != 0) {
@@ -346,8 +328,7 @@ impl Channel {
             return self.consume_replies(ctx, c, m);
         }
         let qname = self.queue_name(&c.queue, m)?;
-        // access-control: basic.consume needs read on the queue.
-        ctx.authorize(crate::auth::Access::Read, crate::auth::Resource::Queue, qname.as_bytes(), m)?;
+        ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 20)?;
         let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let priority = match c.arguments.get("x-priority") {
             None => 0,
@@ -425,8 +406,7 @@ impl Channel {
     /// basic.get.
     pub(super) fn get(&mut self, ctx: &ConnCtx, g: &BasicGet, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&g.queue, m)?;
-        // access-control: basic.get needs read on the queue.
-        ctx.authorize(crate::auth::Access::Read, crate::auth::Resource::Queue, qname.as_bytes(), m)?;
+        ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 70)?;
         let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         match queue.get(g.no_ack) {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),

@@ -7,7 +7,7 @@
 //!   asks for a server-named `amq.gen-...` queue.
 //! - A queue exclusive to another connection answers 405 RESOURCE_LOCKED to every queue method.
 use super::Channel;
-use crate::auth::{Access, Resource};
+use crate::access;
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
@@ -40,16 +40,7 @@ impl Channel {
             d.queue.clone()
         };
         if !d.passive {
-            // access-control: queue.declare needs configure on the queue; creating one with a
-            // dead-letter exchange also needs read on it and write on the DLX (an equivalent
-            // redeclare of an existing queue needs configure only, as in RabbitMQ).
-            ctx.authorize(Access::Configure, Resource::Queue, name.as_bytes(), m)?;
-            if let Some(dlx) = d.arguments.get("x-dead-letter-exchange").and_then(|v| v.as_bytes()) {
-                if ctx.vhost.queue(&name).is_none() {
-                    ctx.authorize(Access::Read, Resource::Queue, name.as_bytes(), m)?;
-                    ctx.authorize(Access::Write, Resource::Exchange, dlx, m)?;
-                }
-            }
+            ctx.allowed(access::queue_declare(&ctx.grants, &ctx.vhost, &name, &d.arguments), 50, 10)?;
         }
         let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id, m)?;
         ctx.sync_meta();
@@ -65,14 +56,10 @@ impl Channel {
 
     pub(super) fn queue_bind(&mut self, ctx: &ConnCtx, b: &QueueBind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&b.queue, m)?;
-        // access-control: queue.bind needs write on the queue and read on the exchange.
-        ctx.authorize(Access::Write, Resource::Queue, qname.as_bytes(), m)?;
-        ctx.authorize(Access::Read, Resource::Exchange, b.exchange.as_bytes(), m)?;
-        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
-        // access-control: topic read on the exchange for the binding key.
-        super::exchange::authorize_binding_key(ctx, &b.exchange, &key, m)?;
+        ctx.allowed(access::queue_bind(&ctx.grants, &ctx.vhost, qname.as_bytes(), &b.exchange, &key), 50, 20)?;
+        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
         ctx.sync_meta();
         if !b.no_wait {
@@ -83,10 +70,11 @@ impl Channel {
 
     pub(super) fn queue_unbind(&mut self, ctx: &ConnCtx, u: &QueueUnbind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&u.queue, m)?;
-        // access-control: as queue.bind.
-        ctx.authorize(Access::Write, Resource::Queue, qname.as_bytes(), m)?;
-        ctx.authorize(Access::Read, Resource::Exchange, u.exchange.as_bytes(), m)?;
-        super::exchange::authorize_binding_key(ctx, &u.exchange, &u.routing_key, m)?;
+        ctx.allowed(
+            access::queue_bind(&ctx.grants, &ctx.vhost, qname.as_bytes(), &u.exchange, &u.routing_key),
+            50,
+            50,
+        )?;
         // As RabbitMQ: unbinding a queue that does not exist is not an error.
         if ctx.vhost.queue(&qname).is_some() {
             let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
@@ -99,8 +87,7 @@ impl Channel {
 
     pub(super) fn queue_purge(&mut self, ctx: &ConnCtx, p: &QueuePurge, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&p.queue, m)?;
-        // access-control: queue.purge needs read on the queue.
-        ctx.authorize(Access::Read, Resource::Queue, qname.as_bytes(), m)?;
+        ctx.allowed(access::queue_read(&ctx.grants, qname.as_bytes()), 50, 30)?;
         let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
         let n = q.purge();
         ctx.sync_store_all();
@@ -112,8 +99,7 @@ impl Channel {
 
     pub(super) fn queue_delete(&mut self, ctx: &ConnCtx, d: &QueueDelete, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&d.queue, m)?;
-        // access-control: queue.delete needs configure on the queue.
-        ctx.authorize(Access::Configure, Resource::Queue, qname.as_bytes(), m)?;
+        ctx.allowed(access::queue_delete(&ctx.grants, qname.as_bytes()), 50, 40)?;
         let n = match ctx.vhost.queue(&qname) {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
             None => 0,

@@ -75,22 +75,14 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
-    /// Check the user's permission for an operation on a resource (RabbitMQ's access-control
-    /// table; the callers cite the row): 403 ACCESS_REFUSED on the channel when not granted.
+    /// An access-control check ([`crate::access`]) as the AMQP door reports a refusal: 403
+    /// ACCESS_REFUSED on the channel, in reply to `class_id`/`method_id`, logged once.
     #[inline]
-    pub fn authorize(
-        &self,
-        access: crate::auth::Access,
-        kind: crate::auth::Resource,
-        name: &[u8],
-        m: &Method,
-    ) -> Result<(), AmqpError> {
-        if self.grants.allows(access, name) {
-            return Ok(());
-        }
-        let text = self.grants.check(access, kind, name).err().unwrap_or_default();
-        tracing::warn!(connection = %self.id, "{text}");
-        Err(AmqpError::channel(ACCESS_REFUSED, text, Some(m)))
+    pub fn allowed(&self, checked: crate::access::Checked, class_id: u16, method_id: u16) -> Result<(), AmqpError> {
+        checked.map_err(|r| {
+            tracing::warn!(connection = %self.id, "{}", r.text);
+            AmqpError::channel_ids(ACCESS_REFUSED, r.text, class_id, method_id)
+        })
     }
 
     /// Call before writing the reply to a topology change: if that change must reach the

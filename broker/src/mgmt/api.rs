@@ -101,24 +101,20 @@ pub fn router(m: Arc<Mgmt>) -> Router {
     Router::new().merge(super::ui::router()).merge(api)
 }
 
-/// Topic authorisation of `key` on `exchange` for the requesting user (as the AMQP channel's:
-/// only with a topic permission on that exchange, and only while it is a topic exchange): 401
-/// `not_authorised` with RabbitMQ's refusal text.
-fn check_topic(
-    m: &Mgmt,
-    u: &MgmtUser,
-    v: &crate::vhost::VHost,
-    access: crate::auth::Access,
-    exchange: &str,
-    key: &str,
-) -> Result<(), ApiError> {
-    let Some(g) = m.broker.grants(&u.name, &v.name).filter(|g| g.has_topic_permission_for(exchange.as_bytes())) else {
-        return Ok(());
-    };
-    if v.exchange(&s(exchange)).is_some_and(|x| x.kind == crate::exchange::ExchangeKind::Topic) {
-        g.check_topic(access, exchange.as_bytes(), key.as_bytes()).map_err(ApiError::not_authorised)?;
-    }
-    Ok(())
+/// The requesting user's permissions in `v` ([`Mgmt::vhost_for`] has checked there are some).
+fn grants(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost) -> Arc<crate::auth::Grants> {
+    m.broker.grants(&u.name, &v.name).unwrap_or_else(|| Arc::new(crate::auth::Grants::none(&u.name, &v.name)))
+}
+
+/// A refused change as RabbitMQ's API answers it: 401 `Access refused.`.
+fn refused(_: crate::access::Refusal) -> ApiError {
+    ApiError::not_authorised("Access refused.")
+}
+
+/// RabbitMQ's HTTP wording of a refusal (its API acts over an internal connection, whose texts
+/// name no permission): `ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'`.
+fn refusal_text(r: &crate::access::Refusal) -> String {
+    format!("ACCESS_REFUSED - {}", r.text.split_once(' ').map_or(r.text.as_str(), |(_, rest)| rest))
 }
 
 /// An AMQP error as RabbitMQ's HTTP API reports it.
@@ -622,6 +618,8 @@ async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
     let b = super::body::parse(&body)?;
     // As RabbitMQ: a missing type means direct.
     let kind = b.get("type").and_then(|t| t.as_str()).unwrap_or("direct");
+    let args = args_of(&b);
+    crate::access::exchange_declare(&grants(&m, &u, &v), &v, &s(&name), &args).map_err(refused)?;
     let existed = v.exchange(&s(&name)).is_some();
     let d = ExchangeDeclare {
         ticket: 0,
@@ -632,7 +630,7 @@ async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
         auto_delete: bool_arg(&b, "auto_delete", false),
         internal: bool_arg(&b, "internal", false),
         no_wait: false,
-        arguments: args_of(&b),
+        arguments: args,
     };
     let method = Method::ExchangeDeclare(d.clone());
     v.declare_exchange(&d, &method).map_err(amqp_error)?;
@@ -647,6 +645,7 @@ async fn exchange_delete(
     Query(q): Q,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
+    crate::access::exchange_delete(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
     if v.exchange(&s(&name)).is_none() {
         return Err(ApiError::not_found());
     }
@@ -690,14 +689,11 @@ async fn exchange_publish(
     let v = m.vhost_for(&u, &vhost)?;
     let b = super::body::parse(&body)?;
     let name = exchange_name(&name).to_string();
-    if let Some(g) = m.broker.grants(&u.name, &vhost) {
-        if !g.allows(crate::auth::Access::Write, name.as_bytes()) {
-            return Err(ApiError::not_authorised("Access refused."));
-        }
-    }
     let rk = b.get("routing_key").and_then(|v| v.as_str()).unwrap_or("").to_string();
-    // Topic authorisation, as for an AMQP publish.
-    check_topic(&m, &u, &v, crate::auth::Access::Write, &name, &rk)?;
+    // rabbitmq-compat: as RabbitMQ's publish endpoint, a refusal is 400 with the channel's
+    // `403 ACCESS_REFUSED - ...` as the reason.
+    crate::access::publish(&grants(&m, &u, &v), &v, &s(&name), &s(&rk))
+        .map_err(|r| ApiError::bad_request(format!("403 {}", refusal_text(&r))))?;
     let payload = b.get("payload").and_then(|v| v.as_str()).unwrap_or("");
     let body = match b.get("payload_encoding").and_then(|v| v.as_str()).unwrap_or("string") {
         "string" => Bytes::from(payload.as_bytes().to_vec()),
@@ -731,15 +727,8 @@ async fn exchange_publish(
             any = true;
         }
     }
-    if lsn > 0 {
-        if let Some(store) = &m.broker.store {
-            let mut rx = store.durable();
-            while *rx.borrow_and_update() < lsn {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        }
+    if let (true, Some(store)) = (lsn > 0, &m.broker.store) {
+        store.wait_durable(lsn).await;
     }
     ok_json(json!({"routed": any}))
 }
@@ -797,6 +786,8 @@ async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
     if name.starts_with("amq.") {
         return Err(ApiError::not_authorised("Access refused."));
     }
+    let args = args_of(&b);
+    crate::access::queue_declare(&grants(&m, &u, &v), &v, &s(&name), &args).map_err(refused)?;
     let existed = v.queue(&s(&name)).is_some();
     let d = QueueDeclare {
         ticket: 0,
@@ -806,7 +797,7 @@ async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
         exclusive: false,
         auto_delete: bool_arg(&b, "auto_delete", false),
         no_wait: false,
-        arguments: args_of(&b),
+        arguments: args,
     };
     let method = Method::QueueDeclare(d.clone());
     v.declare_queue(&d, s(&name), ConnectionId(0), &method).map_err(amqp_error)?;
@@ -816,6 +807,7 @@ async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
 
 async fn queue_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, Query(q): Q) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
+    crate::access::queue_delete(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
     let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
     let (messages, consumers) = queue.counts();
     if q.get("if-unused").is_some_and(|x| x == "true") && consumers > 0 {
@@ -826,13 +818,16 @@ async fn queue_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
     }
     v.delete_queue(&queue);
     m.durable_sync().await;
+    m.store_sync().await;
     no_content()
 }
 
 async fn queue_purge(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
+    crate::access::queue_read(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
     let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
     queue.purge();
+    m.store_sync().await;
     no_content()
 }
 
@@ -841,6 +836,8 @@ async fn queue_purge(State(m): St, Extension(u): U, Path((vhost, name)): Path<(S
 /// takes them (rejected ones are dead-lettered where the queue says so).
 async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
+    crate::access::queue_read(&grants(&m, &u, &v), name.as_bytes())
+        .map_err(|r| ApiError::not_authorised(refusal_text(&r)))?;
     let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
     let b = super::body::parse(&body)?;
     let count = b.get("count").and_then(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok())).unwrap_or(1);
@@ -995,8 +992,13 @@ async fn binding_create(
             "ACCESS_REFUSED - operation not permitted on the default exchange".into(),
         ));
     }
-    // Topic authorisation of the binding key, as for queue.bind / exchange.bind over AMQP.
-    check_topic(&m, &u, &v, crate::auth::Access::Read, &src, &rk)?;
+    let g = grants(&m, &u, &v);
+    let checked = if dt == "queue" {
+        crate::access::queue_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
+    } else {
+        crate::access::exchange_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
+    };
+    checked.map_err(refused)?;
     let r = if dt == "queue" {
         let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
         let method = Method::QueueBind(QueueBind {
@@ -1059,6 +1061,13 @@ async fn binding_delete(
         _ => warren_protocol::FieldTable::new(),
     };
     let src = exchange_name(&src).to_string();
+    let g = grants(&m, &u, &v);
+    let checked = if kind == "q" {
+        crate::access::queue_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
+    } else {
+        crate::access::exchange_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
+    };
+    checked.map_err(refused)?;
     let r = if kind == "q" {
         let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
         let method = Method::QueueUnbind(QueueUnbind {

@@ -220,6 +220,13 @@ impl Mgmt {
             None => Err(ApiError::not_found()),
         }
     }
+    /// Wait until the message store has written everything appended so far (the acks of a purge
+    /// or a delete), as the AMQP door does before purge-ok / delete-ok.
+    pub async fn store_sync(&self) {
+        if let Some(store) = &self.broker.store {
+            store.wait_durable(store.barrier()).await;
+        }
+    }
     /// Wait until the definitions file has every change made so far (with a data directory).
     pub async fn durable_sync(&self) {
         if let Some(meta) = &self.broker.meta {
