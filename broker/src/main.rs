@@ -9,7 +9,12 @@ use warren::config::{self, Config};
 
 /// Warren: an AMQP 0-9-1 message broker, a drop-in for RabbitMQ in development and CI.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Management commands: `warren ctl help` (the same binary called rabbitmqctl, \
+rabbitmq-diagnostics, rabbitmq-plugins or rabbitmqadmin acts as those tools)."
+)]
 struct Cli {
     /// Address to listen on for AMQP; repeat for several. Default: every IPv4 and IPv6 address.
     #[arg(long = "bind", env = "WARREN_BIND", value_delimiter = ',')]
@@ -20,6 +25,10 @@ struct Cli {
     /// Log filter (error, warn, info, debug, trace, or tracing's directive syntax).
     #[arg(long, env = "WARREN_LOG", default_value = "info")]
     log_level: String,
+    /// Log format: `text` (coloured only on a terminal, and never with NO_COLOR set) or `json`
+    /// (one object per line, for log shippers).
+    #[arg(long, env = "WARREN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Heartbeat interval proposed to clients, seconds (0 disables).
     #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = config::DEFAULT_HEARTBEAT_SECS)]
     heartbeat: u16,
@@ -110,7 +119,16 @@ struct Cli {
     tls_port: u16,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // A user's mistake (a busy port, a bad flag value, an unreadable file) is one line on stderr
+    // and exit code 1: never a backtrace, whatever RUST_BACKTRACE says.
+    if let Err(e) = start() {
+        eprintln!("warren: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     // One binary, several tools: `warren ctl ...`, and RabbitMQ's CLI names (the container links
     // rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin to it).
     let mut argv: Vec<String> = std::env::args().collect();
@@ -143,15 +161,25 @@ fn main() -> anyhow::Result<()> {
             };
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log-level")?)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log-level")?;
+    if cli.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        // Colour only for a person at a terminal: files, pipes and container logs get plain text.
+        use std::io::IsTerminal;
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     for f in &files {
         tracing::info!("reading configuration file {}", f.display());
     }
     if let Some(p) = &cli.config {
         if !p.is_file() && !p.with_extension("conf").is_file() {
+            // A file named on the command line must exist; RABBITMQ_CONFIG_FILE (which the
+            // rabbitmq image's conventions set whether or not a file is mounted) may be absent.
+            if matches!(matches.value_source("config"), Some(ValueSource::CommandLine)) {
+                anyhow::bail!("configuration file {} not found (--config)", p.display());
+            }
             tracing::info!("configuration file {} not found; using flags, environment and defaults", p.display());
         }
     }
@@ -210,8 +238,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let handle =
-        warren::server::start(cfg.clone()).await.with_context(|| format!("cannot start on {:?}", cfg.listen))?;
+    let handle = warren::server::start(cfg.clone()).await?;
     for a in &handle.local_addrs {
         println!("Listening for AMQP on {a}");
     }
@@ -224,9 +251,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     for a in &handle.prometheus_addrs {
         println!("Listening for Prometheus on {a}");
     }
-    // Tools (CI service health checks, test harnesses) wait for this exact line.
-    println!("Server startup complete");
     tracing::info!("Warren {} started", env!("CARGO_PKG_VERSION"));
+    // Tools (CI service health checks, test harnesses) wait for this exact line, after the
+    // startup log lines, as RabbitMQ prints it.
+    println!("Server startup complete");
     wait_for_signal().await;
     tracing::info!("shutting down");
     handle.shutdown().await;

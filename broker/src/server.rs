@@ -272,11 +272,13 @@ fn topic_grants_of(tps: &[(TopicPermission, TopicGrant)], user: &str, vhost: &st
 fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<Broker>> {
     use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let lock = std::fs::File::create(dir.join("warren.lock"))?;
+    let lock_path = dir.join("warren.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot use data directory {}: {}", dir.display(), lock_path.display()))?;
     if lock.try_lock().is_err() {
         anyhow::bail!("data directory {} is in use by another Warren", dir.display());
     }
-    let store = Store::open(dir)?;
+    let store = Store::open(dir).with_context(|| format!("cannot open the message store in {}", dir.display()))?;
     let meta = MetaStore::new(dir);
     let broker = Broker::empty(config.clone(), Some(store.clone()), Some(meta.clone()), Some(lock));
     let started = std::time::Instant::now();
@@ -304,14 +306,16 @@ fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<B
         }
     }
     let (now, now_unix) = (crate::channel::delivery::now_ms(), crate::store::unix_ms());
-    let stats = store.recover(
-        |k| by_key.contains_key(&k),
-        |k, m| {
-            if let Some(q) = by_key.get(&k) {
-                q.recover(m, now, now_unix);
-            }
-        },
-    )?;
+    let stats = store
+        .recover(
+            |k| by_key.contains_key(&k),
+            |k, m| {
+                if let Some(q) = by_key.get(&k) {
+                    q.recover(m, now, now_unix);
+                }
+            },
+        )
+        .with_context(|| format!("cannot recover messages from {}", dir.join("msgs").display()))?;
     store.start()?;
     tracing::info!(
         "data directory {}: {} queues, {} messages recovered from {} segments in {:?} ({} bytes of torn or corrupt tail cut)",
@@ -412,7 +416,7 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();
     for addr in &config.listen {
-        let l = bind_listener(*addr)?;
+        let l = bind(*addr, Listener::Amqp)?;
         local_addrs.push(l.local_addr()?);
         listeners.push(l);
     }
@@ -422,7 +426,7 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         Some(t) => {
             let a = tls_acceptor(t)?;
             for addr in &t.listen {
-                let l = bind_listener(*addr)?;
+                let l = bind(*addr, Listener::Amqps)?;
                 tls_addrs.push(l.local_addr()?);
                 tls_listeners.push(l);
             }
@@ -482,6 +486,40 @@ fn tls_acceptor(t: &crate::config::TlsConfig) -> anyhow::Result<tokio_rustls::Tl
     };
     let cfg = builder.with_single_cert(certs, key).context("TLS certificate and key do not match")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The listeners, for error messages that say which port failed and what moves it.
+#[derive(Debug, Clone, Copy)]
+pub enum Listener {
+    Amqp,
+    Amqps,
+    Management,
+    Prometheus,
+}
+
+impl Listener {
+    /// What listens there, and the flag / environment variable / rabbitmq.conf key that moves it.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Listener::Amqp => ("AMQP", "--port / WARREN_PORT / listeners.tcp.default"),
+            Listener::Amqps => ("AMQPS", "--tls-port / WARREN_TLS_PORT / listeners.ssl.default"),
+            Listener::Management => {
+                ("the management API", "--management-port / WARREN_MANAGEMENT_PORT / management.tcp.port")
+            }
+            Listener::Prometheus => ("Prometheus", "--prometheus-port / WARREN_PROMETHEUS_PORT / prometheus.tcp.port"),
+        }
+    }
+}
+
+/// [`bind_listener`] with an error that names the port, what listens there, and how to move it
+/// (a RabbitMQ still running on the same machine holds all of them).
+pub fn bind(addr: SocketAddr, what: Listener) -> anyhow::Result<TcpListener> {
+    bind_listener(addr).map_err(|e| {
+        let (name, moved_by) = what.describe();
+        anyhow::anyhow!(
+            "cannot listen for {name} on {addr}: {e} (is another broker running? {moved_by} chooses another port)"
+        )
+    })
 }
 
 /// Bind a listening socket (IPv6 sockets IPv6-only, so `[::]` and `0.0.0.0` can share a port).

@@ -347,11 +347,11 @@ pub async fn start(
     let cfg = broker.config.clone();
     let mut mgmt_listeners = Vec::new();
     for a in &cfg.management_listen {
-        mgmt_listeners.push(crate::server::bind_listener(*a)?);
+        mgmt_listeners.push(crate::server::bind(*a, crate::server::Listener::Management)?);
     }
     let mut prom_listeners = Vec::new();
     for a in &cfg.prometheus_listen {
-        prom_listeners.push(crate::server::bind_listener(*a)?);
+        prom_listeners.push(crate::server::bind(*a, crate::server::Listener::Prometheus)?);
     }
     let mgmt_addrs: Vec<SocketAddr> = mgmt_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let prom_addrs: Vec<SocketAddr> = prom_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
