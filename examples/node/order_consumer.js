@@ -1,7 +1,7 @@
 // Consume orders from the durable `orderQueue` queue, printing and
 // acknowledging each one.
 //
-// Usage: node order_consumer.js   (expects a broker on localhost:5672)
+// Usage: node order_consumer.js   (the broker at $AMQP_URL, default localhost:5672)
 //
 // Runs until interrupted. Messages are acknowledged only after they have been
 // handled, so an order is never lost if the consumer dies halfway.
@@ -10,7 +10,10 @@ const amqp = require('amqplib/callback_api');
 
 const QUEUE = 'orderQueue';
 
-amqp.connect('amqp://localhost', (connectError, connection) => {
+// The broker: $AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5673/), else localhost:5672.
+const URL = process.env.AMQP_URL || 'amqp://localhost';
+
+amqp.connect(URL, (connectError, connection) => {
   if (connectError) {
     throw connectError;
   }

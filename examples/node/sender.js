@@ -1,6 +1,6 @@
 // Publish a single "Hello World!" message to the `event_queue` queue.
 //
-// Usage: node sender.js   (expects an AMQP 0-9-1 broker on localhost:5672)
+// Usage: node sender.js   (the broker at $AMQP_URL, default localhost:5672)
 //
 // Like the classic tutorial program it is modelled on, this sender never
 // closes its connection: stop it with Ctrl-C once "Sent" has been printed.
@@ -10,7 +10,10 @@ const amqp = require('amqplib/callback_api');
 const QUEUE = 'event_queue';
 const MESSAGE = 'Hello World!';
 
-amqp.connect('amqp://localhost', (connectError, connection) => {
+// The broker: $AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5673/), else localhost:5672.
+const URL = process.env.AMQP_URL || 'amqp://localhost';
+
+amqp.connect(URL, (connectError, connection) => {
   if (connectError) {
     throw connectError;
   }

@@ -1,8 +1,7 @@
 'use strict';
 // Runs the programs in examples/node exactly as shipped against the broker
-// under test. They hard-code 'amqp://localhost'; the url-override preload
-// redirects them to the broker this suite uses, and NODE_PATH lets them find
-// this suite's amqplib without installing anything into examples/.
+// under test, pointed at it with AMQP_URL as a user would; NODE_PATH lets them
+// find this suite's amqplib without installing anything into examples/.
 
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -14,7 +13,6 @@ const { useBroker, REPO_ROOT, eventually, deferred, withTimeout, uniqueName } = 
 const broker = useBroker();
 
 const EXAMPLES_DIR = path.join(REPO_ROOT, 'examples', 'node');
-const PRELOAD = path.join(__dirname, '..', 'helpers', 'url-override.js');
 const SUITE_NODE_MODULES = path.join(__dirname, '..', 'node_modules');
 
 // Queue names hard-coded in the example programs.
@@ -28,11 +26,12 @@ const running = new Set();
  * Returns { child, lines, waitForLine(predicate, timeoutMs), stop() }.
  */
 function runExample(script) {
-  const child = spawn(process.execPath, ['-r', PRELOAD, path.join(EXAMPLES_DIR, script)], {
+  const child = spawn(process.execPath, [path.join(EXAMPLES_DIR, script)], {
     cwd: EXAMPLES_DIR,
     env: {
       ...process.env,
-      WARREN_URL: broker.url,
+      // The examples read AMQP_URL, as a user points them at another broker.
+      AMQP_URL: broker.url,
       NODE_PATH: [SUITE_NODE_MODULES, process.env.NODE_PATH].filter(Boolean).join(path.delimiter),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
