@@ -176,6 +176,27 @@ def test_connection_close_handshake(raw):
     # Closing the socket is now up to us (the side that sent close).
 
 
+def test_connection_close_keeps_socket_and_answers_every_close(raw):
+    """After the client's connection.close the broker discards what follows
+    (here publishes), answers a second close with close-ok too, and leaves
+    closing the socket to the client (RabbitMQ's reader)."""
+    client = raw()
+    client.open_channel(1)
+    publish = pika.frame.Method(1, pika.spec.Basic.Publish(
+        exchange="", routing_key="nowhere")).marshal()
+    header = pika.frame.Header(1, 1, pika.spec.BasicProperties()).marshal()
+    body = pika.frame.Body(1, b"x").marshal()
+    close = pika.frame.Method(0, pika.spec.Connection.Close(
+        reply_code=200, reply_text="bye", class_id=0, method_id=0)).marshal()
+    client.send(close + (publish + header + body) * 200 + close)
+    assert isinstance(client.recv_method(), pika.spec.Connection.CloseOk)
+    assert isinstance(client.recv_method(), pika.spec.Connection.CloseOk)
+    # Nothing else comes, and the socket stays open while we keep it.
+    with pytest.raises(TimeoutError):
+        client.recv_frame(timeout=0.5)
+    assert not client.eof
+
+
 def test_bad_password_gets_access_refused_close(raw, broker):
     client = raw(handshake=False)
     client.send(PROTOCOL_HEADER)

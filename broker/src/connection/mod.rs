@@ -9,6 +9,10 @@
 //!   read, then pending confirms are flushed (one coalesced ack per channel per batch).
 //! - Once we sent connection.close, everything but connection.close / close-ok is ignored, and the
 //!   socket closes on close-ok or after `CLOSE_OK_TIMEOUT`.
+//! - Once the client sent connection.close, we answer close-ok (and close-ok again to any further
+//!   connection.close), discard everything else, and keep the socket until the client closes it
+//!   (or `CLOSE_OK_TIMEOUT`): closing it with unread input would make the kernel reset the
+//!   connection and destroy the close-ok before the client reads it.
 //! - When the connection ends (any way), every channel is torn down (consumers cancelled, unacked
 //!   requeued) and its exclusive queues are deleted.
 //! - The reader stops reading while its outbound buffer is over the high-water mark (TCP then pushes
@@ -137,6 +141,8 @@ enum State {
     Open,
     /// We sent connection.close and wait for close-ok.
     Closing,
+    /// The client sent connection.close and we answered close-ok: discard input until it closes.
+    Draining,
     /// Done: stop reading.
     Closed,
 }
@@ -312,9 +318,9 @@ pub async fn serve_stream<R, W>(
                 Ok(Some(f)) => {
                     if let Err(e) = conn.handle_frame(f) {
                         conn.fail(e);
-                        if conn.state == State::Closing && close_deadline.is_none() {
-                            close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
-                        }
+                    }
+                    if matches!(conn.state, State::Closing | State::Draining) && close_deadline.is_none() {
+                        close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
                     }
                 }
                 Ok(None) => break,
@@ -404,7 +410,11 @@ pub async fn serve_stream<R, W>(
                 break 'read;
             }
             _ = tokio::time::sleep_until(deadline), if close_deadline.is_some() => {
-                tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
+                if conn.state == State::Draining {
+                    tracing::debug!("connection {id}: client kept the socket open {:?} after close-ok", CLOSE_OK_TIMEOUT);
+                } else {
+                    tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
+                }
                 break 'read;
             }
             _ = alarm.changed() => {}
@@ -464,6 +474,16 @@ async fn discard_until_eof<R: AsyncRead + Unpin>(rd: &mut R, limit: Duration) {
 
 impl Connection {
     fn handle_frame(&mut self, f: Frame) -> Result<(), Failure> {
+        if self.state == State::Draining {
+            // rabbitmq-compat: after the client's connection.close, RabbitMQ answers every further
+            // connection.close with close-ok and ignores everything else.
+            if f.kind == FrameType::Method && f.channel == 0 {
+                if let Ok(Method::ConnectionClose(_)) = Method::decode(f.payload) {
+                    self.send0(&ConnectionCloseOk.into());
+                }
+            }
+            return Ok(());
+        }
         if self.state == State::Closing {
             // spec(connection.close): after sending close, only close / close-ok matter.
             if f.kind == FrameType::Method && f.channel == 0 {
@@ -471,7 +491,7 @@ impl Connection {
                     Ok(Method::ConnectionCloseOk(_)) => self.state = State::Closed,
                     Ok(Method::ConnectionClose(_)) => {
                         self.send0(&ConnectionCloseOk.into());
-                        self.state = State::Closed;
+                        self.state = State::Draining;
                     }
                     _ => {}
                 }
@@ -539,8 +559,12 @@ impl Connection {
             Method::ConnectionClose(c) => {
                 tracing::debug!(code = c.reply_code, text = %c.reply_text, "connection {} closed by client", self.ctx.id);
                 self.teardown();
+                self.channels.clear();
                 self.send0(&ConnectionCloseOk.into());
-                self.state = State::Closed;
+                // rabbitmq-compat: the socket stays open (input discarded) until the client closes
+                // it, so publishes still unread cannot make the kernel reset the connection before
+                // the client has read close-ok.
+                self.state = State::Draining;
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
