@@ -369,23 +369,39 @@ impl VHost {
 
     /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
     pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
+        self.delete_queue_deferring(q, None).0
+    }
+
+    /// Delete a queue, cancelling its consumers except those on channel `deferred` (the channel
+    /// that asked for the deletion), which are returned for the caller to cancel with
+    /// [`cancel_by_broker`] once it has sent queue.delete-ok.
+    pub fn delete_queue_deferring(
+        &self,
+        q: &Arc<Queue>,
+        deferred: Option<&Arc<crate::channel::delivery::ChannelShared>>,
+    ) -> (u32, Vec<Arc<crate::channel::delivery::Consumer>>) {
         {
             let mut qs = self.queues.write();
             match qs.get(&q.name) {
                 Some(x) if Arc::ptr_eq(x, q) => {
                     qs.remove(&q.name);
                 }
-                _ => return 0,
+                _ => return (0, Vec::new()),
             }
         }
         self.unbind_everywhere(&Dest::Queue(q.clone()));
         self.changed(q.durable && q.exclusive_owner.is_none());
         let (consumers, n) = q.mark_deleted();
+        let mut later = Vec::new();
         for c in consumers {
-            cancel_by_broker(&c);
+            if deferred.is_some_and(|ch| Arc::ptr_eq(ch, &c.channel)) {
+                later.push(c);
+            } else {
+                cancel_by_broker(&c);
+            }
         }
         self.retired.lock().add(&q.totals());
-        n
+        (n, later)
     }
 
     /// The policy that applies to an object `applies` accepts, if any.

@@ -197,6 +197,24 @@ def test_connection_close_keeps_socket_and_answers_every_close(raw):
     assert not client.eof
 
 
+def test_queue_delete_ok_comes_before_own_consumer_cancel(raw, unique_name):
+    """Deleting a queue on the channel that consumes from it: RabbitMQ sends
+    queue.delete-ok first, then basic.cancel for that consumer."""
+    queue = unique_name()
+    client = raw(capabilities={"consumer_cancel_notify": True})
+    client.open_channel(1)
+    client.send_method(1, pika.spec.Queue.Declare(queue=queue))
+    assert isinstance(client.recv_method(), pika.spec.Queue.DeclareOk)
+    client.send_method(1, pika.spec.Basic.Consume(queue=queue, consumer_tag="ctag-own"))
+    assert isinstance(client.recv_method(), pika.spec.Basic.ConsumeOk)
+    client.send_method(1, pika.spec.Queue.Delete(queue=queue))
+    first = client.recv_method()
+    second = client.recv_method()
+    assert isinstance(first, pika.spec.Queue.DeleteOk), (first, second)
+    assert isinstance(second, pika.spec.Basic.Cancel), second
+    assert second.consumer_tag == "ctag-own"
+
+
 def test_bad_password_gets_access_refused_close(raw, broker):
     client = raw(handshake=False)
     client.send(PROTOCOL_HEADER)

@@ -114,9 +114,9 @@ impl Channel {
         let qname = self.queue_name(&d.queue, m)?;
         // access-control: queue.delete needs configure on the queue.
         ctx.authorize(Access::Configure, Resource::Queue, qname.as_bytes(), m)?;
-        let n = match ctx.vhost.queue(&qname) {
+        let (n, own_consumers) = match ctx.vhost.queue(&qname) {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
-            None => 0,
+            None => (0, Vec::new()),
             Some(_) => {
                 let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
                 let (messages, consumers) = q.counts();
@@ -130,13 +130,19 @@ impl Channel {
                         Some(m),
                     ));
                 }
-                ctx.vhost.delete_queue(&q)
+                ctx.vhost.delete_queue_deferring(&q, Some(&self.shared))
             }
         };
         ctx.sync_meta();
         ctx.sync_store_all();
         if !d.no_wait {
             self.send(&QueueDeleteOk { message_count: n }.into());
+        }
+        // rabbitmq-compat: this channel's own consumers of the queue are cancelled after
+        // delete-ok (RabbitMQ's channel replies before it handles the queue's consumer-down
+        // notices); other channels' cancels may come earlier.
+        for c in &own_consumers {
+            crate::vhost::cancel_by_broker(c);
         }
         Ok(())
     }
