@@ -25,6 +25,8 @@ pub struct Negotiated {
     pub heartbeat: u16,
     pub vhost: Arc<VHost>,
     pub user: String,
+    /// The user has the `impersonator` tag (may publish any `user_id`), as of the handshake.
+    pub impersonator: bool,
     /// The user's permissions in that vhost, as of the handshake.
     pub grants: Arc<crate::auth::Grants>,
     /// The connection's place under `connection_max`, released when dropped.
@@ -214,11 +216,13 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     };
     send(wr, &ConnectionOpenOk { known_hosts: ShortStr::empty() }.into()).await?;
+    let impersonator = broker.user(&user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     Ok(Negotiated {
         frame_max,
         channel_max,
         heartbeat,
         vhost,
+        impersonator,
         user,
         grants,
         slot,

@@ -72,6 +72,10 @@ pub struct ConnCtx {
     pub max_message_size: u64,
     /// This connection as the management API sees it (counters, channels).
     pub info: Arc<crate::stats::ConnInfo>,
+    /// The authenticated user's name (publishes must carry it as `user_id`, if any).
+    pub user: Box<str>,
+    /// The user has the `impersonator` tag: any `user_id` is accepted.
+    pub impersonator: bool,
     /// Definitions write the held replies wait for (0: none).
     sync_meta: AtomicU64,
     /// Store LSN the held replies wait for (0: none).
@@ -276,6 +280,8 @@ pub async fn serve_stream<R, W>(
             meta: broker.meta.clone(),
             grants: neg.grants,
             info: info.clone(),
+            user: neg.user.as_str().into(),
+            impersonator: neg.impersonator,
             max_message_size: broker.config.max_message_size,
             sync_meta: Default::default(),
             sync_lsn: Default::default(),
