@@ -285,8 +285,16 @@ impl VHost {
                 )
             })?;
         }
+        // rabbitmq-compat: an exclusive queue is never durable, whatever the client asked (so a
+        // redeclare with either durable value is equivalent).
+        let durable = d.durable && !d.exclusive;
         if let Some(q) = self.queue(&name) {
             check_exclusive(&q, conn, m)?;
+            // rabbitmq-compat: a (non-passive) declare must agree on exclusivity, checked before
+            // any other equivalence: 405 with the same text as another connection's queue.
+            if !d.passive && q.exclusive_owner.is_some() != d.exclusive {
+                return Err(exclusive_locked(&q, m));
+            }
             if !d.passive {
                 let ineq = |arg: &str, got: String, cur: String| {
                     AmqpError::channel(
@@ -298,11 +306,8 @@ impl VHost {
                         Some(m),
                     )
                 };
-                if q.durable != d.durable {
-                    return Err(ineq("durable", d.durable.to_string(), q.durable.to_string()));
-                }
-                if q.exclusive_owner.is_some() != d.exclusive {
-                    return Err(ineq("exclusive", d.exclusive.to_string(), q.exclusive_owner.is_some().to_string()));
+                if q.durable != durable {
+                    return Err(ineq("durable", durable.to_string(), q.durable.to_string()));
                 }
                 if q.auto_delete != d.auto_delete {
                     return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
@@ -352,7 +357,7 @@ impl VHost {
             &self.name,
             self.me.clone(),
             self.store.clone(),
-            d.durable,
+            durable,
             owner,
             d.auto_delete,
             d.arguments.clone(),
@@ -363,7 +368,7 @@ impl VHost {
         }
         qs.insert(name, q.clone());
         drop(qs);
-        self.changed(d.durable && !d.exclusive);
+        self.changed(durable);
         Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
     }
 
@@ -807,16 +812,21 @@ fn type_name(v: &warren_protocol::FieldValue) -> &'static str {
 /// 405 when `q` is exclusive to another connection.
 fn check_exclusive(q: &Queue, conn: ConnectionId, m: &Method) -> AmqpResult<()> {
     match q.exclusive_owner {
-        Some(owner) if owner != conn => Err(AmqpError::channel(
-            RESOURCE_LOCKED,
-            format!(
-                "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                q.describe()
-            ),
-            Some(m),
-        )),
+        Some(owner) if owner != conn => Err(exclusive_locked(q, m)),
         _ => Ok(()),
     }
+}
+
+/// RabbitMQ's 405 for a queue this connection may not use exclusively (one text for every case).
+fn exclusive_locked(q: &Queue, m: &Method) -> AmqpError {
+    AmqpError::channel(
+        RESOURCE_LOCKED,
+        format!(
+            "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            q.describe()
+        ),
+        Some(m),
+    )
 }
 
 /// Headers exchanges check `x-match` when a binding is made, as RabbitMQ.
