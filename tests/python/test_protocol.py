@@ -215,6 +215,20 @@ def test_queue_delete_ok_comes_before_own_consumer_cancel(raw, unique_name):
     assert second.consumer_tag == "ctag-own"
 
 
+def test_channel_max_counts_open_channels_not_numbers(raw):
+    """RabbitMQ accepts any channel number; channel_max bounds how many are
+    open at once: the open beyond it is connection.close 530 (class/method 0)."""
+    client = raw(channel_max=2)
+    client.open_channel(65535)
+    client.open_channel(1)
+    client.send_method(7, pika.spec.Channel.Open())
+    close = client.wait_for_connection_close()
+    assert (close.reply_code, close.class_id, close.method_id) == (530, 0, 0), close
+    assert close.reply_text == ("NOT_ALLOWED - number of channels opened (2) has reached "
+                                "the negotiated channel_max (2)"), close
+    client.wait_for_eof(timeout=5)
+
+
 def test_bad_password_gets_access_refused_close(raw, broker):
     client = raw(handshake=False)
     client.send(PROTOCOL_HEADER)

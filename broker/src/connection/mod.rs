@@ -156,8 +156,8 @@ struct Connection {
     /// Shared with channel handlers.
     ctx: ConnCtx,
     /// Open (or closing) channels by number.
-    /// (FxHash: three lookups per published message; keys are channel numbers <= channel_max, so
-    /// no hash flooding is possible.)
+    /// (FxHash: three lookups per published message; keys are u16 channel numbers, at most
+    /// channel_max of them, so no hash flooding is possible.)
     channels: rustc_hash::FxHashMap<u16, Channel>,
     /// Channels with confirms to flush at the end of the batch.
     confirm_dirty: Vec<u16>,
@@ -593,14 +593,6 @@ impl Connection {
     }
 
     fn channel_method(&mut self, id: u16, m: Method) -> Result<(), Failure> {
-        if id > self.channel_max {
-            return Err(AmqpError::connection(
-                CHANNEL_ERROR,
-                format!("channel {id} is above the negotiated channel_max {}", self.channel_max),
-                Some(&m),
-            )
-            .into());
-        }
         if m.class_id() == CLASS_CONNECTION {
             return Err(AmqpError::connection(
                 COMMAND_INVALID,
@@ -612,6 +604,22 @@ impl Connection {
         let Some(ch) = self.channels.get_mut(&id) else {
             return match m {
                 Method::ChannelOpen(_) => {
+                    // rabbitmq-compat: channel_max limits how many channels are open, not their
+                    // numbers (any of 1..=65535 may be used); RabbitMQ refuses the open that would
+                    // exceed it with a connection error 530 naming no method.
+                    let limit = if self.channel_max == 0 { u16::MAX } else { self.channel_max };
+                    if self.channels.len() >= usize::from(limit) {
+                        return Err(AmqpError::connection_ids(
+                            NOT_ALLOWED,
+                            format!(
+                                "number of channels opened ({}) has reached the negotiated channel_max ({limit})",
+                                self.channels.len()
+                            ),
+                            0,
+                            0,
+                        )
+                        .into());
+                    }
                     let shared = ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify);
                     let ch = Channel::new(shared);
                     ch.send(&ChannelOpenOk { channel_id: Default::default() }.into());
