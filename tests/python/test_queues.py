@@ -332,3 +332,15 @@ def test_exclusive_queue_is_never_durable(connect, unique_name):
     ch.queue_declare(name, exclusive=True, durable=True)
     ch.queue_declare(name, exclusive=True, durable=False)
     ch.queue_declare(name, exclusive=True, durable=True)
+
+
+def test_long_reply_text_is_cut_to_252_bytes_and_dots(connect):
+    """A reply text longer than a short string holds: RabbitMQ sends its
+    first 252 bytes and '...'."""
+    name = "long-" + uuid.uuid4().hex + "x" * 150
+    connect().channel().queue_declare(name, exclusive=True)
+    ch = connect().channel()
+    err = channel_error(ch, lambda: ch.queue_declare(name, passive=True))
+    assert err.reply_code == 405
+    assert len(err.reply_text.encode()) == 255, err.reply_text
+    assert err.reply_text == _locked_text(name)[:252] + "...", err.reply_text

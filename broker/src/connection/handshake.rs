@@ -146,7 +146,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 wr,
                 &ConnectionClose {
                     reply_code: ACCESS_REFUSED,
-                    reply_text: ShortStr::truncating(text.clone()),
+                    reply_text: crate::error::reply_text(text.clone()),
                     class_id: 10,
                     method_id: 11,
                 }
@@ -294,7 +294,7 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: u16, text: &str, m: &Me
         wr,
         &ConnectionClose {
             reply_code: code,
-            reply_text: ShortStr::truncating(text.clone()),
+            reply_text: crate::error::reply_text(text.clone()),
             class_id: m.class_id(),
             method_id: m.method_id(),
         }

@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{frame, Frame, FrameType, Method, ShortStr};
+use warren_protocol::{frame, Frame, FrameType, Method};
 use writer::Liveness;
 
 /// How often unacked deliveries are checked against consumer acknowledgement timeouts.
@@ -665,7 +665,7 @@ impl Connection {
             Failure(AmqpError::Channel { code, text, class_id, method_id }, ch_id) if ch_id != 0 => {
                 tracing::warn!("connection {}: closing channel {ch_id}: {text}", self.ctx.id);
                 if let Some(ch) = self.channels.get_mut(&ch_id) {
-                    ch.fail(&self.ctx, code, ShortStr::truncating(text), class_id, method_id);
+                    ch.fail(&self.ctx, code, crate::error::reply_text(text), class_id, method_id);
                 }
             }
             Failure(AmqpError::Channel { code, text, class_id, method_id }, _)
@@ -676,8 +676,13 @@ impl Connection {
                 tracing::warn!("connection {}: closing connection: {text}", self.ctx.id);
                 self.teardown();
                 self.send0(
-                    &ConnectionClose { reply_code: code, reply_text: ShortStr::truncating(text), class_id, method_id }
-                        .into(),
+                    &ConnectionClose {
+                        reply_code: code,
+                        reply_text: crate::error::reply_text(text),
+                        class_id,
+                        method_id,
+                    }
+                    .into(),
                 );
                 self.state = State::Closing;
             }
