@@ -3,6 +3,7 @@
 //!
 //! # Invariants
 //! - Reply texts start with RabbitMQ's name of the code (`NOT_FOUND - ...`), as clients display them.
+//! - A reply text over 255 bytes is sent cut to 252 bytes and `...` ([`reply_text`]), as RabbitMQ does.
 use warren_protocol::constants::reply_name;
 use warren_protocol::{Method, ShortStr};
 
@@ -45,9 +46,27 @@ impl AmqpError {
     }
     pub fn reply_text(&self) -> ShortStr {
         match self {
-            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } => ShortStr::truncating(text.clone()),
+            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } => reply_text(text.clone()),
         }
     }
+}
+
+/// A reply text as sent in channel.close / connection.close. rabbitmq-compat: RabbitMQ sends a
+/// text longer than a short string holds as its first 252 bytes followed by `...`; here the cut is
+/// moved back to a character boundary so the text stays valid UTF-8.
+pub fn reply_text(text: impl Into<String>) -> ShortStr {
+    const MAX: usize = 255;
+    const KEEP: usize = MAX - 3;
+    let mut text = text.into();
+    if text.len() > MAX {
+        let mut cut = KEEP;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    ShortStr::truncating(text)
 }
 
 fn ids(m: Option<&Method>) -> (u16, u16) {

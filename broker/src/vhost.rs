@@ -7,7 +7,7 @@
 //!   enqueues. Declares and deletes take the write lock of one map at a time (LOCKS.md).
 //! - The default exchange (`""`) is implicit: every queue is bound to it by name; it cannot be
 //!   bound, unbound or deleted.
-//! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`) exist
+//! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`, and the internal `amq.rabbitmq.trace`) exist
 //!   in every vhost and cannot be deleted or declared differently.
 use crate::channel::delivery::Consumer;
 use crate::error::{AmqpError, AmqpResult};
@@ -102,6 +102,10 @@ impl VHost {
             let name = ShortStr::from_static(n);
             ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new(), None));
         }
+        // RabbitMQ's firehose tracer publishes to this internal topic exchange; it exists in
+        // every vhost (tracing itself is not implemented: nothing is published to it).
+        let trace = ShortStr::from_static("amq.rabbitmq.trace");
+        ex.insert(trace.clone(), Exchange::new(trace, ExchangeKind::Topic, true, false, true, FieldTable::new(), None));
         Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
             exchanges: RwLock::new(ex),
@@ -285,8 +289,16 @@ impl VHost {
                 )
             })?;
         }
+        // rabbitmq-compat: an exclusive queue is never durable, whatever the client asked (so a
+        // redeclare with either durable value is equivalent).
+        let durable = d.durable && !d.exclusive;
         if let Some(q) = self.queue(&name) {
             check_exclusive(&q, conn, m)?;
+            // rabbitmq-compat: a (non-passive) declare must agree on exclusivity, checked before
+            // any other equivalence: 405 with the same text as another connection's queue.
+            if !d.passive && q.exclusive_owner.is_some() != d.exclusive {
+                return Err(exclusive_locked(&q, m));
+            }
             if !d.passive {
                 let ineq = |arg: &str, got: String, cur: String| {
                     AmqpError::channel(
@@ -298,11 +310,8 @@ impl VHost {
                         Some(m),
                     )
                 };
-                if q.durable != d.durable {
-                    return Err(ineq("durable", d.durable.to_string(), q.durable.to_string()));
-                }
-                if q.exclusive_owner.is_some() != d.exclusive {
-                    return Err(ineq("exclusive", d.exclusive.to_string(), q.exclusive_owner.is_some().to_string()));
+                if q.durable != durable {
+                    return Err(ineq("durable", durable.to_string(), q.durable.to_string()));
                 }
                 if q.auto_delete != d.auto_delete {
                     return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
@@ -352,7 +361,7 @@ impl VHost {
             &self.name,
             self.me.clone(),
             self.store.clone(),
-            d.durable,
+            durable,
             owner,
             d.auto_delete,
             d.arguments.clone(),
@@ -363,29 +372,45 @@ impl VHost {
         }
         qs.insert(name, q.clone());
         drop(qs);
-        self.changed(d.durable && !d.exclusive);
+        self.changed(durable);
         Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
     }
 
     /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
     pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
+        self.delete_queue_deferring(q, None).0
+    }
+
+    /// Delete a queue, cancelling its consumers except those on channel `deferred` (the channel
+    /// that asked for the deletion), which are returned for the caller to cancel with
+    /// [`cancel_by_broker`] once it has sent queue.delete-ok.
+    pub fn delete_queue_deferring(
+        &self,
+        q: &Arc<Queue>,
+        deferred: Option<&Arc<crate::channel::delivery::ChannelShared>>,
+    ) -> (u32, Vec<Arc<crate::channel::delivery::Consumer>>) {
         {
             let mut qs = self.queues.write();
             match qs.get(&q.name) {
                 Some(x) if Arc::ptr_eq(x, q) => {
                     qs.remove(&q.name);
                 }
-                _ => return 0,
+                _ => return (0, Vec::new()),
             }
         }
         self.unbind_everywhere(&Dest::Queue(q.clone()));
         self.changed(q.durable && q.exclusive_owner.is_none());
         let (consumers, n) = q.mark_deleted();
+        let mut later = Vec::new();
         for c in consumers {
-            cancel_by_broker(&c);
+            if deferred.is_some_and(|ch| Arc::ptr_eq(ch, &c.channel)) {
+                later.push(c);
+            } else {
+                cancel_by_broker(&c);
+            }
         }
         self.retired.lock().add(&q.totals());
-        n
+        (n, later)
     }
 
     /// The policy that applies to an object `applies` accepts, if any.
@@ -791,16 +816,21 @@ fn type_name(v: &warren_protocol::FieldValue) -> &'static str {
 /// 405 when `q` is exclusive to another connection.
 fn check_exclusive(q: &Queue, conn: ConnectionId, m: &Method) -> AmqpResult<()> {
     match q.exclusive_owner {
-        Some(owner) if owner != conn => Err(AmqpError::channel(
-            RESOURCE_LOCKED,
-            format!(
-                "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                q.describe()
-            ),
-            Some(m),
-        )),
+        Some(owner) if owner != conn => Err(exclusive_locked(q, m)),
         _ => Ok(()),
     }
+}
+
+/// RabbitMQ's 405 for a queue this connection may not use exclusively (one text for every case).
+fn exclusive_locked(q: &Queue, m: &Method) -> AmqpError {
+    AmqpError::channel(
+        RESOURCE_LOCKED,
+        format!(
+            "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            q.describe()
+        ),
+        Some(m),
+    )
 }
 
 /// Headers exchanges check `x-match` when a binding is made, as RabbitMQ.

@@ -102,14 +102,16 @@ class RawAMQP:
     # -- conversation -----------------------------------------------------
 
     def handshake(self, username="guest", password="guest", vhost="/",
-                  heartbeat=0, frame_max=131072, channel_max=2047):
-        """Complete the connection handshake; returns (start, tune) methods."""
+                  heartbeat=0, frame_max=131072, channel_max=2047, capabilities=None):
+        """Complete the connection handshake; returns (start, tune) methods.
+        ``capabilities`` adds client capabilities (e.g. consumer_cancel_notify)."""
         self.send(PROTOCOL_HEADER)
         start = self.recv_method()
         assert isinstance(start, pika.spec.Connection.Start), start
         self.send_method(0, pika.spec.Connection.StartOk(
             client_properties={"product": "warren-pytest-raw",
-                               "capabilities": {"authentication_failure_close": True}},
+                               "capabilities": {"authentication_failure_close": True,
+                                                **(capabilities or {})}},
             mechanism="PLAIN",
             response=f"\0{username}\0{password}",
             locale="en_US"))

@@ -402,3 +402,27 @@ def test_many_messages_arrive_complete_and_in_order(connection, channel, unique_
     assert got.bodies == bodies
     consumer.close()
     assert ready_count(connection, queue) == 0
+
+
+# --------------------------------------------------------------------------
+# user_id validation
+# --------------------------------------------------------------------------
+
+def test_user_id_must_name_the_authenticated_user(connection, broker, unique_name):
+    """RabbitMQ: a publish whose user_id is not the connection's user closes
+    the channel with 406 (unless the user is tagged impersonator); the
+    matching user_id is delivered unchanged."""
+    ch = connection.channel()
+    queue = fresh_queue(ch, unique_name)
+    ch.basic_publish("", queue, b"mine", pika.BasicProperties(user_id=broker.username))
+    _, props, body = get_message(ch, queue, auto_ack=True)
+    assert (body, props.user_id) == (b"mine", broker.username)
+
+    err = channel_error(ch, lambda: ch.basic_publish(
+        "", queue, b"forged", pika.BasicProperties(user_id="someone-else")))
+    assert err.reply_code == 406
+    assert err.reply_text == (
+        "PRECONDITION_FAILED - user_id property set to 'someone-else' but "
+        f"authenticated user was '{broker.username}'")
+    ch2 = connection.channel()
+    assert ch2.queue_declare(queue, passive=True).method.message_count == 0

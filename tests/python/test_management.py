@@ -746,8 +746,10 @@ def test_default_and_predeclared_exchanges(api):
     assert names[""] == "direct"
     for name, kind in (("amq.direct", "direct"), ("amq.fanout", "fanout"),
                        ("amq.topic", "topic"), ("amq.headers", "headers"),
-                       ("amq.match", "headers")):
+                       ("amq.match", "headers"), ("amq.rabbitmq.trace", "topic")):
         assert names.get(name) == kind, (name, names)
+    # RabbitMQ counts 7 predeclared exchanges per vhost (the default one included).
+    assert len([n for n in names if n == "" or n.startswith("amq.")]) == 7, names
     reply = api.put(f"/api/exchanges/{ROOT}/amq.custom", {"type": "direct"})
     assert reply.status == 401 and reply.json["error"] == "not_authorised", reply
 
@@ -1988,3 +1990,26 @@ def test_policies_travel_with_definitions(api, tmp_path):
         info = queue_info(other_api, prefix + ".q")
         assert info["policy"] == prefix, info
     assert api.delete(f"/api/policies/{ROOT}/{q(prefix)}").status == 204
+
+
+def test_user_id_impersonator_and_http_publish(api, amqp):
+    """An impersonator may publish any user_id; others get 406 over AMQP and
+    RabbitMQ's 400 with the channel error as reason over HTTP."""
+    queue = uniq("q")
+    user = uniq("impersonator")
+    put_user(api, user, "pw", ["impersonator"])
+    assert api.put(f"/api/permissions/{ROOT}/{q(user)}",
+                   {"configure": ".*", "write": ".*", "read": ".*"}).status == 201
+    ch = amqp(user=user, password="pw").channel()
+    ch.queue_declare(queue)
+    ch.basic_publish("", queue, b"as-other", pika.BasicProperties(user_id="someone-else"))
+    _, props, body = ch.basic_get(queue, auto_ack=True) or (None, None, None)
+    assert (body, props.user_id) == (b"as-other", "someone-else")
+
+    reply = api.post(f"/api/exchanges/{ROOT}/amq.default/publish",
+                     {"properties": {"user_id": "bob"}, "routing_key": queue, "payload": "x",
+                      "payload_encoding": "string"})
+    assert reply.status == 400, reply
+    assert reply.json["reason"] == ("406 PRECONDITION_FAILED - user_id property set to 'bob' "
+                                    "but authenticated user was 'guest'"), reply
+    assert publish_http(api, "", queue, "own", {"user_id": "guest"}) is True

@@ -176,6 +176,59 @@ def test_connection_close_handshake(raw):
     # Closing the socket is now up to us (the side that sent close).
 
 
+def test_connection_close_keeps_socket_and_answers_every_close(raw):
+    """After the client's connection.close the broker discards what follows
+    (here publishes), answers a second close with close-ok too, and leaves
+    closing the socket to the client (RabbitMQ's reader)."""
+    client = raw()
+    client.open_channel(1)
+    publish = pika.frame.Method(1, pika.spec.Basic.Publish(
+        exchange="", routing_key="nowhere")).marshal()
+    header = pika.frame.Header(1, 1, pika.spec.BasicProperties()).marshal()
+    body = pika.frame.Body(1, b"x").marshal()
+    close = pika.frame.Method(0, pika.spec.Connection.Close(
+        reply_code=200, reply_text="bye", class_id=0, method_id=0)).marshal()
+    client.send(close + (publish + header + body) * 200 + close)
+    assert isinstance(client.recv_method(), pika.spec.Connection.CloseOk)
+    assert isinstance(client.recv_method(), pika.spec.Connection.CloseOk)
+    # Nothing else comes, and the socket stays open while we keep it.
+    with pytest.raises(TimeoutError):
+        client.recv_frame(timeout=0.5)
+    assert not client.eof
+
+
+def test_queue_delete_ok_comes_before_own_consumer_cancel(raw, unique_name):
+    """Deleting a queue on the channel that consumes from it: RabbitMQ sends
+    queue.delete-ok first, then basic.cancel for that consumer."""
+    queue = unique_name()
+    client = raw(capabilities={"consumer_cancel_notify": True})
+    client.open_channel(1)
+    client.send_method(1, pika.spec.Queue.Declare(queue=queue))
+    assert isinstance(client.recv_method(), pika.spec.Queue.DeclareOk)
+    client.send_method(1, pika.spec.Basic.Consume(queue=queue, consumer_tag="ctag-own"))
+    assert isinstance(client.recv_method(), pika.spec.Basic.ConsumeOk)
+    client.send_method(1, pika.spec.Queue.Delete(queue=queue))
+    first = client.recv_method()
+    second = client.recv_method()
+    assert isinstance(first, pika.spec.Queue.DeleteOk), (first, second)
+    assert isinstance(second, pika.spec.Basic.Cancel), second
+    assert second.consumer_tag == "ctag-own"
+
+
+def test_channel_max_counts_open_channels_not_numbers(raw):
+    """RabbitMQ accepts any channel number; channel_max bounds how many are
+    open at once: the open beyond it is connection.close 530 (class/method 0)."""
+    client = raw(channel_max=2)
+    client.open_channel(65535)
+    client.open_channel(1)
+    client.send_method(7, pika.spec.Channel.Open())
+    close = client.wait_for_connection_close()
+    assert (close.reply_code, close.class_id, close.method_id) == (530, 0, 0), close
+    assert close.reply_text == ("NOT_ALLOWED - number of channels opened (2) has reached "
+                                "the negotiated channel_max (2)"), close
+    client.wait_for_eof(timeout=5)
+
+
 def test_bad_password_gets_access_refused_close(raw, broker):
     client = raw(handshake=False)
     client.send(PROTOCOL_HEADER)
@@ -188,3 +241,29 @@ def test_bad_password_gets_access_refused_close(raw, broker):
     assert isinstance(close, pika.spec.Connection.Close), close
     assert close.reply_code == 403
     assert close.reply_text.startswith("ACCESS_REFUSED"), close
+
+
+@pytest.mark.parametrize("channel_max,frame_max", [
+    (0, 131072),        # channel_max "no limit": more than offered
+    (65535, 131072),    # more channels than offered
+    (2047, 0),          # frame_max "no limit"
+    (2047, 1 << 20),    # larger frames than offered
+    (2047, 4000),       # below the 4096 minimum
+])
+def test_tune_ok_beyond_the_offer_is_refused(broker, channel_max, frame_max):
+    """As RabbitMQ: a tune-ok may only lower what connection.tune offered; otherwise the socket is
+    closed without connection.close (the connection was never opened)."""
+    r = RawAMQP(broker.host, broker.port, timeout=10)
+    try:
+        r.send(PROTOCOL_HEADER)
+        assert isinstance(r.recv_method(), pika.spec.Connection.Start)
+        r.send_method(0, pika.spec.Connection.StartOk(
+            client_properties={}, mechanism="PLAIN",
+            response=f"\0{broker.username}\0{broker.password}", locale="en_US"))
+        tune = r.recv_method()
+        assert (tune.channel_max, tune.frame_max) == (2047, 131072), tune
+        r.send_method(0, pika.spec.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max, heartbeat=0))
+        r.send_method(0, pika.spec.Connection.Open(virtual_host=broker.vhost))
+        assert r.recv_method(timeout=10) is None
+    finally:
+        r.close()

@@ -1,5 +1,7 @@
 """queue.declare / bind / unbind / purge / delete semantics."""
 
+import uuid
+
 import pika.exceptions
 import pytest
 
@@ -290,3 +292,55 @@ def test_publish_to_default_exchange_without_queue_is_dropped(channel, unique_na
     channel.confirm_delivery()
     channel.basic_publish("", unique_name(), b"void")
     assert channel.is_open
+
+
+def _locked_text(name):
+    return (f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in "
+            "vhost '/'. It could be originally declared on another connection or the exclusive "
+            "property value does not match that of the original declaration.")
+
+
+def test_exclusive_flag_must_match_before_other_equivalence(connect, unique_name):
+    """RabbitMQ checks exclusivity first and strictly: a declare whose
+    exclusive flag differs from the queue's is 405 (not 406), even when
+    durable or auto_delete differ too; passive declares are lenient."""
+    conn = connect()
+    # Short names: RabbitMQ cuts reply texts over 255 bytes (compared in full here).
+    tag = uuid.uuid4().hex[:8]
+    exclusive, shared = f"excl-{tag}", f"shared-{tag}"
+    conn.channel().queue_declare(exclusive, exclusive=True)
+    conn.channel().queue_declare(shared)
+    for name, kwargs in [(exclusive, {}),
+                         (exclusive, {"durable": True, "auto_delete": True}),
+                         (shared, {"exclusive": True}),
+                         (shared, {"exclusive": True, "durable": True})]:
+        ch = conn.channel()
+        err = channel_error(ch, lambda: ch.queue_declare(name, **kwargs))
+        assert (err.reply_code, err.reply_text) == (405, _locked_text(name)), (name, kwargs)
+    # Passive: no exclusive flag check for the owner or for a shared queue.
+    conn.channel().queue_declare(exclusive, passive=True)
+    conn.channel().queue_declare(shared, passive=True, exclusive=True)
+    conn.channel().queue_delete(shared)
+
+
+def test_exclusive_queue_is_never_durable(connect, unique_name):
+    """RabbitMQ makes exclusive queues non-durable whatever the client asked,
+    so redeclaring with either durable value is equivalent."""
+    conn = connect()
+    name = unique_name("excl")
+    ch = conn.channel()
+    ch.queue_declare(name, exclusive=True, durable=True)
+    ch.queue_declare(name, exclusive=True, durable=False)
+    ch.queue_declare(name, exclusive=True, durable=True)
+
+
+def test_long_reply_text_is_cut_to_252_bytes_and_dots(connect):
+    """A reply text longer than a short string holds: RabbitMQ sends its
+    first 252 bytes and '...'."""
+    name = "long-" + uuid.uuid4().hex + "x" * 150
+    connect().channel().queue_declare(name, exclusive=True)
+    ch = connect().channel()
+    err = channel_error(ch, lambda: ch.queue_declare(name, passive=True))
+    assert err.reply_code == 405
+    assert len(err.reply_text.encode()) == 255, err.reply_text
+    assert err.reply_text == _locked_text(name)[:252] + "...", err.reply_text

@@ -765,3 +765,9 @@ def test_unused_auto_delete_exchange_stays(connection, channel, unique_name):
     channel.basic_publish(exchange, "k", b"unroutable")
     assert drain_up_to_marker(channel, queue) == [[]]
     assert exchange_exists(connection, exchange)
+
+
+def test_amq_rabbitmq_trace_exists_in_every_vhost(channel):
+    # RabbitMQ predeclares its tracing exchange (internal, topic, durable) in every vhost.
+    channel.exchange_declare("amq.rabbitmq.trace", "topic", passive=True)
+    channel.exchange_declare("amq.rabbitmq.trace", "topic", durable=True, internal=True, passive=True)

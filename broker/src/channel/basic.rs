@@ -27,6 +27,19 @@ use warren_protocol::{fast, BasicProperties, Method, ShortStr};
 const REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
 /// Bit 9 of the property flags (reply-to present), as seen in the first flags byte.
 const REPLY_TO_FLAG_HIGH_BYTE: u8 = 0x02;
+/// Bit 4 of the property flags (user-id present), as seen in the second flags byte.
+const USER_ID_FLAG_LOW_BYTE: u8 = 0x10;
+
+/// A publish's `user_id` must be the authenticated user's name (the caller has seen the flag
+/// and knows the user is not an impersonator). 406 with RabbitMQ's text otherwise.
+pub(crate) fn check_user_id(ctx: &ConnCtx, properties: &bytes::Bytes) -> AmqpResult<()> {
+    // The properties were validated at the header, so this decode does not fail in practice.
+    let Ok(props) = BasicProperties::decode(properties.clone()) else {
+        return Ok(());
+    };
+    crate::access::user_id(&ctx.user, ctx.impersonator, props.user_id.as_ref())
+        .map_err(|text| AmqpError::channel_ids(PRECONDITION_FAILED, text, 60, 40))
+}
 
 impl Channel {
     /// basic.publish method frame: check the exchange now, then wait for the content.
@@ -70,6 +83,16 @@ impl Channel {
                 return Err(e);
             }
         };
+        // rabbitmq-compat: a `user_id` property must name the authenticated user unless the user
+        // is tagged `impersonator` (checked after the exchange lookup, as RabbitMQ does). The
+        // properties are decoded only when the flag says user_id is there.
+        if !ctx.impersonator && properties.get(1).is_some_and(|f| f & USER_ID_FLAG_LOW_BYTE != 0) {
+            if let Err(e) = check_user_id(ctx, &properties) {
+                routed.clear();
+                self.route_buf = routed;
+                return Err(e);
+            }
+        }
         let (mut rejected, mut lsn) = (false, 0);
         use std::sync::atomic::Ordering::Relaxed;
         let counters = &ctx.info.counters;

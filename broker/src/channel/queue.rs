@@ -100,9 +100,9 @@ impl Channel {
     pub(super) fn queue_delete(&mut self, ctx: &ConnCtx, d: &QueueDelete, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&d.queue, m)?;
         ctx.allowed(access::queue_delete(&ctx.grants, qname.as_bytes()), 50, 40)?;
-        let n = match ctx.vhost.queue(&qname) {
+        let (n, own_consumers) = match ctx.vhost.queue(&qname) {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
-            None => 0,
+            None => (0, Vec::new()),
             Some(_) => {
                 let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
                 let (messages, consumers) = q.counts();
@@ -116,13 +116,19 @@ impl Channel {
                         Some(m),
                     ));
                 }
-                ctx.vhost.delete_queue(&q)
+                ctx.vhost.delete_queue_deferring(&q, Some(&self.shared))
             }
         };
         ctx.sync_meta();
         ctx.sync_store_all();
         if !d.no_wait {
             self.send(&QueueDeleteOk { message_count: n }.into());
+        }
+        // rabbitmq-compat: this channel's own consumers of the queue are cancelled after
+        // delete-ok (RabbitMQ's channel replies before it handles the queue's consumer-down
+        // notices); other channels' cancels may come earlier.
+        for c in &own_consumers {
+            crate::vhost::cancel_by_broker(c);
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ pub struct Negotiated {
     pub heartbeat: u16,
     pub vhost: Arc<VHost>,
     pub user: String,
+    /// The user has the `impersonator` tag (may publish any `user_id`), as of the handshake.
+    pub impersonator: bool,
     /// The user's permissions in that vhost, as of the handshake.
     pub grants: Arc<crate::auth::Grants>,
     /// The connection's place under `connection_max`, released when dropped.
@@ -144,7 +146,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 wr,
                 &ConnectionClose {
                     reply_code: ACCESS_REFUSED,
-                    reply_text: ShortStr::truncating(text.clone()),
+                    reply_text: crate::error::reply_text(text.clone()),
                     class_id: 10,
                     method_id: 11,
                 }
@@ -173,18 +175,33 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             .await)
         }
     };
-    let frame_max = if tune_ok.frame_max == 0 { cfg.frame_max } else { tune_ok.frame_max.min(cfg.frame_max) };
-    if frame_max < FRAME_MIN_SIZE {
-        let m = Method::ConnectionTuneOk(tune_ok.clone());
-        return Err(refuse(
-            wr,
-            NOT_ALLOWED,
-            &format!("frame_max={} < {} min size", tune_ok.frame_max, FRAME_MIN_SIZE),
-            &m,
-        )
-        .await);
-    }
-    let channel_max = if tune_ok.channel_max == 0 { cfg.channel_max } else { tune_ok.channel_max.min(cfg.channel_max) };
+    // spec(connection.tune-ok): the client may only lower what the server proposed. RabbitMQ
+    // refuses 0 ("no limit") or more than it offered, and less than the minimum, and closes the
+    // socket without connection.close (the client has not opened the connection yet).
+    let negotiated = |field: &str, client: u32, min: u32, server: u32| -> Result<u32, String> {
+        let detail = if field == "channel_max" && client == 0 { " (no limit)" } else { "" };
+        if client != 0 && client < min {
+            return Err(format!(
+                "negotiated {field} = {client}{detail} is lower than the minimum allowed value ({min})"
+            ));
+        }
+        if server != 0 && (client == 0 || client > server) {
+            return Err(format!(
+                "negotiated {field} = {client}{detail} is higher than the maximum allowed value ({server})"
+            ));
+        }
+        Ok(if client == 0 { server } else { client })
+    };
+    let checked = negotiated("frame_max", tune_ok.frame_max, FRAME_MIN_SIZE, cfg.frame_max).and_then(|f| {
+        negotiated("channel_max", tune_ok.channel_max as u32, 1, cfg.channel_max as u32).map(|c| (f, c as u16))
+    });
+    let (frame_max, channel_max) = match checked {
+        Ok(v) => v,
+        Err(why) => {
+            let _ = wr.shutdown().await;
+            return Err(HandshakeError::Refused(format!("failed to negotiate connection parameters: {why}")));
+        }
+    };
     // rabbitmq-compat: like RabbitMQ, the client's heartbeat value in tune-ok is used as is.
     let heartbeat = tune_ok.heartbeat;
 
@@ -214,11 +231,13 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     };
     send(wr, &ConnectionOpenOk { known_hosts: ShortStr::empty() }.into()).await?;
+    let impersonator = broker.user(&user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     Ok(Negotiated {
         frame_max,
         channel_max,
         heartbeat,
         vhost,
+        impersonator,
         user,
         grants,
         slot,
@@ -290,7 +309,7 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: u16, text: &str, m: &Me
         wr,
         &ConnectionClose {
             reply_code: code,
-            reply_text: ShortStr::truncating(text.clone()),
+            reply_text: crate::error::reply_text(text.clone()),
             class_id: m.class_id(),
             method_id: m.method_id(),
         }

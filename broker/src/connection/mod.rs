@@ -9,6 +9,10 @@
 //!   read, then pending confirms are flushed (one coalesced ack per channel per batch).
 //! - Once we sent connection.close, everything but connection.close / close-ok is ignored, and the
 //!   socket closes on close-ok or after `CLOSE_OK_TIMEOUT`.
+//! - Once the client sent connection.close, we answer close-ok (and close-ok again to any further
+//!   connection.close), discard everything else, and keep the socket until the client closes it
+//!   (or `CLOSE_OK_TIMEOUT`): closing it with unread input would make the kernel reset the
+//!   connection and destroy the close-ok before the client reads it.
 //! - When the connection ends (any way), every channel is torn down (consumers cancelled, unacked
 //!   requeued) and its exclusive queues are deleted.
 //! - The reader stops reading while its outbound buffer is over the high-water mark (TCP then pushes
@@ -34,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{frame, Frame, FrameType, Method, ShortStr};
+use warren_protocol::{frame, Frame, FrameType, Method};
 use writer::Liveness;
 
 /// How often unacked deliveries are checked against consumer acknowledgement timeouts.
@@ -68,6 +72,10 @@ pub struct ConnCtx {
     pub max_message_size: u64,
     /// This connection as the management API sees it (counters, channels).
     pub info: Arc<crate::stats::ConnInfo>,
+    /// The authenticated user's name (publishes must carry it as `user_id`, if any).
+    pub user: Box<str>,
+    /// The user has the `impersonator` tag: any `user_id` is accepted.
+    pub impersonator: bool,
     /// Definitions write the held replies wait for (0: none).
     sync_meta: AtomicU64,
     /// Store LSN the held replies wait for (0: none).
@@ -129,6 +137,8 @@ enum State {
     Open,
     /// We sent connection.close and wait for close-ok.
     Closing,
+    /// The client sent connection.close and we answered close-ok: discard input until it closes.
+    Draining,
     /// Done: stop reading.
     Closed,
 }
@@ -138,8 +148,8 @@ struct Connection {
     /// Shared with channel handlers.
     ctx: ConnCtx,
     /// Open (or closing) channels by number.
-    /// (FxHash: three lookups per published message; keys are channel numbers <= channel_max, so
-    /// no hash flooding is possible.)
+    /// (FxHash: three lookups per published message; keys are u16 channel numbers, at most
+    /// channel_max of them, so no hash flooding is possible.)
     channels: rustc_hash::FxHashMap<u16, Channel>,
     /// Channels with confirms to flush at the end of the batch.
     confirm_dirty: Vec<u16>,
@@ -262,6 +272,8 @@ pub async fn serve_stream<R, W>(
             meta: broker.meta.clone(),
             grants: neg.grants,
             info: info.clone(),
+            user: neg.user.as_str().into(),
+            impersonator: neg.impersonator,
             max_message_size: broker.config.max_message_size,
             sync_meta: Default::default(),
             sync_lsn: Default::default(),
@@ -304,9 +316,9 @@ pub async fn serve_stream<R, W>(
                 Ok(Some(f)) => {
                     if let Err(e) = conn.handle_frame(f) {
                         conn.fail(e);
-                        if conn.state == State::Closing && close_deadline.is_none() {
-                            close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
-                        }
+                    }
+                    if matches!(conn.state, State::Closing | State::Draining) && close_deadline.is_none() {
+                        close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
                     }
                 }
                 Ok(None) => break,
@@ -396,7 +408,11 @@ pub async fn serve_stream<R, W>(
                 break 'read;
             }
             _ = tokio::time::sleep_until(deadline), if close_deadline.is_some() => {
-                tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
+                if conn.state == State::Draining {
+                    tracing::debug!("connection {id}: client kept the socket open {:?} after close-ok", CLOSE_OK_TIMEOUT);
+                } else {
+                    tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
+                }
                 break 'read;
             }
             _ = alarm.changed() => {}
@@ -456,6 +472,16 @@ async fn discard_until_eof<R: AsyncRead + Unpin>(rd: &mut R, limit: Duration) {
 
 impl Connection {
     fn handle_frame(&mut self, f: Frame) -> Result<(), Failure> {
+        if self.state == State::Draining {
+            // rabbitmq-compat: after the client's connection.close, RabbitMQ answers every further
+            // connection.close with close-ok and ignores everything else.
+            if f.kind == FrameType::Method && f.channel == 0 {
+                if let Ok(Method::ConnectionClose(_)) = Method::decode(f.payload) {
+                    self.send0(&ConnectionCloseOk.into());
+                }
+            }
+            return Ok(());
+        }
         if self.state == State::Closing {
             // spec(connection.close): after sending close, only close / close-ok matter.
             if f.kind == FrameType::Method && f.channel == 0 {
@@ -463,7 +489,7 @@ impl Connection {
                     Ok(Method::ConnectionCloseOk(_)) => self.state = State::Closed,
                     Ok(Method::ConnectionClose(_)) => {
                         self.send0(&ConnectionCloseOk.into());
-                        self.state = State::Closed;
+                        self.state = State::Draining;
                     }
                     _ => {}
                 }
@@ -531,8 +557,12 @@ impl Connection {
             Method::ConnectionClose(c) => {
                 tracing::debug!(code = c.reply_code, text = %c.reply_text, "connection {} closed by client", self.ctx.id);
                 self.teardown();
+                self.channels.clear();
                 self.send0(&ConnectionCloseOk.into());
-                self.state = State::Closed;
+                // rabbitmq-compat: the socket stays open (input discarded) until the client closes
+                // it, so publishes still unread cannot make the kernel reset the connection before
+                // the client has read close-ok.
+                self.state = State::Draining;
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => {
@@ -555,14 +585,6 @@ impl Connection {
     }
 
     fn channel_method(&mut self, id: u16, m: Method) -> Result<(), Failure> {
-        if id > self.channel_max {
-            return Err(AmqpError::connection(
-                CHANNEL_ERROR,
-                format!("channel {id} is above the negotiated channel_max {}", self.channel_max),
-                Some(&m),
-            )
-            .into());
-        }
         if m.class_id() == CLASS_CONNECTION {
             return Err(AmqpError::connection(
                 COMMAND_INVALID,
@@ -574,6 +596,22 @@ impl Connection {
         let Some(ch) = self.channels.get_mut(&id) else {
             return match m {
                 Method::ChannelOpen(_) => {
+                    // rabbitmq-compat: channel_max limits how many channels are open, not their
+                    // numbers (any of 1..=65535 may be used); RabbitMQ refuses the open that would
+                    // exceed it with a connection error 530 naming no method.
+                    let limit = if self.channel_max == 0 { u16::MAX } else { self.channel_max };
+                    if self.channels.len() >= usize::from(limit) {
+                        return Err(AmqpError::connection_ids(
+                            NOT_ALLOWED,
+                            format!(
+                                "number of channels opened ({}) has reached the negotiated channel_max ({limit})",
+                                self.channels.len()
+                            ),
+                            0,
+                            0,
+                        )
+                        .into());
+                    }
                     let shared = ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify);
                     let ch = Channel::new(shared);
                     ch.send(&ChannelOpenOk { channel_id: Default::default() }.into());
@@ -619,7 +657,7 @@ impl Connection {
             Failure(AmqpError::Channel { code, text, class_id, method_id }, ch_id) if ch_id != 0 => {
                 tracing::warn!("connection {}: closing channel {ch_id}: {text}", self.ctx.id);
                 if let Some(ch) = self.channels.get_mut(&ch_id) {
-                    ch.fail(&self.ctx, code, ShortStr::truncating(text), class_id, method_id);
+                    ch.fail(&self.ctx, code, crate::error::reply_text(text), class_id, method_id);
                 }
             }
             Failure(AmqpError::Channel { code, text, class_id, method_id }, _)
@@ -630,8 +668,13 @@ impl Connection {
                 tracing::warn!("connection {}: closing connection: {text}", self.ctx.id);
                 self.teardown();
                 self.send0(
-                    &ConnectionClose { reply_code: code, reply_text: ShortStr::truncating(text), class_id, method_id }
-                        .into(),
+                    &ConnectionClose {
+                        reply_code: code,
+                        reply_text: crate::error::reply_text(text),
+                        class_id,
+                        method_id,
+                    }
+                    .into(),
                 );
                 self.state = State::Closing;
             }

@@ -710,7 +710,8 @@ async fn exchange_publish(
     if body.len() as u64 > m.broker.config.max_message_size {
         return Err(ApiError::bad_request("message size exceeds max_message_size"));
     }
-    let props = properties_of(b.get("properties"))?.to_bytes();
+    let parsed = properties_of(b.get("properties"))?;
+    let props = parsed.to_bytes();
     let (ex, key) = (s(&name), s(&rk));
     let mut routed = crate::exchange::Routed::default();
     // rabbitmq-compat: RabbitMQ's publish endpoint answers a routing error (missing exchange)
@@ -718,6 +719,10 @@ async fn exchange_publish(
     let replaced = v
         .route(&ex, &key, &props, &mut routed)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", amqp_error(e).2))?;
+    // rabbitmq-compat: user_id is checked as on AMQP; RabbitMQ's reason is the channel error.
+    let impersonator = u.tags.iter().any(|t| t == "impersonator");
+    crate::access::user_id(&u.name, impersonator, parsed.user_id.as_ref())
+        .map_err(|text| ApiError::bad_request(format!("406 PRECONDITION_FAILED - {text}")))?;
     let props = replaced.unwrap_or(props);
     let msg = Arc::new(crate::message::Message::new(ex, key, props, body).map_err(ApiError::bad_request)?);
     let mut lsn = 0;

@@ -162,6 +162,23 @@ test('a connection closes cleanly at the client\'s request', async () => {
   await assert.rejects(conn.createChannel(), 'no channels can be opened after close');
 });
 
+test('close right after a burst of unconfirmed publishes still gets close-ok', async () => {
+  // RabbitMQ answers connection.close with close-ok and keeps reading (and discarding) until the
+  // client closes the socket; closing at once with publishes still unread makes the kernel reset
+  // the connection, and the client never sees close-ok.
+  const conn = await amqp.connect(broker.url);
+  const errors = [];
+  conn.on('error', (err) => errors.push(err));
+  const ch = await conn.createChannel();
+  const { queue } = await ch.assertQueue('', { exclusive: true });
+  const body = Buffer.alloc(2048, 'x');
+  for (let i = 0; i < 2000; i++) {
+    ch.sendToQueue(queue, body);
+  }
+  await withTimeout(conn.close(), 10_000, 'connection.close-ok after a publish burst');
+  assert.deepEqual(errors, []);
+});
+
 test('SIGTERM closes client connections with 320 CONNECTION_FORCED and exits 0 (Warren only)', async (t) => {
   if (usingExternalBroker()) {
     t.skip('needs a broker this suite spawns itself (AMQP_URL is set)');
