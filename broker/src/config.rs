@@ -6,6 +6,21 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+/// The RabbitMQ release whose behaviour Warren follows: announced to clients as `version` (they
+/// branch on product and version) and reported by the management API.
+pub const RABBITMQ_VERSION: &str = "3.10.8";
+
+/// How the broker names itself in connection.start's server properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// `product: RabbitMQ`, `version: RABBITMQ_VERSION` (Warren's own name and version go in
+    /// `platform` and `information`): clients that branch on the product (kombu's basic.qos
+    /// semantics, the Go client's feature checks, amqplib's suite) take the RabbitMQ path.
+    RabbitMq,
+    /// `product: Warren` with Warren's version.
+    Warren,
+}
+
 /// RabbitMQ's AMQP port.
 pub const DEFAULT_PORT: u16 = 5672;
 /// frame_max proposed in connection.tune (RabbitMQ's default, 128 KiB).
@@ -225,6 +240,8 @@ pub struct Config {
     /// Consumer acknowledgement timeout (RabbitMQ's consumer_timeout). rabbitmq-compat: off by
     /// default, as suits development; RabbitMQ defaults to 30 minutes.
     pub consumer_timeout: Option<Duration>,
+    /// How the broker names itself to clients (`--announce-as`).
+    pub announce: Announce,
     /// Data directory (definitions, message store). `None`: nothing is persisted (in-process
     /// tests); the `warren` binary defaults to `./data`.
     pub data_dir: Option<std::path::PathBuf>,
@@ -258,6 +275,7 @@ impl Default for Config {
             memory_high_watermark: Watermark::Relative(DEFAULT_MEMORY_HIGH_WATERMARK),
             disk_free_limit: DiskFreeLimit::Absolute(DEFAULT_DISK_FREE_LIMIT),
             consumer_timeout: None,
+            announce: Announce::RabbitMq,
             data_dir: None,
         }
     }

@@ -49,6 +49,10 @@ struct Cli {
     /// (`50MB`, `1GiB`) or a multiple of memory (`1.5`, `{mem_relative, 1.5}`).
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB")]
     disk_free_limit: config::DiskFreeLimit,
+    /// How the broker names itself to clients in connection.start: `rabbitmq` (product RabbitMQ,
+    /// the RabbitMQ version Warren follows; clients branch on it) or `warren`.
+    #[arg(long, env = "WARREN_ANNOUNCE_AS", default_value = "rabbitmq", value_parser = ["rabbitmq", "warren"])]
+    announce_as: String,
     /// Consumer acknowledgement timeout in milliseconds (0 = off, the default).
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 0)]
     consumer_timeout: u64,
@@ -205,6 +209,7 @@ fn start() -> anyhow::Result<()> {
     cfg.default_vhost = cli.default_vhost;
     cfg.memory_high_watermark = cli.memory_high_watermark;
     cfg.disk_free_limit = cli.disk_free_limit;
+    cfg.announce = if cli.announce_as == "warren" { config::Announce::Warren } else { config::Announce::RabbitMq };
     cfg.data_dir = Some(container_data_dir(cli.data_dir));
     cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
     cfg.max_message_size = cli.max_message_size;

@@ -165,3 +165,15 @@ def test_sigterm_closes_connections_with_connection_forced(tmp_path):
         assert process.proc.returncode == 0, process.output()
     finally:
         process.terminate()
+
+
+def test_the_broker_announces_itself_as_rabbitmq(connection):
+    """Clients branch on product and version (kombu's basic.qos semantics, the Go client's
+    feature checks): a drop-in announces the RabbitMQ it follows; Warren names itself in
+    `platform` and `information`."""
+    props = connection._impl.server_properties
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in props.items() if k != "capabilities"}
+    assert text["product"] == "RabbitMQ", text
+    assert text["version"].startswith("3."), text
+    if not amqp_mode_is_external():
+        assert "Warren" in text["platform"] and "Warren" in text["information"], text

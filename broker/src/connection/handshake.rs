@@ -83,7 +83,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &ConnectionStart {
             version_major: 0,
             version_minor: 9,
-            server_properties: server_properties(),
+            server_properties: server_properties(cfg.announce),
             mechanisms: LongStr::from("PLAIN AMQPLAIN"),
             locales: LongStr::from("en_US"),
         }
@@ -249,7 +249,9 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 /// Server properties as RabbitMQ sends them, with Warren's identity.
-fn server_properties() -> FieldTable {
+/// connection.start's server properties: RabbitMQ's capabilities, and the product the broker
+/// announces itself as (see [`crate::config::Announce`]).
+fn server_properties(announce: crate::config::Announce) -> FieldTable {
     let mut caps = FieldTable::new();
     for c in [
         "publisher_confirms",
@@ -269,13 +271,30 @@ fn server_properties() -> FieldTable {
     t.insert("capabilities", FieldValue::Table(caps));
     t.insert("cluster_name", s("warren@localhost"));
     t.insert("copyright", s("Copyright (c) the Warren authors"));
+    let warren = concat!("Warren ", env!("CARGO_PKG_VERSION"));
     t.insert(
         "information",
-        s("Warren, an AMQP 0-9-1 broker compatible with RabbitMQ clients. Licensed under Apache-2.0."),
+        FieldValue::LongStr(LongStr::from(format!(
+            "{warren}, an AMQP 0-9-1 broker that follows RabbitMQ {}. Licensed under Apache-2.0.",
+            crate::config::RABBITMQ_VERSION
+        ))),
     );
-    t.insert("platform", s(concat!("Rust/", env!("CARGO_PKG_RUST_VERSION"))));
-    t.insert("product", s("Warren"));
-    t.insert("version", s(env!("CARGO_PKG_VERSION")));
+    t.insert(
+        "platform",
+        s(concat!("Warren ", env!("CARGO_PKG_VERSION"), " (Rust ", env!("CARGO_PKG_RUST_VERSION"), ")")),
+    );
+    // rabbitmq-compat: a drop-in says RabbitMQ here, as clients branch on it (kombu picks
+    // basic.qos global semantics by it; `--announce-as warren` says Warren instead).
+    match announce {
+        crate::config::Announce::RabbitMq => {
+            t.insert("product", s("RabbitMQ"));
+            t.insert("version", s(crate::config::RABBITMQ_VERSION));
+        }
+        crate::config::Announce::Warren => {
+            t.insert("product", s("Warren"));
+            t.insert("version", s(env!("CARGO_PKG_VERSION")));
+        }
+    }
     t
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Version reported as `rabbitmq_version` / `management_version`. rabbitmq-compat: Warren reports
 /// the RabbitMQ version whose behaviour it follows, because tools gate features on it; the
 /// product fields name Warren.
-pub const RABBITMQ_VERSION: &str = "3.10.8";
+pub const RABBITMQ_VERSION: &str = crate::config::RABBITMQ_VERSION;
 
 /// Key of a queue in the rate samples.
 pub fn queue_key(vhost: &str, name: &str) -> String {
