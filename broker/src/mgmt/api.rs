@@ -964,10 +964,27 @@ fn between(v: &crate::vhost::VHost, src: &str, kind: &str, dst: &str) -> Result<
     if !exists {
         return Err(ApiError::not_found());
     }
-    Ok(views::bindings(v)
+    let mut found: Vec<Value> = views::bindings(v)
         .into_iter()
         .filter(|b| b["source"] == src.as_str() && b["destination"] == dst && b["destination_type"] == dt)
-        .collect())
+        .collect();
+    // As RabbitMQ lists them: by routing key, then arguments.
+    found.sort_by(|a, b| {
+        let k = |x: &Value| (x["routing_key"].as_str().unwrap_or("").to_string(), x["properties_key"].to_string());
+        k(a).cmp(&k(b))
+    });
+    Ok(found)
+}
+
+/// The binding named by a properties key in a path (see [`views::properties_key_matches`]).
+fn binding_named(v: &crate::vhost::VHost, src: &str, kind: &str, dst: &str, props: &str) -> Result<Value, ApiError> {
+    between(v, src, kind, dst)?
+        .into_iter()
+        .find(|b| {
+            let args = b["arguments"].as_object().cloned().unwrap_or_default();
+            views::properties_key_matches(props, b["routing_key"].as_str().unwrap_or(""), &args)
+        })
+        .ok_or_else(ApiError::not_found)
 }
 
 async fn bindings_between(
@@ -1044,10 +1061,7 @@ async fn binding_get(
     Path((vhost, src, kind, dst, props)): Path<(String, String, String, String, String)>,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    between(&v, &src, &kind, &dst)?
-        .into_iter()
-        .find(|b| b["properties_key"] == props.as_str())
-        .map_or(Err(ApiError::not_found()), ok_json)
+    ok_json(binding_named(&v, &src, &kind, &dst, &props)?)
 }
 
 async fn binding_delete(
@@ -1056,10 +1070,7 @@ async fn binding_delete(
     Path((vhost, src, kind, dst, props)): Path<(String, String, String, String, String)>,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    let b = between(&v, &src, &kind, &dst)?
-        .into_iter()
-        .find(|b| b["properties_key"] == props.as_str())
-        .ok_or_else(ApiError::not_found)?;
+    let b = binding_named(&v, &src, &kind, &dst, &props)?;
     let rk = b["routing_key"].as_str().unwrap_or("").to_string();
     let args = match &b["arguments"] {
         Value::Object(a) => crate::store::definitions::json_to_table(a),

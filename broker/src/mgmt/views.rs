@@ -319,11 +319,56 @@ pub fn properties_key(routing_key: &str, args: &Map<String, Value>) -> String {
     if args.is_empty() {
         return if rk.is_empty() { "~".into() } else { rk };
     }
+    format!("{rk}~{}", args_hash(args))
+}
+
+/// The arguments part of a properties key: 32 bits as 6 URL-safe base64 characters, the shape of
+/// RabbitMQ's. rabbitmq-compat: RabbitMQ hashes the Erlang term (`erlang:phash2`), so the
+/// characters differ; keys are only ever compared with ones this broker listed.
+fn args_hash(args: &Map<String, Value>) -> String {
+    use base64::Engine;
     use sha2::Digest;
     let digest = sha2::Sha256::digest(serde_json::to_vec(args).unwrap_or_default());
-    use base64::Engine;
-    let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..9]);
-    format!("{rk}~{h}")
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..4])
+}
+
+/// Whether `given` (a path segment, percent-decoded once by the router) names the binding with
+/// routing key `rk` and `args`. As RabbitMQ: split at `~`, unquote the key part (so the listed
+/// form works whether a client quotes it again or not), and compare the arguments hash.
+pub fn properties_key_matches(given: &str, rk: &str, args: &Map<String, Value>) -> bool {
+    let (key, hash) = match given.split_once('~') {
+        Some((k, h)) => (k, Some(h)),
+        None => (given, None),
+    };
+    let hash_ok = match hash {
+        None => args.is_empty(),
+        Some("") => args.is_empty(),
+        Some(h) => !args.is_empty() && h == args_hash(args),
+    };
+    hash_ok && unquote_plus(key).as_deref() == Some(rk)
+}
+
+/// RabbitMQ's `unquote_plus`: `+` is a space, `%XX` a byte; `None` if that is not UTF-8.
+fn unquote_plus(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).ok()?, 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// RabbitMQ's `quote_plus`.
