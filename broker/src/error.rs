@@ -39,6 +39,20 @@ impl AmqpError {
     pub fn connection_ids(code: u16, text: impl AsRef<str>, class_id: u16, method_id: u16) -> AmqpError {
         AmqpError::Connection { code, text: format!("{} - {}", reply_name(code), text.as_ref()), class_id, method_id }
     }
+    /// The error as the reply to method `m`: the core reports errors without class/method ids
+    /// (they are the AMQP door's business); the channel handlers add them here.
+    pub fn at(self, m: &Method) -> AmqpError {
+        let (c, mid) = (m.class_id(), m.method_id());
+        match self {
+            AmqpError::Channel { code, text, class_id: 0, method_id: 0 } => {
+                AmqpError::Channel { code, text, class_id: c, method_id: mid }
+            }
+            AmqpError::Connection { code, text, class_id: 0, method_id: 0 } => {
+                AmqpError::Connection { code, text, class_id: c, method_id: mid }
+            }
+            other => other,
+        }
+    }
     pub fn code(&self) -> u16 {
         match self {
             AmqpError::Channel { code, .. } | AmqpError::Connection { code, .. } => *code,

@@ -151,11 +151,10 @@ impl VHost {
     }
 
     /// A queue that exists and that `conn` may use (exclusive queues belong to their connection).
-    pub fn usable_queue(&self, name: &ShortStr, conn: ConnectionId, m: &Method) -> AmqpResult<Arc<Queue>> {
-        let q = self
-            .queue(name)
-            .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), Some(m)))?;
-        check_exclusive(&q, conn, m)?;
+    pub fn usable_queue(&self, name: &ShortStr, conn: ConnectionId) -> AmqpResult<Arc<Queue>> {
+        let q =
+            self.queue(name).ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), None))?;
+        check_exclusive(&q, conn)?;
         Ok(q)
     }
 
@@ -273,19 +272,13 @@ impl VHost {
     }
 
     /// queue.declare, all of RabbitMQ's checks. `name` is the final name (server-named already).
-    pub fn declare_queue(
-        &self,
-        d: &QueueDeclare,
-        name: ShortStr,
-        conn: ConnectionId,
-        m: &Method,
-    ) -> AmqpResult<Declared> {
+    pub fn declare_queue(&self, d: &QueueDeclare, name: ShortStr, conn: ConnectionId) -> AmqpResult<Declared> {
         if !d.passive {
             validate_queue_args(&d.arguments).map_err(|(arg, why)| {
                 AmqpError::channel(
                     PRECONDITION_FAILED,
                     format!("invalid arg '{arg}' for {}: {why}", self.q_desc(&name)),
-                    Some(m),
+                    None,
                 )
             })?;
         }
@@ -293,11 +286,11 @@ impl VHost {
         // redeclare with either durable value is equivalent).
         let durable = d.durable && !d.exclusive;
         if let Some(q) = self.queue(&name) {
-            check_exclusive(&q, conn, m)?;
+            check_exclusive(&q, conn)?;
             // rabbitmq-compat: a (non-passive) declare must agree on exclusivity, checked before
             // any other equivalence: 405 with the same text as another connection's queue.
             if !d.passive && q.exclusive_owner.is_some() != d.exclusive {
-                return Err(exclusive_locked(&q, m));
+                return Err(exclusive_locked(&q));
             }
             if !d.passive {
                 let ineq = |arg: &str, got: String, cur: String| {
@@ -307,7 +300,7 @@ impl VHost {
                             "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
                             self.q_desc(&name)
                         ),
-                        Some(m),
+                        None,
                     )
                 };
                 if q.durable != durable {
@@ -326,7 +319,7 @@ impl VHost {
             return Ok(Declared { queue: q, message_count, consumer_count, created: false });
         }
         if d.passive {
-            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(&name)), Some(m)));
+            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(&name)), None));
         }
         if matches!(d.arguments.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum") | Some(b"stream")) {
             // As RabbitMQ: replicated queue types must be durable, shared and not auto-deleted.
@@ -343,7 +336,7 @@ impl VHost {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
                     format!("invalid property '{p}' for {}", self.q_desc(&name)),
-                    Some(m),
+                    None,
                 ));
             }
         }
@@ -351,7 +344,7 @@ impl VHost {
         // Re-check under the write lock: another connection may have won the race.
         if qs.contains_key(&name) {
             drop(qs);
-            return self.declare_queue(&QueueDeclare { passive: false, ..d.clone() }, name, conn, m);
+            return self.declare_queue(&QueueDeclare { passive: false, ..d.clone() }, name, conn);
         }
         let owner = d.exclusive.then_some(conn);
         let quorum = matches!(d.arguments.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum"));
@@ -473,11 +466,11 @@ impl VHost {
     }
 
     /// exchange.declare.
-    pub fn declare_exchange(&self, d: &ExchangeDeclare, m: &Method) -> AmqpResult<()> {
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<()> {
         let name = &d.exchange;
         if name.is_empty() {
             // spec: the default exchange can be declared passively only... RabbitMQ refuses both.
-            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
         }
         if !d.passive {
             if ExchangeKind::parse(d.kind.as_bytes()).is_none() {
@@ -485,7 +478,7 @@ impl VHost {
                 return Err(AmqpError::connection(
                     COMMAND_INVALID,
                     format!("unknown exchange type '{}'", d.kind),
-                    Some(m),
+                    None,
                 ));
             }
             if let Some(v) = d.arguments.get("alternate-exchange") {
@@ -497,7 +490,7 @@ impl VHost {
                             rabbit_type(v),
                             self.ex_desc(name)
                         ),
-                        Some(m),
+                        None,
                     ));
                 }
             }
@@ -513,7 +506,7 @@ impl VHost {
                         "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
                         self.ex_desc(name)
                     ),
-                    Some(m),
+                    None,
                 )
             };
             if ex.kind.name().as_bytes() != d.kind.as_bytes() {
@@ -534,18 +527,18 @@ impl VHost {
             return Ok(());
         }
         if d.passive {
-            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(name)), Some(m)));
+            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(name)), None));
         }
         if name.as_bytes().starts_with(b"amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
                 format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
-                Some(m),
+                None,
             ));
         }
         let kind = ExchangeKind::parse(d.kind.as_bytes()).ok_or_else(|| {
             // rabbitmq-compat: RabbitMQ closes the connection with 503 for an unknown type.
-            AmqpError::connection(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind), Some(m))
+            AmqpError::connection(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind), None)
         })?;
         let mut exs = self.exchanges.write();
         exs.entry(name.clone()).or_insert_with(|| {
@@ -565,15 +558,15 @@ impl VHost {
     }
 
     /// exchange.delete.
-    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool, m: &Method) -> AmqpResult<()> {
+    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> AmqpResult<()> {
         if name.is_empty() {
-            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
         }
         if name.as_bytes().starts_with(b"amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
                 format!("deletion of system {} not allowed", self.ex_desc(name)),
-                Some(m),
+                None,
             ));
         }
         let Some(ex) = self.exchange(name) else {
@@ -581,7 +574,7 @@ impl VHost {
             return Ok(());
         };
         if if_unused && ex.has_bindings() {
-            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", self.ex_desc(name)), Some(m)));
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", self.ex_desc(name)), None));
         }
         self.remove_exchange(&ex);
         Ok(())
@@ -620,11 +613,10 @@ impl VHost {
         source: &ShortStr,
         routing_key: ShortStr,
         arguments: FieldTable,
-        m: &Method,
     ) -> AmqpResult<()> {
-        let dst = self.bindable_exchange(destination, m)?;
-        let src = self.bindable_exchange(source, m)?;
-        check_binding_args(&src, &arguments, m)?;
+        let dst = self.bindable_exchange(destination)?;
+        let src = self.bindable_exchange(source)?;
+        check_binding_args(&src, &arguments)?;
         let durable = src.durable && dst.durable;
         src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
         self.changed(durable);
@@ -638,11 +630,9 @@ impl VHost {
         source: &ShortStr,
         routing_key: &ShortStr,
         arguments: &FieldTable,
-        m: &Method,
     ) -> AmqpResult<()> {
         // As RabbitMQ: unbinding where the source or destination does not exist is not an error.
-        let (Some(dst), Some(src)) =
-            (self.unbind_exchange_named(destination, m)?, self.unbind_exchange_named(source, m)?)
+        let (Some(dst), Some(src)) = (self.unbind_exchange_named(destination)?, self.unbind_exchange_named(source)?)
         else {
             return Ok(());
         };
@@ -655,18 +645,18 @@ impl VHost {
     }
 
     /// The exchange named in a bind/unbind: must exist and not be the default exchange.
-    fn bindable_exchange(&self, exchange: &ShortStr, m: &Method) -> AmqpResult<Arc<Exchange>> {
+    fn bindable_exchange(&self, exchange: &ShortStr) -> AmqpResult<Arc<Exchange>> {
         if exchange.is_empty() {
-            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
         }
         self.exchange(exchange)
-            .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), Some(m)))
+            .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), None))
     }
 
     /// The exchange named in an unbind: the default exchange is refused, a missing one is `None`.
-    fn unbind_exchange_named(&self, exchange: &ShortStr, m: &Method) -> AmqpResult<Option<Arc<Exchange>>> {
+    fn unbind_exchange_named(&self, exchange: &ShortStr) -> AmqpResult<Option<Arc<Exchange>>> {
         if exchange.is_empty() {
-            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", Some(m)));
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
         }
         Ok(self.exchange(exchange))
     }
@@ -678,10 +668,9 @@ impl VHost {
         exchange: &ShortStr,
         routing_key: ShortStr,
         arguments: FieldTable,
-        m: &Method,
     ) -> AmqpResult<()> {
-        let ex = self.bindable_exchange(exchange, m)?;
-        check_binding_args(&ex, &arguments, m)?;
+        let ex = self.bindable_exchange(exchange)?;
+        check_binding_args(&ex, &arguments)?;
         let durable = ex.durable && q.durable && q.exclusive_owner.is_none();
         ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
         self.changed(durable);
@@ -695,9 +684,8 @@ impl VHost {
         exchange: &ShortStr,
         routing_key: &ShortStr,
         arguments: &FieldTable,
-        m: &Method,
     ) -> AmqpResult<()> {
-        let Some(ex) = self.unbind_exchange_named(exchange, m)? else { return Ok(()) };
+        let Some(ex) = self.unbind_exchange_named(exchange)? else { return Ok(()) };
         if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
             self.remove_exchange(&ex);
         }
@@ -814,27 +802,27 @@ fn type_name(v: &warren_protocol::FieldValue) -> &'static str {
 }
 
 /// 405 when `q` is exclusive to another connection.
-fn check_exclusive(q: &Queue, conn: ConnectionId, m: &Method) -> AmqpResult<()> {
+fn check_exclusive(q: &Queue, conn: ConnectionId) -> AmqpResult<()> {
     match q.exclusive_owner {
-        Some(owner) if owner != conn => Err(exclusive_locked(q, m)),
+        Some(owner) if owner != conn => Err(exclusive_locked(q)),
         _ => Ok(()),
     }
 }
 
 /// RabbitMQ's 405 for a queue this connection may not use exclusively (one text for every case).
-fn exclusive_locked(q: &Queue, m: &Method) -> AmqpError {
+fn exclusive_locked(q: &Queue) -> AmqpError {
     AmqpError::channel(
         RESOURCE_LOCKED,
         format!(
             "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
             q.describe()
         ),
-        Some(m),
+        None,
     )
 }
 
 /// Headers exchanges check `x-match` when a binding is made, as RabbitMQ.
-fn check_binding_args(ex: &Exchange, args: &FieldTable, m: &Method) -> AmqpResult<()> {
+fn check_binding_args(ex: &Exchange, args: &FieldTable) -> AmqpResult<()> {
     if ex.kind != ExchangeKind::Headers {
         return Ok(());
     }
@@ -848,13 +836,13 @@ fn check_binding_args(ex: &Exchange, args: &FieldTable, m: &Method) -> AmqpResul
                     "Invalid x-match field value <<\"{}\">>; expected all, any, all-with-x, or any-with-x",
                     String::from_utf8_lossy(other)
                 ),
-                Some(m),
+                None,
             )),
         },
         Some(v) => Err(AmqpError::channel(
             PRECONDITION_FAILED,
             format!("Invalid x-match field type {} (value {}); expected longstr", rabbit_type(v), fmt_value(Some(v))),
-            Some(m),
+            None,
         )),
     }
 }

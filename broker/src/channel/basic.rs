@@ -352,7 +352,7 @@ impl Channel {
         }
         let qname = self.queue_name(&c.queue, m)?;
         ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 20)?;
-        let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        let queue = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
         let priority = match c.arguments.get("x-priority") {
             None => 0,
             Some(v) => v.as_i64().ok_or_else(|| {
@@ -430,7 +430,7 @@ impl Channel {
     pub(super) fn get(&mut self, ctx: &ConnCtx, g: &BasicGet, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&g.queue, m)?;
         ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 70)?;
-        let queue = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        let queue = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
         match queue.get(g.no_ack) {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
             None => self.send(&BasicGetEmpty { cluster_id: ShortStr::empty() }.into()),

@@ -17,7 +17,7 @@ impl Channel {
         if !d.passive {
             ctx.allowed(access::exchange_declare(&ctx.grants, &ctx.vhost, &d.exchange, &d.arguments), 40, 10)?;
         }
-        ctx.vhost.declare_exchange(d, m)?;
+        ctx.vhost.declare_exchange(d).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         if !d.no_wait {
             self.send(&ExchangeDeclareOk.into());
@@ -27,7 +27,7 @@ impl Channel {
 
     pub(super) fn exchange_delete(&mut self, ctx: &ConnCtx, d: &ExchangeDelete, m: &Method) -> AmqpResult<()> {
         ctx.allowed(access::exchange_delete(&ctx.grants, d.exchange.as_bytes()), 40, 20)?;
-        ctx.vhost.delete_exchange(&d.exchange, d.if_unused, m)?;
+        ctx.vhost.delete_exchange(&d.exchange, d.if_unused).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         if !d.no_wait {
             self.send(&ExchangeDeleteOk.into());
@@ -41,7 +41,9 @@ impl Channel {
             Method::ExchangeBind(b) => {
                 let (g, v) = (&ctx.grants, &ctx.vhost);
                 ctx.allowed(access::exchange_bind(g, v, b.destination.as_bytes(), &b.source, &b.routing_key), 40, 30)?;
-                ctx.vhost.bind_exchange(&b.destination, &b.source, b.routing_key.clone(), b.arguments.clone(), m)?;
+                ctx.vhost
+                    .bind_exchange(&b.destination, &b.source, b.routing_key.clone(), b.arguments.clone())
+                    .map_err(|e| e.at(m))?;
                 ctx.sync_meta();
                 if !b.no_wait {
                     self.send(&ExchangeBindOk.into());
@@ -50,7 +52,9 @@ impl Channel {
             Method::ExchangeUnbind(u) => {
                 let (g, v) = (&ctx.grants, &ctx.vhost);
                 ctx.allowed(access::exchange_bind(g, v, u.destination.as_bytes(), &u.source, &u.routing_key), 40, 40)?;
-                ctx.vhost.unbind_exchange(&u.destination, &u.source, &u.routing_key, &u.arguments, m)?;
+                ctx.vhost
+                    .unbind_exchange(&u.destination, &u.source, &u.routing_key, &u.arguments)
+                    .map_err(|e| e.at(m))?;
                 ctx.sync_meta();
                 if !u.no_wait {
                     self.send(&ExchangeUnbindOk.into());

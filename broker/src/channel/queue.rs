@@ -42,7 +42,7 @@ impl Channel {
         if !d.passive {
             ctx.allowed(access::queue_declare(&ctx.grants, &ctx.vhost, &name, &d.arguments), 50, 10)?;
         }
-        let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id, m)?;
+        let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         self.last_queue = Some(name.clone());
         if !d.no_wait {
@@ -59,8 +59,8 @@ impl Channel {
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
         ctx.allowed(access::queue_bind(&ctx.grants, &ctx.vhost, qname.as_bytes(), &b.exchange, &key), 50, 20)?;
-        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
-        ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone(), m)?;
+        let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+        ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone()).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         if !b.no_wait {
             self.send(&QueueBindOk.into());
@@ -77,8 +77,8 @@ impl Channel {
         )?;
         // As RabbitMQ: unbinding a queue that does not exist is not an error.
         if ctx.vhost.queue(&qname).is_some() {
-            let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
-            ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments, m)?;
+            let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+            ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments).map_err(|e| e.at(m))?;
         }
         ctx.sync_meta();
         self.send(&QueueUnbindOk.into());
@@ -88,7 +88,7 @@ impl Channel {
     pub(super) fn queue_purge(&mut self, ctx: &ConnCtx, p: &QueuePurge, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&p.queue, m)?;
         ctx.allowed(access::queue_read(&ctx.grants, qname.as_bytes()), 50, 30)?;
-        let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+        let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
         let n = q.purge();
         ctx.sync_store_all();
         if !p.no_wait {
@@ -104,7 +104,7 @@ impl Channel {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
             None => (0, Vec::new()),
             Some(_) => {
-                let q = ctx.vhost.usable_queue(&qname, ctx.id, m)?;
+                let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
                 let (messages, consumers) = q.counts();
                 if d.if_unused && consumers > 0 {
                     return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", q.describe()), Some(m)));

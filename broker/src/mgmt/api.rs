@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use warren_protocol::method::*;
-use warren_protocol::{Method, ShortStr};
+use warren_protocol::ShortStr;
 
 type St = State<Arc<Mgmt>>;
 type U = Extension<MgmtUser>;
@@ -632,8 +632,7 @@ async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
         no_wait: false,
         arguments: args,
     };
-    let method = Method::ExchangeDeclare(d.clone());
-    v.declare_exchange(&d, &method).map_err(amqp_error)?;
+    v.declare_exchange(&d).map_err(amqp_error)?;
     m.durable_sync().await;
     created_or_updated(!existed)
 }
@@ -650,8 +649,7 @@ async fn exchange_delete(
         return Err(ApiError::not_found());
     }
     let if_unused = q.get("if-unused").is_some_and(|x| x == "true");
-    let method = Method::ExchangeDelete(ExchangeDelete { ticket: 0, exchange: s(&name), if_unused, no_wait: false });
-    v.delete_exchange(&s(&name), if_unused, &method).map_err(amqp_error)?;
+    v.delete_exchange(&s(&name), if_unused).map_err(amqp_error)?;
     m.durable_sync().await;
     no_content()
 }
@@ -804,8 +802,7 @@ async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
         no_wait: false,
         arguments: args,
     };
-    let method = Method::QueueDeclare(d.clone());
-    v.declare_queue(&d, s(&name), ConnectionId(0), &method).map_err(amqp_error)?;
+    v.declare_queue(&d, s(&name), ConnectionId(0)).map_err(amqp_error)?;
     m.durable_sync().await;
     created_or_updated(!existed)
 }
@@ -1023,25 +1020,9 @@ async fn binding_create(
     checked.map_err(refused)?;
     let r = if dt == "queue" {
         let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
-        let method = Method::QueueBind(QueueBind {
-            ticket: 0,
-            queue: s(&dst),
-            exchange: s(&src),
-            routing_key: s(&rk),
-            no_wait: false,
-            arguments: args.clone(),
-        });
-        v.bind_queue(q, &s(&src), s(&rk), args.clone(), &method)
+        v.bind_queue(q, &s(&src), s(&rk), args.clone())
     } else {
-        let method = Method::ExchangeBind(ExchangeBind {
-            ticket: 0,
-            destination: s(&dst),
-            source: s(&src),
-            routing_key: s(&rk),
-            no_wait: false,
-            arguments: args.clone(),
-        });
-        v.bind_exchange(&s(&dst), &s(&src), s(&rk), args.clone(), &method)
+        v.bind_exchange(&s(&dst), &s(&src), s(&rk), args.clone())
     };
     r.map_err(amqp_error)?;
     m.durable_sync().await;
@@ -1086,24 +1067,9 @@ async fn binding_delete(
     checked.map_err(refused)?;
     let r = if kind == "q" {
         let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
-        let method = Method::QueueUnbind(QueueUnbind {
-            ticket: 0,
-            queue: s(&dst),
-            exchange: s(&src),
-            routing_key: s(&rk),
-            arguments: args.clone(),
-        });
-        v.unbind_queue(&q, &s(&src), &s(&rk), &args, &method)
+        v.unbind_queue(&q, &s(&src), &s(&rk), &args)
     } else {
-        let method = Method::ExchangeUnbind(ExchangeUnbind {
-            ticket: 0,
-            destination: s(&dst),
-            source: s(&src),
-            routing_key: s(&rk),
-            no_wait: false,
-            arguments: args.clone(),
-        });
-        v.unbind_exchange(&s(&dst), &s(&src), &s(&rk), &args, &method)
+        v.unbind_exchange(&s(&dst), &s(&src), &s(&rk), &args)
     };
     r.map_err(amqp_error)?;
     m.durable_sync().await;
@@ -1261,8 +1227,7 @@ async fn aliveness(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     // As RabbitMQ: declare `aliveness-test`, publish to it, get the message back.
     let name = s("aliveness-test");
     let d = QueueDeclare { queue: name.clone(), ..Default::default() };
-    let method = Method::QueueDeclare(d.clone());
-    let decl = v.declare_queue(&d, name.clone(), ConnectionId(0), &method).map_err(amqp_error)?;
+    let decl = v.declare_queue(&d, name.clone(), ConnectionId(0)).map_err(amqp_error)?;
     let msg = crate::message::Message::new(ShortStr::empty(), name, Bytes::new(), Bytes::from_static(b"test_message"))
         .map_err(ApiError::bad_request)?;
     decl.queue.publish(Arc::new(msg));

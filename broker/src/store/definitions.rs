@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{watch, Notify};
-use warren_protocol::method::{ExchangeBind, ExchangeDeclare, QueueBind, QueueDeclare};
-use warren_protocol::{FieldTable, FieldValue, LongStr, Method, ShortStr};
+use warren_protocol::method::{ExchangeDeclare, QueueDeclare};
+use warren_protocol::{FieldTable, FieldValue, LongStr, ShortStr};
 
 /// Name of the definitions file in the data directory.
 pub const FILE_NAME: &str = "definitions.json";
@@ -352,8 +352,7 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             no_wait: false,
             arguments: json_to_table(&x.arguments),
         };
-        let m = Method::ExchangeDeclare(decl.clone());
-        if let Err(e) = v.declare_exchange(&decl, &m) {
+        if let Err(e) = v.declare_exchange(&decl) {
             problems.push(format!("exchange '{}' in vhost '{}': {}", x.name, x.vhost, e.reply_text()));
         }
     }
@@ -376,8 +375,7 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             no_wait: false,
             arguments: json_to_table(&q.arguments),
         };
-        let m = Method::QueueDeclare(decl.clone());
-        if let Err(e) = v.declare_queue(&decl, decl.queue.clone(), conn, &m) {
+        if let Err(e) = v.declare_queue(&decl, decl.queue.clone(), conn) {
             problems.push(format!("queue '{}' in vhost '{}': {}", q.name, q.vhost, e.reply_text()));
         }
     }
@@ -401,25 +399,9 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         );
         let args = json_to_table(&b.arguments);
         let r = if b.destination_type == "exchange" {
-            let m = Method::ExchangeBind(ExchangeBind {
-                ticket: 0,
-                destination: dst.clone(),
-                source: src.clone(),
-                routing_key: key.clone(),
-                no_wait: false,
-                arguments: args.clone(),
-            });
-            v.bind_exchange(&dst, &src, key, args, &m)
+            v.bind_exchange(&dst, &src, key, args)
         } else {
-            let m = Method::QueueBind(QueueBind {
-                ticket: 0,
-                queue: dst.clone(),
-                exchange: src.clone(),
-                routing_key: key.clone(),
-                no_wait: false,
-                arguments: args.clone(),
-            });
-            v.usable_queue(&dst, conn, &m).and_then(|q| v.bind_queue(q, &src, key, args, &m))
+            v.usable_queue(&dst, conn).and_then(|q| v.bind_queue(q, &src, key, args))
         };
         if let Err(e) = r {
             problems.push(format!(
