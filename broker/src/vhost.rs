@@ -374,6 +374,19 @@ impl VHost {
         self.delete_queue_deferring(q, None).0
     }
 
+    /// queue.delete's conditions (every door's): with `if_unused`, 406 while it has consumers;
+    /// with `if_empty`, 406 while it holds messages.
+    pub fn check_delete_conditions(q: &Queue, if_unused: bool, if_empty: bool) -> AmqpResult<()> {
+        let (messages, consumers) = q.counts();
+        if if_unused && consumers > 0 {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", q.describe()), None));
+        }
+        if if_empty && messages > 0 {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} not empty", q.describe()), None));
+        }
+        Ok(())
+    }
+
     /// Delete a queue, cancelling its consumers except those on channel `deferred` (the channel
     /// that asked for the deletion), which are returned for the caller to cancel with
     /// [`cancel_by_broker`] once it has sent queue.delete-ok.

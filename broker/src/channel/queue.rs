@@ -105,17 +105,7 @@ impl Channel {
             None => (0, Vec::new()),
             Some(_) => {
                 let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
-                let (messages, consumers) = q.counts();
-                if d.if_unused && consumers > 0 {
-                    return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", q.describe()), Some(m)));
-                }
-                if d.if_empty && messages > 0 {
-                    return Err(AmqpError::channel(
-                        PRECONDITION_FAILED,
-                        format!("{} not empty", q.describe()),
-                        Some(m),
-                    ));
-                }
+                crate::vhost::VHost::check_delete_conditions(&q, d.if_unused, d.if_empty).map_err(|e| e.at(m))?;
                 ctx.vhost.delete_queue_deferring(&q, Some(&self.shared))
             }
         };

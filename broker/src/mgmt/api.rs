@@ -811,13 +811,10 @@ async fn queue_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
     let v = m.vhost_for(&u, &vhost)?;
     crate::access::queue_delete(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
     let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
-    let (messages, consumers) = queue.counts();
-    if q.get("if-unused").is_some_and(|x| x == "true") && consumers > 0 {
-        return Err(ApiError::bad_request(format!("PRECONDITION_FAILED - {} in use", queue.describe())));
-    }
-    if q.get("if-empty").is_some_and(|x| x == "true") && messages > 0 {
-        return Err(ApiError::bad_request(format!("PRECONDITION_FAILED - {} not empty", queue.describe())));
-    }
+    let (if_unused, if_empty) =
+        (q.get("if-unused").is_some_and(|x| x == "true"), q.get("if-empty").is_some_and(|x| x == "true"));
+    crate::vhost::VHost::check_delete_conditions(&queue, if_unused, if_empty)
+        .map_err(|e| ApiError::bad_request(e.reply_text().to_string()))?;
     v.delete_queue(&queue);
     m.durable_sync().await;
     m.store_sync().await;
