@@ -274,7 +274,7 @@ impl VHost {
     /// queue.declare, all of RabbitMQ's checks. `name` is the final name (server-named already).
     pub fn declare_queue(&self, d: &QueueDeclare, name: ShortStr, conn: ConnectionId) -> AmqpResult<Declared> {
         if !d.passive {
-            validate_queue_args(&d.arguments).map_err(|(arg, why)| {
+            crate::queue::settings::validate_queue_args(&d.arguments).map_err(|(arg, why)| {
                 AmqpError::channel(
                     PRECONDITION_FAILED,
                     format!("invalid arg '{arg}' for {}: {why}", self.q_desc(&name)),
@@ -309,7 +309,9 @@ impl VHost {
                 if q.auto_delete != d.auto_delete {
                     return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
                 }
-                if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &q.arguments, QUEUE_EQUIV_ARGS) {
+                if let Some((k, got, cur)) =
+                    first_arg_difference(&d.arguments, &q.arguments, crate::queue::settings::QUEUE_EQUIV_ARGS)
+                {
                     return Err(ineq(&k, got, cur));
                 }
             }
@@ -321,7 +323,7 @@ impl VHost {
         if d.passive {
             return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(&name)), None));
         }
-        if matches!(d.arguments.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum") | Some(b"stream")) {
+        if crate::queue::settings::QueueType::of(&d.arguments) != crate::queue::settings::QueueType::Classic {
             // As RabbitMQ: replicated queue types must be durable, shared and not auto-deleted.
             let bad = if !d.durable {
                 Some("non-durable")
@@ -347,7 +349,7 @@ impl VHost {
             return self.declare_queue(&QueueDeclare { passive: false, ..d.clone() }, name, conn);
         }
         let owner = d.exclusive.then_some(conn);
-        let quorum = matches!(d.arguments.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum"));
+        let quorum = crate::queue::settings::QueueType::of(&d.arguments) == crate::queue::settings::QueueType::Quorum;
         let policy = self.policy_for(|p| p.matches_queue(&name.to_str_lossy(), quorum));
         let q = Queue::in_vhost(
             name.clone(),
@@ -746,74 +748,6 @@ impl VHost {
     }
 }
 
-/// Check the types and ranges of the queue arguments RabbitMQ knows, as RabbitMQ does (406 on a bad
-/// one). Unknown arguments are accepted and kept.
-fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
-    if args.get("x-dead-letter-routing-key").is_some() && args.get("x-dead-letter-exchange").is_none() {
-        return Err(("x-dead-letter-routing-key".into(), "{routing_key_but_no_dlx_defined}".into()));
-    }
-    let quorum = matches!(args.get("x-queue-type").and_then(|v| v.as_bytes()), Some(b"quorum"));
-    if args.get("x-delivery-limit").is_some() && !quorum {
-        return Err(("x-delivery-limit".into(), "only quorum queues support a delivery limit".into()));
-    }
-    for (k, v) in args.iter() {
-        let key = k.to_str_lossy();
-        let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
-        match key.as_ref() {
-            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" | "x-consumer-timeout"
-                if int()? < 0 =>
-            {
-                return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
-            }
-            "x-expires" if int()? <= 0 => {
-                return Err((key.to_string(), format!("{{value_zero_or_less,{}}}", int()?)));
-            }
-            "x-max-priority" => {
-                let p = int()?;
-                if !(0..=255).contains(&p) {
-                    return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
-                }
-            }
-            "x-single-active-consumer" if v.as_bool().is_none() => {
-                return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
-            }
-            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-queue-mode" | "x-queue-type" | "x-overflow" => {
-                let Some(b) = v.as_bytes() else {
-                    return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
-                };
-                let ok = match key.as_ref() {
-                    "x-overflow" => {
-                        matches!(b, b"drop-head" | b"reject-publish" | b"reject-publish-dlx")
-                    }
-                    "x-queue-mode" => matches!(b, b"default" | b"lazy"),
-                    "x-queue-type" => matches!(b, b"classic" | b"quorum" | b"stream"),
-                    _ => true,
-                };
-                if !ok {
-                    return Err((key.to_string(), format!("{{unacceptable_value,{}}}", String::from_utf8_lossy(b))));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn type_name(v: &warren_protocol::FieldValue) -> &'static str {
-    use warren_protocol::FieldValue as F;
-    match v {
-        F::LongStr(_) | F::Bytes(_) => "longstr",
-        F::Bool(_) => "bool",
-        F::F32(_) | F::F64(_) => "double",
-        F::Table(_) => "table",
-        F::Array(_) => "array",
-        F::Timestamp(_) => "timestamp",
-        F::Decimal(..) => "decimal",
-        F::Void => "void",
-        _ => "signedint",
-    }
-}
-
 /// 405 when `q` is exclusive to another connection.
 fn check_exclusive(q: &Queue, conn: ConnectionId) -> AmqpResult<()> {
     match q.exclusive_owner {
@@ -860,21 +794,6 @@ fn check_binding_args(ex: &Exchange, args: &FieldTable) -> AmqpResult<()> {
     }
 }
 
-/// Queue arguments compared on redeclare (RabbitMQ's list; others may change freely).
-const QUEUE_EQUIV_ARGS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-];
 /// Exchange arguments compared on redeclare.
 const EXCHANGE_EQUIV_ARGS: &[&str] = &["alternate-exchange"];
 

@@ -2,8 +2,12 @@
 //! place that combines them, with RabbitMQ's rules (limits and TTLs: the lower of the two;
 //! everything else: the argument wins).
 //!
+//! Queue arguments are known here only: their validation at declare ([`validate_queue_args`]),
+//! which of them must match on redeclare ([`QUEUE_EQUIV_ARGS`]), their values ([`QueueType`],
+//! [`Overflow`]) and how policies combine with them. A new argument is added in this file.
+//!
 //! # Invariants
-//! - Arguments were validated at declare time (`vhost::validate_queue_args`), so parsing here only
+//! - Arguments were validated at declare time ([`validate_queue_args`]), so parsing here only
 //!   has to pick values; an argument of an unexpected type is ignored.
 use warren_protocol::{FieldTable, ShortStr};
 
@@ -18,6 +22,18 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+impl Overflow {
+    /// An `x-overflow` argument or `overflow` policy value.
+    pub fn parse(v: &[u8]) -> Option<Overflow> {
+        match v {
+            b"drop-head" => Some(Overflow::DropHead),
+            b"reject-publish" => Some(Overflow::RejectPublish),
+            b"reject-publish-dlx" => Some(Overflow::RejectPublishDlx),
+            _ => None,
+        }
+    }
+}
+
 /// `x-queue-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueType {
@@ -26,6 +42,22 @@ pub enum QueueType {
     Quorum,
     /// TODO(streams issue): accepted as a durable classic queue until streams exist.
     Stream,
+}
+
+impl QueueType {
+    /// An `x-queue-type` value.
+    pub fn parse(v: &[u8]) -> Option<QueueType> {
+        match v {
+            b"classic" => Some(QueueType::Classic),
+            b"quorum" => Some(QueueType::Quorum),
+            b"stream" => Some(QueueType::Stream),
+            _ => None,
+        }
+    }
+    /// The type a queue declared with `args` has (classic when not given).
+    pub fn of(args: &FieldTable) -> QueueType {
+        args.get("x-queue-type").and_then(|v| v.as_bytes()).and_then(QueueType::parse).unwrap_or(QueueType::Classic)
+    }
 }
 
 /// Effective settings.
@@ -63,21 +95,17 @@ impl QueueSettings {
         let string = |k: &str| {
             args.get(k).and_then(|v| v.as_bytes()).map(|b| ShortStr::truncating(bytes::Bytes::copy_from_slice(b)))
         };
-        let kind = match args.get("x-queue-type").and_then(|v| v.as_bytes()) {
-            Some(b"quorum") => QueueType::Quorum,
-            Some(b"stream") => QueueType::Stream,
-            _ => QueueType::Classic,
-        };
+        let kind = QueueType::of(args);
         QueueSettings {
             message_ttl: int("x-message-ttl"),
             expires: int("x-expires"),
             max_length: int("x-max-length"),
             max_length_bytes: int("x-max-length-bytes"),
-            overflow: match args.get("x-overflow").and_then(|v| v.as_bytes()) {
-                Some(b"reject-publish") => Overflow::RejectPublish,
-                Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
-                _ => Overflow::DropHead,
-            },
+            overflow: args
+                .get("x-overflow")
+                .and_then(|v| v.as_bytes())
+                .and_then(Overflow::parse)
+                .unwrap_or(Overflow::DropHead),
             dlx: string("x-dead-letter-exchange"),
             dlrk: string("x-dead-letter-routing-key"),
             max_priority: int("x-max-priority").map(|p| p.min(255) as u8),
@@ -107,11 +135,7 @@ impl QueueSettings {
             self.dlrk = p.string("dead-letter-routing-key").map(|s| ShortStr::from(s.to_string()));
         }
         if !self.overflow_from_args {
-            self.overflow = match p.string("overflow") {
-                Some("reject-publish") => Overflow::RejectPublish,
-                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-                _ => self.overflow,
-            };
+            self.overflow = p.string("overflow").and_then(|o| Overflow::parse(o.as_bytes())).unwrap_or(self.overflow);
         }
         self
     }
@@ -119,5 +143,87 @@ impl QueueSettings {
     /// True when messages can expire in this queue by the queue's own TTL.
     pub fn has_limits(&self) -> bool {
         self.max_length.is_some() || self.max_length_bytes.is_some()
+    }
+}
+
+/// Queue arguments compared on redeclare (RabbitMQ's list; others may change freely).
+pub const QUEUE_EQUIV_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+];
+
+/// Check the types and ranges of the queue arguments RabbitMQ knows, as RabbitMQ does (406 on a bad
+/// one). Unknown arguments are accepted and kept.
+pub fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
+    if args.get("x-dead-letter-routing-key").is_some() && args.get("x-dead-letter-exchange").is_none() {
+        return Err(("x-dead-letter-routing-key".into(), "{routing_key_but_no_dlx_defined}".into()));
+    }
+    let quorum = QueueType::of(args) == QueueType::Quorum;
+    if args.get("x-delivery-limit").is_some() && !quorum {
+        return Err(("x-delivery-limit".into(), "only quorum queues support a delivery limit".into()));
+    }
+    for (k, v) in args.iter() {
+        let key = k.to_str_lossy();
+        let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
+        match key.as_ref() {
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" | "x-consumer-timeout"
+                if int()? < 0 =>
+            {
+                return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
+            }
+            "x-expires" if int()? <= 0 => {
+                return Err((key.to_string(), format!("{{value_zero_or_less,{}}}", int()?)));
+            }
+            "x-max-priority" => {
+                let p = int()?;
+                if !(0..=255).contains(&p) {
+                    return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
+                }
+            }
+            "x-single-active-consumer" if v.as_bool().is_none() => {
+                return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
+            }
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" | "x-queue-mode" | "x-queue-type" | "x-overflow" => {
+                let Some(b) = v.as_bytes() else {
+                    return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
+                };
+                let ok = match key.as_ref() {
+                    "x-overflow" => Overflow::parse(b).is_some(),
+                    "x-queue-mode" => matches!(b, b"default" | b"lazy"),
+                    "x-queue-type" => QueueType::parse(b).is_some(),
+                    _ => true,
+                };
+                if !ok {
+                    return Err((key.to_string(), format!("{{unacceptable_value,{}}}", String::from_utf8_lossy(b))));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn type_name(v: &warren_protocol::FieldValue) -> &'static str {
+    use warren_protocol::FieldValue as F;
+    match v {
+        F::LongStr(_) | F::Bytes(_) => "longstr",
+        F::Bool(_) => "bool",
+        F::F32(_) | F::F64(_) => "double",
+        F::Table(_) => "table",
+        F::Array(_) => "array",
+        F::Timestamp(_) => "timestamp",
+        F::Decimal(..) => "decimal",
+        F::Void => "void",
+        _ => "signedint",
     }
 }
