@@ -40,7 +40,7 @@ fetch_amqplib() {
     touch "$dir/.ready"
   fi
   # The tests' one dependency beyond amqplib itself (resolved from the parent node_modules).
-  if [ ! -d "$cache/node_modules/claire" ]; then
+  if ! grep -q "\"version\": *\"$CLAIRE_VERSION\"" "$cache/node_modules/claire/package.json" 2>/dev/null; then
     npm install --silent --prefix "$cache" --no-save --no-package-lock --no-audit --no-fund \
       "claire@$CLAIRE_VERSION" || return 1
   fi
@@ -80,6 +80,7 @@ cleanup() {
   [ -z "$data_dir" ] || rm -rf "$data_dir"
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT
 
 if [ -n "${AMQP_URL:-}" ] && [ "${WARREN_TEST_AGAINST_URL:-}" = 1 ]; then
   hostport=${AMQP_URL#*://}; hostport=${hostport#*@}; hostport=${hostport%%/*}
