@@ -86,3 +86,34 @@ parse_python() {
   fi
   echo "$passed $failed $skipped"
 }
+
+# tests/clients/run.sh with CLIENT_SUITES_LOG_DIR=DIR: DIR/amqplib.log (node:test, TAP: as
+# parse_node), DIR/py-amqp.log and DIR/kombu.log (pytest: as parse_python). A suite whose log is
+# missing or has no summary counts as 1 failed. The tests excluded in tests/clients/exclusions.txt
+# count as skipped and are listed with their reasons (amqplib reports them as "# SKIP excluded: ...",
+# already counted by parse_node; pytest reports "N deselected").
+parse_clients() {
+  local dir=$1 exclusions=${2:-tests/clients/exclusions.txt} suite counts p f s passed=0 failed=0 skipped=0 n
+  for suite in amqplib py-amqp kombu; do
+    if [ ! -s "$dir/$suite.log" ]; then
+      echo "clients: $suite did not run (no log); counted as 1 failed" >&2
+      failed=$((failed + 1))
+      continue
+    fi
+    if [ "$suite" = amqplib ]; then
+      counts=$(parse_node "$dir/$suite.log" 2>/dev/null)
+    else
+      counts=$(parse_python "$dir/$suite.log" 2>/dev/null)
+      n=$(grep -oE '[0-9]+ deselected' "$dir/$suite.log" | tail -n1 | cut -d' ' -f1)
+      counts=$(awk -v n="${n:-0}" '{ print $1, $2, $3 + n }' <<<"$counts")
+    fi
+    read -r p f s <<<"$counts"
+    echo "clients: $suite: $p passed, $f failed, $s skipped" >&2
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  done
+  if [ "$skipped" -gt 0 ] && [ -f "$exclusions" ]; then
+    echo "clients: excluded (tests/clients/exclusions.txt):" >&2
+    grep -vE '^[[:space:]]*(#|$)' "$exclusions" | sed 's/^/  /' >&2
+  fi
+  echo "$passed $failed $skipped"
+}

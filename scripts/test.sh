@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run every Warren test on a fresh machine: Rust unit, property and end-to-end tests (cargo), the
-# Node amqplib suite and the Python pika suite. Installs what the suites need into the project's own
-# folders (tests/node/node_modules, tests/python/.venv); needs cargo, node/npm and python3.
+# Node amqplib suite, the Python pika suite and the client libraries' own integration suites
+# (tests/clients/run.sh: amqplib, py-amqp and kombu at pinned versions, downloaded at test time).
+# Installs what the suites need into the project's own folders (tests/node/node_modules,
+# tests/python/.venv, tests/clients/.cache); needs cargo, node/npm and python3.
 #
 # Ends with one line "N passed, N failed, N skipped" summing all suites; exits non-zero if anything
 # failed. Every suite runs even after another failed. A test binary that crashes, a test that times
@@ -36,7 +38,7 @@ suite_timeout=${WARREN_TEST_SUITE_TIMEOUT:-1500}
 for var in AMQP_URL MGMT_URL; do
   if [ -n "${!var:-}" ]; then
     if [ "${WARREN_TEST_AGAINST_URL:-}" = 1 ]; then
-      echo "note: $var=${!var} is set and WARREN_TEST_AGAINST_URL=1: the Node and Python suites test that broker"
+      echo "note: $var=${!var} is set and WARREN_TEST_AGAINST_URL=1: the Node, Python and client suites test that broker"
     else
       echo "note: unsetting $var=${!var} (the suites would test that broker instead of Warren; set WARREN_TEST_AGAINST_URL=1 to mean it)"
       unset "$var"
@@ -98,6 +100,12 @@ step "python (pika)"
 ) 2>&1 | tee "$log_dir/python.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 add_totals python "$(parse_python "$log_dir/python.log")"
+
+step "client libraries' own suites (amqplib, py-amqp, kombu; tests/clients)"
+mkdir -p "$log_dir/clients"
+CLIENT_SUITES_LOG_DIR="$log_dir/clients" timeout --kill-after=30 "$suite_timeout" tests/clients/run.sh \
+  || status=1
+add_totals clients "$(parse_clients "$log_dir/clients")"
 
 echo
 echo "$passed passed, $failed failed, $skipped skipped"
