@@ -273,6 +273,7 @@ impl VHost {
 
     /// queue.declare, all of RabbitMQ's checks. `name` is the final name (server-named already).
     pub fn declare_queue(&self, d: &QueueDeclare, name: ShortStr, conn: ConnectionId) -> AmqpResult<Declared> {
+        VHost::check_queue_name(d)?;
         if !d.passive {
             crate::queue::settings::validate_queue_args(&d.arguments).map_err(|(arg, why)| {
                 AmqpError::channel(
@@ -374,6 +375,21 @@ impl VHost {
     /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
     pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
         self.delete_queue_deferring(q, None).0
+    }
+
+    /// queue.declare's name rule (every door's; RabbitMQ checks it before permissions, so doors
+    /// call it first, and [`VHost::declare_queue`] applies it again): a client may not create a
+    /// queue named `amq.*` (403). Passive declares, and server-named queues (`d.queue` empty),
+    /// are not checked.
+    pub fn check_queue_name(d: &QueueDeclare) -> AmqpResult<()> {
+        if !d.passive && d.queue.as_bytes().starts_with(b"amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("queue name '{}' contains reserved prefix 'amq.*'", d.queue),
+                None,
+            ));
+        }
+        Ok(())
     }
 
     /// queue.delete's conditions (every door's): with `if_unused`, 406 while it has consumers;

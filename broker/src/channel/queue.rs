@@ -9,9 +9,8 @@
 use super::Channel;
 use crate::access;
 use crate::connection::ConnCtx;
-use crate::error::{AmqpError, AmqpResult};
+use crate::error::AmqpResult;
 use crate::ids::random_suffix;
-use warren_protocol::constants::*;
 use warren_protocol::method::*;
 use warren_protocol::{Method, ShortStr};
 
@@ -30,13 +29,7 @@ impl Channel {
                 ShortStr::from(format!("amq.gen-{}", random_suffix()))
             }
         } else {
-            if !d.passive && d.queue.as_bytes().starts_with(b"amq.") {
-                return Err(AmqpError::channel(
-                    ACCESS_REFUSED,
-                    format!("queue name '{}' contains reserved prefix 'amq.*'", d.queue),
-                    Some(m),
-                ));
-            }
+            crate::vhost::VHost::check_queue_name(d).map_err(|e| e.at(m))?;
             d.queue.clone()
         };
         if !d.passive {

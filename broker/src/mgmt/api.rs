@@ -786,12 +786,6 @@ async fn queue(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String,
 async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let b = super::body::parse(&body)?;
-    if name.starts_with("amq.") {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
-    let args = args_of(&b);
-    crate::access::queue_declare(&grants(&m, &u, &v), &v, &s(&name), &args).map_err(refused)?;
-    let existed = v.queue(&s(&name)).is_some();
     let d = QueueDeclare {
         ticket: 0,
         queue: s(&name),
@@ -800,8 +794,13 @@ async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
         exclusive: false,
         auto_delete: bool_arg(&b, "auto_delete", false),
         no_wait: false,
-        arguments: args,
+        arguments: args_of(&b),
     };
+    // As RabbitMQ: the name rule first (an `amq.*` name is 401 `Access refused.`), then the
+    // permissions.
+    crate::vhost::VHost::check_queue_name(&d).map_err(|_| ApiError::not_authorised("Access refused."))?;
+    crate::access::queue_declare(&grants(&m, &u, &v), &v, &d.queue, &d.arguments).map_err(refused)?;
+    let existed = v.queue(&d.queue).is_some();
     v.declare_queue(&d, s(&name), ConnectionId(0)).map_err(amqp_error)?;
     m.durable_sync().await;
     created_or_updated(!existed)
