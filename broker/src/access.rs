@@ -117,18 +117,6 @@ pub fn publish(g: &Grants, v: &VHost, exchange: &ShortStr, routing_key: &ShortSt
     Ok(())
 }
 
-/// basic.publish's `user_id` property (validated: RabbitMQ's rule): it must name the publishing
-/// user, unless that user is tagged `impersonator`. Else RabbitMQ's 406 text (without the
-/// `PRECONDITION_FAILED - ` prefix).
-pub fn user_id(user: &str, impersonator: bool, claimed: Option<&ShortStr>) -> Result<(), String> {
-    match claimed {
-        Some(id) if !impersonator && id.as_bytes() != user.as_bytes() => {
-            Err(format!("user_id property set to '{}' but authenticated user was '{user}'", id.to_str_lossy()))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Topic authorisation (RabbitMQ's `check_write_permitted_on_topic` / `..._read_...`): when the
 /// user has a topic permission on `exchange` and it is a topic exchange, `key` (a published
 /// routing key for `Write`, a binding key for `Read`) must match its expression. A missing

@@ -1,12 +1,9 @@
-//! Newtypes for identifiers, so a channel id is never passed where a delivery tag is expected.
-
-/// AMQP channel number on one connection (1..=channel_max; 0 is the connection itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelId(pub u16);
-
-/// Per-channel delivery tag, starting at 1, strictly increasing on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeliveryTag(pub u64);
+//! Identifiers: the connection id newtype and RabbitMQ-style random name suffixes. (Channel
+//! numbers and delivery tags stay plain `u16` / `u64`: they live inside one channel's code, next
+//! to the wire format, and a newtype there bought nothing but conversions.)
+//!
+//! # Invariants
+//! - A `ConnectionId` is never reused within a process (`Broker::next_conn` only grows).
 
 /// Process-unique connection number (for exclusive-queue ownership and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,16 +11,23 @@
 //!   the writer task flushes in batches.
 pub mod access;
 pub mod auth;
+pub mod boot;
+pub mod broker;
 pub mod channel;
+pub mod clock;
 pub mod conffile;
 pub mod config;
 pub mod connection;
+pub mod counters;
 pub mod ctl;
+pub mod definitions;
 pub mod error;
 pub mod exchange;
 pub mod ids;
+pub mod listen;
 pub mod message;
 pub mod mgmt;
+pub mod monitor;
 pub mod outbound;
 pub mod policy;
 pub mod queue;

@@ -13,7 +13,6 @@
 //! - Queues that skipped a consumer because this buffer was over [`HIGH_WATER`] are remembered in
 //!   `waiting` and re-driven by the writer once the buffer falls under [`LOW_WATER`]. A queue never
 //!   waits for a connection.
-use crate::queue::Queue;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -33,6 +32,14 @@ pub const LARGE_BODY: usize = 16 * 1024;
 const BUF_CAPACITY: usize = 64 * 1024;
 /// Capacity of the small-frame buffer of a new or quiet connection (idle connections stay small).
 const MIN_BUF_CAPACITY: usize = 512;
+
+/// What waits for this buffer to drain: a queue that skipped a consumer of this connection
+/// (the writer calls `redrive` once the buffer is under [`LOW_WATER`]). A trait, so the outbound
+/// buffer (below the queue layer) knows nothing of queues.
+pub trait Redrive: Send + Sync {
+    /// Deliver again to consumers that have credit.
+    fn redrive(&self);
+}
 
 /// Frames waiting for the writer.
 struct Pending {
@@ -57,7 +64,7 @@ pub struct Outbound {
     /// Set when the connection is closing: appends are dropped.
     closed: AtomicBool,
     /// Queues to re-drive when the buffer drains.
-    waiting: Mutex<Vec<Weak<Queue>>>,
+    waiting: Mutex<Vec<Weak<dyn Redrive>>>,
     /// Set while a reply waits for the disk (a declare-ok before its definitions write, a
     /// tx.commit-ok before its fsync): the writer sends nothing until it is released.
     held: AtomicBool,
@@ -151,10 +158,12 @@ impl Outbound {
     }
 
     /// Remember a queue to re-drive when the buffer drains.
-    pub fn wait_for_drain(&self, q: &Arc<Queue>) {
+    pub fn wait_for_drain<R: Redrive + 'static>(&self, q: &Arc<R>) {
         let mut w = self.waiting.lock();
-        if !w.iter().any(|x| x.as_ptr() == Arc::as_ptr(q)) {
-            w.push(Arc::downgrade(q));
+        let addr = Arc::as_ptr(q) as *const ();
+        if !w.iter().any(|x| x.as_ptr() as *const () == addr) {
+            let weak: Weak<dyn Redrive> = Arc::downgrade(q) as Weak<dyn Redrive>;
+            w.push(weak);
         }
     }
 
@@ -206,7 +215,7 @@ impl Outbound {
         if now <= LOW_WATER {
             let waiting = std::mem::take(&mut *self.waiting.lock());
             for q in waiting.iter().filter_map(Weak::upgrade) {
-                q.drive();
+                q.redrive();
             }
         }
     }

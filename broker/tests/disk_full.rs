@@ -44,7 +44,7 @@ impl Tmpfs {
     }
 
     fn free(&self) -> u64 {
-        warren::server::disk_free(&self.path).expect("statvfs")
+        warren::monitor::disk_free(&self.path).expect("statvfs")
     }
 
     /// Take all but `leave` bytes of the free space with a filler file.

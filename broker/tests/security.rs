@@ -17,7 +17,7 @@ fn s(x: &str) -> ShortStr {
     ShortStr::from(x.to_string())
 }
 
-fn broker_of(b: &TestBroker) -> &Arc<warren::server::Broker> {
+fn broker_of(b: &TestBroker) -> &Arc<warren::broker::Broker> {
     &b.handle.as_ref().expect("running").broker
 }
 

@@ -10,13 +10,12 @@
 //! - Unroutable + mandatory: basic.return is written before the publish's confirm.
 use super::tx::TxOp;
 use super::{requeue_grouped, Assembly, Channel};
-use crate::channel::delivery::Consumer;
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
 use crate::message::Message;
-use crate::queue::Enqueued;
-use crate::vhost::REPLY_TO;
+use crate::queue::consumer::Consumer;
+use crate::vhost::{Outcome, Publish, Publisher, VHost, REPLY_TO};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use warren_protocol::constants::*;
@@ -27,20 +26,6 @@ use warren_protocol::{fast, BasicProperties, Method, ShortStr};
 const REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
 /// Bit 9 of the property flags (reply-to present), as seen in the first flags byte.
 const REPLY_TO_FLAG_HIGH_BYTE: u8 = 0x02;
-/// Bit 4 of the property flags (user-id present), as seen in the second flags byte.
-const USER_ID_FLAG_LOW_BYTE: u8 = 0x10;
-
-/// A publish's `user_id` must be the authenticated user's name (the caller has seen the flag
-/// and knows the user is not an impersonator). 406 with RabbitMQ's text otherwise.
-pub(crate) fn check_user_id(ctx: &ConnCtx, properties: &bytes::Bytes) -> AmqpResult<()> {
-    // The properties were validated at the header, so this decode does not fail in practice.
-    let Ok(props) = BasicProperties::decode(properties.clone()) else {
-        return Ok(());
-    };
-    crate::access::user_id(&ctx.user, ctx.impersonator, props.user_id.as_ref())
-        .map_err(|text| AmqpError::channel_ids(PRECONDITION_FAILED, text, 60, 40))
-}
-
 impl Channel {
     /// basic.publish method frame: check the exchange now, then wait for the content.
     pub(super) fn start_publish(&mut self, ctx: &ConnCtx, p: BasicPublish) -> AmqpResult<()> {
@@ -76,24 +61,16 @@ impl Channel {
             return self.publish_reply(ctx, p, properties, body);
         }
         let mut routed = std::mem::take(&mut self.route_buf);
-        let replaced = match ctx.vhost.route(&p.exchange, &p.routing_key, &properties, &mut routed) {
-            Ok(r) => r,
+        let who = Publisher { user: Some(&ctx.user), impersonator: ctx.impersonator };
+        let publish =
+            Publish { exchange: p.exchange, routing_key: p.routing_key, properties, body, mandatory: p.mandatory };
+        let msg = match ctx.vhost.prepare(who, publish, &mut routed) {
+            Ok(m) => m,
             Err(e) => {
                 self.route_buf = routed;
                 return Err(e);
             }
         };
-        // rabbitmq-compat: a `user_id` property must name the authenticated user unless the user
-        // is tagged `impersonator` (checked after the exchange lookup, as RabbitMQ does). The
-        // properties are decoded only when the flag says user_id is there.
-        if !ctx.impersonator && properties.get(1).is_some_and(|f| f & USER_ID_FLAG_LOW_BYTE != 0) {
-            if let Err(e) = check_user_id(ctx, &properties) {
-                routed.clear();
-                self.route_buf = routed;
-                return Err(e);
-            }
-        }
-        let (mut rejected, mut lsn) = (false, 0);
         use std::sync::atomic::Ordering::Relaxed;
         let counters = &ctx.info.counters;
         counters.published.fetch_add(1, Relaxed);
@@ -107,15 +84,8 @@ impl Channel {
                 self.shared.counters.dropped.fetch_add(1, Relaxed);
             }
         }
-        if !routed.queues.is_empty() || p.mandatory {
-            let properties = replaced.unwrap_or(properties);
-            let msg = match Message::new(p.exchange, p.routing_key, properties, body) {
-                Ok(m) => Arc::new(m),
-                Err(why) => {
-                    self.route_buf = routed;
-                    return Err(AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40));
-                }
-            };
+        let mut outcome = Outcome::default();
+        if let Some(msg) = msg {
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.
                 Some(tx) => tx.ops.push(TxOp::Publish {
@@ -123,15 +93,15 @@ impl Channel {
                     msg,
                     mandatory: p.mandatory,
                 }),
-                None => rejected = self.enqueue(&mut routed.queues, msg, p.mandatory, &mut lsn),
+                None => outcome = self.enqueue(&mut routed.queues, msg, p.mandatory),
             }
         }
         self.route_buf = routed;
-        if self.confirm.is_some() && !rejected {
+        if self.confirm.is_some() && !outcome.rejected {
             counters.confirmed.fetch_add(1, Relaxed);
             self.shared.counters.confirmed.fetch_add(1, Relaxed);
         }
-        self.confirm_published(rejected, lsn);
+        self.confirm_published(outcome.rejected, outcome.durable_lsn);
         Ok(())
     }
 
@@ -198,28 +168,19 @@ impl Channel {
         Ok(())
     }
 
-    /// Hand a routed message to its queues; basic.return it if mandatory and no queue took it.
-    /// Returns true when a queue refused it (overflow reject-publish): the publisher gets a nack.
-    /// `lsn` is raised to the store LSN the message's records need (0 when none was written).
+    /// Hand a prepared message to its queues through the core; basic.return it if mandatory and
+    /// no queue took or refused it.
     pub(super) fn enqueue(
         &mut self,
         queues: &mut Vec<Arc<crate::queue::Queue>>,
         msg: Arc<Message>,
         mandatory: bool,
-        lsn: &mut u64,
-    ) -> bool {
-        let (mut delivered, mut rejected) = (false, false);
-        for q in queues.drain(..) {
-            match q.publish_durably(msg.clone(), lsn) {
-                Enqueued::Accepted => delivered = true,
-                Enqueued::Rejected => rejected = true,
-                Enqueued::Gone => {}
-            }
-        }
-        if !delivered && !rejected && mandatory {
+    ) -> Outcome {
+        let outcome = VHost::enqueue(queues, &msg, |_| false);
+        if outcome.unroutable() && mandatory {
             self.basic_return(&msg);
         }
-        rejected
+        outcome
     }
 
     /// basic.ack / basic.nack / basic.reject: settle now, or buffer in a transaction.
@@ -352,7 +313,7 @@ impl Channel {
         }
         let qname = self.queue_name(&c.queue, m)?;
         ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 20)?;
-        let queue = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+        let queue = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
         let priority = match c.arguments.get("x-priority") {
             None => 0,
             Some(v) => v.as_i64().ok_or_else(|| {
@@ -430,7 +391,7 @@ impl Channel {
     pub(super) fn get(&mut self, ctx: &ConnCtx, g: &BasicGet, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&g.queue, m)?;
         ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 70)?;
-        let queue = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+        let queue = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
         match queue.get(g.no_ack) {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
             None => self.send(&BasicGetEmpty { cluster_id: ShortStr::empty() }.into()),

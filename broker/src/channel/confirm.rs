@@ -67,7 +67,7 @@ impl Channel {
         }
         if self.confirm.is_none() {
             self.confirm = Some(ConfirmState::default());
-            self.shared.mode.store(crate::stats::MODE_CONFIRM, std::sync::atomic::Ordering::Relaxed);
+            self.shared.mode.store(crate::counters::MODE_CONFIRM, std::sync::atomic::Ordering::Relaxed);
         }
         if !no_wait {
             self.send(&ConfirmSelectOk.into());

@@ -9,6 +9,7 @@ use super::Channel;
 use crate::access;
 use crate::connection::ConnCtx;
 use crate::error::AmqpResult;
+use crate::vhost::ExchangeSpec;
 use warren_protocol::method::*;
 use warren_protocol::Method;
 
@@ -17,7 +18,16 @@ impl Channel {
         if !d.passive {
             ctx.allowed(access::exchange_declare(&ctx.grants, &ctx.vhost, &d.exchange, &d.arguments), 40, 10)?;
         }
-        ctx.vhost.declare_exchange(d).map_err(|e| e.at(m))?;
+        let spec = ExchangeSpec {
+            name: d.exchange.clone(),
+            kind: d.kind.clone(),
+            passive: d.passive,
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            internal: d.internal,
+            arguments: d.arguments.clone(),
+        };
+        ctx.vhost.declare_exchange(&spec).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         if !d.no_wait {
             self.send(&ExchangeDeclareOk.into());

@@ -2,7 +2,7 @@
 //! class (`exchange.rs`, `queue.rs`, `basic.rs`, `confirm.rs`, `tx.rs`).
 //!
 //! Runs in: the connection reader task, which owns every `Channel` of its connection. The part queues
-//! need to reach (delivery tags, unacked messages, consumers) is in [`delivery::ChannelShared`].
+//! need to reach (delivery tags, unacked messages, consumers) is in [`crate::queue::consumer::ChannelShared`].
 //!
 //! # Invariants
 //! - A channel is `Open` until either side sends channel.close; then it is `Closing` and every frame
@@ -13,7 +13,6 @@
 //!   messages are requeued in their original order.
 pub mod basic;
 pub mod confirm;
-pub mod delivery;
 pub mod exchange;
 pub mod queue;
 pub mod tx;
@@ -21,9 +20,9 @@ pub mod tx;
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::QueuedMsg;
+use crate::queue::consumer::{ChannelShared, Unacked};
 use crate::queue::Queue;
 use bytes::{Bytes, BytesMut};
-use delivery::{ChannelShared, Unacked};
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::method::*;

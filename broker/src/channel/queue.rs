@@ -11,6 +11,7 @@ use crate::access;
 use crate::connection::ConnCtx;
 use crate::error::AmqpResult;
 use crate::ids::random_suffix;
+use crate::vhost::{QueueSpec, VHost};
 use warren_protocol::method::*;
 use warren_protocol::{Method, ShortStr};
 
@@ -22,20 +23,25 @@ impl Channel {
             self.send(&QueueDeclareOk { queue: d.queue.clone(), message_count: 0, consumer_count }.into());
             return Ok(());
         }
-        let name = if d.queue.is_empty() {
-            if d.passive {
-                self.queue_name(&d.queue, m)?
-            } else {
-                ShortStr::from(format!("amq.gen-{}", random_suffix()))
-            }
-        } else {
-            crate::vhost::VHost::check_queue_name(d).map_err(|e| e.at(m))?;
-            d.queue.clone()
+        let name = match (d.queue.is_empty(), d.passive) {
+            (true, true) => self.queue_name(&d.queue, m)?,
+            (true, false) => ShortStr::from(format!("amq.gen-{}", random_suffix())),
+            (false, _) => d.queue.clone(),
         };
+        let spec = QueueSpec {
+            name: name.clone(),
+            server_named: d.queue.is_empty(),
+            passive: d.passive,
+            durable: d.durable,
+            exclusive: d.exclusive,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+        };
+        VHost::check_queue_name(&spec).map_err(|e| e.at(m))?;
         if !d.passive {
             ctx.allowed(access::queue_declare(&ctx.grants, &ctx.vhost, &name, &d.arguments), 50, 10)?;
         }
-        let r = ctx.vhost.declare_queue(d, name.clone(), ctx.id).map_err(|e| e.at(m))?;
+        let r = ctx.vhost.declare_queue(&spec, Some(ctx.id)).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         self.last_queue = Some(name.clone());
         if !d.no_wait {
@@ -52,7 +58,7 @@ impl Channel {
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
         ctx.allowed(access::queue_bind(&ctx.grants, &ctx.vhost, qname.as_bytes(), &b.exchange, &key), 50, 20)?;
-        let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+        let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
         ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone()).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         if !b.no_wait {
@@ -70,7 +76,7 @@ impl Channel {
         )?;
         // As RabbitMQ: unbinding a queue that does not exist is not an error.
         if ctx.vhost.queue(&qname).is_some() {
-            let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+            let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
             ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments).map_err(|e| e.at(m))?;
         }
         ctx.sync_meta();
@@ -81,7 +87,7 @@ impl Channel {
     pub(super) fn queue_purge(&mut self, ctx: &ConnCtx, p: &QueuePurge, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&p.queue, m)?;
         ctx.allowed(access::queue_read(&ctx.grants, qname.as_bytes()), 50, 30)?;
-        let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+        let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
         let n = q.purge();
         ctx.sync_store_all();
         if !p.no_wait {
@@ -97,7 +103,7 @@ impl Channel {
             // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
             None => (0, Vec::new()),
             Some(_) => {
-                let q = ctx.vhost.usable_queue(&qname, ctx.id).map_err(|e| e.at(m))?;
+                let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
                 crate::vhost::VHost::check_delete_conditions(&q, d.if_unused, d.if_empty).map_err(|e| e.at(m))?;
                 ctx.vhost.delete_queue_deferring(&q, Some(&self.shared))
             }
@@ -111,7 +117,7 @@ impl Channel {
         // delete-ok (RabbitMQ's channel replies before it handles the queue's consumer-down
         // notices); other channels' cancels may come earlier.
         for c in &own_consumers {
-            crate::vhost::cancel_by_broker(c);
+            crate::queue::consumer::cancel_by_broker(c);
         }
         Ok(())
     }

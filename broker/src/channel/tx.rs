@@ -53,7 +53,7 @@ impl Channel {
                     ));
                 }
                 self.tx.get_or_insert_with(TxState::default);
-                self.shared.mode.store(crate::stats::MODE_TX, std::sync::atomic::Ordering::Relaxed);
+                self.shared.mode.store(crate::counters::MODE_TX, std::sync::atomic::Ordering::Relaxed);
                 self.send(&TxSelectOk.into());
             }
             Method::TxCommit(_) => {
@@ -65,7 +65,7 @@ impl Channel {
                 for op in ops {
                     match op {
                         TxOp::Publish { mut queues, msg, mandatory } => {
-                            self.enqueue(&mut queues, msg, mandatory, &mut lsn);
+                            lsn = lsn.max(self.enqueue(&mut queues, msg, mandatory).durable_lsn);
                         }
                         // Checked on arrival; a tag settled twice within one transaction is ignored
                         // the second time.

@@ -8,8 +8,8 @@
 //! - The whole handshake is bounded by the handshake timeout (caller).
 //! - Failed authentication: if the client advertises `authentication_failure_close`, it gets
 //!   connection.close 403 ACCESS_REFUSED before the socket closes; otherwise the socket just closes.
+use crate::broker::Broker;
 use crate::config::Config;
-use crate::server::Broker;
 use crate::vhost::VHost;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct Negotiated {
     /// The user's permissions in that vhost, as of the handshake.
     pub grants: Arc<crate::auth::Grants>,
     /// The connection's place under `connection_max`, released when dropped.
-    pub slot: crate::server::ConnSlot,
+    pub slot: crate::broker::ConnSlot,
     /// Client supports basic.cancel from the broker.
     pub cancel_notify: bool,
     /// Client supports connection.blocked / unblocked.
@@ -222,7 +222,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &format!("access to vhost '{vname}' refused for user '{user}'"), &m).await);
     };
-    let slot = match crate::server::ConnSlot::take(broker) {
+    let slot = match crate::broker::ConnSlot::take(broker) {
         Ok(s) => s,
         Err(limit) => {
             let m = Method::ConnectionOpen(open);

@@ -19,15 +19,16 @@
 //!   back on a client that does not read what it is sent).
 pub mod handshake;
 pub mod peer;
+mod reader;
 pub mod writer;
 
-use crate::channel::delivery::ChannelShared;
+use crate::broker::Broker;
 use crate::channel::{Channel, Phase};
 use crate::config::CLOSE_OK_TIMEOUT;
 use crate::error::AmqpError;
 use crate::ids::ConnectionId;
 use crate::outbound::Outbound;
-use crate::server::Broker;
+use crate::queue::consumer::ChannelShared;
 use crate::vhost::VHost;
 use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,9 +41,6 @@ use warren_protocol::constants::*;
 use warren_protocol::method::*;
 use warren_protocol::{frame, Frame, FrameType, Method};
 use writer::Liveness;
-
-/// How often unacked deliveries are checked against consumer acknowledgement timeouts.
-const ACK_TIMEOUT_CHECK: Duration = Duration::from_millis(250);
 
 /// Read buffer size of a busy connection: one read takes up to this much. Large, so that the
 /// partial frame at the end of a read (copied when the buffer is replaced) is a small share of
@@ -65,7 +63,7 @@ pub struct ConnCtx {
     /// The broker's message store, if it has one.
     pub store: Option<Arc<crate::store::Store>>,
     /// The broker's definitions file, if it has one.
-    pub meta: Option<Arc<crate::store::definitions::MetaStore>>,
+    pub meta: Option<Arc<crate::store::meta::MetaStore>>,
     /// The user's permissions in this vhost (refreshed between read batches when they change).
     pub grants: Arc<crate::auth::Grants>,
     /// Largest message body accepted (`Config::max_message_size`).
@@ -172,7 +170,7 @@ struct Connection {
     /// `Broker::auth_generation` when `ctx.grants` was read.
     auth_generation: u64,
     /// Counted under `connection_max` until dropped.
-    _slot: crate::server::ConnSlot,
+    _slot: crate::broker::ConnSlot,
 }
 
 /// Serve one accepted plain-TCP socket until it closes.
@@ -202,37 +200,71 @@ pub async fn serve_stream<R, W>(
     ends: Endpoints,
     broker: Arc<Broker>,
     id: ConnectionId,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let peer_addr = ends.peer;
-    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+    let peer = ends.peer.map(|a| a.to_string()).unwrap_or_default();
     let mut buf = BytesMut::with_capacity(MIN_READ_BUF);
-    let mut read_size = MIN_READ_BUF;
+    let Some(neg) = handshake_in_time(&mut rd, &mut wr, &mut buf, &broker, &ends, id).await else { return };
+    tracing::info!(%peer, user = %neg.user, vhost = %neg.vhost.name, name = ?neg.name, "connection {id} opened");
+    let out = Outbound::new(neg.frame_max);
+    let info = register(&broker, &ends, id, &neg, &out);
+    let live = Arc::new(Liveness { epoch: Instant::now(), last_read: AtomicU64::new(0), abort: Notify::new() });
+    let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
+    let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone(), info.clone()));
+    let conn = Connection::open(&broker, id, neg, out.clone(), info.clone());
+    let mut reader = reader::Reader::new(rd, buf, conn, info, out, live, broker, shutdown, peer, id);
+    reader.run().await;
+    reader.finish(writer).await;
+}
+
+/// The handshake, bounded by `handshake_timeout`; `None` (logged) when it did not complete.
+async fn handshake_in_time<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    broker: &Arc<Broker>,
+    ends: &Endpoints,
+    id: ConnectionId,
+) -> Option<handshake::Negotiated>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let peer = ends.peer.map(|a| a.to_string()).unwrap_or_default();
     let hs = tokio::time::timeout(
         broker.config.handshake_timeout,
-        handshake::run(&mut rd, &mut wr, &mut buf, &broker, peer_addr.map(|a| a.ip())),
+        handshake::run(rd, wr, buf, broker, ends.peer.map(|a| a.ip())),
     )
     .await;
-    let neg = match hs {
-        Ok(Ok(n)) => n,
+    match hs {
+        Ok(Ok(n)) => Some(n),
         Ok(Err(handshake::HandshakeError::Refused(why))) => {
             tracing::warn!(%peer, "closing connection {id} during handshake: {why}");
-            return;
+            None
         }
         Ok(Err(handshake::HandshakeError::Io)) => {
             tracing::debug!(%peer, "connection {id} closed during handshake");
-            return;
+            None
         }
         Err(_) => {
             tracing::warn!(%peer, "closing connection {id}: handshake timeout");
-            return;
+            None
         }
-    };
-    tracing::info!(%peer, user = %neg.user, vhost = %neg.vhost.name, name = ?neg.name, "connection {id} opened");
-    let out = Outbound::new(neg.frame_max);
+    }
+}
+
+/// Enter the opened connection in the broker's registry (management API, memory monitor).
+fn register(
+    broker: &Broker,
+    ends: &Endpoints,
+    id: ConnectionId,
+    neg: &handshake::Negotiated,
+    out: &Arc<Outbound>,
+) -> Arc<crate::stats::ConnInfo> {
+    let peer_addr = ends.peer;
     let info = Arc::new(crate::stats::ConnInfo {
         id,
         name: format!(
@@ -244,8 +276,8 @@ pub async fn serve_stream<R, W>(
         local: ends.local,
         user: neg.user.clone(),
         vhost: neg.vhost.name.clone(),
-        client_properties: neg.client_properties,
-        connected_at: crate::stats::unix_ms(),
+        client_properties: neg.client_properties.clone(),
+        connected_at: crate::clock::unix_ms(),
         tls: ends.tls,
         frame_max: neg.frame_max,
         channel_max: neg.channel_max,
@@ -259,187 +291,48 @@ pub async fn serve_stream<R, W>(
         kill: Notify::new(),
     });
     broker.stats.register(info.clone());
-    let live = Arc::new(Liveness { epoch: Instant::now(), last_read: AtomicU64::new(0), abort: Notify::new() });
-    let hb = (neg.heartbeat > 0).then(|| Duration::from_secs(neg.heartbeat as u64));
-    let writer = tokio::spawn(writer::run(wr, out.clone(), hb, live.clone(), info.clone()));
-    let mut conn = Connection {
-        ctx: ConnCtx {
-            id,
-            vhost: neg.vhost,
-            out: out.clone(),
-            consumer_timeout_ms: broker.config.consumer_timeout.map(|d| d.as_millis() as u64),
-            store: broker.store.clone(),
-            meta: broker.meta.clone(),
-            grants: neg.grants,
-            info: info.clone(),
-            user: neg.user.as_str().into(),
-            impersonator: neg.impersonator,
-            max_message_size: broker.config.max_message_size,
-            sync_meta: Default::default(),
-            sync_lsn: Default::default(),
-        },
-        channels: Default::default(),
-        confirm_dirty: Vec::new(),
-        channel_max: neg.channel_max,
-        frame_max: neg.frame_max,
-        cancel_notify: neg.cancel_notify,
-        blocked_notify: neg.blocked_notify,
-        published: false,
-        blocked_sent: false,
-        state: State::Open,
-        user: neg.user,
-        auth_generation: broker.auth_generation.load(Ordering::Acquire),
-        _slot: neg.slot,
-    };
-    let mut alarm = broker.alarm.subscribe();
-    let mut durable_rx = broker.store.as_ref().map(|s| s.durable());
-    let mut ack_check = tokio::time::interval(ACK_TIMEOUT_CHECK);
-    ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut close_deadline: Option<tokio::time::Instant> = None;
-    // Set on a framing error: what the client still sends is discarded, not parsed.
-    let mut unparseable = false;
-    'read: loop {
-        // Permissions changed since the last batch: re-read ours (cleared ones refuse everything).
-        let g = broker.auth_generation.load(Ordering::Acquire);
-        if g != conn.auth_generation {
-            conn.auth_generation = g;
-            conn.ctx.grants = broker
-                .grants(&conn.user, &conn.ctx.vhost.name)
-                .unwrap_or_else(|| Arc::new(crate::auth::Grants::none(&conn.user, &conn.ctx.vhost.name)));
-        }
-        // Process every complete frame in the buffer.
-        loop {
-            if conn.state == State::Closed {
-                break 'read;
-            }
-            match frame::decode(&mut buf, conn.frame_max) {
-                Ok(Some(f)) => {
-                    if let Err(e) = conn.handle_frame(f) {
-                        conn.fail(e);
-                    }
-                    if matches!(conn.state, State::Closing | State::Draining) && close_deadline.is_none() {
-                        close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    // A framing error leaves the stream unparseable: close, and only discard what
-                    // the client still sends until it closes (or the close-ok timeout): closing a
-                    // socket with unread input makes the kernel send RST, which can destroy our
-                    // connection.close before the client reads it.
-                    conn.fail(AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0));
-                    unparseable = true;
-                    break 'read;
-                }
-            }
-        }
-        let durable = durable_rx.as_mut().map(|r| *r.borrow_and_update()).unwrap_or(u64::MAX);
-        conn.flush_confirms(durable);
-        // The fsync seen just now may cover confirms of channels that had no frames in this batch
-        // (the wake-up came from elsewhere): flush those too, or they would wait for the next one.
-        conn.flush_disk_confirms(durable);
-        conn.ctx.settle_holds().await;
-        // Backpressure: don't read more while the client isn't reading what we send.
-        while out.over_high_water() && !out.is_closed() {
-            let drained = out.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if !out.over_high_water() {
-                break;
-            }
-            tokio::select! {
-                _ = drained => {}
-                _ = live.abort.notified() => break 'read,
-            }
-        }
-        // Memory alarm: a publishing connection is not read while the alarm is on (RabbitMQ's
-        // blocking); consumers keep being served so the alarm can clear.
-        conn.notify_alarm(*alarm.borrow_and_update(), &broker);
-        while *alarm.borrow() && conn.published && conn.state == State::Open {
-            info.blocked.store(true, Ordering::Relaxed);
-            // The client's heartbeats are not read while blocked: don't count that as silence.
-            live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed);
-            tokio::select! {
-                _ = alarm.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                // Confirms keep flowing while blocked (only reading stops): what reaches the disk
-                // meanwhile is confirmed at once, as RabbitMQ does.
-                d = durable_moved(&mut durable_rx), if durable_rx.is_some() && conn.awaits_disk() => {
-                    conn.flush_disk_confirms(d);
-                }
-                _ = live.abort.notified() => break 'read,
-                _ = shutdown.changed() => {
-                    conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
-                    close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                }
-            }
-            conn.notify_alarm(*alarm.borrow_and_update(), &broker);
-            if rd.peer_closed() {
-                // Gone while blocked: tear down now, so what it held is released.
-                tracing::info!(%peer, "connection {id} closed by client while blocked");
-                break 'read;
-            }
-        }
-        info.blocked.store(false, Ordering::Relaxed);
-        if buf.capacity() - buf.len() < read_size / 2 {
-            buf.reserve(read_size);
-        }
-        let spare = buf.capacity() - buf.len();
-        let deadline = close_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
-        tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => {
-                    if conn.state == State::Open {
-                        tracing::info!(%peer, "connection {id} closed by client without connection.close");
-                    }
-                    break 'read;
-                }
-                Ok(n) => {
-                    live.last_read.store(writer::millis_since(live.epoch), Ordering::Relaxed);
-                    info.counters.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
-                    info.counters.recv_cnt.fetch_add(1, Ordering::Relaxed);
-                    if n == spare && read_size < READ_BUF {
-                        read_size *= 2;
-                    }
-                }
+    info
+}
+
+impl Connection {
+    /// The connection's protocol state right after the handshake.
+    fn open(
+        broker: &Broker,
+        id: ConnectionId,
+        neg: handshake::Negotiated,
+        out: Arc<Outbound>,
+        info: Arc<crate::stats::ConnInfo>,
+    ) -> Connection {
+        Connection {
+            ctx: ConnCtx {
+                id,
+                vhost: neg.vhost,
+                out: out.clone(),
+                consumer_timeout_ms: broker.config.consumer_timeout.map(|d| d.as_millis() as u64),
+                store: broker.store.clone(),
+                meta: broker.meta.clone(),
+                grants: neg.grants,
+                info: info.clone(),
+                user: neg.user.as_str().into(),
+                impersonator: neg.impersonator,
+                max_message_size: broker.config.max_message_size,
+                sync_meta: Default::default(),
+                sync_lsn: Default::default(),
             },
-            _ = live.abort.notified() => {
-                tracing::warn!(%peer, "connection {id}: peer unreachable (missed heartbeats or write failure)");
-                break 'read;
-            }
-            _ = tokio::time::sleep_until(deadline), if close_deadline.is_some() => {
-                if conn.state == State::Draining {
-                    tracing::debug!("connection {id}: client kept the socket open {:?} after close-ok", CLOSE_OK_TIMEOUT);
-                } else {
-                    tracing::debug!("connection {id}: no close-ok within {:?}", CLOSE_OK_TIMEOUT);
-                }
-                break 'read;
-            }
-            _ = alarm.changed() => {}
-            d = durable_moved(&mut durable_rx), if durable_rx.is_some() && conn.awaits_disk() => {
-                conn.flush_disk_confirms(d);
-            }
-            _ = ack_check.tick() => conn.check_ack_timeouts(),
-            _ = info.kill.notified(), if conn.state == State::Open => {
-                let reason = info.kill_reason.lock().clone().unwrap_or_default();
-                tracing::warn!(%peer, "closing connection {id}: {reason}");
-                conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, reason, 0, 0));
-                close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
-            }
-            _ = shutdown.changed(), if conn.state == State::Open => {
-                conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'", 0, 0));
-                close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-            }
+            channels: Default::default(),
+            confirm_dirty: Vec::new(),
+            channel_max: neg.channel_max,
+            frame_max: neg.frame_max,
+            cancel_notify: neg.cancel_notify,
+            blocked_notify: neg.blocked_notify,
+            published: false,
+            blocked_sent: false,
+            state: State::Open,
+            user: neg.user,
+            auth_generation: broker.auth_generation.load(Ordering::Acquire),
+            _slot: neg.slot,
         }
     }
-    conn.teardown();
-    broker.stats.unregister(id);
-    out.close();
-    if unparseable {
-        discard_until_eof(&mut rd, CLOSE_OK_TIMEOUT).await;
-    }
-    let _ = writer.await;
-    tracing::info!(%peer, "connection {id} closed");
 }
 
 /// Resolves with the store's new durable LSN when it moves (never without a store).
@@ -683,7 +576,7 @@ impl Connection {
 
     /// Enforce consumer acknowledgement timeouts on every open channel.
     fn check_ack_timeouts(&mut self) {
-        let now = crate::channel::delivery::now_ms();
+        let now = crate::clock::now_ms();
         let mut failed = Vec::new();
         for (id, ch) in self.channels.iter_mut() {
             if ch.phase == Phase::Open {

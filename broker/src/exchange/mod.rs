@@ -12,10 +12,18 @@
 //! - The direct index and the topic trie always hold exactly the destinations of `all`.
 use crate::queue::Queue;
 use parking_lot::RwLock;
+use std::collections::HashMap;
 use std::sync::Arc;
-use warren_protocol::{FieldTable, FieldValue, ShortStr};
+use warren_protocol::{FieldTable, ShortStr};
 
+pub mod direct;
+pub mod fanout;
+pub mod headers;
 pub mod topic;
+
+/// Maps keyed by client-chosen names, looked up on every publish: foldhash (fast, and seeded per
+/// process, so names cannot be crafted to collide) instead of SipHash.
+pub type NameMap<V> = HashMap<ShortStr, V, foldhash::fast::RandomState>;
 
 /// Exchange type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +84,33 @@ pub struct Binding {
 }
 
 /// Bindings of one exchange, indexed for its type.
-#[derive(Default)]
 pub struct Bindings {
     /// All bindings, in creation order.
     pub all: Vec<Binding>,
-    /// Direct exchanges: routing key -> destinations bound with it.
-    by_key: crate::vhost::NameMap<Vec<Dest>>,
-    /// Topic exchanges: pattern trie.
-    trie: topic::TopicTrie<Dest>,
+    /// The type's own index of `all` (direct: by key; topic: pattern trie; fanout and headers
+    /// scan `all`).
+    index: Index,
+}
+
+/// An exchange type's index of its bindings.
+enum Index {
+    /// `direct.rs`.
+    Direct(direct::DirectIndex),
+    /// `topic.rs`.
+    Topic(topic::TopicTrie<Dest>),
+    /// Fanout and headers route from the bindings list itself.
+    Scan,
+}
+
+impl Bindings {
+    fn new(kind: ExchangeKind) -> Bindings {
+        let index = match kind {
+            ExchangeKind::Direct => Index::Direct(direct::DirectIndex::default()),
+            ExchangeKind::Topic => Index::Topic(topic::TopicTrie::default()),
+            ExchangeKind::Fanout | ExchangeKind::Headers => Index::Scan,
+        };
+        Bindings { all: Vec::new(), index }
+    }
 }
 
 /// Routing output: queues and exchanges reached, each at most once.
@@ -177,7 +204,7 @@ impl Exchange {
             internal,
             arguments,
             alternate,
-            bindings: RwLock::new(Bindings::default()),
+            bindings: RwLock::new(Bindings::new(kind)),
             counters: ExchangeCounters::default(),
         })
     }
@@ -188,15 +215,10 @@ impl Exchange {
         if bs.all.iter().any(|x| x.dest.same(&b.dest) && x.routing_key == b.routing_key && x.arguments == b.arguments) {
             return false;
         }
-        match self.kind {
-            ExchangeKind::Direct => {
-                let v = bs.by_key.entry(b.routing_key.clone()).or_default();
-                if !v.iter().any(|d| d.same(&b.dest)) {
-                    v.push(b.dest.clone());
-                }
-            }
-            ExchangeKind::Topic => bs.trie.insert(b.routing_key.as_bytes(), b.dest.clone()),
-            _ => {}
+        match &mut bs.index {
+            Index::Direct(d) => d.add(&b),
+            Index::Topic(t) => t.insert(b.routing_key.as_bytes(), b.dest.clone()),
+            Index::Scan => {}
         }
         bs.all.push(b);
         true
@@ -211,21 +233,11 @@ impl Exchange {
             return false;
         };
         bs.all.remove(i);
-        match self.kind {
-            ExchangeKind::Direct => {
-                // Another binding (other arguments) may still lead to the same place with this key.
-                let still = bs.all.iter().any(|x| x.dest.same(dest) && x.routing_key == *routing_key);
-                if !still {
-                    if let Some(v) = bs.by_key.get_mut(routing_key) {
-                        v.retain(|d| !d.same(dest));
-                        if v.is_empty() {
-                            bs.by_key.remove(routing_key);
-                        }
-                    }
-                }
-            }
-            ExchangeKind::Topic => bs.trie.remove(routing_key.as_bytes(), |d| d.same(dest)),
-            _ => {}
+        let Bindings { all, index } = &mut *bs;
+        match index {
+            Index::Direct(d) => d.remove(all, dest, routing_key),
+            Index::Topic(t) => t.remove(routing_key.as_bytes(), |d| d.same(dest)),
+            Index::Scan => {}
         }
         true
     }
@@ -239,12 +251,17 @@ impl Exchange {
         if bs.all.len() == before {
             return false;
         }
-        for v in bs.by_key.values_mut() {
-            v.retain(|d| !d.same(dest));
+        match &mut bs.index {
+            Index::Direct(d) => d.remove_dest(dest),
+            Index::Topic(t) => t.retain(&|d: &Dest| !d.same(dest)),
+            Index::Scan => {}
         }
-        bs.by_key.retain(|_, v| !v.is_empty());
-        bs.trie.retain(&|d: &Dest| !d.same(dest));
         bs.all.is_empty()
+    }
+
+    /// Drop every binding (the exchange was deleted).
+    pub fn clear_bindings(&self) {
+        *self.bindings.write() = Bindings::new(self.kind);
     }
 
     pub fn has_bindings(&self) -> bool {
@@ -257,91 +274,12 @@ impl Exchange {
     pub fn route_into(&self, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) -> bool {
         let bs = self.bindings.read();
         let (q0, e0) = (out.queues.len(), out.exchanges.len());
-        let mut any = false;
-        match self.kind {
-            ExchangeKind::Direct => {
-                for k in keys {
-                    if let Some(ds) = bs.by_key.get(k) {
-                        any = true;
-                        for d in ds {
-                            out.push(d);
-                        }
-                    }
-                }
-            }
-            ExchangeKind::Fanout => {
-                for b in &bs.all {
-                    any = true;
-                    out.push(&b.dest);
-                }
-            }
-            ExchangeKind::Topic => {
-                let mut found = Vec::new();
-                for k in keys {
-                    bs.trie.match_into(k.as_bytes(), &mut found);
-                }
-                for d in &found {
-                    any = true;
-                    out.push(d);
-                }
-            }
-            ExchangeKind::Headers => {
-                let empty = FieldTable::new();
-                let h = headers.unwrap_or(&empty);
-                for b in &bs.all {
-                    if headers_match(&b.arguments, h) {
-                        any = true;
-                        out.push(&b.dest);
-                    }
-                }
-            }
-        }
+        let any = match (&bs.index, self.kind) {
+            (Index::Direct(d), _) => d.route(keys, out),
+            (Index::Topic(t), _) => topic::route(t, keys, out),
+            (Index::Scan, ExchangeKind::Headers) => headers::route(&bs.all, headers, out),
+            (Index::Scan, _) => fanout::route(&bs.all, out),
+        };
         any || out.queues.len() != q0 || out.exchanges.len() != e0
     }
-}
-
-/// Headers exchange matching, as RabbitMQ: `x-match` = `all` (default), `any`, `all-with-x`,
-/// `any-with-x`. Binding keys starting `x-` are ignored except in the `-with-x` modes. A void binding
-/// value matches on the header's presence; otherwise values match as in `same_value`.
-pub fn headers_match(binding: &FieldTable, headers: &FieldTable) -> bool {
-    let mode = binding.get("x-match").and_then(|v| v.as_bytes()).unwrap_or(b"all");
-    let (any, with_x) = match mode {
-        b"any" => (true, false),
-        b"any-with-x" => (true, true),
-        b"all-with-x" => (false, true),
-        _ => (false, false),
-    };
-    let mut considered = binding.iter().filter(|(k, _)| k != "x-match" && (with_x || !k.as_bytes().starts_with(b"x-")));
-    let check = |(k, v): &(ShortStr, FieldValue)| match headers.iter().find(|(hk, _)| hk == k) {
-        Some((_, hv)) => matches!(v, FieldValue::Void) || same_value(v, hv),
-        None => false,
-    };
-    if any {
-        considered.any(&check)
-    } else {
-        considered.all(check)
-    }
-}
-
-fn same_value(a: &FieldValue, b: &FieldValue) -> bool {
-    // As RabbitMQ (Erlang `==`): numbers compare by value whatever their width or kind (integers,
-    // floats, timestamps); strings and byte arrays compare by their bytes; anything else exactly.
-    fn number(v: &FieldValue) -> Option<f64> {
-        match v {
-            FieldValue::F32(x) => Some(*x as f64),
-            FieldValue::F64(x) => Some(*x),
-            FieldValue::Timestamp(t) => Some(*t as f64),
-            other => other.as_i64().map(|i| i as f64),
-        }
-    }
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        return x == y;
-    }
-    if let (Some(x), Some(y)) = (number(a), number(b)) {
-        return x == y;
-    }
-    if let (Some(x), Some(y)) = (a.as_bytes(), b.as_bytes()) {
-        return x == y;
-    }
-    a == b
 }

@@ -167,6 +167,20 @@ pub fn matches(pattern: &[u8], key: &[u8]) -> bool {
     rec(&p, &k)
 }
 
+/// Destinations of a message with routing `keys` through the exchange's trie; whether any
+/// matched.
+#[inline]
+pub fn route(trie: &TopicTrie<super::Dest>, keys: &[warren_protocol::ShortStr], out: &mut super::Routed) -> bool {
+    let mut found = Vec::new();
+    for k in keys {
+        trie.match_into(k.as_bytes(), &mut found);
+    }
+    for d in &found {
+        out.push(d);
+    }
+    !found.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{matches, TopicTrie};

@@ -10,7 +10,7 @@
 //!   HTTP API reports its AMQP errors: 400 for precondition failures, 404 for missing objects).
 use super::{created_or_updated, listing, no_content, ok_json, views, ApiError, Mgmt, MgmtUser, Resp};
 use crate::error::AmqpError;
-use crate::ids::ConnectionId;
+use crate::vhost::{ExchangeSpec, Publish, Publisher, QueueSpec};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -20,7 +20,6 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use warren_protocol::method::*;
 use warren_protocol::ShortStr;
 
 type St = State<Arc<Mgmt>>;
@@ -147,7 +146,7 @@ fn bool_arg(m: &Map<String, Value>, k: &str, default: bool) -> bool {
 
 fn args_of(m: &Map<String, Value>) -> warren_protocol::FieldTable {
     match m.get("arguments") {
-        Some(Value::Object(a)) => crate::store::definitions::json_to_table(a),
+        Some(Value::Object(a)) => crate::store::meta::json_to_table(a),
         _ => warren_protocol::FieldTable::new(),
     }
 }
@@ -621,15 +620,13 @@ async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
     let args = args_of(&b);
     crate::access::exchange_declare(&grants(&m, &u, &v), &v, &s(&name), &args).map_err(refused)?;
     let existed = v.exchange(&s(&name)).is_some();
-    let d = ExchangeDeclare {
-        ticket: 0,
-        exchange: s(&name),
+    let d = ExchangeSpec {
+        name: s(&name),
         kind: s(kind),
         passive: false,
         durable: bool_arg(&b, "durable", false),
         auto_delete: bool_arg(&b, "auto_delete", false),
         internal: bool_arg(&b, "internal", false),
-        no_wait: false,
         arguments: args,
     };
     v.declare_exchange(&d).map_err(amqp_error)?;
@@ -673,7 +670,7 @@ fn properties_of(p: Option<&Value>) -> Result<warren_protocol::BasicProperties, 
     out.priority = p.get("priority").and_then(|v| v.as_u64()).map(|v| v as u8);
     out.timestamp = p.get("timestamp").and_then(|v| v.as_u64());
     if let Some(Value::Object(h)) = p.get("headers") {
-        out.headers = Some(crate::store::definitions::json_to_table(h));
+        out.headers = Some(crate::store::meta::json_to_table(h));
     }
     Ok(out)
 }
@@ -708,32 +705,19 @@ async fn exchange_publish(
     if body.len() as u64 > m.broker.config.max_message_size {
         return Err(ApiError::bad_request("message size exceeds max_message_size"));
     }
-    let parsed = properties_of(b.get("properties"))?;
-    let props = parsed.to_bytes();
-    let (ex, key) = (s(&name), s(&rk));
-    let mut routed = crate::exchange::Routed::default();
-    // rabbitmq-compat: RabbitMQ's publish endpoint answers a routing error (missing exchange)
-    // with 400, not 404.
-    let replaced = v
-        .route(&ex, &key, &props, &mut routed)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", amqp_error(e).2))?;
-    // rabbitmq-compat: user_id is checked as on AMQP; RabbitMQ's reason is the channel error.
-    let impersonator = u.tags.iter().any(|t| t == "impersonator");
-    crate::access::user_id(&u.name, impersonator, parsed.user_id.as_ref())
-        .map_err(|text| ApiError::bad_request(format!("406 PRECONDITION_FAILED - {text}")))?;
-    let props = replaced.unwrap_or(props);
-    let msg = Arc::new(crate::message::Message::new(ex, key, props, body).map_err(ApiError::bad_request)?);
-    let mut lsn = 0;
-    let mut any = false;
-    for q in routed.queues.drain(..) {
-        if q.publish_durably(msg.clone(), &mut lsn) == crate::queue::Enqueued::Accepted {
-            any = true;
-        }
+    let properties = properties_of(b.get("properties"))?.to_bytes();
+    let publish = Publish { exchange: s(&name), routing_key: s(&rk), properties, body, mandatory: false };
+    let who = Publisher { user: Some(&u.name), impersonator: u.tags.iter().any(|t| t == "impersonator") };
+    // rabbitmq-compat: RabbitMQ's publish endpoint answers every channel error (a missing
+    // exchange, a `user_id` that is not the user's) with 400 and the error as the reason.
+    let (_, outcome) = v.publish(who, publish).map_err(|e| match e.code() {
+        404 => ApiError(StatusCode::BAD_REQUEST, "bad_request", amqp_error(e).2),
+        code => ApiError::bad_request(format!("{code} {}", e.reply_text())),
+    })?;
+    if let (true, Some(store)) = (outcome.durable_lsn > 0, &m.broker.store) {
+        store.wait_durable(outcome.durable_lsn).await;
     }
-    if let (true, Some(store)) = (lsn > 0, &m.broker.store) {
-        store.wait_durable(lsn).await;
-    }
-    ok_json(json!({"routed": any}))
+    ok_json(json!({"routed": outcome.routed}))
 }
 
 async fn exchange_bindings_source(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>) -> Resp {
@@ -786,22 +770,19 @@ async fn queue(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String,
 async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let b = super::body::parse(&body)?;
-    let d = QueueDeclare {
-        ticket: 0,
-        queue: s(&name),
-        passive: false,
+    let d = QueueSpec {
+        name: s(&name),
         durable: bool_arg(&b, "durable", false),
-        exclusive: false,
         auto_delete: bool_arg(&b, "auto_delete", false),
-        no_wait: false,
         arguments: args_of(&b),
+        ..QueueSpec::default()
     };
     // As RabbitMQ: the name rule first (an `amq.*` name is 401 `Access refused.`), then the
     // permissions.
     crate::vhost::VHost::check_queue_name(&d).map_err(|_| ApiError::not_authorised("Access refused."))?;
-    crate::access::queue_declare(&grants(&m, &u, &v), &v, &d.queue, &d.arguments).map_err(refused)?;
-    let existed = v.queue(&d.queue).is_some();
-    v.declare_queue(&d, s(&name), ConnectionId(0)).map_err(amqp_error)?;
+    crate::access::queue_declare(&grants(&m, &u, &v), &v, &d.name, &d.arguments).map_err(refused)?;
+    let existed = v.queue(&d.name).is_some();
+    v.declare_queue(&d, None).map_err(amqp_error)?;
     m.durable_sync().await;
     created_or_updated(!existed)
 }
@@ -913,7 +894,7 @@ fn properties_json(p: &warren_protocol::BasicProperties) -> Value {
     put("delivery_mode", p.delivery_mode.map(|d| json!(d)));
     put("priority", p.priority.map(|d| json!(d)));
     put("timestamp", p.timestamp.map(|d| json!(d)));
-    put("headers", p.headers.as_ref().map(|h| Value::Object(crate::store::definitions::table_to_json(h))));
+    put("headers", p.headers.as_ref().map(|h| Value::Object(crate::store::meta::table_to_json(h))));
     Value::Object(o)
 }
 
@@ -1022,7 +1003,7 @@ async fn binding_create(
     };
     r.map_err(amqp_error)?;
     m.durable_sync().await;
-    let pk = views::properties_key(&rk, &crate::store::definitions::table_to_json(&args));
+    let pk = views::properties_key(&rk, &crate::store::meta::table_to_json(&args));
     let mut resp = StatusCode::CREATED.into_response();
     // Relative to the request URL, as RabbitMQ's: `<destination>/<properties key>`.
     let loc = format!("{}/{}", views::percent_encode(&dst), views::percent_encode(&pk));
@@ -1050,7 +1031,7 @@ async fn binding_delete(
     let b = binding_named(&v, &src, &kind, &dst, &props)?;
     let rk = b["routing_key"].as_str().unwrap_or("").to_string();
     let args = match &b["arguments"] {
-        Value::Object(a) => crate::store::definitions::json_to_table(a),
+        Value::Object(a) => crate::store::meta::json_to_table(a),
         _ => warren_protocol::FieldTable::new(),
     };
     let src = exchange_name(&src).to_string();
@@ -1128,7 +1109,7 @@ async fn consumers_in(State(m): St, Extension(u): U, Path(vhost): Path<String>) 
 
 async fn definitions(State(m): St, Extension(u): U) -> Resp {
     m.require_admin(&u)?;
-    let d = crate::store::definitions::export_all(&m.broker);
+    let d = crate::definitions::export_all(&m.broker);
     let mut v = serde_json::to_value(&d).map_err(|e| ApiError::bad_request(e.to_string()))?;
     v["rabbit_version"] = json!(views::RABBITMQ_VERSION);
     v["rabbitmq_version"] = json!(views::RABBITMQ_VERSION);
@@ -1139,14 +1120,14 @@ async fn definitions(State(m): St, Extension(u): U) -> Resp {
 
 /// The definitions document of a request: a JSON body, or (the UI's upload form) a
 /// `file=<json>` url-encoded field.
-fn definitions_body(body: &Bytes) -> Result<crate::store::definitions::Definitions, ApiError> {
+fn definitions_body(body: &Bytes) -> Result<crate::store::meta::Definitions, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("failed to decode definitions: {e}")))
 }
 
 async fn definitions_post(State(m): St, Extension(u): U, body: Bytes) -> Resp {
     m.require_admin(&u)?;
     let d = definitions_body(&body)?;
-    let problems = crate::store::definitions::import(&m.broker, &d);
+    let problems = crate::definitions::import(&m.broker, &d);
     m.broker.definitions_changed();
     m.durable_sync().await;
     if !problems.is_empty() {
@@ -1158,7 +1139,7 @@ async fn definitions_post(State(m): St, Extension(u): U, body: Bytes) -> Resp {
 async fn definitions_vhost(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> Resp {
     m.vhost_for(&u, &vhost)?;
     m.require_admin(&u)?;
-    let d = crate::store::definitions::export_all(&m.broker);
+    let d = crate::definitions::export_all(&m.broker);
     let strip = |items: Vec<Value>| -> Vec<Value> {
         items
             .into_iter()
@@ -1206,9 +1187,9 @@ async fn definitions_vhost_post(State(m): St, Extension(u): U, Path(vhost): Path
             o.remove(key);
         }
     }
-    let d: crate::store::definitions::Definitions =
+    let d: crate::store::meta::Definitions =
         serde_json::from_value(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let problems = crate::store::definitions::import(&m.broker, &d);
+    let problems = crate::definitions::import(&m.broker, &d);
     m.durable_sync().await;
     if !problems.is_empty() {
         return Err(ApiError::bad_request(problems.join("; ")));
@@ -1222,8 +1203,8 @@ async fn aliveness(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     let v = m.vhost_for(&u, &vhost)?;
     // As RabbitMQ: declare `aliveness-test`, publish to it, get the message back.
     let name = s("aliveness-test");
-    let d = QueueDeclare { queue: name.clone(), ..Default::default() };
-    let decl = v.declare_queue(&d, name.clone(), ConnectionId(0)).map_err(amqp_error)?;
+    let d = QueueSpec { name: name.clone(), ..QueueSpec::default() };
+    let decl = v.declare_queue(&d, None).map_err(amqp_error)?;
     let msg = crate::message::Message::new(ShortStr::empty(), name, Bytes::new(), Bytes::from_static(b"test_message"))
         .map_err(ApiError::bad_request)?;
     decl.queue.publish(Arc::new(msg));

@@ -30,7 +30,7 @@ async fn metrics_response(m: Arc<Mgmt>, per_object: bool) -> impl IntoResponse {
 }
 
 /// Per-queue values: (vhost, queue, ready, unacked, consumers, counters).
-type QueueRow = (String, String, u64, u64, u64, crate::stats::Totals);
+type QueueRow = (String, String, u64, u64, u64, crate::counters::Totals);
 /// A per-queue metric family: name, type, help, value.
 type QueueFamily = (&'static str, &'static str, &'static str, fn(&QueueRow) -> f64);
 

@@ -28,7 +28,7 @@ pub mod serve;
 pub mod ui;
 pub mod views;
 
-use crate::server::Broker;
+use crate::broker::Broker;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -347,11 +347,11 @@ pub async fn start(
     let cfg = broker.config.clone();
     let mut mgmt_listeners = Vec::new();
     for a in &cfg.management_listen {
-        mgmt_listeners.push(crate::server::bind(*a, crate::server::Listener::Management)?);
+        mgmt_listeners.push(crate::listen::bind(*a, crate::listen::Listener::Management)?);
     }
     let mut prom_listeners = Vec::new();
     for a in &cfg.prometheus_listen {
-        prom_listeners.push(crate::server::bind(*a, crate::server::Listener::Prometheus)?);
+        prom_listeners.push(crate::listen::bind(*a, crate::listen::Listener::Prometheus)?);
     }
     let mgmt_addrs: Vec<SocketAddr> = mgmt_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let prom_addrs: Vec<SocketAddr> = prom_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -400,12 +400,12 @@ async fn sampler(broker: Arc<Broker>, mut shutdown: tokio::sync::watch::Receiver
 
 /// Take one sample of every counter (the sampler; tests call it to get rates without waiting).
 pub fn sample_now(broker: &Broker) {
-    let now = crate::stats::unix_ms();
+    let now = crate::clock::unix_ms();
     broker.stats.sample(now, views::global_totals(broker));
     let mut live = std::collections::HashSet::new();
     for v in broker.vhosts() {
         for q in v.queues_snapshot() {
-            let key = views::queue_key(&v.name, &q.name.to_str_lossy());
+            let key = views::queue_rate_key(&v.name, &q.name.to_str_lossy());
             broker.stats.sample_object(key.clone(), now, q.totals());
             live.insert(key);
         }

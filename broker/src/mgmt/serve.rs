@@ -27,7 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -68,20 +68,11 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: 68\r\n\r\n{\"error\":\"service_unavailable\",\"reason\":\"Too many HTTP connections\"}";
 
-/// The base of [`now_ms`]: a monotonic clock shared by every connection's activity.
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
+use crate::clock::now_ms;
 
-/// Milliseconds since [`base`].
-fn now_ms() -> u64 {
-    base().elapsed().as_millis() as u64
-}
-
-/// The instant `ms` (as [`now_ms`] counts) stands for.
+/// The instant `ms` (as [`now_ms`] counts) stands for, on tokio's clock.
 fn instant_of(ms: u64) -> Instant {
-    base() + Duration::from_millis(ms)
+    Instant::from_std(crate::clock::instant_of(ms))
 }
 
 /// The process's descriptor limit (RLIMIT_NOFILE, soft); `None`: unlimited.

@@ -7,11 +7,12 @@
 //! - Counts are read without stopping the broker: each object is consistent in itself, a listing
 //!   is not a snapshot of the whole broker at one instant.
 use super::Mgmt;
+use crate::broker::Broker;
+use crate::counters::Totals;
 use crate::exchange::{Dest, Exchange};
 use crate::queue::Queue;
-use crate::server::Broker;
-use crate::stats::{ConnInfo, Rates, Totals};
-use crate::store::definitions::table_to_json;
+use crate::stats::{ConnInfo, Rates};
+use crate::store::meta::table_to_json;
 use crate::vhost::VHost;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 pub const RABBITMQ_VERSION: &str = crate::config::RABBITMQ_VERSION;
 
 /// Key of a queue in the rate samples.
-pub fn queue_key(vhost: &str, name: &str) -> String {
+pub fn queue_rate_key(vhost: &str, name: &str) -> String {
     format!("q/{vhost}/{name}")
 }
 
@@ -107,7 +108,7 @@ pub fn unacked_count(u: &HashMap<*const Queue, Unacked>, q: &Arc<Queue>) -> u64 
 
 fn idle_since(last_used: u64) -> Value {
     // `last_used` is on the monotonic clock; turn it into wall time.
-    let ago = crate::channel::delivery::now_ms().saturating_sub(last_used);
+    let ago = crate::clock::now_ms().saturating_sub(last_used);
     let at = std::time::SystemTime::now() - std::time::Duration::from_millis(ago);
     let ms = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     json!(format_timestamp(ms))
@@ -149,7 +150,7 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
     let unacked_n = un.count;
     let name = q.name.to_str_lossy().into_owned();
     let totals = q.totals();
-    let rates = m.broker.stats.object_rates(&queue_key(&v.name, &name));
+    let rates = m.broker.stats.object_rates(&queue_rate_key(&v.name, &name));
     let kind = match q.settings.kind {
         crate::queue::settings::QueueType::Quorum => "quorum",
         crate::queue::settings::QueueType::Stream => "stream",
@@ -211,11 +212,11 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
 }
 
 /// Which connection a channel belongs to (for consumer and channel details).
-fn conn_of_channel(m: &Mgmt, ch: &Arc<crate::channel::delivery::ChannelShared>) -> Option<Arc<ConnInfo>> {
+fn conn_of_channel(m: &Mgmt, ch: &Arc<crate::queue::consumer::ChannelShared>) -> Option<Arc<ConnInfo>> {
     m.broker.stats.connections().into_iter().find(|c| c.channels.lock().values().any(|x| Arc::ptr_eq(x, ch)))
 }
 
-fn consumer_of(m: &Mgmt, v: &VHost, queue: &str, c: &Arc<crate::channel::delivery::Consumer>) -> Value {
+fn consumer_of(m: &Mgmt, v: &VHost, queue: &str, c: &Arc<crate::queue::consumer::Consumer>) -> Value {
     let conn = conn_of_channel(m, &c.channel);
     json!({
         "consumer_tag": c.tag.to_str_lossy(),
@@ -510,8 +511,8 @@ pub fn channels_of(m: &Mgmt, c: &ConnInfo) -> Vec<Value> {
                     "peer_port": c.peer.map(|p| p.port()),
                 },
                 "state": "running",
-                "confirm": mode == crate::stats::MODE_CONFIRM,
-                "transactional": mode == crate::stats::MODE_TX,
+                "confirm": mode == crate::counters::MODE_CONFIRM,
+                "transactional": mode == crate::counters::MODE_TX,
                 "prefetch_count": st.consumer_prefetch,
                 "global_prefetch_count": st.channel_prefetch,
                 "consumer_count": st.consumers.len(),
@@ -649,5 +650,5 @@ pub fn fds() -> (u64, u64) {
 /// Free bytes on the data directory's filesystem (0 when unknown).
 pub fn disk_free(b: &Broker) -> u64 {
     let dir = b.config.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("."));
-    crate::server::disk_free(&dir).unwrap_or(0)
+    crate::monitor::disk_free(&dir).unwrap_or(0)
 }

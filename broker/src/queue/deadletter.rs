@@ -121,3 +121,28 @@ pub fn is_cycle(target: &[u8], deaths: &[FieldValue]) -> bool {
     }
     false
 }
+
+/// A dead-lettered message on its way to its dead-letter exchange (`msg.exchange`, with the
+/// routing key already chosen).
+pub struct DeadLetter {
+    /// The message as it is republished (x-death added, expiration removed).
+    pub msg: Message,
+    /// Its updated x-death list, for the cycle rule ([`is_cycle`]).
+    pub deaths: Vec<FieldValue>,
+    /// Why it died.
+    pub reason: Reason,
+}
+
+/// Whether a dead letter that died for `reason` with x-death list `deaths` skips the queue named
+/// `target`: RabbitMQ's cycle rule drops automatic (rejection-free) cycles.
+pub fn skips(reason: Reason, deaths: &[FieldValue], target: &[u8]) -> bool {
+    reason != Reason::Rejected && is_cycle(target, deaths)
+}
+
+/// Where a queue hands its dead letters once its lock is released: its vhost, which publishes
+/// them through the one publish path (`VHost::publish`). A trait, so the queue layer does not
+/// import the vhost that holds it.
+pub trait DeadLetterSink: Send + Sync {
+    /// Publish `dl` to its dead-letter exchange; `from` names the queue it died in (for logs).
+    fn publish_dead_letter(&self, dl: DeadLetter, from: &str);
+}

@@ -16,18 +16,18 @@
 //! - An expired message is never delivered: the head is checked before every delivery and get.
 //! - One channel's publishes reach the queue in publish order (the reader enqueues synchronously).
 pub mod chunked;
+pub mod consumer;
 pub mod deadletter;
 pub mod ready;
 pub mod settings;
 
-use crate::channel::delivery::{now_ms, Consumer};
+use crate::clock::now_ms;
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::Routed;
 use crate::ids::ConnectionId;
 use crate::message::{Message, QueuedMsg};
+use crate::queue::consumer::Consumer;
 use crate::store::{log::KIND_PERSISTENT, RecoveredMsg, Store};
-use crate::vhost::VHost;
-use deadletter::Reason;
+use deadletter::{DeadLetter, DeadLetterSink, Reason};
 use parking_lot::Mutex;
 use ready::Ready;
 use settings::{Overflow, QueueSettings};
@@ -55,7 +55,7 @@ pub struct QueueState {
     /// Message counters (management API, Prometheus), kept under this lock (no atomics on the
     /// publish path): published, delivered (ack / no-ack), got (ack / no-ack), get_empty,
     /// redelivered.
-    pub counters: crate::stats::Totals,
+    pub counters: crate::counters::Totals,
 }
 
 /// Acks of a queue's deliveries: counted by the acking reader, once per run of acks, on a cache
@@ -142,7 +142,7 @@ pub struct Queue {
     /// The policy that applied when it was declared.
     pub policy: Option<Arc<crate::policy::Policy>>,
     /// The vhost, for dead-lettering.
-    vhost_ref: Weak<VHost>,
+    vhost_ref: Weak<dyn DeadLetterSink>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
     saw_message_ttl: std::sync::atomic::AtomicBool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
@@ -176,14 +176,24 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Arc<Queue> {
-        Queue::in_vhost(name, vhost, Weak::new(), None, durable, exclusive_owner, auto_delete, arguments, None)
+        Queue::in_vhost(
+            name,
+            vhost,
+            Weak::<NoSink>::new(),
+            None,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
     pub fn in_vhost(
         name: ShortStr,
         vhost: &str,
-        vhost_ref: Weak<VHost>,
+        vhost_ref: Weak<dyn DeadLetterSink>,
         store: Option<Arc<Store>>,
         durable: bool,
         exclusive_owner: Option<ConnectionId>,
@@ -218,7 +228,7 @@ impl Queue {
                 had_consumer: false,
                 deleted: false,
                 last_used: now_ms(),
-                counters: crate::stats::Totals::default(),
+                counters: crate::counters::Totals::default(),
             }),
             acked: AckCounter::default(),
         })
@@ -284,7 +294,7 @@ impl Queue {
         }
         if self.persist && m.msg.persistent {
             if let Some(store) = &self.store {
-                let expires_unix = ttl.map(|t| crate::store::unix_ms() + t).unwrap_or(0);
+                let expires_unix = ttl.map(|t| crate::clock::unix_ms() + t).unwrap_or(0);
                 let (d, l) = store.append(KIND_PERSISTENT, self.key, &m.msg, expires_unix, priority);
                 m.disk = Some(Box::new(d));
                 *lsn = (*lsn).max(l);
@@ -621,7 +631,7 @@ impl Queue {
     }
 
     /// Message counters, for the management API: the locked ones plus acks.
-    pub fn totals(&self) -> crate::stats::Totals {
+    pub fn totals(&self) -> crate::counters::Totals {
         let mut t = self.state.lock().counters;
         t.acked = self.acked.0.load(std::sync::atomic::Ordering::Relaxed);
         t
@@ -670,15 +680,14 @@ impl Queue {
         (consumers, n as u32)
     }
 
-    /// Republish dead letters to the dead-letter exchange (no queue lock held).
+    /// Hand dead letters to the vhost, which publishes them to the dead-letter exchange (no
+    /// queue lock held).
     fn dead_letter(&self, dead: DeadLetters) {
         if dead.is_empty() {
             return;
         }
-        let (Some(dlx), Some(vhost)) = (&self.settings.dlx, self.vhost_ref.upgrade()) else { return };
-        let now_secs =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut routed = Routed::default();
+        let (Some(dlx), Some(sink)) = (&self.settings.dlx, self.vhost_ref.upgrade()) else { return };
+        let now_secs = crate::clock::unix_ms() / 1000;
         for (mut m, reason) in dead {
             if let (true, Some(store)) = (m.is_paged(), &self.store) {
                 // An unacked message paged out under memory pressure, now rejected.
@@ -692,26 +701,19 @@ impl Queue {
             }
             let (msg, deaths) =
                 deadletter::dead_letter(&m.msg, &self.name, reason, dlx, self.settings.dlrk.as_ref(), now_secs);
-            let props = msg.properties.clone();
-            match vhost.route(&msg.exchange, &msg.routing_key, &props, &mut routed) {
-                Ok(replaced) => {
-                    let msg = match replaced {
-                        Some(p) => Message { properties: p, ..msg },
-                        None => msg,
-                    };
-                    let msg = Arc::new(msg);
-                    for q in routed.queues.drain(..) {
-                        // RabbitMQ's cycle rule: automatic (rejection-free) cycles are dropped.
-                        if reason != Reason::Rejected && deadletter::is_cycle(q.name.as_bytes(), &deaths) {
-                            continue;
-                        }
-                        q.publish(msg.clone());
-                    }
-                }
-                Err(_) => {
-                    tracing::debug!("dead-letter exchange '{dlx}' of {} is missing: message dropped", self.describe());
-                }
-            }
+            sink.publish_dead_letter(DeadLetter { msg, deaths, reason }, &self.describe());
         }
+    }
+}
+
+/// The sink of a queue made outside a vhost (tests): dead letters go nowhere.
+struct NoSink;
+impl DeadLetterSink for NoSink {
+    fn publish_dead_letter(&self, _: DeadLetter, _: &str) {}
+}
+
+impl crate::outbound::Redrive for Queue {
+    fn redrive(&self) {
+        self.drive();
     }
 }

@@ -28,8 +28,8 @@
 //!   being torn down, not consumed).
 //! - Lock order: queue state -> store `inner` (a leaf: nothing is locked while holding it, and the
 //!   writer thread never holds it during I/O).
-pub mod definitions;
 pub mod log;
+pub mod meta;
 
 use crate::message::{Message, QueuedMsg};
 use log::{AckKind, RecordHeader};
@@ -194,11 +194,6 @@ pub fn queue_key(vhost: &str, name: &[u8]) -> u64 {
 
 fn seg_path(dir: &Path, seg: u32, ext: &str) -> PathBuf {
     dir.join(format!("{seg:08}.{ext}"))
-}
-
-/// Milliseconds since the Unix epoch (message expiry is stored as wall-clock time).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// What recovery found.

@@ -12,6 +12,7 @@
 //!   reach the client strictly increasing.
 //! - `unacked[i]` holds tag `base_tag + i`; `None` marks a tag already settled (or a no-ack delivery).
 //! - `in_flight` of a consumer and `global_in_flight` count exactly the unacked deliveries they cover.
+use crate::clock::now_ms;
 use crate::message::QueuedMsg;
 use crate::outbound::Outbound;
 use crate::queue::Queue;
@@ -41,12 +42,6 @@ pub struct Consumer {
     pub in_flight: AtomicU32,
     /// Consumer acknowledgement timeout in ms (`x-consumer-timeout` or the broker default); None = off.
     pub timeout_ms: Option<u64>,
-}
-
-/// Milliseconds on a process-wide monotonic clock (for ack timeouts).
-pub fn now_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// One delivered, unacknowledged message.
@@ -85,7 +80,7 @@ pub struct Deliveries {
     /// Consumers by tag.
     pub consumers: HashMap<ShortStr, Arc<Consumer>>,
     /// Deliveries made on this channel (counted under this lock, which delivery holds anyway).
-    pub counted: crate::stats::Totals,
+    pub counted: crate::counters::Totals,
 }
 
 /// The channel state shared with queues.
@@ -99,10 +94,10 @@ pub struct ChannelShared {
     /// Delivery state.
     pub state: Mutex<Deliveries>,
     /// Confirm or transactional mode (`stats::MODE_*`), for the management API.
-    pub mode: crate::stats::ChannelMode,
+    pub mode: crate::counters::ChannelMode,
     /// What the channel's reader counts (publishes, confirms, acks, returns): written only by
     /// that reader.
-    pub counters: crate::stats::ConnCounters,
+    pub counters: crate::counters::ConnCounters,
 }
 
 impl ChannelShared {
@@ -392,5 +387,22 @@ impl Deliveries {
             self.release(u);
         }
         all
+    }
+}
+
+/// The broker cancels a consumer (its queue was deleted): remove it from its channel and tell the
+/// client with basic.cancel if it supports consumer_cancel_notify.
+pub fn cancel_by_broker(c: &Arc<Consumer>) {
+    let ch = &c.channel;
+    let mut st = ch.state.lock();
+    if st.consumers.remove(&c.tag).is_none() || st.closed {
+        return;
+    }
+    if ch.cancel_notify {
+        let m = warren_protocol::Method::BasicCancel(warren_protocol::method::BasicCancel {
+            consumer_tag: c.tag.clone(),
+            no_wait: true,
+        });
+        ch.out.write(|b| warren_protocol::frame::encode_method(b, ch.id, &m));
     }
 }

@@ -1,0 +1,335 @@
+//! Exchange and binding rules of a vhost: declare (types, equivalence, reserved names), delete
+//! (if-unused, auto-delete), bind and unbind (queue and exchange destinations, headers
+//! arguments), and RabbitMQ's wording of argument differences.
+//!
+//! Runs in: the task of whichever door asks (a connection reader, an HTTP handler, boot import).
+//!
+//! # Invariants
+//! - An auto-delete exchange goes with its last binding (as source).
+//! - A durable change requests a definitions write before the door reports it.
+use super::{ExchangeSpec, VHost};
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::{Binding, Dest, Exchange, ExchangeKind};
+use crate::queue::Queue;
+use std::sync::Arc;
+use warren_protocol::constants::*;
+use warren_protocol::FieldValue;
+use warren_protocol::{FieldTable, ShortStr};
+
+impl VHost {
+    /// exchange.declare.
+    pub fn declare_exchange(&self, d: &ExchangeSpec) -> AmqpResult<()> {
+        let name = &d.name;
+        if name.is_empty() {
+            // spec: the default exchange can be declared passively only... RabbitMQ refuses both.
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
+        }
+        if !d.passive {
+            if ExchangeKind::parse(d.kind.as_bytes()).is_none() {
+                // As RabbitMQ: an unknown type closes the connection, even on a redeclare.
+                return Err(AmqpError::connection(
+                    COMMAND_INVALID,
+                    format!("unknown exchange type '{}'", d.kind),
+                    None,
+                ));
+            }
+            if let Some(v) = d.arguments.get("alternate-exchange") {
+                if v.as_bytes().is_none() {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!(
+                            "invalid type '{}' for arg 'alternate-exchange' in {}",
+                            rabbit_type(v),
+                            self.ex_desc(name)
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+        if let Some(ex) = self.exchange(name) {
+            if d.passive {
+                return Ok(());
+            }
+            let ineq = |arg: &str, got: String, cur: String| {
+                AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
+                        self.ex_desc(name)
+                    ),
+                    None,
+                )
+            };
+            if ex.kind.name().as_bytes() != d.kind.as_bytes() {
+                return Err(ineq("type", d.kind.to_string(), ex.kind.name().to_string()));
+            }
+            if ex.durable != d.durable {
+                return Err(ineq("durable", d.durable.to_string(), ex.durable.to_string()));
+            }
+            if ex.auto_delete != d.auto_delete {
+                return Err(ineq("auto_delete", d.auto_delete.to_string(), ex.auto_delete.to_string()));
+            }
+            if ex.internal != d.internal {
+                return Err(ineq("internal", d.internal.to_string(), ex.internal.to_string()));
+            }
+            if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &ex.arguments, EXCHANGE_EQUIV_ARGS) {
+                return Err(ineq(&k, got, cur));
+            }
+            return Ok(());
+        }
+        if d.passive {
+            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(name)), None));
+        }
+        if name.as_bytes().starts_with(b"amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+                None,
+            ));
+        }
+        let kind = ExchangeKind::parse(d.kind.as_bytes()).ok_or_else(|| {
+            // rabbitmq-compat: RabbitMQ closes the connection with 503 for an unknown type.
+            AmqpError::connection(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind), None)
+        })?;
+        let mut exs = self.exchanges.write();
+        exs.entry(name.clone()).or_insert_with(|| {
+            Exchange::new(
+                name.clone(),
+                kind,
+                d.durable,
+                d.auto_delete,
+                d.internal,
+                d.arguments.clone(),
+                self.policy_for(|p| p.matches_exchange(&name.to_str_lossy())),
+            )
+        });
+        drop(exs);
+        self.changed(d.durable);
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> AmqpResult<()> {
+        if name.is_empty() {
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
+        }
+        if name.as_bytes().starts_with(b"amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("deletion of system {} not allowed", self.ex_desc(name)),
+                None,
+            ));
+        }
+        let Some(ex) = self.exchange(name) else {
+            // RabbitMQ 3.x answers delete-ok for a missing exchange.
+            return Ok(());
+        };
+        if if_unused && ex.has_bindings() {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", self.ex_desc(name)), None));
+        }
+        self.remove_exchange(&ex);
+        Ok(())
+    }
+
+    /// Remove `ex`, its bindings as a source, and every binding to it (cascading auto-deletes).
+    fn remove_exchange(&self, ex: &Arc<Exchange>) {
+        {
+            let mut exs = self.exchanges.write();
+            match exs.get(&ex.name) {
+                Some(x) if Arc::ptr_eq(x, ex) => {
+                    exs.remove(&ex.name);
+                }
+                _ => return,
+            }
+        }
+        ex.clear_bindings();
+        self.unbind_everywhere(&Dest::Exchange(ex.clone()));
+        self.changed(ex.durable);
+    }
+
+    /// Remove every binding leading to `dest`; auto-delete exchanges left without bindings go too.
+    pub(super) fn unbind_everywhere(&self, dest: &Dest) {
+        let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().values().cloned().collect();
+        for ex in exchanges {
+            if ex.unbind_dest(dest) && ex.auto_delete {
+                self.remove_exchange(&ex);
+            }
+        }
+    }
+
+    /// exchange.bind: route from `source` to `destination` as well.
+    pub fn bind_exchange(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        routing_key: ShortStr,
+        arguments: FieldTable,
+    ) -> AmqpResult<()> {
+        let dst = self.bindable_exchange(destination)?;
+        let src = self.bindable_exchange(source)?;
+        check_binding_args(&src, &arguments)?;
+        let durable = src.durable && dst.durable;
+        src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
+        self.changed(durable);
+        Ok(())
+    }
+
+    /// exchange.unbind.
+    pub fn unbind_exchange(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        routing_key: &ShortStr,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        // As RabbitMQ: unbinding where the source or destination does not exist is not an error.
+        let (Some(dst), Some(src)) = (self.unbind_exchange_named(destination)?, self.unbind_exchange_named(source)?)
+        else {
+            return Ok(());
+        };
+        let durable = src.durable && dst.durable;
+        if src.unbind(&Dest::Exchange(dst), routing_key, arguments) && src.auto_delete && !src.has_bindings() {
+            self.remove_exchange(&src);
+        }
+        self.changed(durable);
+        Ok(())
+    }
+
+    /// The exchange named in a bind/unbind: must exist and not be the default exchange.
+    fn bindable_exchange(&self, exchange: &ShortStr) -> AmqpResult<Arc<Exchange>> {
+        if exchange.is_empty() {
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
+        }
+        self.exchange(exchange)
+            .ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), None))
+    }
+
+    /// The exchange named in an unbind: the default exchange is refused, a missing one is `None`.
+    fn unbind_exchange_named(&self, exchange: &ShortStr) -> AmqpResult<Option<Arc<Exchange>>> {
+        if exchange.is_empty() {
+            return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
+        }
+        Ok(self.exchange(exchange))
+    }
+
+    /// queue.bind.
+    pub fn bind_queue(
+        &self,
+        q: Arc<Queue>,
+        exchange: &ShortStr,
+        routing_key: ShortStr,
+        arguments: FieldTable,
+    ) -> AmqpResult<()> {
+        let ex = self.bindable_exchange(exchange)?;
+        check_binding_args(&ex, &arguments)?;
+        let durable = ex.durable && q.durable && q.exclusive_owner.is_none();
+        ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
+        self.changed(durable);
+        Ok(())
+    }
+
+    /// queue.unbind.
+    pub fn unbind_queue(
+        &self,
+        q: &Arc<Queue>,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        arguments: &FieldTable,
+    ) -> AmqpResult<()> {
+        let Some(ex) = self.unbind_exchange_named(exchange)? else { return Ok(()) };
+        if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
+            self.remove_exchange(&ex);
+        }
+        self.changed(ex.durable && q.durable && q.exclusive_owner.is_none());
+        Ok(())
+    }
+}
+
+/// Headers exchanges check `x-match` when a binding is made, as RabbitMQ.
+fn check_binding_args(ex: &Exchange, args: &FieldTable) -> AmqpResult<()> {
+    if ex.kind != ExchangeKind::Headers {
+        return Ok(());
+    }
+    match args.get("x-match") {
+        None => Ok(()),
+        Some(FieldValue::LongStr(s)) => match s.as_bytes() {
+            b"all" | b"any" | b"all-with-x" | b"any-with-x" => Ok(()),
+            other => Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!(
+                    "Invalid x-match field value <<\"{}\">>; expected all, any, all-with-x, or any-with-x",
+                    String::from_utf8_lossy(other)
+                ),
+                None,
+            )),
+        },
+        Some(v) => Err(AmqpError::channel(
+            PRECONDITION_FAILED,
+            format!("Invalid x-match field type {} (value {}); expected longstr", rabbit_type(v), fmt_value(Some(v))),
+            None,
+        )),
+    }
+}
+
+/// Exchange arguments compared on redeclare.
+const EXCHANGE_EQUIV_ARGS: &[&str] = &["alternate-exchange"];
+
+/// The first of `keys` whose value differs between a redeclare and the original, as
+/// (name, received, current).
+pub(super) fn first_arg_difference(
+    got: &FieldTable,
+    cur: &FieldTable,
+    keys: &[&str],
+) -> Option<(String, String, String)> {
+    for k in keys {
+        match (got.get(k), cur.get(k)) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a == b || same_number(a, b) => {}
+            (a, b) => return Some((k.to_string(), fmt_value(a), fmt_value(b))),
+        }
+    }
+    None
+}
+
+/// RabbitMQ's name for a field value's type, as its error texts use it.
+pub fn rabbit_type(v: &FieldValue) -> &'static str {
+    match v {
+        FieldValue::Bool(_) => "bool",
+        FieldValue::I8(_) => "byte",
+        FieldValue::U8(_) => "unsignedbyte",
+        FieldValue::I16(_) => "short",
+        FieldValue::U16(_) => "unsignedshort",
+        FieldValue::I32(_) => "signedint",
+        FieldValue::U32(_) => "unsignedint",
+        FieldValue::I64(_) => "long",
+        FieldValue::F32(_) => "float",
+        FieldValue::F64(_) => "double",
+        FieldValue::Decimal(..) => "decimal",
+        FieldValue::LongStr(_) => "longstr",
+        FieldValue::Bytes(_) => "binary",
+        FieldValue::Array(_) => "array",
+        FieldValue::Timestamp(_) => "timestamp",
+        FieldValue::Table(_) => "table",
+        FieldValue::Void => "void",
+    }
+}
+
+fn same_number(a: &warren_protocol::FieldValue, b: &warren_protocol::FieldValue) -> bool {
+    matches!((a.as_i64(), b.as_i64()), (Some(x), Some(y)) if x == y)
+}
+
+fn fmt_value(v: Option<&warren_protocol::FieldValue>) -> String {
+    use warren_protocol::FieldValue as F;
+    match v {
+        None => "none".into(),
+        Some(v) => match v.as_i64() {
+            Some(n) => n.to_string(),
+            None => match v {
+                F::LongStr(s) | F::Bytes(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                F::Bool(b) => b.to_string(),
+                other => format!("{other:?}"),
+            },
+        },
+    }
+}

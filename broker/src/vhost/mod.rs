@@ -1,0 +1,223 @@
+//! A virtual host: the registries of its exchanges and queues, and the core operations every door
+//! calls: routing (`route.rs`), the one publish path (`publish.rs`), queue rules (`queues.rs`),
+//! exchange and binding rules (`exchanges.rs`), policies (`policies.rs`).
+//!
+//! Runs in: any connection reader (declares are rare; routing is per message).
+//!
+//! # Invariants
+//! - Topology maps are `RwLock`s: routing takes read locks only and holds none of them while it
+//!   enqueues. Declares and deletes take the write lock of one map at a time (LOCKS.md).
+//! - The default exchange (`""`) is implicit: every queue is bound to it by name; it cannot be
+//!   bound, unbound or deleted.
+//! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`, and the internal `amq.rabbitmq.trace`) exist
+//!   in every vhost and cannot be deleted or declared differently.
+mod exchanges;
+mod policies;
+mod publish;
+mod queues;
+mod route;
+
+use crate::exchange::{Exchange, ExchangeKind, NameMap};
+use crate::ids::ConnectionId;
+use crate::queue::Queue;
+pub use exchanges::rabbit_type;
+use parking_lot::RwLock;
+pub use publish::{Outcome, Publish, Publisher};
+use std::collections::HashMap;
+use std::sync::Arc;
+use warren_protocol::{FieldTable, ShortStr};
+
+/// A virtual host.
+pub struct VHost {
+    /// Name, e.g. `/`.
+    pub name: String,
+    /// Exchanges by name (the default exchange is not in here).
+    exchanges: RwLock<NameMap<Arc<Exchange>>>,
+    /// Queues by name.
+    queues: RwLock<NameMap<Arc<Queue>>>,
+    /// Direct reply-to consumers by their generated reply queue name.
+    pub replies: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
+    /// `Weak` to itself, handed to queues for dead-lettering.
+    me: std::sync::Weak<VHost>,
+    /// The broker's message store (durable queues write persistent messages there).
+    store: Option<Arc<crate::store::Store>>,
+    /// The broker's metadata file: durable topology changes request a write.
+    meta: Option<Arc<crate::store::meta::MetaStore>>,
+    /// Message counters of deleted queues (so totals never go backwards).
+    retired: parking_lot::Mutex<crate::counters::Totals>,
+    /// Policies by name.
+    policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
+}
+
+/// Where replies to an `amq.rabbitmq.reply-to.*` name go.
+pub struct ReplyTarget {
+    /// The requester's channel.
+    pub channel: std::sync::Weak<crate::queue::consumer::ChannelShared>,
+    /// Its reply consumer's tag.
+    pub consumer_tag: ShortStr,
+}
+
+/// The pseudo-queue of direct reply-to.
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// A queue declaration as every door hands it to the core (AMQP's queue.declare, the HTTP API's
+/// `PUT /api/queues/...`, a definitions file): typed, with no protocol method in it.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSpec {
+    /// The queue's final name (a server-named queue's generated name already).
+    pub name: ShortStr,
+    /// The client left the name to the server (the `amq.` rule does not apply then).
+    pub server_named: bool,
+    /// Only check that it exists (and renew its lease).
+    pub passive: bool,
+    /// Survives a restart (never true for an exclusive queue).
+    pub durable: bool,
+    /// Owned by the declaring connection.
+    pub exclusive: bool,
+    /// Deleted with its last consumer.
+    pub auto_delete: bool,
+    /// `x-` arguments (`queue/settings.rs` knows them).
+    pub arguments: FieldTable,
+}
+
+/// An exchange declaration as every door hands it to the core.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeSpec {
+    /// The exchange's name.
+    pub name: ShortStr,
+    /// Its type as asked (`direct`, `topic`, ...; checked by the core).
+    pub kind: ShortStr,
+    /// Only check that it exists.
+    pub passive: bool,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted with its last binding (as source).
+    pub auto_delete: bool,
+    /// Not published to by clients (only via exchange-to-exchange bindings).
+    pub internal: bool,
+    /// Arguments (`alternate-exchange`).
+    pub arguments: FieldTable,
+}
+
+/// Result of a queue.declare.
+pub struct Declared {
+    pub queue: Arc<Queue>,
+    pub message_count: u32,
+    pub consumer_count: u32,
+    /// True when this declare created the queue.
+    pub created: bool,
+}
+
+impl VHost {
+    pub fn new(
+        name: &str,
+        store: Option<Arc<crate::store::Store>>,
+        meta: Option<Arc<crate::store::meta::MetaStore>>,
+    ) -> Arc<VHost> {
+        let mut ex = NameMap::default();
+        for (n, k) in [
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            let name = ShortStr::from_static(n);
+            ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new(), None));
+        }
+        // RabbitMQ's firehose tracer publishes to this internal topic exchange; it exists in
+        // every vhost (tracing itself is not implemented: nothing is published to it).
+        let trace = ShortStr::from_static("amq.rabbitmq.trace");
+        ex.insert(trace.clone(), Exchange::new(trace, ExchangeKind::Topic, true, false, true, FieldTable::new(), None));
+        Arc::new_cyclic(|me| VHost {
+            name: name.to_string(),
+            exchanges: RwLock::new(ex),
+            queues: RwLock::new(NameMap::default()),
+            replies: Default::default(),
+            me: me.clone(),
+            store,
+            meta,
+            retired: Default::default(),
+            policies: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// A durable part of the topology changed: ask for the definitions file to be rewritten.
+    fn changed(&self, durable: bool) {
+        if let (true, Some(m)) = (durable, &self.meta) {
+            m.request();
+        }
+    }
+
+    /// Every queue (for export and recovery).
+    pub fn queues_snapshot(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+    /// Every exchange but the default one.
+    pub fn exchanges_snapshot(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
+    }
+
+    pub fn queue(&self, name: &ShortStr) -> Option<Arc<Queue>> {
+        self.queues.read().get(name).cloned()
+    }
+    pub fn exchange(&self, name: &ShortStr) -> Option<Arc<Exchange>> {
+        self.exchanges.read().get(name).cloned()
+    }
+
+    /// `exchange 'x' in vhost '/'`.
+    fn ex_desc(&self, name: &ShortStr) -> String {
+        format!("exchange '{}' in vhost '{}'", name, self.name)
+    }
+    fn q_desc(&self, name: &ShortStr) -> String {
+        format!("queue '{}' in vhost '{}'", name, self.name)
+    }
+
+    /// Message counters of every queue this vhost ever had (live ones plus deleted ones).
+    pub fn queue_totals(&self) -> crate::counters::Totals {
+        let mut t = *self.retired.lock();
+        for q in self.queues_snapshot() {
+            t.add(&q.totals());
+        }
+        t
+    }
+
+    /// Periodic work: expire messages at queue heads, delete queues unused past `x-expires`.
+    pub fn sweep(&self, now: u64) {
+        let queues: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.settings.message_ttl.is_some() || q.settings.expires.is_some() || q.may_hold_expiring())
+            .cloned()
+            .collect();
+        for q in queues {
+            if q.sweep(now) {
+                tracing::info!(
+                    "{} expired (unused for {} ms): deleting it",
+                    q.describe(),
+                    q.settings.expires.unwrap_or(0)
+                );
+                self.delete_queue(&q);
+            }
+        }
+    }
+
+    /// Page message bodies beyond each queue's in-memory window out to the store (transient ones
+    /// too under memory pressure). Returns the bytes freed.
+    pub fn page_out(&self, pressure: bool) -> usize {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        queues.iter().map(|q| q.page_out(pressure)).sum()
+    }
+
+    /// Body bytes of all ready messages in this vhost held in memory (memory alarm).
+    pub fn queued_bytes(&self) -> u64 {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        queues.iter().map(|q| q.ready_bytes() as u64).sum()
+    }
+
+    /// Queues owned exclusively by `conn` (deleted when it closes).
+    pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
+        self.queues.read().values().filter(|q| q.exclusive_owner == Some(conn)).cloned().collect()
+    }
+}

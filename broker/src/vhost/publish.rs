@@ -1,0 +1,166 @@
+//! The one publish path: route a message, check what the core checks on every publish, build the
+//! shared `Message`, enqueue it into every queue it reaches. AMQP's basic.publish, the HTTP API's
+//! publish, dead-lettering (and, later, delayed delivery and shovels) all come through here; each
+//! door only turns the [`Outcome`] into its own answer (basic.return and confirms, a JSON body).
+//!
+//! Runs in: the publishing task (a connection reader, an HTTP handler, a queue's dead-lettering
+//! after its lock is released).
+//!
+//! # Invariants
+//! - Nothing is enqueued until every check passed: [`VHost::prepare`] routes and checks, and only
+//!   [`VHost::enqueue`] touches queues (a transaction prepares at publish and enqueues at commit).
+//! - One `Arc<Message>` is shared by every queue the message reaches (no body copy).
+//! - `Outcome::durable_lsn` is the highest store LSN the message's records need: a door that
+//!   confirms or answers "routed" waits for that LSN to be fsynced first.
+use super::VHost;
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::Routed;
+use crate::message::Message;
+use crate::queue::deadletter::{self, DeadLetter, DeadLetterSink};
+use crate::queue::{Enqueued, Queue};
+use bytes::Bytes;
+use std::sync::Arc;
+use warren_protocol::constants::PRECONDITION_FAILED;
+use warren_protocol::{BasicProperties, ShortStr};
+
+/// Bit 4 of the property flags (user-id present), as seen in the second flags byte.
+const USER_ID_FLAG_LOW_BYTE: u8 = 0x10;
+
+/// A message as a door hands it to the core.
+pub struct Publish {
+    /// Exchange name (`""` = the default exchange).
+    pub exchange: ShortStr,
+    /// Routing key.
+    pub routing_key: ShortStr,
+    /// Raw content-header properties (validated by the door's codec).
+    pub properties: Bytes,
+    /// Body.
+    pub body: Bytes,
+    /// Build the message even when no queue takes it (mandatory: the door returns it).
+    pub mandatory: bool,
+}
+
+/// Who publishes, for the `user_id` rule: the authenticated user, and whether it may impersonate
+/// (tag `impersonator`). The broker itself (dead letters) is [`Publisher::BROKER`].
+#[derive(Clone, Copy)]
+pub struct Publisher<'a> {
+    /// User name; `None` for the broker itself (no `user_id` check).
+    pub user: Option<&'a str>,
+    /// Tagged `impersonator`: may set any `user_id`.
+    pub impersonator: bool,
+}
+
+impl Publisher<'_> {
+    /// The broker republishing (dead letters): passes the user check.
+    pub const BROKER: Publisher<'static> = Publisher { user: None, impersonator: true };
+}
+
+/// What enqueueing did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Some queue took the message.
+    pub routed: bool,
+    /// Some queue refused it (`x-overflow: reject-publish`): a confirm becomes a nack.
+    pub rejected: bool,
+    /// The store LSN its records need before it may be reported durable (0 = none written).
+    pub durable_lsn: u64,
+}
+
+impl Outcome {
+    /// Mandatory and nowhere to go: the door returns it (basic.return).
+    pub fn unroutable(&self) -> bool {
+        !self.routed && !self.rejected
+    }
+}
+
+impl VHost {
+    /// Route `p` and check it (missing exchange 404, bad CC / BCC 406, `user_id` 406, bad
+    /// `expiration` 406); `routed.queues` ends up holding its queues. Returns the message, or
+    /// `None` when no queue takes it and it is not mandatory (nothing is built then).
+    pub fn prepare(&self, who: Publisher, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Arc<Message>>> {
+        let replaced = self.route(&p.exchange, &p.routing_key, &p.properties, routed)?;
+        // rabbitmq-compat: a `user_id` property must name the authenticated user unless the user
+        // is tagged `impersonator` (checked after the exchange lookup, as RabbitMQ does). The
+        // properties are decoded only when the flag says user_id is there.
+        if let (false, Some(user)) = (who.impersonator, who.user) {
+            if p.properties.get(1).is_some_and(|f| f & USER_ID_FLAG_LOW_BYTE != 0) {
+                check_user_id(user, &p.properties).inspect_err(|_| routed.clear())?;
+            }
+        }
+        if routed.queues.is_empty() && !p.mandatory {
+            return Ok(None);
+        }
+        let properties = replaced.unwrap_or(p.properties);
+        match Message::new(p.exchange, p.routing_key, properties, p.body) {
+            Ok(m) => Ok(Some(Arc::new(m))),
+            Err(why) => {
+                routed.clear();
+                Err(AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))
+            }
+        }
+    }
+
+    /// Enqueue `msg` into `queues` (drained), skipping those `skip` names.
+    pub fn enqueue(queues: &mut Vec<Arc<Queue>>, msg: &Arc<Message>, skip: impl Fn(&Queue) -> bool) -> Outcome {
+        let mut out = Outcome::default();
+        for q in queues.drain(..) {
+            if skip(&q) {
+                continue;
+            }
+            match q.publish_durably(msg.clone(), &mut out.durable_lsn) {
+                Enqueued::Accepted => out.routed = true,
+                Enqueued::Rejected => out.rejected = true,
+                Enqueued::Gone => {}
+            }
+        }
+        out
+    }
+
+    /// [`VHost::prepare`] then [`VHost::enqueue`]: the whole publish, for doors that do not
+    /// defer (HTTP, dead letters).
+    pub fn publish(&self, who: Publisher, p: Publish) -> AmqpResult<(Option<Arc<Message>>, Outcome)> {
+        let mut routed = Routed::default();
+        let msg = self.prepare(who, p, &mut routed)?;
+        let out = match &msg {
+            Some(m) => VHost::enqueue(&mut routed.queues, m, |_| false),
+            None => Outcome::default(),
+        };
+        Ok((msg, out))
+    }
+}
+
+/// A publish's `user_id` must be the authenticated user's name. 406 with RabbitMQ's text
+/// otherwise.
+fn check_user_id(user: &str, properties: &Bytes) -> AmqpResult<()> {
+    // The properties were validated at the header, so this decode does not fail in practice.
+    let Ok(props) = BasicProperties::decode(properties.clone()) else {
+        return Ok(());
+    };
+    match props.user_id {
+        Some(id) if id.as_bytes() != user.as_bytes() => Err(AmqpError::channel_ids(
+            PRECONDITION_FAILED,
+            format!("user_id property set to '{}' but authenticated user was '{user}'", id.to_str_lossy()),
+            60,
+            40,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Dead letters take the one publish path, as the broker (no user check), with RabbitMQ's cycle
+/// rule applied per target queue.
+impl DeadLetterSink for VHost {
+    fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
+        let DeadLetter { msg, deaths, reason } = dl;
+        let Message { exchange, routing_key, properties, body, .. } = msg;
+        let p = Publish { exchange, routing_key, properties, body, mandatory: false };
+        let mut routed = Routed::default();
+        match self.prepare(Publisher::BROKER, p, &mut routed) {
+            Ok(Some(m)) => {
+                VHost::enqueue(&mut routed.queues, &m, |q| deadletter::skips(reason, &deaths, q.name.as_bytes()));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("dead letter of {from} dropped: {}", e.reply_text()),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Queue rules of a vhost: declare (names, equivalence, exclusivity, arguments, policies), delete
+//! (if-unused / if-empty), and the exclusive-use check every door applies.
+//!
+//! Runs in: the task of whichever door asks (a connection reader, an HTTP handler, boot import).
+//!
+//! # Invariants
+//! - A queue is created under the queues write lock after a re-check, so two racing declares
+//!   create it once.
+//! - An exclusive queue is usable only by its owning connection (405 for every other).
+use super::exchanges::first_arg_difference;
+use super::{Declared, QueueSpec, VHost};
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::Dest;
+use crate::ids::ConnectionId;
+use crate::queue::consumer::cancel_by_broker;
+use crate::queue::Queue;
+use std::sync::Arc;
+use warren_protocol::constants::*;
+use warren_protocol::ShortStr;
+
+impl VHost {
+    /// A queue that exists and that `conn` may use (exclusive queues belong to their connection;
+    /// a door without one, `None`, may use none).
+    pub fn usable_queue(&self, name: &ShortStr, conn: Option<ConnectionId>) -> AmqpResult<Arc<Queue>> {
+        let q =
+            self.queue(name).ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), None))?;
+        check_exclusive(&q, conn)?;
+        Ok(q)
+    }
+
+    /// queue.declare, all of RabbitMQ's checks. `conn` is the declaring connection (owner of an
+    /// exclusive queue; `None` for doors without one, which can use no exclusive queue).
+    pub fn declare_queue(&self, d: &QueueSpec, conn: Option<ConnectionId>) -> AmqpResult<Declared> {
+        let name = d.name.clone();
+        VHost::check_queue_name(d)?;
+        if !d.passive {
+            crate::queue::settings::validate_queue_args(&d.arguments).map_err(|(arg, why)| {
+                AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("invalid arg '{arg}' for {}: {why}", self.q_desc(&name)),
+                    None,
+                )
+            })?;
+        }
+        // rabbitmq-compat: an exclusive queue is never durable, whatever the client asked (so a
+        // redeclare with either durable value is equivalent).
+        let durable = d.durable && !d.exclusive;
+        if let Some(q) = self.queue(&name) {
+            check_exclusive(&q, conn)?;
+            // rabbitmq-compat: a (non-passive) declare must agree on exclusivity, checked before
+            // any other equivalence: 405 with the same text as another connection's queue.
+            if !d.passive && q.exclusive_owner.is_some() != d.exclusive {
+                return Err(exclusive_locked(&q));
+            }
+            if !d.passive {
+                let ineq = |arg: &str, got: String, cur: String| {
+                    AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!(
+                            "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
+                            self.q_desc(&name)
+                        ),
+                        None,
+                    )
+                };
+                if q.durable != durable {
+                    return Err(ineq("durable", durable.to_string(), q.durable.to_string()));
+                }
+                if q.auto_delete != d.auto_delete {
+                    return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
+                }
+                if let Some((k, got, cur)) =
+                    first_arg_difference(&d.arguments, &q.arguments, crate::queue::settings::QUEUE_EQUIV_ARGS)
+                {
+                    return Err(ineq(&k, got, cur));
+                }
+            }
+            // As RabbitMQ: any declare, passive included, renews an x-expires lease.
+            q.touch();
+            let (message_count, consumer_count) = q.counts();
+            return Ok(Declared { queue: q, message_count, consumer_count, created: false });
+        }
+        if d.passive {
+            return Err(AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(&name)), None));
+        }
+        if crate::queue::settings::QueueType::of(&d.arguments) != crate::queue::settings::QueueType::Classic {
+            // As RabbitMQ: replicated queue types must be durable, shared and not auto-deleted.
+            let bad = if !d.durable {
+                Some("non-durable")
+            } else if d.exclusive {
+                Some("exclusive-owner")
+            } else if d.auto_delete {
+                Some("auto-delete")
+            } else {
+                None
+            };
+            if let Some(p) = bad {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("invalid property '{p}' for {}", self.q_desc(&name)),
+                    None,
+                ));
+            }
+        }
+        let mut qs = self.queues.write();
+        // Re-check under the write lock: another connection may have won the race.
+        if qs.contains_key(&name) {
+            drop(qs);
+            return self.declare_queue(&QueueSpec { passive: false, ..d.clone() }, conn);
+        }
+        let owner = match (d.exclusive, conn) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c),
+            (true, None) => {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("{} cannot be exclusive without a connection", self.q_desc(&name)),
+                    None,
+                ))
+            }
+        };
+        let quorum = crate::queue::settings::QueueType::of(&d.arguments) == crate::queue::settings::QueueType::Quorum;
+        let policy = self.policy_for(|p| p.matches_queue(&name.to_str_lossy(), quorum));
+        let q = Queue::in_vhost(
+            name.clone(),
+            &self.name,
+            self.me.clone(),
+            self.store.clone(),
+            durable,
+            owner,
+            d.auto_delete,
+            d.arguments.clone(),
+            policy,
+        );
+        if q.settings.kind == crate::queue::settings::QueueType::Stream {
+            tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
+        }
+        qs.insert(name, q.clone());
+        drop(qs);
+        self.changed(durable);
+        Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
+    }
+
+    /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
+    pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
+        self.delete_queue_deferring(q, None).0
+    }
+
+    /// queue.declare's name rule (every door's; RabbitMQ checks it before permissions, so doors
+    /// call it first, and [`VHost::declare_queue`] applies it again): a client may not create a
+    /// queue named `amq.*` (403). Passive declares and server-named queues are not checked.
+    pub fn check_queue_name(d: &QueueSpec) -> AmqpResult<()> {
+        if !d.passive && !d.server_named && d.name.as_bytes().starts_with(b"amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("queue name '{}' contains reserved prefix 'amq.*'", d.name),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    /// queue.delete's conditions (every door's): with `if_unused`, 406 while it has consumers;
+    /// with `if_empty`, 406 while it holds messages.
+    pub fn check_delete_conditions(q: &Queue, if_unused: bool, if_empty: bool) -> AmqpResult<()> {
+        let (messages, consumers) = q.counts();
+        if if_unused && consumers > 0 {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", q.describe()), None));
+        }
+        if if_empty && messages > 0 {
+            return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} not empty", q.describe()), None));
+        }
+        Ok(())
+    }
+
+    /// Delete a queue, cancelling its consumers except those on channel `deferred` (the channel
+    /// that asked for the deletion), which are returned for the caller to cancel with
+    /// [`cancel_by_broker`] once it has sent queue.delete-ok.
+    pub fn delete_queue_deferring(
+        &self,
+        q: &Arc<Queue>,
+        deferred: Option<&Arc<crate::queue::consumer::ChannelShared>>,
+    ) -> (u32, Vec<Arc<crate::queue::consumer::Consumer>>) {
+        {
+            let mut qs = self.queues.write();
+            match qs.get(&q.name) {
+                Some(x) if Arc::ptr_eq(x, q) => {
+                    qs.remove(&q.name);
+                }
+                _ => return (0, Vec::new()),
+            }
+        }
+        self.unbind_everywhere(&Dest::Queue(q.clone()));
+        self.changed(q.durable && q.exclusive_owner.is_none());
+        let (consumers, n) = q.mark_deleted();
+        let mut later = Vec::new();
+        for c in consumers {
+            if deferred.is_some_and(|ch| Arc::ptr_eq(ch, &c.channel)) {
+                later.push(c);
+            } else {
+                cancel_by_broker(&c);
+            }
+        }
+        self.retired.lock().add(&q.totals());
+        (n, later)
+    }
+}
+
+/// 405 when `q` is exclusive to another connection.
+fn check_exclusive(q: &Queue, conn: Option<ConnectionId>) -> AmqpResult<()> {
+    match q.exclusive_owner {
+        Some(owner) if Some(owner) != conn => Err(exclusive_locked(q)),
+        _ => Ok(()),
+    }
+}
+
+/// RabbitMQ's 405 for a queue this connection may not use exclusively (one text for every case).
+fn exclusive_locked(q: &Queue) -> AmqpError {
+    AmqpError::channel(
+        RESOURCE_LOCKED,
+        format!(
+            "cannot obtain exclusive access to locked {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            q.describe()
+        ),
+        None,
+    )
+}

@@ -1,0 +1,148 @@
+//! Routing in a vhost: from an exchange name, routing key and properties to the queues a message
+//! goes to (exchange-to-exchange bindings, alternate exchanges, CC / BCC).
+//!
+//! Runs in: the publishing task (a connection reader, an HTTP handler, a queue dead-lettering).
+//!
+//! # Invariants
+//! - Takes topology read locks only and holds none of them when it returns: the caller enqueues
+//!   with no vhost lock held.
+//! - Each exchange is visited once per message, so exchange cycles neither loop nor duplicate.
+use super::{rabbit_type, VHost};
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::{Exchange, Routed};
+use bytes::Bytes;
+use std::sync::Arc;
+use warren_protocol::constants::*;
+use warren_protocol::{BasicProperties, FieldValue};
+use warren_protocol::{FieldTable, ShortStr};
+
+/// Bit 13 of the property flags (headers present), as seen in the first flags byte.
+const HEADERS_FLAG_HIGH_BYTE: u8 = 0x20;
+
+/// Properties without the BCC header (RabbitMQ removes it before delivery).
+fn strip_bcc(properties: &Bytes) -> Bytes {
+    match BasicProperties::decode(properties.clone()) {
+        Ok(mut p) => {
+            if let Some(h) = &mut p.headers {
+                h.0.retain(|(k, _)| k != "BCC");
+            }
+            p.to_bytes()
+        }
+        Err(_) => properties.clone(),
+    }
+}
+
+impl VHost {
+    /// Route a message published to `exchange`: the queues it goes to end up in `out.queues`.
+    /// Follows exchange-to-exchange bindings (each exchange visited once, so cycles neither loop nor
+    /// duplicate), alternate exchanges, and the CC / BCC headers (sender-selected distribution).
+    /// Returns replacement properties when the BCC header had to be removed before delivery.
+    pub fn route(
+        &self,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &Bytes,
+        out: &mut Routed,
+    ) -> AmqpResult<Option<Bytes>> {
+        out.clear();
+        // Only a message with a headers table can carry CC/BCC or match a headers exchange.
+        let headers = if properties.first().is_some_and(|f| f & HEADERS_FLAG_HIGH_BYTE != 0) {
+            BasicProperties::decode(properties.clone()).ok().and_then(|p| p.headers)
+        } else {
+            None
+        };
+        // Routing keys: the message's, plus CC / BCC ones (a list is built only when there are any).
+        let mut cc_keys: Vec<ShortStr> = Vec::new();
+        let mut has_bcc = false;
+        if let Some(h) = &headers {
+            for (k, v) in h.iter() {
+                let bcc = k == "BCC";
+                if k == "CC" || bcc {
+                    let FieldValue::Array(items) = v else {
+                        return Err(AmqpError::channel_ids(
+                            PRECONDITION_FAILED,
+                            format!("invalid message: {{unacceptable_type_in_header,\"{k}\",{}}}", rabbit_type(v)),
+                            60,
+                            40,
+                        ));
+                    };
+                    if cc_keys.is_empty() {
+                        cc_keys.push(routing_key.clone());
+                    }
+                    cc_keys.extend(
+                        items
+                            .iter()
+                            .filter_map(|i| i.as_bytes())
+                            .map(|b| ShortStr::truncating(Bytes::copy_from_slice(b))),
+                    );
+                    has_bcc |= bcc;
+                }
+            }
+        }
+        let keys: &[ShortStr] = if cc_keys.is_empty() { std::slice::from_ref(routing_key) } else { &cc_keys };
+        if exchange.is_empty() {
+            let qs = self.queues.read();
+            for k in keys {
+                if let Some(q) = qs.get(k) {
+                    if !out.queues.iter().any(|x| Arc::ptr_eq(x, q)) {
+                        out.queues.push(q.clone());
+                    }
+                }
+            }
+        } else {
+            let start = self.exchanges.read().get(exchange).cloned();
+            let start = match start {
+                None => {
+                    return Err(AmqpError::channel_ids(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), 60, 40))
+                }
+                Some(e) if e.internal => {
+                    return Err(AmqpError::channel_ids(
+                        ACCESS_REFUSED,
+                        format!("cannot publish to internal {}", self.ex_desc(exchange)),
+                        60,
+                        40,
+                    ))
+                }
+                Some(e) => e,
+            };
+            self.walk(&start, keys, headers.as_ref(), out);
+            // One relaxed add on the exchange's own cache line (contended only when several
+            // connections publish to the same exchange at once).
+            start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !out.queues.is_empty() {
+                start.counters.publish_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(if has_bcc && !out.queues.is_empty() { Some(strip_bcc(properties)) } else { None })
+    }
+
+    /// Breadth-first over exchange destinations and alternate exchanges, each exchange once.
+    fn walk(&self, start: &Arc<Exchange>, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) {
+        let matched = start.route_into(keys, headers, out);
+        if out.exchanges.is_empty() && matched {
+            return; // the common case: one exchange, queues only
+        }
+        let mut visited: Vec<Arc<Exchange>> = vec![start.clone()];
+        let mut todo: Vec<Arc<Exchange>> = std::mem::take(&mut out.exchanges);
+        if !matched {
+            todo.extend(self.alternate_of(start));
+        }
+        while let Some(x) = todo.pop() {
+            if visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
+                continue;
+            }
+            visited.push(x.clone());
+            let matched = x.route_into(keys, headers, out);
+            todo.append(&mut out.exchanges);
+            if !matched {
+                todo.extend(self.alternate_of(&x));
+            }
+        }
+    }
+
+    /// The alternate exchange of `x`, if it names one that exists.
+    fn alternate_of(&self, x: &Exchange) -> Option<Arc<Exchange>> {
+        let name = x.alternate.as_ref()?;
+        self.exchanges.read().get(name).cloned()
+    }
+}
