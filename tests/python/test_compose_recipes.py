@@ -298,6 +298,8 @@ def podman_api(containers_conf, tmp_path, monkeypatch):
         log.close()
 
 
+# The module's own use of an API its library deprecates; not this test's concern.
+@pytest.mark.filterwarnings("ignore:The @wait_container_is_ready decorator is deprecated")
 def test_python_testcontainers_rabbitmq_module(image, podman_api):
     # The module reads its configuration from the environment when first imported.
     from testcontainers.community.rabbitmq import RabbitMqContainer
