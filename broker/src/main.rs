@@ -57,7 +57,7 @@ struct Cli {
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 0)]
     consumer_timeout: u64,
     /// Data directory: durable exchanges, queues, bindings, users (definitions.json) and persistent
-    /// messages (msgs/). The container uses /var/lib/warren.
+    /// messages (msgs/). The container image uses /var/lib/rabbitmq (or a volume at /var/lib/warren).
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./data")]
     data_dir: std::path::PathBuf,
     /// Default vhost (RABBITMQ_DEFAULT_VHOST is honoured too).
@@ -394,21 +394,20 @@ fn apply_config_file(
     Ok(out)
 }
 
-/// The image's data directory is /var/lib/warren; a volume mounted at /var/lib/rabbitmq (as
-/// compose files written for RabbitMQ do) is used instead when nothing is mounted at
-/// /var/lib/warren, in a `warren` subdirectory so RabbitMQ's own files there stay untouched.
+/// The image's data directory is /var/lib/rabbitmq, as in the rabbitmq image, so compose files
+/// and CI setups that mount a volume there keep their data across `down` / `up`. A volume mounted
+/// at /var/lib/warren (the path earlier builds of the image used) is used instead when one is
+/// mounted there: nothing in the image declares that path, so a mount there is the user's.
 fn container_data_dir(dir: std::path::PathBuf) -> std::path::PathBuf {
-    const IMAGE_DIR: &str = "/var/lib/warren";
-    const RABBITMQ_DIR: &str = "/var/lib/rabbitmq";
+    const IMAGE_DIR: &str = "/var/lib/rabbitmq";
+    const WARREN_DIR: &str = "/var/lib/warren";
     if dir != std::path::Path::new(IMAGE_DIR) {
         return dir;
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounted = |p: &str| mounts.lines().any(|l| l.split_whitespace().nth(4) == Some(p));
-    if mounted(RABBITMQ_DIR) && !mounted(IMAGE_DIR) {
-        let d = std::path::Path::new(RABBITMQ_DIR).join("warren");
-        eprintln!("data directory: a volume is mounted at {RABBITMQ_DIR}: using {}", d.display());
-        return d;
+    if mounts.lines().any(|l| l.split_whitespace().nth(4) == Some(WARREN_DIR)) {
+        eprintln!("data directory: a volume is mounted at {WARREN_DIR}: using it instead of {IMAGE_DIR}");
+        return WARREN_DIR.into();
     }
     dir
 }
