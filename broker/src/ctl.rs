@@ -979,7 +979,9 @@ fn shell(argv: Vec<String>) -> i32 {
             "exit" => cmd.get(1).and_then(|n| n.parse().ok()).unwrap_or(0),
             "warren" if cmd.get(1).is_some_and(|a| a == "ctl") => run(Tool::Ctl, cmd[2..].to_vec()),
             p => match Tool::from_program(p) {
-                Some(t) if t != Tool::Shell => run(t, cmd[1..].to_vec()),
+                // podman-compose wraps a compose health check in a second `/bin/sh -c`.
+                Some(Tool::Shell) => shell(cmd[1..].to_vec()),
+                Some(t) => run(t, cmd[1..].to_vec()),
                 _ => {
                     eprintln!("sh: {p}: not available in Warren's image");
                     127
@@ -1041,5 +1043,6 @@ mod tests {
         assert_eq!(shell(vec!["-c".into(), "true && false".into()]), 1);
         assert_eq!(shell(vec!["-c".into(), "false && true || exit 3".into()]), 3);
         assert_eq!(shell(vec!["-c".into(), "curl -f http://x".into()]), 127);
+        assert_eq!(shell(vec!["-c".into(), "/bin/sh -c 'false || exit 4'".into()]), 4);
     }
 }

@@ -151,12 +151,14 @@ def test_compose_file_down_and_up_keeps_queues_messages_and_users(image, exposed
         first = service_container()
         first_id = container_id(first)
         wait_started(first)
-        # The compose file's health check, run as Docker Compose runs a ["CMD", ...] test. (Not
-        # `podman healthcheck run`: podman-compose 1.0.3, Debian 12's, wraps every test in a second
-        # `/bin/sh -c`, which the image's built-in sh does not unwrap; see docker/README.md.)
+        # The compose file's health check, run as Docker Compose runs a ["CMD", ...] test, and as
+        # podman-compose set it up (1.0.3, Debian 12's, wraps it in a second `/bin/sh -c`, which
+        # the image's built-in sh unwraps).
         kind, *argv = svc["healthcheck"]["test"]
         assert kind == "CMD"
         r = run(["podman", "exec", first, *argv])
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run(["podman", "healthcheck", "run", first])
         assert r.returncode == 0, r.stdout + r.stderr
         conn = pika.BlockingConnection(params)
         ch = conn.channel()
