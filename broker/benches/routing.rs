@@ -52,12 +52,13 @@ fn time(label: &str, mut f: impl FnMut() -> usize) -> f64 {
 fn main() {
     let keys: Vec<ShortStr> = vec![ShortStr::from_static("orders.svc7.created")];
     let mut out = Routed::default();
+    let props = bytes::Bytes::new();
     let mut trie = Vec::new();
     for n in [10usize, 100, 1000, 10_000] {
         let (x, _) = exchange_with(ExchangeKind::Topic, n);
         trie.push(time(&format!("topic trie, {n} bindings"), || {
             out.clear();
-            x.route_into(black_box(&keys), None, &mut out);
+            x.route_into(black_box(&keys), None, &props, &mut out);
             out.queues.len()
         }));
     }
@@ -73,14 +74,14 @@ fn main() {
         let k = vec![ShortStr::from_static("key5")];
         time(&format!("direct, {n} bindings"), || {
             out.clear();
-            x.route_into(black_box(&k), None, &mut out);
+            x.route_into(black_box(&k), None, &props, &mut out);
             out.queues.len()
         });
     }
     let (x, _) = exchange_with(ExchangeKind::Fanout, 10);
     time("fanout, 10 bindings", || {
         out.clear();
-        x.route_into(&keys, None, &mut out);
+        x.route_into(&keys, None, &props, &mut out);
         out.queues.len()
     });
     println!(

@@ -58,8 +58,15 @@ impl Tool {
 }
 
 /// Plugins Warren has built in: `rabbitmq-plugins enable` of these is a no-op.
-const BUILT_IN_PLUGINS: &[&str] =
-    &["rabbitmq_management", "rabbitmq_management_agent", "rabbitmq_web_dispatch", "rabbitmq_prometheus"];
+const BUILT_IN_PLUGINS: &[&str] = &[
+    "rabbitmq_management",
+    "rabbitmq_management_agent",
+    "rabbitmq_web_dispatch",
+    "rabbitmq_prometheus",
+    "rabbitmq_consistent_hash_exchange",
+    "rabbitmq_random_exchange",
+    "rabbitmq_delayed_message_exchange",
+];
 
 /// Options common to every tool.
 struct Opts {
@@ -379,6 +386,21 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             println!("{}", ov["rabbitmq_version"].as_str().unwrap_or(""));
             Ok(())
         }
+        _ => {
+            let groups = [listing, users_and_permissions, policies, queues_and_definitions, health_checks];
+            for handles in groups {
+                if handles(o, api, cmd, &v)? {
+                    return Ok(());
+                }
+            }
+            usage(&format!("command '{cmd}' is not supported by Warren; try `warren ctl help`"))
+        }
+    }
+}
+
+/// `warren ctl` / rabbitmqctl commands: `list_*`: listings of queues, exchanges, bindings, connections, channels, consumers, users, vhosts, permissions, enabled plugins. `Ok(false)` when `cmd` is not one of them.
+fn listing(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
+    match cmd {
         "list_queues" => list(o, api, "queues", &["name", "messages"], true),
         "list_exchanges" => list(o, api, "exchanges", &["name", "type"], true),
         "list_bindings" => list(
@@ -416,7 +438,7 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             Ok(())
         }
         "list_topic_permissions" => {
-            let items = api.get(&format!("/vhosts/{}/topic-permissions", pct(&v)))?;
+            let items = api.get(&format!("/vhosts/{}/topic-permissions", pct(v)))?;
             print_rows(
                 o,
                 "topic_permissions",
@@ -438,6 +460,20 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             );
             Ok(())
         }
+        "list_enabled_plugins" => {
+            for p in BUILT_IN_PLUGINS {
+                println!("{p}");
+            }
+            Ok(())
+        }
+        _ => return Ok(false),
+    }?;
+    Ok(true)
+}
+
+/// `warren ctl` / rabbitmqctl commands: Users, vhosts, permissions and topic permissions. `Ok(false)` when `cmd` is not one of them.
+fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
+    match cmd {
         "add_user" => {
             let (u, p) = (arg(o, 1, "user name")?, arg(o, 2, "password")?);
             if api.get(&format!("/users/{}", pct(&u))).is_ok() {
@@ -488,13 +524,13 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             let u = arg(o, 1, "user name")?;
             let (c, w, r) = (arg(o, 2, "configure pattern")?, arg(o, 3, "write pattern")?, arg(o, 4, "read pattern")?);
             let body = json!({"configure": c, "write": w, "read": r});
-            api.call("PUT", &format!("/permissions/{}/{}", pct(&v), pct(&u)), Some(&body))?;
+            api.call("PUT", &format!("/permissions/{}/{}", pct(v), pct(&u)), Some(&body))?;
             say(o, &format!("Setting permissions for user \"{u}\" in vhost \"{v}\" ..."));
             Ok(())
         }
         "clear_permissions" => {
             let u = arg(o, 1, "user name")?;
-            api.call("DELETE", &format!("/permissions/{}/{}", pct(&v), pct(&u)), None)?;
+            api.call("DELETE", &format!("/permissions/{}/{}", pct(v), pct(&u)), None)?;
             say(o, &format!("Clearing permissions for user \"{u}\" in vhost \"{v}\" ..."));
             Ok(())
         }
@@ -502,13 +538,13 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             let (u, x) = (arg(o, 1, "user name")?, arg(o, 2, "exchange")?);
             let (w, r) = (arg(o, 3, "write pattern")?, arg(o, 4, "read pattern")?);
             let body = json!({"exchange": x, "write": w, "read": r});
-            api.call("PUT", &format!("/topic-permissions/{}/{}", pct(&v), pct(&u)), Some(&body))?;
+            api.call("PUT", &format!("/topic-permissions/{}/{}", pct(v), pct(&u)), Some(&body))?;
             say(o, &format!("Setting topic permissions on \"{x}\" for user \"{u}\" in vhost \"{v}\" ..."));
             Ok(())
         }
         "clear_topic_permissions" => {
             let u = arg(o, 1, "user name")?;
-            let path = format!("/topic-permissions/{}/{}", pct(&v), pct(&u));
+            let path = format!("/topic-permissions/{}/{}", pct(v), pct(&u));
             match o.args.get(2) {
                 Some(x) => {
                     say(o, &format!("Clearing topic permissions on \"{x}\" for user \"{u}\" in vhost \"{v}\" ..."));
@@ -520,6 +556,14 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
                 }
             }
         }
+        _ => return Ok(false),
+    }?;
+    Ok(true)
+}
+
+/// `warren ctl` / rabbitmqctl commands: Policies: set, clear, list. `Ok(false)` when `cmd` is not one of them.
+fn policies(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
+    match cmd {
         "set_policy" => {
             // set_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
             let (mut priority, mut apply_to, mut rest) = (0i64, "all".to_string(), Vec::new());
@@ -537,18 +581,18 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             let def: Value =
                 serde_json::from_str(definition).map_err(|e| Fail(EX_USAGE, format!("Error: definition: {e}")))?;
             let body = json!({"pattern": pattern, "definition": def, "priority": priority, "apply-to": apply_to});
-            api.call("PUT", &format!("/policies/{}/{}", pct(&v), pct(name)), Some(&body))?;
+            api.call("PUT", &format!("/policies/{}/{}", pct(v), pct(name)), Some(&body))?;
             say(o, &format!("Setting policy \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
             Ok(())
         }
         "clear_policy" => {
             let name = arg(o, 1, "policy name")?;
-            api.call("DELETE", &format!("/policies/{}/{}", pct(&v), pct(&name)), None)?;
+            api.call("DELETE", &format!("/policies/{}/{}", pct(v), pct(&name)), None)?;
             say(o, &format!("Clearing policy \"{name}\" on vhost \"{v}\" ..."));
             Ok(())
         }
         "list_policies" => {
-            let items = api.get(&format!("/policies/{}", pct(&v)))?;
+            let items = api.get(&format!("/policies/{}", pct(v)))?;
             let cols: Vec<String> = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
                 .iter()
                 .map(|s| s.to_string())
@@ -562,16 +606,24 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             );
             Ok(())
         }
+        _ => return Ok(false),
+    }?;
+    Ok(true)
+}
+
+/// `warren ctl` / rabbitmqctl commands: Queues (purge, delete) and definitions (export, import). `Ok(false)` when `cmd` is not one of them.
+fn queues_and_definitions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
+    match cmd {
         "purge_queue" => {
             let q = arg(o, 1, "queue name")?;
-            api.call("DELETE", &format!("/queues/{}/{}/contents", pct(&v), pct(&q)), None)?;
+            api.call("DELETE", &format!("/queues/{}/{}/contents", pct(v), pct(&q)), None)?;
             say(o, &format!("Purging queue '{q}' in vhost '{v}' ..."));
             Ok(())
         }
         "delete_queue" => {
             let q = arg(o, 1, "queue name")?;
-            let cur = api.get(&format!("/queues/{}/{}", pct(&v), pct(&q)))?;
-            api.call("DELETE", &format!("/queues/{}/{}", pct(&v), pct(&q)), None)?;
+            let cur = api.get(&format!("/queues/{}/{}", pct(v), pct(&q)))?;
+            api.call("DELETE", &format!("/queues/{}/{}", pct(v), pct(&q)), None)?;
             say(o, &format!("Deleting queue '{q}' on vhost '{v}' ..."));
             say(o, &format!("Queue was successfully deleted with {} messages", cur["messages"].as_u64().unwrap_or(0)));
             Ok(())
@@ -598,6 +650,14 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             say(o, &format!("Importing definitions in JSON from a file at \"{path}\" ..."));
             Ok(())
         }
+        _ => return Ok(false),
+    }?;
+    Ok(true)
+}
+
+/// `warren ctl` / rabbitmqctl commands: Health checks and status: ping, await_startup, check_*, status. `Ok(false)` when `cmd` is not one of them.
+fn health_checks(o: &Opts, api: &Api, cmd: &str, _vhost: &str) -> R<bool> {
+    match cmd {
         "ping" => {
             api.reachable()?;
             say(o, "Will ping local node. This only checks if the OS process is running and registered with epmd. Timeout: 60000 ms.");
@@ -608,11 +668,11 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout_secs);
             loop {
                 match api.reachable() {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => break Ok(()),
                     Err(Fail(EX_UNAVAILABLE, _)) if std::time::Instant::now() < deadline => {
                         std::thread::sleep(std::time::Duration::from_millis(200));
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => break Err(e),
                 }
             }
         }
@@ -657,14 +717,9 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             Ok(())
         }
         "status" | "cluster_status" => status(o, api),
-        "list_enabled_plugins" => {
-            for p in BUILT_IN_PLUGINS {
-                println!("{p}");
-            }
-            Ok(())
-        }
-        other => usage(&format!("command '{other}' is not supported by Warren; try `warren ctl help`")),
-    }
+        _ => return Ok(false),
+    }?;
+    Ok(true)
 }
 
 /// The resource alarms a node reports (`/api/nodes`), as RabbitMQ's status names them.

@@ -14,7 +14,7 @@ use crate::auth::User;
 use crate::broker::Broker;
 use crate::exchange::Dest;
 use crate::store::meta::*;
-use crate::vhost::{ExchangeSpec, QueueSpec};
+use crate::vhost::{Actor, ExchangeSpec, QueueSpec};
 use serde_json::{Map, Value};
 use warren_protocol::ShortStr;
 
@@ -207,7 +207,7 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             internal: x.internal,
             arguments: json_to_table(&x.arguments),
         };
-        if let Err(e) = v.declare_exchange(&decl) {
+        if let Err(e) = v.declare_exchange(&Actor::BROKER, &decl) {
             problems.push(format!("exchange '{}' in vhost '{}': {}", x.name, x.vhost, e.reply_text()));
         }
     }
@@ -227,7 +227,7 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             arguments: json_to_table(&q.arguments),
             ..QueueSpec::default()
         };
-        if let Err(e) = v.declare_queue(&decl, None) {
+        if let Err(e) = v.declare_queue(&Actor::BROKER, &decl) {
             problems.push(format!("queue '{}' in vhost '{}': {}", q.name, q.vhost, e.reply_text()));
         }
     }
@@ -251,9 +251,9 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         );
         let args = json_to_table(&b.arguments);
         let r = if b.destination_type == "exchange" {
-            v.bind_exchange(&dst, &src, key, args)
+            v.bind_exchange(&Actor::BROKER, &dst, &src, key, args)
         } else {
-            v.usable_queue(&dst, None).and_then(|q| v.bind_queue(q, &src, key, args))
+            v.bind_queue(&Actor::BROKER, &dst, &src, key, args)
         };
         if let Err(e) = r {
             problems.push(format!(

@@ -4,7 +4,7 @@
 //! # Invariants
 //! - Reply texts start with RabbitMQ's name of the code (`NOT_FOUND - ...`), as clients display them.
 //! - A reply text over 255 bytes is sent cut to 252 bytes and `...` ([`reply_text`]), as RabbitMQ does.
-use warren_protocol::constants::reply_name;
+use warren_protocol::constants::{reply_name, ACCESS_REFUSED};
 use warren_protocol::{Method, ShortStr};
 
 /// A soft (channel) or hard (connection) error.
@@ -16,6 +16,11 @@ pub enum AmqpError {
     /// Closes the whole connection.
     #[error("connection error {code}: {text}")]
     Connection { code: u16, text: String, class_id: u16, method_id: u16 },
+    /// A permission refusal by the core's access-control check: 403 ACCESS_REFUSED, a channel
+    /// error once a door gives it ids ([`AmqpError::at`]). Its own kind so the HTTP door can word
+    /// it as RabbitMQ's API does (`Access refused.`), unlike the other 403s (reserved names).
+    #[error("access refused: {text}")]
+    Refused { text: String },
 }
 
 pub type AmqpResult<T> = Result<T, AmqpError>;
@@ -42,8 +47,15 @@ impl AmqpError {
     /// The error as the reply to method `m`: the core reports errors without class/method ids
     /// (they are the AMQP door's business); the channel handlers add them here.
     pub fn at(self, m: &Method) -> AmqpError {
-        let (c, mid) = (m.class_id(), m.method_id());
+        self.at_ids(m.class_id(), m.method_id())
+    }
+
+    /// As [`AmqpError::at`], with the ids given directly (a reply to a method that is not at hand).
+    pub fn at_ids(self, c: u16, mid: u16) -> AmqpError {
         match self {
+            AmqpError::Refused { text } => {
+                AmqpError::Channel { code: ACCESS_REFUSED, text, class_id: c, method_id: mid }
+            }
             AmqpError::Channel { code, text, class_id: 0, method_id: 0 } => {
                 AmqpError::Channel { code, text, class_id: c, method_id: mid }
             }
@@ -53,14 +65,18 @@ impl AmqpError {
             other => other,
         }
     }
+
     pub fn code(&self) -> u16 {
         match self {
             AmqpError::Channel { code, .. } | AmqpError::Connection { code, .. } => *code,
+            AmqpError::Refused { .. } => ACCESS_REFUSED,
         }
     }
     pub fn reply_text(&self) -> ShortStr {
         match self {
-            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } => reply_text(text.clone()),
+            AmqpError::Channel { text, .. } | AmqpError::Connection { text, .. } | AmqpError::Refused { text } => {
+                reply_text(text.clone())
+            }
         }
     }
 }

@@ -9,7 +9,6 @@
 //! - The hot path (publish -> route -> enqueue -> deliver -> ack) takes no lock that is held across
 //!   an await, and performs no per-message syscall: frames go to a per-connection outbound buffer that
 //!   the writer task flushes in batches.
-pub mod access;
 pub mod auth;
 pub mod boot;
 pub mod broker;

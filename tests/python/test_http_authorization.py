@@ -69,6 +69,7 @@ def publish(rk):
 
 GET_BODY = {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}
 REFUSED = (401, "not_authorised", "Access refused.")
+NOT_FOUND = (404, "Object Not Found", "Not Found")
 
 
 def cases(w):
@@ -104,6 +105,21 @@ def cases(w):
         ("app", "DELETE", f"/api/bindings/{ROOT}/e/{app_x}/q/{app_q}/k", None, (204, None, None)),
         ("app", "DELETE", f"/api/queues/{ROOT}/{new_q}", None, (204, None, None)),
         ("app", "DELETE", f"/api/exchanges/{ROOT}/{new_x}", None, (204, None, None)),
+        # missing resources: RabbitMQ answers 404 before the permission for DELETE and purge,
+        # after it for /get, bindings and publish
+        ("app", "DELETE", f"/api/queues/{ROOT}/{other}-missing", None, NOT_FOUND),
+        ("app", "DELETE", f"/api/queues/{ROOT}/{other}-missing/contents", None, NOT_FOUND),
+        ("app", "DELETE", f"/api/exchanges/{ROOT}/{other_x}-missing", None, NOT_FOUND),
+        ("app", "DELETE", f"/api/queues/{ROOT}/{new_q}-missing", None, NOT_FOUND),
+        ("app", "POST", f"/api/queues/{ROOT}/{other}-missing/get", GET_BODY,
+         (401, "not_authorised", f"ACCESS_REFUSED - access to queue '{other}-missing' in vhost '/' "
+          f"refused for user '{app}'")),
+        ("app", "POST", f"/api/bindings/{ROOT}/e/amq.direct/q/{other}-missing", {"routing_key": "k"}, REFUSED),
+        ("app", "POST", f"/api/bindings/{ROOT}/e/{other_x}-missing/q/{new_q}-missing", {"routing_key": "k"},
+         REFUSED),
+        ("app", "POST", f"/api/exchanges/{ROOT}/{other_x}-missing/publish", publish("k"),
+         (400, "bad_request", f"403 ACCESS_REFUSED - access to exchange '{other_x}-missing' in vhost '/' "
+          f"refused for user '{app}'")),
         # tags: monitoring without permissions in the vhost; no tags at all
         ("mon", "PUT", f"/api/queues/{ROOT}/{new_q}", {}, (401, "not_authorised", None)),
         ("mon", "DELETE", f"/api/queues/{ROOT}/{other}/contents", None, (401, "not_authorised", None)),

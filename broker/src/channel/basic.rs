@@ -15,7 +15,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
 use crate::message::Message;
 use crate::queue::consumer::Consumer;
-use crate::vhost::{Outcome, Publish, Publisher, VHost, REPLY_TO};
+use crate::vhost::{Outcome, Publish, VHost, REPLY_TO};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use warren_protocol::constants::*;
@@ -49,7 +49,7 @@ impl Channel {
     ) -> AmqpResult<()> {
         // Checked with the content complete, as RabbitMQ does (two branches for a user who may
         // write everywhere and has no topic permissions).
-        ctx.allowed(crate::access::publish(&ctx.grants, &ctx.vhost, &p.exchange, &p.routing_key), 60, 40)?;
+        ctx.vhost.authorize_publish(&ctx.actor(), &p.exchange, &p.routing_key).map_err(|e| e.at_ids(60, 40))?;
         // Direct reply-to: a request names the pseudo-queue; the broker substitutes this channel's
         // reply name. Only decoded when the reply-to property is present at all.
         let properties = if properties.first().is_some_and(|f| f & REPLY_TO_FLAG_HIGH_BYTE != 0) {
@@ -61,10 +61,10 @@ impl Channel {
             return self.publish_reply(ctx, p, properties, body);
         }
         let mut routed = std::mem::take(&mut self.route_buf);
-        let who = Publisher { user: Some(&ctx.user), impersonator: ctx.impersonator };
+        let who = ctx.actor();
         let publish =
             Publish { exchange: p.exchange, routing_key: p.routing_key, properties, body, mandatory: p.mandatory };
-        let msg = match ctx.vhost.prepare(who, publish, &mut routed) {
+        let msg = match ctx.vhost.route_checked(&who, publish, &mut routed) {
             Ok(m) => m,
             Err(e) => {
                 self.route_buf = routed;
@@ -75,7 +75,7 @@ impl Channel {
         let counters = &ctx.info.counters;
         counters.published.fetch_add(1, Relaxed);
         self.shared.counters.published.fetch_add(1, Relaxed);
-        if routed.queues.is_empty() && self.tx.is_none() {
+        if routed.queues.is_empty() && routed.delay_ms.is_none() && self.tx.is_none() {
             if p.mandatory {
                 counters.returned.fetch_add(1, Relaxed);
                 self.shared.counters.returned.fetch_add(1, Relaxed);
@@ -312,8 +312,7 @@ impl Channel {
             return self.consume_replies(ctx, c, m);
         }
         let qname = self.queue_name(&c.queue, m)?;
-        ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 20)?;
-        let queue = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
+        let queue = ctx.vhost.readable_queue(&ctx.actor(), &qname).map_err(|e| e.at(m))?;
         let priority = match c.arguments.get("x-priority") {
             None => 0,
             Some(v) => v.as_i64().ok_or_else(|| {
@@ -390,8 +389,7 @@ impl Channel {
     /// basic.get.
     pub(super) fn get(&mut self, ctx: &ConnCtx, g: &BasicGet, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&g.queue, m)?;
-        ctx.allowed(crate::access::queue_read(&ctx.grants, qname.as_bytes()), 60, 70)?;
-        let queue = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
+        let queue = ctx.vhost.readable_queue(&ctx.actor(), &qname).map_err(|e| e.at(m))?;
         match queue.get(g.no_ack) {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
             None => self.send(&BasicGetEmpty { cluster_id: ShortStr::empty() }.into()),
@@ -446,7 +444,7 @@ fn consumer_tag(c: &BasicConsume) -> ShortStr {
     }
 }
 
-/// Attach the method's ids to an error built without them.
+/// Attach the method's ids to an error (replacing any it had).
 fn with_method(e: AmqpError, m: &Method) -> AmqpError {
     match e {
         AmqpError::Channel { code, text, .. } => {
@@ -455,6 +453,7 @@ fn with_method(e: AmqpError, m: &Method) -> AmqpError {
         AmqpError::Connection { code, text, .. } => {
             AmqpError::Connection { code, text, class_id: m.class_id(), method_id: m.method_id() }
         }
+        refused @ AmqpError::Refused { .. } => refused.at(m),
     }
 }
 

@@ -7,11 +7,10 @@
 //!   asks for a server-named `amq.gen-...` queue.
 //! - A queue exclusive to another connection answers 405 RESOURCE_LOCKED to every queue method.
 use super::Channel;
-use crate::access;
 use crate::connection::ConnCtx;
 use crate::error::AmqpResult;
 use crate::ids::random_suffix;
-use crate::vhost::{QueueSpec, VHost};
+use crate::vhost::QueueSpec;
 use warren_protocol::method::*;
 use warren_protocol::{Method, ShortStr};
 
@@ -37,11 +36,7 @@ impl Channel {
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
         };
-        VHost::check_queue_name(&spec).map_err(|e| e.at(m))?;
-        if !d.passive {
-            ctx.allowed(access::queue_declare(&ctx.grants, &ctx.vhost, &name, &d.arguments), 50, 10)?;
-        }
-        let r = ctx.vhost.declare_queue(&spec, Some(ctx.id)).map_err(|e| e.at(m))?;
+        let r = ctx.vhost.declare_queue(&ctx.actor(), &spec).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         self.last_queue = Some(name.clone());
         if !d.no_wait {
@@ -57,9 +52,7 @@ impl Channel {
         let qname = self.queue_name(&b.queue, m)?;
         // spec(queue.bind): an empty routing key with an empty queue name means the last queue's name.
         let key = if b.routing_key.is_empty() && b.queue.is_empty() { qname.clone() } else { b.routing_key.clone() };
-        ctx.allowed(access::queue_bind(&ctx.grants, &ctx.vhost, qname.as_bytes(), &b.exchange, &key), 50, 20)?;
-        let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
-        ctx.vhost.bind_queue(q, &b.exchange, key, b.arguments.clone()).map_err(|e| e.at(m))?;
+        ctx.vhost.bind_queue(&ctx.actor(), &qname, &b.exchange, key, b.arguments.clone()).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         if !b.no_wait {
             self.send(&QueueBindOk.into());
@@ -69,16 +62,7 @@ impl Channel {
 
     pub(super) fn queue_unbind(&mut self, ctx: &ConnCtx, u: &QueueUnbind, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&u.queue, m)?;
-        ctx.allowed(
-            access::queue_bind(&ctx.grants, &ctx.vhost, qname.as_bytes(), &u.exchange, &u.routing_key),
-            50,
-            50,
-        )?;
-        // As RabbitMQ: unbinding a queue that does not exist is not an error.
-        if ctx.vhost.queue(&qname).is_some() {
-            let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
-            ctx.vhost.unbind_queue(&q, &u.exchange, &u.routing_key, &u.arguments).map_err(|e| e.at(m))?;
-        }
+        ctx.vhost.unbind_queue(&ctx.actor(), &qname, &u.exchange, &u.routing_key, &u.arguments).map_err(|e| e.at(m))?;
         ctx.sync_meta();
         self.send(&QueueUnbindOk.into());
         Ok(())
@@ -86,9 +70,7 @@ impl Channel {
 
     pub(super) fn queue_purge(&mut self, ctx: &ConnCtx, p: &QueuePurge, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&p.queue, m)?;
-        ctx.allowed(access::queue_read(&ctx.grants, qname.as_bytes()), 50, 30)?;
-        let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
-        let n = q.purge();
+        let n = ctx.vhost.purge_queue(&ctx.actor(), &qname).map_err(|e| e.at(m))?;
         ctx.sync_store_all();
         if !p.no_wait {
             self.send(&QueuePurgeOk { message_count: n }.into());
@@ -98,16 +80,12 @@ impl Channel {
 
     pub(super) fn queue_delete(&mut self, ctx: &ConnCtx, d: &QueueDelete, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&d.queue, m)?;
-        ctx.allowed(access::queue_delete(&ctx.grants, qname.as_bytes()), 50, 40)?;
-        let (n, own_consumers) = match ctx.vhost.queue(&qname) {
-            // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
-            None => (0, Vec::new()),
-            Some(_) => {
-                let q = ctx.vhost.usable_queue(&qname, Some(ctx.id)).map_err(|e| e.at(m))?;
-                crate::vhost::VHost::check_delete_conditions(&q, d.if_unused, d.if_empty).map_err(|e| e.at(m))?;
-                ctx.vhost.delete_queue_deferring(&q, Some(&self.shared))
-            }
-        };
+        let deleted = ctx
+            .vhost
+            .delete_queue_checked(&ctx.actor(), &qname, d.if_unused, d.if_empty, Some(&self.shared))
+            .map_err(|e| e.at(m))?;
+        // rabbitmq-compat: RabbitMQ 3.x answers delete-ok (0 messages) for a missing queue.
+        let (n, own_consumers) = deleted.unwrap_or_default();
         ctx.sync_meta();
         ctx.sync_store_all();
         if !d.no_wait {

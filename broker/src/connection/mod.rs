@@ -81,14 +81,15 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
-    /// An access-control check ([`crate::access`]) as the AMQP door reports a refusal: 403
-    /// ACCESS_REFUSED on the channel, in reply to `class_id`/`method_id`, logged once.
+    /// This connection as the core's [`crate::vhost::Actor`]: its user, grants and id.
     #[inline]
-    pub fn allowed(&self, checked: crate::access::Checked, class_id: u16, method_id: u16) -> Result<(), AmqpError> {
-        checked.map_err(|r| {
-            tracing::warn!(connection = %self.id, "{}", r.text);
-            AmqpError::channel_ids(ACCESS_REFUSED, r.text, class_id, method_id)
-        })
+    pub fn actor(&self) -> crate::vhost::Actor<'_> {
+        crate::vhost::Actor {
+            user: Some(&self.user),
+            grants: Some(&self.grants),
+            impersonator: self.impersonator,
+            conn: Some(self.id),
+        }
     }
 
     /// Call before writing the reply to a topology change: if that change must reach the
@@ -99,6 +100,7 @@ impl ConnCtx {
             self.sync_meta.fetch_max(n, Ordering::Relaxed);
         }
     }
+
     /// Call before writing a reply that must follow the fsync of store LSN `lsn` (0: nothing to
     /// wait for).
     pub fn sync_store(&self, lsn: u64) {
@@ -546,7 +548,9 @@ impl Connection {
 
     /// The one place errors become close frames.
     fn fail(&mut self, e: impl Into<Failure>) {
-        match e.into() {
+        let Failure(e, ch_id) = e.into();
+        // A refusal that no handler gave ids to becomes the channel error it stands for.
+        match Failure(e.at_ids(0, 0), ch_id) {
             Failure(AmqpError::Channel { code, text, class_id, method_id }, ch_id) if ch_id != 0 => {
                 tracing::warn!("connection {}: closing channel {ch_id}: {text}", self.ctx.id);
                 if let Some(ch) = self.channels.get_mut(&ch_id) {
@@ -571,6 +575,8 @@ impl Connection {
                 );
                 self.state = State::Closing;
             }
+            // Turned into a channel error by `at_ids` above.
+            Failure(AmqpError::Refused { .. }, _) => {}
         }
     }
 

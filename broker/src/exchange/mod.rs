@@ -16,9 +16,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use warren_protocol::{FieldTable, ShortStr};
 
+pub mod consistent_hash;
 pub mod direct;
 pub mod fanout;
 pub mod headers;
+pub mod modulus_hash;
+pub mod random;
 pub mod topic;
 
 /// Maps keyed by client-chosen names, looked up on every publish: foldhash (fast, and seeded per
@@ -32,6 +35,17 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-consistent-hash` (`consistent_hash.rs`).
+    ConsistentHash,
+    /// `x-modulus-hash` (`modulus_hash.rs`).
+    ModulusHash,
+    /// `x-random` (`random.rs`).
+    Random,
+    /// `x-local-random` (`random.rs`).
+    LocalRandom,
+    /// `x-delayed-message`: routes as its `x-delayed-type` (`Exchange::route_kind`) once a
+    /// message's `x-delay` has passed (`vhost/delayed.rs`).
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -41,6 +55,11 @@ impl ExchangeKind {
             b"fanout" => ExchangeKind::Fanout,
             b"topic" => ExchangeKind::Topic,
             b"headers" => ExchangeKind::Headers,
+            b"x-consistent-hash" => ExchangeKind::ConsistentHash,
+            b"x-modulus-hash" => ExchangeKind::ModulusHash,
+            b"x-random" => ExchangeKind::Random,
+            b"x-local-random" => ExchangeKind::LocalRandom,
+            b"x-delayed-message" => ExchangeKind::DelayedMessage,
             _ => return None,
         })
     }
@@ -50,8 +69,67 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::ModulusHash => "x-modulus-hash",
+            ExchangeKind::Random => "x-random",
+            ExchangeKind::LocalRandom => "x-local-random",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
+
+    /// RabbitMQ's description of the type (`/api/overview`).
+    pub fn description(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "AMQP direct exchange, as per the AMQP specification",
+            ExchangeKind::Fanout => "AMQP fanout exchange, as per the AMQP specification",
+            ExchangeKind::Headers => "AMQP headers exchange, as per the AMQP specification",
+            ExchangeKind::Topic => "AMQP topic exchange, as per the AMQP specification",
+            ExchangeKind::ConsistentHash => "Consistent Hashing Exchange",
+            ExchangeKind::ModulusHash => "Modulus Hashing Exchange",
+            ExchangeKind::Random => "Randomly picks a binding (queue) to route via (to).",
+            ExchangeKind::LocalRandom => "Picks one random local queue",
+            ExchangeKind::DelayedMessage => "Delayed Message Exchange.",
+        }
+    }
+
+    /// Every type, in the order the management API lists them.
+    pub const ALL: [ExchangeKind; 9] = [
+        ExchangeKind::Direct,
+        ExchangeKind::Fanout,
+        ExchangeKind::Headers,
+        ExchangeKind::Topic,
+        ExchangeKind::ConsistentHash,
+        ExchangeKind::ModulusHash,
+        ExchangeKind::Random,
+        ExchangeKind::LocalRandom,
+        ExchangeKind::DelayedMessage,
+    ];
+
+    /// The declare arguments' rules of this type (406 PRECONDITION_FAILED with the text).
+    pub fn validate_args(self, args: &FieldTable) -> Result<(), String> {
+        match self {
+            ExchangeKind::ConsistentHash => consistent_hash::validate_args(args),
+            ExchangeKind::DelayedMessage => match delayed_type(args) {
+                Some(inner) => inner.validate_args(args),
+                None => Err("Invalid argument, 'x-delayed-type' must be an existing exchange type".into()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// The binding key's rules of this type (406 PRECONDITION_FAILED with the text).
+    pub fn validate_binding_key(self, key: &ShortStr) -> Result<(), String> {
+        match self {
+            ExchangeKind::ConsistentHash => consistent_hash::weight(key).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The type a delayed-message exchange routes as (`x-delayed-type`); never itself.
+pub fn delayed_type(args: &FieldTable) -> Option<ExchangeKind> {
+    let t = ExchangeKind::parse(args.get("x-delayed-type")?.as_bytes()?)?;
+    (t != ExchangeKind::DelayedMessage).then_some(t)
 }
 
 /// Where a binding leads.
@@ -98,18 +176,37 @@ enum Index {
     Direct(direct::DirectIndex),
     /// `topic.rs`.
     Topic(topic::TopicTrie<Dest>),
-    /// Fanout and headers route from the bindings list itself.
+    /// `consistent_hash.rs`, rebuilt on every change.
+    Ring(consistent_hash::Ring),
+    /// `modulus_hash.rs`, rebuilt on every change.
+    Modulus(modulus_hash::ModulusIndex),
+    /// Fanout, headers and the random types route from the bindings list itself.
     Scan,
 }
 
 impl Bindings {
-    fn new(kind: ExchangeKind) -> Bindings {
+    fn new(kind: ExchangeKind, arguments: &FieldTable) -> Bindings {
         let index = match kind {
             ExchangeKind::Direct => Index::Direct(direct::DirectIndex::default()),
             ExchangeKind::Topic => Index::Topic(topic::TopicTrie::default()),
-            ExchangeKind::Fanout | ExchangeKind::Headers => Index::Scan,
+            ExchangeKind::ConsistentHash => Index::Ring(consistent_hash::Ring::new(arguments)),
+            ExchangeKind::ModulusHash => Index::Modulus(modulus_hash::ModulusIndex::default()),
+            ExchangeKind::Fanout
+            | ExchangeKind::Headers
+            | ExchangeKind::Random
+            | ExchangeKind::LocalRandom
+            | ExchangeKind::DelayedMessage => Index::Scan,
         };
         Bindings { all: Vec::new(), index }
+    }
+
+    /// Rebuild an index that is rebuilt whole on every change (after `all` changed).
+    fn rebuild(&mut self) {
+        match &mut self.index {
+            Index::Ring(r) => r.rebuild(&self.all),
+            Index::Modulus(m) => m.rebuild(&self.all),
+            Index::Direct(_) | Index::Topic(_) | Index::Scan => {}
+        }
     }
 }
 
@@ -118,12 +215,15 @@ impl Bindings {
 pub struct Routed {
     pub queues: Vec<Arc<Queue>>,
     pub exchanges: Vec<Arc<Exchange>>,
+    /// Set instead of queues when a delayed-message exchange holds the message this long (ms).
+    pub delay_ms: Option<u64>,
 }
 
 impl Routed {
     pub fn clear(&mut self) {
         self.queues.clear();
         self.exchanges.clear();
+        self.delay_ms = None;
     }
     #[inline]
     fn push(&mut self, d: &Dest) {
@@ -148,6 +248,8 @@ pub struct Exchange {
     pub name: ShortStr,
     /// Type.
     pub kind: ExchangeKind,
+    /// The type it routes as: `kind`, or a delayed-message exchange's `x-delayed-type`.
+    pub route_kind: ExchangeKind,
     /// Declared durable.
     pub durable: bool,
     /// Deleted when its last binding (as a source) goes.
@@ -195,16 +297,22 @@ impl Exchange {
             .or_else(|| {
                 policy.as_ref().and_then(|p| p.string("alternate-exchange")).map(|a| ShortStr::from(a.to_string()))
             });
+        let route_kind = match kind {
+            ExchangeKind::DelayedMessage => delayed_type(&arguments).unwrap_or(ExchangeKind::Direct),
+            k => k,
+        };
+        let bindings = RwLock::new(Bindings::new(route_kind, &arguments));
         Arc::new(Exchange {
             policy,
             name,
             kind,
+            route_kind,
             durable,
             auto_delete,
             internal,
             arguments,
             alternate,
-            bindings: RwLock::new(Bindings::new(kind)),
+            bindings,
             counters: ExchangeCounters::default(),
         })
     }
@@ -218,9 +326,10 @@ impl Exchange {
         match &mut bs.index {
             Index::Direct(d) => d.add(&b),
             Index::Topic(t) => t.insert(b.routing_key.as_bytes(), b.dest.clone()),
-            Index::Scan => {}
+            Index::Ring(_) | Index::Modulus(_) | Index::Scan => {}
         }
         bs.all.push(b);
+        bs.rebuild();
         true
     }
 
@@ -237,8 +346,9 @@ impl Exchange {
         match index {
             Index::Direct(d) => d.remove(all, dest, routing_key),
             Index::Topic(t) => t.remove(routing_key.as_bytes(), |d| d.same(dest)),
-            Index::Scan => {}
+            Index::Ring(_) | Index::Modulus(_) | Index::Scan => {}
         }
+        bs.rebuild();
         true
     }
 
@@ -254,30 +364,41 @@ impl Exchange {
         match &mut bs.index {
             Index::Direct(d) => d.remove_dest(dest),
             Index::Topic(t) => t.retain(&|d: &Dest| !d.same(dest)),
-            Index::Scan => {}
+            Index::Ring(_) | Index::Modulus(_) | Index::Scan => {}
         }
+        bs.rebuild();
         bs.all.is_empty()
     }
 
     /// Drop every binding (the exchange was deleted).
     pub fn clear_bindings(&self) {
-        *self.bindings.write() = Bindings::new(self.kind);
+        *self.bindings.write() = Bindings::new(self.route_kind, &self.arguments);
     }
 
     pub fn has_bindings(&self) -> bool {
         !self.bindings.read().all.is_empty()
     }
 
-    /// Destinations for a message with routing `keys` (the routing key plus CC/BCC) and `headers`.
-    /// Returns whether anything matched.
+    /// Destinations for a message with routing `keys` (the routing key plus CC/BCC), `headers`
+    /// and raw `properties` (decoded only by a type hashing on one). Returns whether anything
+    /// matched.
     #[inline]
-    pub fn route_into(&self, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) -> bool {
+    pub fn route_into(
+        &self,
+        keys: &[ShortStr],
+        headers: Option<&FieldTable>,
+        properties: &bytes::Bytes,
+        out: &mut Routed,
+    ) -> bool {
         let bs = self.bindings.read();
         let (q0, e0) = (out.queues.len(), out.exchanges.len());
-        let any = match (&bs.index, self.kind) {
+        let any = match (&bs.index, self.route_kind) {
             (Index::Direct(d), _) => d.route(keys, out),
             (Index::Topic(t), _) => topic::route(t, keys, out),
+            (Index::Ring(r), _) => r.route(keys, headers, properties, out),
+            (Index::Modulus(m), _) => m.route(keys, out),
             (Index::Scan, ExchangeKind::Headers) => headers::route(&bs.all, headers, out),
+            (Index::Scan, ExchangeKind::Random | ExchangeKind::LocalRandom) => random::route(&bs.all, out),
             (Index::Scan, _) => fanout::route(&bs.all, out),
         };
         any || out.queues.len() != q0 || out.exchanges.len() != e0

@@ -10,7 +10,7 @@
 //!   HTTP API reports its AMQP errors: 400 for precondition failures, 404 for missing objects).
 use super::{created_or_updated, listing, no_content, ok_json, views, ApiError, Mgmt, MgmtUser, Resp};
 use crate::error::AmqpError;
-use crate::vhost::{ExchangeSpec, Publish, Publisher, QueueSpec};
+use crate::vhost::{Actor, ExchangeSpec, Publish, QueueSpec};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -105,15 +105,28 @@ fn grants(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost) -> Arc<crate::auth::G
     m.broker.grants(&u.name, &v.name).unwrap_or_else(|| Arc::new(crate::auth::Grants::none(&u.name, &v.name)))
 }
 
-/// A refused change as RabbitMQ's API answers it: 401 `Access refused.`.
-fn refused(_: crate::access::Refusal) -> ApiError {
-    ApiError::not_authorised("Access refused.")
+/// The requesting user as the core's actor (the HTTP API has no connection: it owns no
+/// exclusive queue and is not held off others', as RabbitMQ's).
+fn actor<'a>(u: &'a MgmtUser, g: &'a crate::auth::Grants) -> Actor<'a> {
+    Actor { user: Some(&u.name), grants: Some(g), impersonator: u.tags.iter().any(|t| t == "impersonator"), conn: None }
 }
 
-/// RabbitMQ's HTTP wording of a refusal (its API acts over an internal connection, whose texts
-/// name no permission): `ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'`.
-fn refusal_text(r: &crate::access::Refusal) -> String {
-    format!("ACCESS_REFUSED - {}", r.text.split_once(' ').map_or(r.text.as_str(), |(_, rest)| rest))
+/// A core error as RabbitMQ's API answers it: a permission refusal is 401 `Access refused.`;
+/// anything else as `other` words it.
+fn refused_or(e: AmqpError, other: impl FnOnce(AmqpError) -> ApiError) -> ApiError {
+    match e {
+        AmqpError::Refused { .. } => ApiError::not_authorised("Access refused."),
+        e => other(e),
+    }
+}
+
+/// RabbitMQ's HTTP wording of a refusal text (its API acts over an internal connection, whose
+/// texts name no permission): `ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for
+/// user 'u'`.
+fn refusal_text(e: &AmqpError) -> String {
+    let text = e.reply_text().to_string();
+    let text = text.strip_prefix("ACCESS_REFUSED - ").unwrap_or(&text);
+    format!("ACCESS_REFUSED - {}", text.split_once(' ').map_or(text, |(_, rest)| rest))
 }
 
 /// An AMQP error as RabbitMQ's HTTP API reports it.
@@ -618,7 +631,6 @@ async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
     // As RabbitMQ: a missing type means direct.
     let kind = b.get("type").and_then(|t| t.as_str()).unwrap_or("direct");
     let args = args_of(&b);
-    crate::access::exchange_declare(&grants(&m, &u, &v), &v, &s(&name), &args).map_err(refused)?;
     let existed = v.exchange(&s(&name)).is_some();
     let d = ExchangeSpec {
         name: s(&name),
@@ -629,7 +641,8 @@ async fn exchange_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
         internal: bool_arg(&b, "internal", false),
         arguments: args,
     };
-    v.declare_exchange(&d).map_err(amqp_error)?;
+    let g = grants(&m, &u, &v);
+    v.declare_exchange(&actor(&u, &g), &d).map_err(|e| refused_or(e, amqp_error))?;
     m.durable_sync().await;
     created_or_updated(!existed)
 }
@@ -641,12 +654,13 @@ async fn exchange_delete(
     Query(q): Q,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    crate::access::exchange_delete(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
+    // As RabbitMQ's REST flow: a missing resource is 404 before any permission is checked.
     if v.exchange(&s(&name)).is_none() {
         return Err(ApiError::not_found());
     }
     let if_unused = q.get("if-unused").is_some_and(|x| x == "true");
-    v.delete_exchange(&s(&name), if_unused).map_err(amqp_error)?;
+    let g = grants(&m, &u, &v);
+    v.delete_exchange(&actor(&u, &g), &s(&name), if_unused).map_err(|e| refused_or(e, amqp_error))?;
     m.durable_sync().await;
     no_content()
 }
@@ -687,8 +701,10 @@ async fn exchange_publish(
     let rk = b.get("routing_key").and_then(|v| v.as_str()).unwrap_or("").to_string();
     // rabbitmq-compat: as RabbitMQ's publish endpoint, a refusal is 400 with the channel's
     // `403 ACCESS_REFUSED - ...` as the reason.
-    crate::access::publish(&grants(&m, &u, &v), &v, &s(&name), &s(&rk))
-        .map_err(|r| ApiError::bad_request(format!("403 {}", refusal_text(&r))))?;
+    let g = grants(&m, &u, &v);
+    let who = actor(&u, &g);
+    v.authorize_publish(&who, &s(&name), &s(&rk))
+        .map_err(|e| ApiError::bad_request(format!("403 {}", refusal_text(&e))))?;
     let payload = b.get("payload").and_then(|v| v.as_str()).unwrap_or("");
     let body = match b.get("payload_encoding").and_then(|v| v.as_str()).unwrap_or("string") {
         "string" => Bytes::from(payload.as_bytes().to_vec()),
@@ -707,10 +723,9 @@ async fn exchange_publish(
     }
     let properties = properties_of(b.get("properties"))?.to_bytes();
     let publish = Publish { exchange: s(&name), routing_key: s(&rk), properties, body, mandatory: false };
-    let who = Publisher { user: Some(&u.name), impersonator: u.tags.iter().any(|t| t == "impersonator") };
     // rabbitmq-compat: RabbitMQ's publish endpoint answers every channel error (a missing
     // exchange, a `user_id` that is not the user's) with 400 and the error as the reason.
-    let (_, outcome) = v.publish(who, publish).map_err(|e| match e.code() {
+    let (_, outcome) = v.publish(&who, publish).map_err(|e| match e.code() {
         404 => ApiError(StatusCode::BAD_REQUEST, "bad_request", amqp_error(e).2),
         code => ApiError::bad_request(format!("{code} {}", e.reply_text())),
     })?;
@@ -777,25 +792,27 @@ async fn queue_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
         arguments: args_of(&b),
         ..QueueSpec::default()
     };
-    // As RabbitMQ: the name rule first (an `amq.*` name is 401 `Access refused.`), then the
-    // permissions.
-    crate::vhost::VHost::check_queue_name(&d).map_err(|_| ApiError::not_authorised("Access refused."))?;
-    crate::access::queue_declare(&grants(&m, &u, &v), &v, &d.name, &d.arguments).map_err(refused)?;
     let existed = v.queue(&d.name).is_some();
-    v.declare_queue(&d, None).map_err(amqp_error)?;
+    let g = grants(&m, &u, &v);
+    // As RabbitMQ: the core's name rule (an `amq.*` name) and its permissions are both 401
+    // `Access refused.` here.
+    v.declare_queue(&actor(&u, &g), &d).map_err(|e| match e.code() {
+        403 => ApiError::not_authorised("Access refused."),
+        _ => amqp_error(e),
+    })?;
     m.durable_sync().await;
     created_or_updated(!existed)
 }
 
 async fn queue_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, Query(q): Q) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    crate::access::queue_delete(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
-    let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
+    // As RabbitMQ's REST flow: a missing resource is 404 before any permission is checked.
+    v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
     let (if_unused, if_empty) =
         (q.get("if-unused").is_some_and(|x| x == "true"), q.get("if-empty").is_some_and(|x| x == "true"));
-    crate::vhost::VHost::check_delete_conditions(&queue, if_unused, if_empty)
-        .map_err(|e| ApiError::bad_request(e.reply_text().to_string()))?;
-    v.delete_queue(&queue);
+    let g = grants(&m, &u, &v);
+    v.delete_queue_checked(&actor(&u, &g), &s(&name), if_unused, if_empty, None)
+        .map_err(|e| refused_or(e, |e| ApiError::bad_request(e.reply_text().to_string())))?;
     m.durable_sync().await;
     m.store_sync().await;
     no_content()
@@ -803,9 +820,9 @@ async fn queue_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(
 
 async fn queue_purge(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    crate::access::queue_read(&grants(&m, &u, &v), name.as_bytes()).map_err(refused)?;
-    let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
-    queue.purge();
+    v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
+    let g = grants(&m, &u, &v);
+    v.purge_queue(&actor(&u, &g), &s(&name)).map_err(|e| refused_or(e, amqp_error))?;
     m.store_sync().await;
     no_content()
 }
@@ -815,9 +832,13 @@ async fn queue_purge(State(m): St, Extension(u): U, Path((vhost, name)): Path<(S
 /// takes them (rejected ones are dead-lettered where the queue says so).
 async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>, body: Bytes) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    crate::access::queue_read(&grants(&m, &u, &v), name.as_bytes())
-        .map_err(|r| ApiError::not_authorised(refusal_text(&r)))?;
-    let queue = v.queue(&s(&name)).ok_or_else(ApiError::not_found)?;
+    // As RabbitMQ: here the permission comes before the queue's existence (404).
+    let g = grants(&m, &u, &v);
+    let queue = v.readable_queue(&actor(&u, &g), &s(&name)).map_err(|e| match e {
+        AmqpError::Refused { .. } => ApiError::not_authorised(refusal_text(&e)),
+        e if e.code() == 404 => ApiError::not_found(),
+        e => amqp_error(e),
+    })?;
     let b = super::body::parse(&body)?;
     let count = b.get("count").and_then(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok())).unwrap_or(1);
     let ackmode = b.get("ackmode").and_then(|v| v.as_str()).unwrap_or("ack_requeue_true").to_string();
@@ -989,19 +1010,19 @@ async fn binding_create(
         ));
     }
     let g = grants(&m, &u, &v);
-    let checked = if dt == "queue" {
-        crate::access::queue_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
-    } else {
-        crate::access::exchange_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
-    };
-    checked.map_err(refused)?;
+    let who = actor(&u, &g);
+    // As RabbitMQ: permissions first, then existence (a missing queue is a bare 404).
     let r = if dt == "queue" {
-        let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
-        v.bind_queue(q, &s(&src), s(&rk), args.clone())
+        v.bind_queue(&who, &s(&dst), &s(&src), s(&rk), args.clone())
     } else {
-        v.bind_exchange(&s(&dst), &s(&src), s(&rk), args.clone())
+        v.bind_exchange(&who, &s(&dst), &s(&src), s(&rk), args.clone())
     };
-    r.map_err(amqp_error)?;
+    r.map_err(|e| {
+        refused_or(e, |e| match (dt == "queue" && v.queue(&s(&dst)).is_none(), e) {
+            (true, _) => ApiError::not_found(),
+            (false, e) => amqp_error(e),
+        })
+    })?;
     m.durable_sync().await;
     let pk = views::properties_key(&rk, &crate::store::meta::table_to_json(&args));
     let mut resp = StatusCode::CREATED.into_response();
@@ -1036,19 +1057,14 @@ async fn binding_delete(
     };
     let src = exchange_name(&src).to_string();
     let g = grants(&m, &u, &v);
-    let checked = if kind == "q" {
-        crate::access::queue_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
-    } else {
-        crate::access::exchange_bind(&g, &v, dst.as_bytes(), &s(&src), &s(&rk))
-    };
-    checked.map_err(refused)?;
+    let who = actor(&u, &g);
     let r = if kind == "q" {
-        let q = v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
-        v.unbind_queue(&q, &s(&src), &s(&rk), &args)
+        v.queue(&s(&dst)).ok_or_else(ApiError::not_found)?;
+        v.unbind_queue(&who, &s(&dst), &s(&src), &s(&rk), &args)
     } else {
-        v.unbind_exchange(&s(&dst), &s(&src), &s(&rk), &args)
+        v.unbind_exchange(&who, &s(&dst), &s(&src), &s(&rk), &args)
     };
-    r.map_err(amqp_error)?;
+    r.map_err(|e| refused_or(e, amqp_error))?;
     m.durable_sync().await;
     no_content()
 }
@@ -1204,7 +1220,8 @@ async fn aliveness(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     // As RabbitMQ: declare `aliveness-test`, publish to it, get the message back.
     let name = s("aliveness-test");
     let d = QueueSpec { name: name.clone(), ..QueueSpec::default() };
-    let decl = v.declare_queue(&d, None).map_err(amqp_error)?;
+    // The health check's own queue: declared as the broker (as before any permission existed).
+    let decl = v.declare_queue(&Actor::BROKER, &d).map_err(amqp_error)?;
     let msg = crate::message::Message::new(ShortStr::empty(), name, Bytes::new(), Bytes::from_static(b"test_message"))
         .map_err(ApiError::bad_request)?;
     decl.queue.publish(Arc::new(msg));

@@ -308,7 +308,17 @@ pub fn exchange(m: &Mgmt, v: &VHost, x: Option<&Arc<Exchange>>) -> Value {
             "arguments": table_to_json(&x.arguments),
             "user_who_performed_action": if x.name.as_bytes().starts_with(b"amq.") { "rmq-internal" } else { "" },
             "policy": x.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
-        }),
+        })
+        .as_object()
+        .cloned()
+        .map(|mut o| {
+            // The delayed-message plugin's field, on its exchanges only.
+            if x.kind == crate::exchange::ExchangeKind::DelayedMessage {
+                o.insert("messages_delayed".into(), json!(v.delayed.count_for(x.name.as_bytes())));
+            }
+            Value::Object(o)
+        })
+        .unwrap_or(Value::Null),
     }
 }
 
@@ -612,12 +622,11 @@ pub fn node(m: &Mgmt) -> Value {
 
 /// Exchange types, as in `/api/overview`.
 pub fn exchange_types() -> Value {
-    json!([
-        {"name": "direct", "description": "AMQP direct exchange, as per the AMQP specification", "enabled": true},
-        {"name": "fanout", "description": "AMQP fanout exchange, as per the AMQP specification", "enabled": true},
-        {"name": "headers", "description": "AMQP headers exchange, as per the AMQP specification", "enabled": true},
-        {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification", "enabled": true},
-    ])
+    let types: Vec<Value> = crate::exchange::ExchangeKind::ALL
+        .iter()
+        .map(|k| json!({"name": k.name(), "description": k.description(), "enabled": true}))
+        .collect();
+    Value::Array(types)
 }
 
 /// Resident memory of this process, bytes.

@@ -7,32 +7,37 @@
 //! # Invariants
 //! - An auto-delete exchange goes with its last binding (as source).
 //! - A durable change requests a definitions write before the door reports it.
+use super::access::{self, Actor};
 use super::{ExchangeSpec, VHost};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Binding, Dest, Exchange, ExchangeKind};
-use crate::queue::Queue;
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::FieldValue;
 use warren_protocol::{FieldTable, ShortStr};
 
 impl VHost {
-    /// exchange.declare.
-    pub fn declare_exchange(&self, d: &ExchangeSpec) -> AmqpResult<()> {
+    /// exchange.declare: configure permission first (and, creating one with an alternate
+    /// exchange, read on it and write on the alternate), then RabbitMQ's rules.
+    pub fn declare_exchange(&self, who: &Actor, d: &ExchangeSpec) -> AmqpResult<()> {
         let name = &d.name;
+        if !d.passive {
+            who.allowed(|g| access::exchange_declare(g, self, name, &d.arguments))?;
+        }
         if name.is_empty() {
             // spec: the default exchange can be declared passively only... RabbitMQ refuses both.
             return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
         }
         if !d.passive {
-            if ExchangeKind::parse(d.kind.as_bytes()).is_none() {
+            let Some(kind) = ExchangeKind::parse(d.kind.as_bytes()) else {
                 // As RabbitMQ: an unknown type closes the connection, even on a redeclare.
                 return Err(AmqpError::connection(
                     COMMAND_INVALID,
                     format!("unknown exchange type '{}'", d.kind),
                     None,
                 ));
-            }
+            };
+            kind.validate_args(&d.arguments).map_err(|why| AmqpError::channel(PRECONDITION_FAILED, why, None))?;
             if let Some(v) = d.arguments.get("alternate-exchange") {
                 if v.as_bytes().is_none() {
                     return Err(AmqpError::channel(
@@ -110,7 +115,8 @@ impl VHost {
     }
 
     /// exchange.delete.
-    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> AmqpResult<()> {
+    pub fn delete_exchange(&self, who: &Actor, name: &ShortStr, if_unused: bool) -> AmqpResult<()> {
+        who.allowed(|g| access::exchange_delete(g, name.as_bytes()))?;
         if name.is_empty() {
             return Err(AmqpError::channel(ACCESS_REFUSED, "operation not permitted on the default exchange", None));
         }
@@ -161,14 +167,16 @@ impl VHost {
     /// exchange.bind: route from `source` to `destination` as well.
     pub fn bind_exchange(
         &self,
+        who: &Actor,
         destination: &ShortStr,
         source: &ShortStr,
         routing_key: ShortStr,
         arguments: FieldTable,
     ) -> AmqpResult<()> {
+        who.allowed(|g| access::exchange_bind(g, self, destination.as_bytes(), source, &routing_key))?;
         let dst = self.bindable_exchange(destination)?;
         let src = self.bindable_exchange(source)?;
-        check_binding_args(&src, &arguments)?;
+        check_binding_args(&src, &routing_key, &arguments)?;
         let durable = src.durable && dst.durable;
         src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
         self.changed(durable);
@@ -178,11 +186,13 @@ impl VHost {
     /// exchange.unbind.
     pub fn unbind_exchange(
         &self,
+        who: &Actor,
         destination: &ShortStr,
         source: &ShortStr,
         routing_key: &ShortStr,
         arguments: &FieldTable,
     ) -> AmqpResult<()> {
+        who.allowed(|g| access::exchange_bind(g, self, destination.as_bytes(), source, routing_key))?;
         // As RabbitMQ: unbinding where the source or destination does not exist is not an error.
         let (Some(dst), Some(src)) = (self.unbind_exchange_named(destination)?, self.unbind_exchange_named(source)?)
         else {
@@ -213,30 +223,41 @@ impl VHost {
         Ok(self.exchange(exchange))
     }
 
-    /// queue.bind.
+    /// queue.bind: write on the queue, read on the exchange (and topic read on the key), then the
+    /// queue (404, 405), the exchange (404, 403 for the default one) and the arguments.
     pub fn bind_queue(
         &self,
-        q: Arc<Queue>,
+        who: &Actor,
+        queue: &ShortStr,
         exchange: &ShortStr,
         routing_key: ShortStr,
         arguments: FieldTable,
     ) -> AmqpResult<()> {
+        who.allowed(|g| access::queue_bind(g, self, queue.as_bytes(), exchange, &routing_key))?;
+        let q = self.usable_queue(queue, who.conn)?;
         let ex = self.bindable_exchange(exchange)?;
-        check_binding_args(&ex, &arguments)?;
+        check_binding_args(&ex, &routing_key, &arguments)?;
         let durable = ex.durable && q.durable && q.exclusive_owner.is_none();
         ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
         self.changed(durable);
         Ok(())
     }
 
-    /// queue.unbind.
+    /// queue.unbind: the permissions of queue.bind; unbinding a queue that does not exist is not
+    /// an error (as RabbitMQ).
     pub fn unbind_queue(
         &self,
-        q: &Arc<Queue>,
+        who: &Actor,
+        queue: &ShortStr,
         exchange: &ShortStr,
         routing_key: &ShortStr,
         arguments: &FieldTable,
     ) -> AmqpResult<()> {
+        who.allowed(|g| access::queue_bind(g, self, queue.as_bytes(), exchange, routing_key))?;
+        if self.queue(queue).is_none() {
+            return Ok(());
+        }
+        let q = &self.usable_queue(queue, who.conn)?;
         let Some(ex) = self.unbind_exchange_named(exchange)? else { return Ok(()) };
         if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
             self.remove_exchange(&ex);
@@ -246,9 +267,11 @@ impl VHost {
     }
 }
 
-/// Headers exchanges check `x-match` when a binding is made, as RabbitMQ.
-fn check_binding_args(ex: &Exchange, args: &FieldTable) -> AmqpResult<()> {
-    if ex.kind != ExchangeKind::Headers {
+/// A binding's key and arguments, checked for its exchange's type when it is made: a
+/// consistent-hash key is a weight; headers exchanges check `x-match` (as RabbitMQ).
+fn check_binding_args(ex: &Exchange, key: &ShortStr, args: &FieldTable) -> AmqpResult<()> {
+    ex.route_kind.validate_binding_key(key).map_err(|why| AmqpError::channel(PRECONDITION_FAILED, why, None))?;
+    if ex.route_kind != ExchangeKind::Headers {
         return Ok(());
     }
     match args.get("x-match") {

@@ -1,16 +1,23 @@
 //! A virtual host: the registries of its exchanges and queues, and the core operations every door
-//! calls: routing (`route.rs`), the one publish path (`publish.rs`), queue rules (`queues.rs`),
-//! exchange and binding rules (`exchanges.rs`), policies (`policies.rs`).
+//! calls, each for an `Actor` whose permissions it checks (`access.rs`): routing (`route.rs`), the
+//! one publish path (`publish.rs`), queue rules (`queues.rs`), exchange and binding rules
+//! (`exchanges.rs`), policies (`policies.rs`).
 //!
-//! Runs in: any connection reader (declares are rare; routing is per message).
+//! Runs in: whichever task a door runs in (connection readers, HTTP handlers, boot import);
+//! declares are rare, routing is per message.
 //!
 //! # Invariants
 //! - Topology maps are `RwLock`s: routing takes read locks only and holds none of them while it
 //!   enqueues. Declares and deletes take the write lock of one map at a time (LOCKS.md).
 //! - The default exchange (`""`) is implicit: every queue is bound to it by name; it cannot be
 //!   bound, unbound or deleted.
-//! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`, and the internal `amq.rabbitmq.trace`) exist
-//!   in every vhost and cannot be deleted or declared differently.
+//! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`, and
+//!   the internal `amq.rabbitmq.trace`) exist in every vhost and cannot be deleted or declared
+//!   differently.
+//! - Every operation that changes state or moves messages checks its actor's permissions before
+//!   anything else but RabbitMQ's name rules.
+pub mod access;
+pub mod delayed;
 mod exchanges;
 mod policies;
 mod publish;
@@ -20,9 +27,10 @@ mod route;
 use crate::exchange::{Exchange, ExchangeKind, NameMap};
 use crate::ids::ConnectionId;
 use crate::queue::Queue;
+pub use access::Actor;
 pub use exchanges::rabbit_type;
 use parking_lot::RwLock;
-pub use publish::{Outcome, Publish, Publisher};
+pub use publish::{Outcome, Publish};
 use std::collections::HashMap;
 use std::sync::Arc;
 use warren_protocol::{FieldTable, ShortStr};
@@ -47,6 +55,8 @@ pub struct VHost {
     retired: parking_lot::Mutex<crate::counters::Totals>,
     /// Policies by name.
     policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
+    /// Messages held by its delayed-message exchanges.
+    pub delayed: Arc<delayed::Delayed>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -139,6 +149,7 @@ impl VHost {
             meta,
             retired: Default::default(),
             policies: RwLock::new(Vec::new()),
+            delayed: Default::default(),
         })
     }
 

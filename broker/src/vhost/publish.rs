@@ -12,6 +12,7 @@
 //! - One `Arc<Message>` is shared by every queue the message reaches (no body copy).
 //! - `Outcome::durable_lsn` is the highest store LSN the message's records need: a door that
 //!   confirms or answers "routed" waits for that LSN to be fsynced first.
+use super::access::{self, Actor};
 use super::VHost;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Routed;
@@ -40,21 +41,6 @@ pub struct Publish {
     pub mandatory: bool,
 }
 
-/// Who publishes, for the `user_id` rule: the authenticated user, and whether it may impersonate
-/// (tag `impersonator`). The broker itself (dead letters) is [`Publisher::BROKER`].
-#[derive(Clone, Copy)]
-pub struct Publisher<'a> {
-    /// User name; `None` for the broker itself (no `user_id` check).
-    pub user: Option<&'a str>,
-    /// Tagged `impersonator`: may set any `user_id`.
-    pub impersonator: bool,
-}
-
-impl Publisher<'_> {
-    /// The broker republishing (dead letters): passes the user check.
-    pub const BROKER: Publisher<'static> = Publisher { user: None, impersonator: true };
-}
-
 /// What enqueueing did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -74,10 +60,25 @@ impl Outcome {
 }
 
 impl VHost {
+    /// basic.publish's permissions: write on the exchange, and topic write on the routing key.
+    /// [`VHost::prepare`] applies them; the AMQP door calls this first on its own because
+    /// direct reply-to rewriting sits between the check and routing, as in RabbitMQ.
+    #[inline]
+    pub fn authorize_publish(&self, who: &Actor, exchange: &ShortStr, routing_key: &ShortStr) -> AmqpResult<()> {
+        who.allowed(|g| access::publish(g, self, exchange, routing_key))
+    }
+
+    /// Check `who` may publish `p` ([`VHost::authorize_publish`]), then [`VHost::route_checked`].
+    pub fn prepare(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Arc<Message>>> {
+        self.authorize_publish(who, &p.exchange, &p.routing_key)?;
+        self.route_checked(who, p, routed)
+    }
+
     /// Route `p` and check it (missing exchange 404, bad CC / BCC 406, `user_id` 406, bad
     /// `expiration` 406); `routed.queues` ends up holding its queues. Returns the message, or
-    /// `None` when no queue takes it and it is not mandatory (nothing is built then).
-    pub fn prepare(&self, who: Publisher, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Arc<Message>>> {
+    /// `None` when no queue takes it and it is not mandatory (nothing is built then). Publish
+    /// permissions are [`VHost::prepare`]'s.
+    pub fn route_checked(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Arc<Message>>> {
         let replaced = self.route(&p.exchange, &p.routing_key, &p.properties, routed)?;
         // rabbitmq-compat: a `user_id` property must name the authenticated user unless the user
         // is tagged `impersonator` (checked after the exchange lookup, as RabbitMQ does). The
@@ -86,6 +87,14 @@ impl VHost {
             if p.properties.get(1).is_some_and(|f| f & USER_ID_FLAG_LOW_BYTE != 0) {
                 check_user_id(user, &p.properties).inspect_err(|_| routed.clear())?;
             }
+        }
+        if let Some(delay) = routed.delay_ms {
+            // Held by a delayed-message exchange: built (and checked) now, routed when due.
+            // rabbitmq-compat: as with the plugin, a held message is never returned (mandatory).
+            let msg = Message::new(p.exchange, p.routing_key, p.properties, p.body)
+                .map_err(|why| AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))?;
+            self.hold(delay, msg);
+            return Ok(None);
         }
         if routed.queues.is_empty() && !p.mandatory {
             return Ok(None);
@@ -118,7 +127,7 @@ impl VHost {
 
     /// [`VHost::prepare`] then [`VHost::enqueue`]: the whole publish, for doors that do not
     /// defer (HTTP, dead letters).
-    pub fn publish(&self, who: Publisher, p: Publish) -> AmqpResult<(Option<Arc<Message>>, Outcome)> {
+    pub fn publish(&self, who: &Actor, p: Publish) -> AmqpResult<(Option<Arc<Message>>, Outcome)> {
         let mut routed = Routed::default();
         let msg = self.prepare(who, p, &mut routed)?;
         let out = match &msg {
@@ -155,7 +164,7 @@ impl DeadLetterSink for VHost {
         let Message { exchange, routing_key, properties, body, .. } = msg;
         let p = Publish { exchange, routing_key, properties, body, mandatory: false };
         let mut routed = Routed::default();
-        match self.prepare(Publisher::BROKER, p, &mut routed) {
+        match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {
                 VHost::enqueue(&mut routed.queues, &m, |q| deadletter::skips(reason, &deaths, q.name.as_bytes()));
             }

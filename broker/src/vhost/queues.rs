@@ -7,6 +7,7 @@
 //! - A queue is created under the queues write lock after a re-check, so two racing declares
 //!   create it once.
 //! - An exclusive queue is usable only by its owning connection (405 for every other).
+use super::access::{self, Actor};
 use super::exchanges::first_arg_difference;
 use super::{Declared, QueueSpec, VHost};
 use crate::error::{AmqpError, AmqpResult};
@@ -19,8 +20,41 @@ use warren_protocol::constants::*;
 use warren_protocol::ShortStr;
 
 impl VHost {
+    /// A queue `who` may read from (basic.get, basic.consume, the HTTP API's get): read
+    /// permission, then it must exist (404) and not be another connection's exclusive queue (405).
+    pub fn readable_queue(&self, who: &Actor, name: &ShortStr) -> AmqpResult<Arc<Queue>> {
+        who.allowed(|g| access::queue_read(g, name.as_bytes()))?;
+        self.usable_queue(name, who.conn)
+    }
+
+    /// queue.purge: read permission, then the queue (404, 405); returns the messages purged.
+    pub fn purge_queue(&self, who: &Actor, name: &ShortStr) -> AmqpResult<u32> {
+        Ok(self.readable_queue(who, name)?.purge())
+    }
+
+    /// queue.delete: configure permission, then the queue (`None` when it does not exist, which
+    /// each door answers its own way), exclusivity (405), the if-unused / if-empty conditions
+    /// (406). Returns the messages it held and the consumers of channel `deferred` (see
+    /// [`VHost::delete_queue_deferring`]).
+    pub fn delete_queue_checked(
+        &self,
+        who: &Actor,
+        name: &ShortStr,
+        if_unused: bool,
+        if_empty: bool,
+        deferred: Option<&Arc<crate::queue::consumer::ChannelShared>>,
+    ) -> AmqpResult<Option<(u32, Vec<Arc<crate::queue::consumer::Consumer>>)>> {
+        who.allowed(|g| access::queue_delete(g, name.as_bytes()))?;
+        if self.queue(name).is_none() {
+            return Ok(None);
+        }
+        let q = self.usable_queue(name, who.conn)?;
+        VHost::check_delete_conditions(&q, if_unused, if_empty)?;
+        Ok(Some(self.delete_queue_deferring(&q, deferred)))
+    }
+
     /// A queue that exists and that `conn` may use (exclusive queues belong to their connection;
-    /// a door without one, `None`, may use none).
+    /// a door without a connection, `None`, is not held off them, as RabbitMQ's management API).
     pub fn usable_queue(&self, name: &ShortStr, conn: Option<ConnectionId>) -> AmqpResult<Arc<Queue>> {
         let q =
             self.queue(name).ok_or_else(|| AmqpError::channel(NOT_FOUND, format!("no {}", self.q_desc(name)), None))?;
@@ -28,11 +62,16 @@ impl VHost {
         Ok(q)
     }
 
-    /// queue.declare, all of RabbitMQ's checks. `conn` is the declaring connection (owner of an
-    /// exclusive queue; `None` for doors without one, which can use no exclusive queue).
-    pub fn declare_queue(&self, d: &QueueSpec, conn: Option<ConnectionId>) -> AmqpResult<Declared> {
-        let name = d.name.clone();
+    /// queue.declare, all of RabbitMQ's checks, in its order: the `amq.` name rule, configure
+    /// permission (and, creating one with a dead-letter exchange, read on it and write on that
+    /// exchange), arguments, then existence, exclusivity and equivalence. `who.conn` owns an
+    /// exclusive queue (a door without a connection can declare none).
+    pub fn declare_queue(&self, who: &Actor, d: &QueueSpec) -> AmqpResult<Declared> {
+        let (name, conn) = (d.name.clone(), who.conn);
         VHost::check_queue_name(d)?;
+        if !d.passive {
+            who.allowed(|g| access::queue_declare(g, self, &name, &d.arguments))?;
+        }
         if !d.passive {
             crate::queue::settings::validate_queue_args(&d.arguments).map_err(|(arg, why)| {
                 AmqpError::channel(
@@ -106,7 +145,7 @@ impl VHost {
         // Re-check under the write lock: another connection may have won the race.
         if qs.contains_key(&name) {
             drop(qs);
-            return self.declare_queue(&QueueSpec { passive: false, ..d.clone() }, conn);
+            return self.declare_queue(who, &QueueSpec { passive: false, ..d.clone() });
         }
         let owner = match (d.exclusive, conn) {
             (false, _) => None,
@@ -146,10 +185,9 @@ impl VHost {
         self.delete_queue_deferring(q, None).0
     }
 
-    /// queue.declare's name rule (every door's; RabbitMQ checks it before permissions, so doors
-    /// call it first, and [`VHost::declare_queue`] applies it again): a client may not create a
-    /// queue named `amq.*` (403). Passive declares and server-named queues are not checked.
-    pub fn check_queue_name(d: &QueueSpec) -> AmqpResult<()> {
+    /// queue.declare's name rule (checked before permissions, as RabbitMQ does): a client may not
+    /// create a queue named `amq.*` (403). Passive declares and server-named queues are not checked.
+    fn check_queue_name(d: &QueueSpec) -> AmqpResult<()> {
         if !d.passive && !d.server_named && d.name.as_bytes().starts_with(b"amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
@@ -208,8 +246,8 @@ impl VHost {
 
 /// 405 when `q` is exclusive to another connection.
 fn check_exclusive(q: &Queue, conn: Option<ConnectionId>) -> AmqpResult<()> {
-    match q.exclusive_owner {
-        Some(owner) if Some(owner) != conn => Err(exclusive_locked(q)),
+    match (q.exclusive_owner, conn) {
+        (Some(owner), Some(conn)) if owner != conn => Err(exclusive_locked(q)),
         _ => Ok(()),
     }
 }

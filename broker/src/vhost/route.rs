@@ -9,7 +9,7 @@
 //! - Each exchange is visited once per message, so exchange cycles neither loop nor duplicate.
 use super::{rabbit_type, VHost};
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::{Exchange, Routed};
+use crate::exchange::{Exchange, ExchangeKind, Routed};
 use bytes::Bytes;
 use std::sync::Arc;
 use warren_protocol::constants::*;
@@ -43,6 +43,19 @@ impl VHost {
         routing_key: &ShortStr,
         properties: &Bytes,
         out: &mut Routed,
+    ) -> AmqpResult<Option<Bytes>> {
+        self.route_with(exchange, routing_key, properties, out, true)
+    }
+
+    /// Routing; with `may_delay`, a delayed-message exchange given an `x-delay` holds the message
+    /// (`out.delay_ms` is set, no queue is chosen).
+    pub(super) fn route_with(
+        &self,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &Bytes,
+        out: &mut Routed,
+        may_delay: bool,
     ) -> AmqpResult<Option<Bytes>> {
         out.clear();
         // Only a message with a headers table can carry CC/BCC or match a headers exchange.
@@ -105,7 +118,14 @@ impl VHost {
                 }
                 Some(e) => e,
             };
-            self.walk(&start, keys, headers.as_ref(), out);
+            if may_delay && start.kind == ExchangeKind::DelayedMessage {
+                if let Some(d) = super::delayed::delay_of(headers.as_ref()) {
+                    start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    out.delay_ms = Some(d);
+                    return Ok(None);
+                }
+            }
+            self.walk(&start, keys, headers.as_ref(), properties, out);
             // One relaxed add on the exchange's own cache line (contended only when several
             // connections publish to the same exchange at once).
             start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -117,8 +137,15 @@ impl VHost {
     }
 
     /// Breadth-first over exchange destinations and alternate exchanges, each exchange once.
-    fn walk(&self, start: &Arc<Exchange>, keys: &[ShortStr], headers: Option<&FieldTable>, out: &mut Routed) {
-        let matched = start.route_into(keys, headers, out);
+    fn walk(
+        &self,
+        start: &Arc<Exchange>,
+        keys: &[ShortStr],
+        headers: Option<&FieldTable>,
+        properties: &Bytes,
+        out: &mut Routed,
+    ) {
+        let matched = start.route_into(keys, headers, properties, out);
         if out.exchanges.is_empty() && matched {
             return; // the common case: one exchange, queues only
         }
@@ -132,7 +159,7 @@ impl VHost {
                 continue;
             }
             visited.push(x.clone());
-            let matched = x.route_into(keys, headers, out);
+            let matched = x.route_into(keys, headers, properties, out);
             todo.append(&mut out.exchanges);
             if !matched {
                 todo.extend(self.alternate_of(&x));

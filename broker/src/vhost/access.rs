@@ -1,8 +1,9 @@
 //! RabbitMQ's access-control table, in one place: for each operation that changes broker state or
-//! moves messages, the permissions (configure / write / read, and topic permissions) it needs.
-//! Every door calls these (the AMQP channel handlers, the HTTP API), so a user refused an
-//! operation over AMQP is refused it over HTTP too; each door only words the refusal its own way
-//! (AMQP: channel.close 403 with [`Refusal::text`]; HTTP: RabbitMQ's 401 / 400 bodies).
+//! moves messages, the permissions (configure / write / read, and topic permissions) it needs,
+//! and [`Actor`], who asks. The vhost's operations apply it first thing (`Actor::allowed`), for
+//! every door alike, so a user refused an operation over AMQP is refused it over HTTP too; each
+//! door only words the refusal (`AmqpError` 403) its own way (AMQP: channel.close 403; HTTP:
+//! RabbitMQ's 401 / 400 bodies).
 //!
 //! Runs in: whichever task handles the operation (a connection reader, an HTTP request task).
 //!
@@ -13,10 +14,44 @@
 //!   write everywhere and has no topic permissions.
 //! - Alternate and dead-letter exchanges are checked only when the exchange or queue is created
 //!   (an equivalent redeclare needs configure only), as in RabbitMQ.
+use super::VHost;
 use crate::auth::{Access, Grants, Resource};
+use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::ExchangeKind;
-use crate::vhost::VHost;
+use crate::ids::ConnectionId;
 use warren_protocol::{FieldTable, ShortStr};
+
+/// Who asks the core for an operation: a user (its name, its compiled permissions in the vhost,
+/// its `impersonator` tag, and its connection, the owner of exclusive queues), or the broker
+/// itself (boot import, dead letters), which passes every check.
+#[derive(Clone, Copy)]
+pub struct Actor<'a> {
+    /// The user's name; `None` for the broker itself.
+    pub user: Option<&'a str>,
+    /// The user's permissions in this vhost; `None` for the broker itself.
+    pub grants: Option<&'a Grants>,
+    /// Tagged `impersonator`: may publish with any `user_id`.
+    pub impersonator: bool,
+    /// The connection asking; `None` for a door without one (HTTP, definitions), which owns no
+    /// exclusive queue and is not held off others' (as RabbitMQ's management API).
+    pub conn: Option<ConnectionId>,
+}
+
+impl Actor<'_> {
+    /// The broker itself.
+    pub const BROKER: Actor<'static> = Actor { user: None, grants: None, impersonator: true, conn: None };
+
+    /// Apply one row check of the table (`check(grants)`); the broker passes. A refusal is
+    /// logged once, here, and becomes 403 ACCESS_REFUSED with RabbitMQ's text.
+    #[inline]
+    pub fn allowed(&self, check: impl FnOnce(&Grants) -> Checked) -> AmqpResult<()> {
+        let Some(g) = self.grants else { return Ok(()) };
+        check(g).map_err(|r| {
+            tracing::warn!(user = self.user.unwrap_or(""), connection = ?self.conn, "{}", r.text);
+            AmqpError::Refused { text: format!("ACCESS_REFUSED - {}", r.text) }
+        })
+    }
+}
 
 /// A refused operation: which permission on which resource, and RabbitMQ's AMQP text
 /// (`write access to exchange 'x' in vhost '/' refused for user 'u'`).

@@ -1,0 +1,160 @@
+//! Delayed messages of `x-delayed-message` exchanges (the contract of RabbitMQ's
+//! rabbitmq_delayed_message_exchange plugin): a message published with an `x-delay` header of
+//! more than 0 ms is held, then routed as the exchange's `x-delayed-type` routes at that moment.
+//! One timer task per vhost sleeps until the earliest due message.
+//!
+//! Runs in: the publishing task (hold), and the vhost's delay task (spawned at the first held
+//! message) for delivery.
+//!
+//! # Invariants
+//! - Messages come out in due order; equal due times keep publish order (`seq`).
+//! - A due time that does not fit the clock (years of delay) is capped at `MAX_DELAY`, never
+//!   wrapped into the past.
+//! - The task holds only a `Weak` to its vhost and ends once the vhost is gone.
+use super::VHost;
+use crate::exchange::Routed;
+use crate::message::Message;
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use warren_protocol::FieldValue;
+
+/// The longest delay kept as asked; longer ones are held this long (about 100 years).
+const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How long the delay task waits for work before checking that its vhost still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+/// One held message.
+struct Held {
+    /// When it is due.
+    due: Instant,
+    /// Publish order, for equal due times.
+    seq: u64,
+    /// The message (its exchange and routing key say where it goes).
+    msg: Message,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Held) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Held) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Held) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
+}
+
+/// A vhost's held messages.
+#[derive(Default)]
+pub struct Delayed {
+    /// Earliest due first.
+    heap: Mutex<(BinaryHeap<Reverse<Held>>, u64)>,
+    /// Wakes the task when an earlier message arrives.
+    wake: Notify,
+    /// The task has been spawned.
+    started: AtomicBool,
+}
+
+impl Delayed {
+    /// Messages held for exchange `name` (management API: `messages_delayed`).
+    pub fn count_for(&self, name: &[u8]) -> usize {
+        self.heap.lock().0.iter().filter(|h| h.0.msg.exchange.as_bytes() == name).count()
+    }
+}
+
+/// The `x-delay` header of raw `properties`, when it asks for a delay (an integer above 0).
+pub fn delay_of(headers: Option<&warren_protocol::FieldTable>) -> Option<u64> {
+    match headers?.get("x-delay")? {
+        v @ FieldValue::LongStr(_) => String::from_utf8_lossy(v.as_bytes()?).trim().parse::<i64>().ok(),
+        v => v.as_i64(),
+    }
+    .filter(|d| *d > 0)
+    .map(|d| d as u64)
+}
+
+impl VHost {
+    /// Hold `msg` for `delay_ms` (the task is spawned on first use).
+    pub(super) fn hold(&self, delay_ms: u64, msg: Message) {
+        let delay = Duration::from_millis(delay_ms).min(MAX_DELAY);
+        let now = Instant::now();
+        let due = now.checked_add(delay).unwrap_or(now + IDLE_CHECK);
+        let d = &self.delayed;
+        let earliest = {
+            let mut h = d.heap.lock();
+            h.1 += 1;
+            let seq = h.1;
+            let earlier = h.0.peek().is_none_or(|top| due < top.0.due);
+            h.0.push(Reverse(Held { due, seq, msg }));
+            earlier
+        };
+        if !d.started.swap(true, Ordering::AcqRel) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(run(self.delayed.clone(), self.me.clone()));
+                }
+                Err(_) => {
+                    d.started.store(false, Ordering::Release);
+                    tracing::error!("vhost '{}': no runtime to deliver delayed messages", self.name);
+                }
+            }
+        }
+        if earliest {
+            d.wake.notify_one();
+        }
+    }
+
+    /// Route a message that came due: as its exchange routes now (no delay again).
+    fn deliver_due(&self, msg: Message) {
+        let mut routed = Routed::default();
+        match self.route_with(&msg.exchange, &msg.routing_key, &msg.properties, &mut routed, false) {
+            Ok(replaced) => {
+                let msg = match replaced {
+                    Some(p) => Message { properties: p, ..msg },
+                    None => msg,
+                };
+                VHost::enqueue(&mut routed.queues, &Arc::new(msg), |_| false);
+            }
+            Err(e) => tracing::debug!("delayed message dropped: {}", e.reply_text()),
+        }
+    }
+}
+
+/// The delay task of one vhost.
+async fn run(d: Arc<Delayed>, vhost: Weak<VHost>) {
+    loop {
+        let next = d.heap.lock().0.peek().map(|h| h.0.due);
+        let wait = next.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wait) => {}
+            _ = d.wake.notified() => continue,
+        }
+        let Some(v) = vhost.upgrade() else { return };
+        let now = Instant::now();
+        loop {
+            let due = {
+                let mut h = d.heap.lock();
+                match h.0.peek() {
+                    Some(top) if top.0.due <= now => h.0.pop().map(|r| r.0.msg),
+                    _ => None,
+                }
+            };
+            match due {
+                Some(msg) => v.deliver_due(msg),
+                None => break,
+            }
+        }
+    }
+}
