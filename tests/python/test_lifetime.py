@@ -508,6 +508,23 @@ def test_deaths_in_different_queues_are_listed_most_recent_first(channel, unique
     assert props.expiration is None
 
 
+def test_older_deaths_are_in_rabbitmqs_order(channel, unique_name):
+    """Three deaths in three queues (rejected in `a`, expired in `b`, expired in `c`): RabbitMQ
+    3.10 lists them as [c, a, b] (it reverses the older entries at every death), not [c, b, a]."""
+    final = dead_letter_queue(channel, unique_name)
+    c, b, a = unique_name("c"), unique_name("b"), unique_name("a")
+    channel.queue_declare(c, arguments=dl_args(final, **{"x-message-ttl": 0}))
+    channel.queue_declare(b, arguments=dl_args(c, **{"x-message-ttl": 0}))
+    channel.queue_declare(a, arguments=dl_args(b))
+    channel.basic_publish("", a, b"hop")
+    method, _, _ = get_message(channel, a)
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    _, props, body = get_message(channel, final)
+    assert body == b"hop"
+    order = [(d["queue"], d["reason"]) for d in props.headers["x-death"]]
+    assert order == [(c, "expired"), (a, "rejected"), (b, "expired")]
+
+
 def test_retry_loop_through_a_delay_queue(connection, channel, unique_name):
     """work --reject--> retry exchange --> delay (TTL) --expire--> work, a
     few rounds; the x-death counts grow on both entries."""

@@ -2,8 +2,9 @@
 //! history, and the cycle rule.
 //!
 //! # Invariants
-//! - `x-death` is a list of tables, newest first, one per (queue, reason): a repeat death through
-//!   the same queue for the same reason increments that entry's `count` and moves it to the front.
+//! - `x-death` is a list of tables, one per (queue, reason), the newest first; the older ones in
+//!   the order RabbitMQ 3.10 leaves them (reversed at every death). A repeat death through the
+//!   same queue for the same reason increments that entry's `count` and moves it to the front.
 //! - `x-first-death-queue` / `-reason` / `-exchange` are set once, on the first death.
 //! - The dead-lettered message has no `expiration` (kept as `original-expiration` in x-death), no
 //!   `CC` header (its keys are in x-death's `routing-keys`) and no `x-delivery-count`.
@@ -56,6 +57,11 @@ pub fn dead_letter(
         Some(FieldValue::Array(a)) => a.clone(),
         _ => Vec::new(),
     };
+    // rabbitmq-compat: RabbitMQ 3.10 re-groups the existing entries by (queue, reason) on every
+    // death, which reverses their order, before it puts this death's entry first: after deaths in
+    // queues a, b, c the list is [c, a, b], not [c, b, a]. Clients that read x-death by position
+    // see the same list as on RabbitMQ.
+    deaths.reverse();
     let same = |d: &FieldValue| match d {
         FieldValue::Table(t) => {
             t.get("queue").and_then(|v| v.as_bytes()) == Some(queue.as_bytes())
