@@ -314,7 +314,7 @@ pub fn exchange(m: &Mgmt, v: &VHost, x: Option<&Arc<Exchange>>) -> Value {
         .map(|mut o| {
             // The delayed-message plugin's field, on its exchanges only.
             if x.kind == crate::exchange::ExchangeKind::DelayedMessage {
-                o.insert("messages_delayed".into(), json!(v.delayed.count_for(x.name.as_bytes())));
+                o.insert("messages_delayed".into(), json!(v.timers.count_for(x.name.as_bytes())));
             }
             Value::Object(o)
         })

@@ -144,11 +144,3 @@ pub struct DeadLetter {
 pub fn skips(reason: Reason, deaths: &[FieldValue], target: &[u8]) -> bool {
     reason != Reason::Rejected && is_cycle(target, deaths)
 }
-
-/// Where a queue hands its dead letters once its lock is released: its vhost, which publishes
-/// them through the one publish path (`VHost::publish`). A trait, so the queue layer does not
-/// import the vhost that holds it.
-pub trait DeadLetterSink: Send + Sync {
-    /// Publish `dl` to its dead-letter exchange; `from` names the queue it died in (for logs).
-    fn publish_dead_letter(&self, dl: DeadLetter, from: &str);
-}

@@ -27,7 +27,7 @@ use crate::ids::ConnectionId;
 use crate::message::{Message, QueuedMsg};
 use crate::queue::consumer::Consumer;
 use crate::store::{log::KIND_PERSISTENT, RecoveredMsg, Store};
-use deadletter::{DeadLetter, DeadLetterSink, Reason};
+use deadletter::{DeadLetter, Reason};
 use parking_lot::Mutex;
 use ready::Ready;
 use settings::{Overflow, QueueSettings};
@@ -52,6 +52,8 @@ pub struct QueueState {
     pub deleted: bool,
     /// Last time (`now_ms`) the queue was used (consumer, get, declare), for `x-expires`.
     last_used: u64,
+    /// When the expiry timer asked of the host fires (`now_ms` clock); 0 = none armed.
+    expiry_armed: u64,
     /// Message counters (management API, Prometheus), kept under this lock (no atomics on the
     /// publish path): published, delivered (ack / no-ack), got (ack / no-ack), get_empty,
     /// redelivered.
@@ -142,7 +144,7 @@ pub struct Queue {
     /// The policy that applied when it was declared.
     pub policy: Option<Arc<crate::policy::Policy>>,
     /// The vhost, for dead-lettering.
-    vhost_ref: Weak<dyn DeadLetterSink>,
+    vhost_ref: Weak<dyn QueueHost>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
     saw_message_ttl: std::sync::atomic::AtomicBool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
@@ -193,7 +195,7 @@ impl Queue {
     pub fn in_vhost(
         name: ShortStr,
         vhost: &str,
-        vhost_ref: Weak<dyn DeadLetterSink>,
+        vhost_ref: Weak<dyn QueueHost>,
         store: Option<Arc<Store>>,
         durable: bool,
         exclusive_owner: Option<ConnectionId>,
@@ -228,6 +230,7 @@ impl Queue {
                 had_consumer: false,
                 deleted: false,
                 last_used: now_ms(),
+                expiry_armed: 0,
                 counters: crate::counters::Totals::default(),
             }),
             acked: AckCounter::default(),
@@ -260,12 +263,51 @@ impl Queue {
     #[inline]
     pub fn publish_durably(&self, msg: Arc<Message>, lsn: &mut u64) -> Enqueued {
         let mut dead = DeadLetters::new();
-        let r = self.publish_locked(msg, &mut dead, lsn);
+        let mut arm = None;
+        let r = self.publish_locked(msg, &mut dead, lsn, &mut arm);
         self.dead_letter(dead);
+        if let Some(at) = arm {
+            self.arm_expiry(at);
+        }
         r
     }
 
-    fn publish_locked(&self, msg: Arc<Message>, dead: &mut DeadLetters, lsn: &mut u64) -> Enqueued {
+    /// Ask the host for an expiry timer at `at` (the state already says it is armed).
+    #[cold]
+    fn arm_expiry(&self, at: u64) {
+        if let Some(host) = self.vhost_ref.upgrade() {
+            host.schedule_expiry(self.me.clone(), at);
+        }
+    }
+
+    /// The expiry timer fired: expire (and dead-letter) what is due at the heads, then arm the
+    /// timer for the next head that expires. (The broker's sweeper does the same every 100 ms
+    /// as a backstop; the timer makes a TTL fire within a millisecond or so, as RabbitMQ's.)
+    pub fn on_expiry_timer(&self) {
+        let mut expired = Vec::new();
+        let next = {
+            let mut st = self.state.lock();
+            st.expiry_armed = 0;
+            st.ready.expire_heads(now_ms(), &mut expired);
+            let next = st.ready.next_head_expiry();
+            if let Some(n) = next {
+                st.expiry_armed = n;
+            }
+            next
+        };
+        self.dead_letter(expired.into_iter().map(|m| (m, Reason::Expired)).collect());
+        if let Some(at) = next {
+            self.arm_expiry(at);
+        }
+    }
+
+    fn publish_locked(
+        &self,
+        msg: Arc<Message>,
+        dead: &mut DeadLetters,
+        lsn: &mut u64,
+        arm: &mut Option<u64>,
+    ) -> Enqueued {
         let mut st = self.state.lock();
         if st.deleted {
             return Enqueued::Gone;
@@ -311,6 +353,17 @@ impl Queue {
         }
         if s.has_limits() {
             self.drop_head_over_limit(&mut st, dead);
+        }
+        // An expiring message: make sure a timer fires no later than its expiry, if it is (or
+        // becomes) a head. One timer per queue at a time; it re-arms itself for the next head.
+        if expires_at != 0 && (st.expiry_armed == 0 || expires_at < st.expiry_armed) {
+            match st.ready.next_head_expiry() {
+                Some(next) if st.expiry_armed == 0 || next < st.expiry_armed => {
+                    st.expiry_armed = next;
+                    *arm = Some(next);
+                }
+                _ => {}
+            }
         }
         Enqueued::Accepted
     }
@@ -706,10 +759,22 @@ impl Queue {
     }
 }
 
-/// The sink of a queue made outside a vhost (tests): dead letters go nowhere.
+/// What a queue needs from the vhost that holds it, as a trait so the queue layer does not
+/// import the vhost: somewhere to publish its dead letters (through the one publish path) once
+/// its lock is released, and a timer for the expiry of its head.
+pub trait QueueHost: Send + Sync {
+    /// Publish `dl` to its dead-letter exchange; `from` names the queue it died in (for logs).
+    fn publish_dead_letter(&self, dl: DeadLetter, from: &str);
+    /// Call `q.on_expiry_timer()` at `at_ms` (`now_ms` clock).
+    fn schedule_expiry(&self, q: Weak<Queue>, at_ms: u64);
+}
+
+/// The host of a queue made outside a vhost (tests): dead letters go nowhere, and expiry is
+/// left to sweeps.
 struct NoSink;
-impl DeadLetterSink for NoSink {
+impl QueueHost for NoSink {
     fn publish_dead_letter(&self, _: DeadLetter, _: &str) {}
+    fn schedule_expiry(&self, _: Weak<Queue>, _: u64) {}
 }
 
 impl crate::outbound::Redrive for Queue {

@@ -297,6 +297,12 @@ impl Ready {
         self.persistent
     }
     /// The oldest ready message (any priority level), for `head_message_timestamp`.
+    /// The earliest expiry time (`now_ms` clock) among the heads of the levels, if any head
+    /// expires: when the queue's expiry timer must next fire.
+    pub fn next_head_expiry(&self) -> Option<u64> {
+        self.levels.iter().filter_map(|l| l.front()).map(|m| m.expires_at).filter(|t| *t != 0).min()
+    }
+
     pub fn head(&self) -> Option<&QueuedMsg> {
         self.levels.iter().rev().find_map(|l| l.front())
     }

@@ -17,12 +17,12 @@
 //! - Every operation that changes state or moves messages checks its actor's permissions before
 //!   anything else but RabbitMQ's name rules.
 pub mod access;
-pub mod delayed;
 mod exchanges;
 mod policies;
 mod publish;
 mod queues;
 mod route;
+pub mod timers;
 
 use crate::exchange::{Exchange, ExchangeKind, NameMap};
 use crate::ids::ConnectionId;
@@ -55,8 +55,8 @@ pub struct VHost {
     retired: parking_lot::Mutex<crate::counters::Totals>,
     /// Policies by name.
     policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
-    /// Messages held by its delayed-message exchanges.
-    pub delayed: Arc<delayed::Delayed>,
+    /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
+    pub timers: Arc<timers::Timers>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -149,7 +149,7 @@ impl VHost {
             meta,
             retired: Default::default(),
             policies: RwLock::new(Vec::new()),
-            delayed: Default::default(),
+            timers: Default::default(),
         })
     }
 

@@ -17,7 +17,8 @@ use super::VHost;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Routed;
 use crate::message::Message;
-use crate::queue::deadletter::{self, DeadLetter, DeadLetterSink};
+use crate::queue::deadletter::{self, DeadLetter};
+use crate::queue::QueueHost;
 use crate::queue::{Enqueued, Queue};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -156,9 +157,14 @@ fn check_user_id(user: &str, properties: &Bytes) -> AmqpResult<()> {
     }
 }
 
-/// Dead letters take the one publish path, as the broker (no user check), with RabbitMQ's cycle
-/// rule applied per target queue.
-impl DeadLetterSink for VHost {
+/// What a queue asks of its vhost. Dead letters take the one publish path, as the broker (no
+/// user check), with RabbitMQ's cycle rule applied per target queue; expiry timers go to the
+/// vhost's timer heap.
+impl QueueHost for VHost {
+    fn schedule_expiry(&self, q: std::sync::Weak<crate::queue::Queue>, at_ms: u64) {
+        self.expire_at(q, at_ms);
+    }
+
     fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
         let DeadLetter { msg, deaths, reason } = dl;
         let Message { exchange, routing_key, properties, body, .. } = msg;

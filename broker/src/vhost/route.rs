@@ -119,7 +119,7 @@ impl VHost {
                 Some(e) => e,
             };
             if may_delay && start.kind == ExchangeKind::DelayedMessage {
-                if let Some(d) = super::delayed::delay_of(headers.as_ref()) {
+                if let Some(d) = super::timers::delay_of(headers.as_ref()) {
                     start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     out.delay_ms = Some(d);
                     return Ok(None);

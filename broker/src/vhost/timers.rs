@@ -1,19 +1,21 @@
-//! Delayed messages of `x-delayed-message` exchanges (the contract of RabbitMQ's
-//! rabbitmq_delayed_message_exchange plugin): a message published with an `x-delay` header of
-//! more than 0 ms is held, then routed as the exchange's `x-delayed-type` routes at that moment.
-//! One timer task per vhost sleeps until the earliest due message.
+//! A vhost's timers, in one heap served by one task: delayed messages of `x-delayed-message`
+//! exchanges (the contract of RabbitMQ's rabbitmq_delayed_message_exchange plugin: a message
+//! published with an `x-delay` header of more than 0 ms is held, then routed as the exchange's
+//! `x-delayed-type` routes at that moment), and the expiry of queue heads (a queue asks for a
+//! timer at its head's expiry, so a TTL fires on time instead of at the next 100 ms sweep).
 //!
-//! Runs in: the publishing task (hold), and the vhost's delay task (spawned at the first held
-//! message) for delivery.
+//! Runs in: the publishing task (hold, schedule), and the vhost's timer task (spawned at the
+//! first timer) for delivery and expiry.
 //!
 //! # Invariants
-//! - Messages come out in due order; equal due times keep publish order (`seq`).
+//! - Timers fire in due order; equal due times keep the order they were set in (`seq`).
 //! - A due time that does not fit the clock (years of delay) is capped at `MAX_DELAY`, never
 //!   wrapped into the past.
 //! - The task holds only a `Weak` to its vhost and ends once the vhost is gone.
 use super::VHost;
 use crate::exchange::Routed;
 use crate::message::Message;
+use crate::queue::Queue;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -30,14 +32,22 @@ const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// How long the delay task waits for work before checking that its vhost still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
-/// One held message.
+/// What a timer does when due.
+enum Work {
+    /// Route a held message (its exchange and routing key say where it goes).
+    Deliver(Message),
+    /// Expire the head of a queue (if it still exists).
+    Expire(Weak<Queue>),
+}
+
+/// One timer.
 struct Held {
     /// When it is due.
     due: Instant,
-    /// Publish order, for equal due times.
+    /// Order of setting, for equal due times.
     seq: u64,
-    /// The message (its exchange and routing key say where it goes).
-    msg: Message,
+    /// What to do.
+    work: Work,
 }
 
 impl PartialEq for Held {
@@ -57,10 +67,10 @@ impl Ord for Held {
     }
 }
 
-/// A vhost's held messages.
+/// A vhost's timers.
 #[derive(Default)]
-pub struct Delayed {
-    /// Earliest due first.
+pub struct Timers {
+    /// Earliest due first, and the last `seq` given.
     heap: Mutex<(BinaryHeap<Reverse<Held>>, u64)>,
     /// Wakes the task when an earlier message arrives.
     wake: Notify,
@@ -68,10 +78,15 @@ pub struct Delayed {
     started: AtomicBool,
 }
 
-impl Delayed {
+impl Timers {
     /// Messages held for exchange `name` (management API: `messages_delayed`).
     pub fn count_for(&self, name: &[u8]) -> usize {
-        self.heap.lock().0.iter().filter(|h| h.0.msg.exchange.as_bytes() == name).count()
+        self.heap
+            .lock()
+            .0
+            .iter()
+            .filter(|h| matches!(&h.0.work, Work::Deliver(m) if m.exchange.as_bytes() == name))
+            .count()
     }
 }
 
@@ -86,34 +101,44 @@ pub fn delay_of(headers: Option<&warren_protocol::FieldTable>) -> Option<u64> {
 }
 
 impl VHost {
-    /// Hold `msg` for `delay_ms` (the task is spawned on first use).
+    /// Hold `msg` for `delay_ms`.
     pub(super) fn hold(&self, delay_ms: u64, msg: Message) {
         let delay = Duration::from_millis(delay_ms).min(MAX_DELAY);
         let now = Instant::now();
-        let due = now.checked_add(delay).unwrap_or(now + IDLE_CHECK);
-        let d = &self.delayed;
+        self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg));
+    }
+
+    /// Add a timer (the task is spawned at the first one).
+    fn set_timer(&self, due: Instant, work: Work) {
+        let d = &self.timers;
         let earliest = {
             let mut h = d.heap.lock();
             h.1 += 1;
             let seq = h.1;
             let earlier = h.0.peek().is_none_or(|top| due < top.0.due);
-            h.0.push(Reverse(Held { due, seq, msg }));
+            h.0.push(Reverse(Held { due, seq, work }));
             earlier
         };
         if !d.started.swap(true, Ordering::AcqRel) {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(run(self.delayed.clone(), self.me.clone()));
+                    rt.spawn(run(self.timers.clone(), self.me.clone()));
                 }
                 Err(_) => {
                     d.started.store(false, Ordering::Release);
-                    tracing::error!("vhost '{}': no runtime to deliver delayed messages", self.name);
+                    tracing::error!("vhost '{}': no runtime to run timers on", self.name);
                 }
             }
         }
         if earliest {
             d.wake.notify_one();
         }
+    }
+
+    /// A queue's head expiry timer (see `QueueHost::schedule_expiry`).
+    pub(super) fn expire_at(&self, q: Weak<Queue>, at_ms: u64) {
+        let at = tokio::time::Instant::from_std(crate::clock::instant_of(at_ms));
+        self.set_timer(at, Work::Expire(q));
     }
 
     /// Route a message that came due: as its exchange routes now (no delay again).
@@ -132,8 +157,8 @@ impl VHost {
     }
 }
 
-/// The delay task of one vhost.
-async fn run(d: Arc<Delayed>, vhost: Weak<VHost>) {
+/// The timer task of one vhost.
+async fn run(d: Arc<Timers>, vhost: Weak<VHost>) {
     loop {
         let next = d.heap.lock().0.peek().map(|h| h.0.due);
         let wait = next.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
@@ -147,12 +172,17 @@ async fn run(d: Arc<Delayed>, vhost: Weak<VHost>) {
             let due = {
                 let mut h = d.heap.lock();
                 match h.0.peek() {
-                    Some(top) if top.0.due <= now => h.0.pop().map(|r| r.0.msg),
+                    Some(top) if top.0.due <= now => h.0.pop().map(|r| r.0.work),
                     _ => None,
                 }
             };
             match due {
-                Some(msg) => v.deliver_due(msg),
+                Some(Work::Deliver(msg)) => v.deliver_due(msg),
+                Some(Work::Expire(q)) => {
+                    if let Some(q) = q.upgrade() {
+                        q.on_expiry_timer();
+                    }
+                }
                 None => break,
             }
         }
