@@ -596,8 +596,17 @@ def test_queue_with_awkward_name(ui, warren, open_connection):
     ui.click_row_button("Get", name, queue=True)
     ui.wait(lambda: ui.d.find_element(By.ID, "got").text.endswith("<i>payload</i>"),
             "the payload, as text")
-    ui.click_row_button("Delete", name, queue=True)
+    # Its page: reached through its link (the name percent-encoded in the address), the name
+    # shown as text; deleted from there (back to the list).
+    ui.js("""[...document.querySelectorAll('#content tr[data-queue]')].find(r => r.dataset.queue === arguments[0])
+             .querySelector('a').click()""", name)
+    ui.wait(lambda: ui.js("return document.getElementById('content').dataset.ready") == f"queue / {name}",
+            "the queue's page")
+    assert ui.d.find_element(By.CSS_SELECTOR, "#detail-title b").text == name
+    assert not ui.d.find_elements(By.CSS_SELECTOR, "#content h2 b b, #content h2 b i")
+    ui.on("content", lambda e: e.find_element(By.XPATH, ".//button[text()='Delete queue']").click())
     ui.confirm(f"Delete queue {name}?")
+    ui.wait_tab("Queues")
     ui.wait(lambda: ui.queue_row(name) is None, "the queue gone from the table")
     assert api(warren, "GET", f"/queues/%2F/{q(name)}")[0] == 404
 
