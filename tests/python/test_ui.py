@@ -55,6 +55,7 @@ from selenium.common.exceptions import (ElementNotInteractableException,  # noqa
                                         StaleElementReferenceException, TimeoutException)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -517,9 +518,12 @@ def test_overview(ui, warren, open_connection, tmp_path):
     assert (255, 255, 255) in colours, "no white (header, cards, tables)"
     assert any(sum(px) < 200 for px in colours), "no dark text"
     # The header's 3 px accent border (#e8590c), full width, right under it.
+    # (Up to the page's width: a vertical scrollbar may take the right edge.)
     bottom = round(ui.js("return document.querySelector('header').getBoundingClientRect().bottom"))
+    page_width = ui.js("return document.documentElement.clientWidth")
+    assert page_width > WINDOW[0] - 30
     for y in range(bottom - 3, bottom):
-        assert set(rows[y]) == {(232, 89, 12)}, f"row {y} is not the accent line"
+        assert set(rows[y][:page_width]) == {(232, 89, 12)}, f"row {y} is not the accent line"
     assert (232, 89, 12) not in rows[bottom] and (232, 89, 12) not in rows[bottom - 4]
 
 
@@ -533,10 +537,10 @@ def test_queues(ui, warren, open_connection):
         ch.basic_publish("", name, f"ui-payload-{i}".encode())
 
     ui.tab("Queues")
-    ui.wait(lambda: (ui.queue_row(name) or [None] * 6)[3:6] == ["3", "0", "3"],
+    ui.wait(lambda: (ui.queue_row(name) or [None] * 8)[5:8] == ["3", "0", "3"],
             f"{name} with 3 ready, 0 unacked, 3 total")
     row = ui.queue_row(name)
-    assert row[:2] == ["/", name] and row[2].startswith("classic")
+    assert row[:5] == ["/", name, "classic", "", "running"]
 
     # Get: the payloads, requeued.
     ui.click_row_button("Get", name, queue=True)
@@ -552,7 +556,7 @@ def test_queues(ui, warren, open_connection):
 
     # Purge.
     ui.expect_message(lambda: ui.click_row_button("Purge", name, queue=True), "Queue purged")
-    ui.wait(lambda: (ui.queue_row(name) or [None] * 6)[3:6] == ["0", "0", "0"],
+    ui.wait(lambda: (ui.queue_row(name) or [None] * 8)[5:8] == ["0", "0", "0"],
             f"{name} empty after the purge")
     status, info = api(warren, "GET", f"/queues/%2F/{q(name)}")
     assert status == 200 and info["messages"] == 0
@@ -585,15 +589,24 @@ def test_queue_with_awkward_name(ui, warren, open_connection):
     ch.basic_publish("", name, b"<i>payload</i>")
 
     ui.tab("Queues")
-    ui.wait(lambda: (ui.queue_row(name) or [None] * 4)[1:4:2] == [name, "1"],
+    ui.wait(lambda: (ui.queue_row(name) or [None] * 6)[1:6:4] == [name, "1"],
             "the queue, its name as text, 1 ready")
     assert not ui.d.find_elements(By.CSS_SELECTOR, "#content td b, #content td i")
 
     ui.click_row_button("Get", name, queue=True)
     ui.wait(lambda: ui.d.find_element(By.ID, "got").text.endswith("<i>payload</i>"),
             "the payload, as text")
-    ui.click_row_button("Delete", name, queue=True)
+    # Its page: reached through its link (the name percent-encoded in the address), the name
+    # shown as text; deleted from there (back to the list).
+    ui.js("""[...document.querySelectorAll('#content tr[data-queue]')].find(r => r.dataset.queue === arguments[0])
+             .querySelector('a').click()""", name)
+    ui.wait(lambda: ui.js("return document.getElementById('content').dataset.ready") == f"queue / {name}",
+            "the queue's page")
+    assert ui.d.find_element(By.CSS_SELECTOR, "#detail-title b").text == name
+    assert not ui.d.find_elements(By.CSS_SELECTOR, "#content h2 b b, #content h2 b i")
+    ui.on("content", lambda e: e.find_element(By.XPATH, ".//button[text()='Delete queue']").click())
     ui.confirm(f"Delete queue {name}?")
+    ui.wait_tab("Queues")
     ui.wait(lambda: ui.queue_row(name) is None, "the queue gone from the table")
     assert api(warren, "GET", f"/queues/%2F/{q(name)}")[0] == 404
 
@@ -778,3 +791,209 @@ def test_definitions_download_and_upload(ui, warren, downloads, open_connection,
     assert status == 200 and info["durable"] is True
     for name in (queue, new_queue):
         api(warren, "DELETE", f"/queues/%2F/{q(name)}")
+
+
+# --------------------------------------------------------------------------
+# Charts, detail pages, badges, lists (issue 22 item 9)
+# --------------------------------------------------------------------------
+
+CHART_WAIT = 16.0       # a 5 s sample, then the page's 5 s refresh, with slack
+AMBER, BLUE, RED = (245, 159, 0), (28, 126, 214), (201, 42, 42)   # #f59f00 #1c7ed6 #c92a2a
+
+
+def line_above_zero(ui, chart, series):
+    """Whether chart ``chart``'s line ``series`` has a point above the plot's
+    bottom edge (a value above zero), in the DOM."""
+    return ui.js("""
+        const s = document.querySelector(`svg.chart[data-chart='${arguments[0]}']`);
+        const l = s && s.querySelector(`polyline[data-series='${arguments[1]}']`);
+        if (!l) return false;
+        const r = s.querySelector('rect.plot'), bottom = r.y.baseVal.value + r.height.baseVal.value;
+        return [...l.points].some(p => p.y < bottom - 3);""", chart, series)
+
+
+def chart_pixels(ui, chart, colours, tolerance=40):
+    """Screenshot chart ``chart`` (the SVG element only), decode it and count,
+    per colour, the pixels of that colour inside the plot area but above its
+    bottom 4 px rows: a line drawn there stands for a value above zero."""
+    svg = ui.d.find_element(By.CSS_SELECTOR, f"svg.chart[data-chart='{chart}']")
+    x0, y0, w, h = (round(v) for v in ui.js(
+        "const r = arguments[0].querySelector('rect.plot');"
+        "return [r.x.baseVal.value, r.y.baseVal.value, r.width.baseVal.value, r.height.baseVal.value]", svg))
+    width, height, rows = png_decode(svg.screenshot_as_png)
+    assert (width, height) == (svg.size["width"], svg.size["height"])
+    counts = dict.fromkeys(colours, 0)
+    for y in range(y0 + 2, y0 + h - 4):
+        for x in range(x0 + 2, x0 + w - 2):
+            px = rows[y][x]
+            for c in colours:
+                if all(abs(a - b) <= tolerance for a, b in zip(px, c)):
+                    counts[c] += 1
+    return counts
+
+
+def test_overview_charts_show_traffic(ui, warren, open_connection, tmp_path):
+    ch = open_connection(params(warren)).channel()
+    ch.confirm_delivery()
+    name = f"ui-chart.{_uid()}"
+    ch.queue_declare(name, auto_delete=False)
+    for i in range(20):
+        ch.basic_publish("", name, b"chart %d" % i)
+    assert ui.js("return document.querySelector('#content svg.chart[data-chart=rates]') !== null")
+    legend = ui.js("return [...document.querySelectorAll('#content [data-legend]')].map(e => e.textContent)")
+    assert "Publish" in legend and "Consumer ack" in legend and "Ready" in legend
+    # This test's 20 messages in the depth chart's scale (sampled after they were published),
+    # and lines above zero in both charts.
+    ui.wait(lambda: float(ui.js("return document.querySelector('svg.chart[data-chart=depth]').dataset.max")) >= 20
+            and line_above_zero(ui, "rates", "publish") and line_above_zero(ui, "depth", "ready"),
+            "20 more ready messages and the publish rate in the charts", CHART_WAIT)
+    rates = chart_pixels(ui, "rates", [AMBER])
+    assert rates[AMBER] >= 10, f"publish line ({rates[AMBER]} amber pixels) not drawn above zero"
+    depth = chart_pixels(ui, "depth", [AMBER, RED])
+    assert depth[AMBER] >= 10, f"ready line ({depth[AMBER]} amber pixels) not drawn above zero"
+    (tmp_path / "overview-charts.png").write_bytes(ui.d.get_screenshot_as_png())
+    api(warren, "DELETE", f"/queues/%2F/{q(name)}")
+
+
+def test_queue_badges_and_detail_page(ui, warren, open_connection):
+    name = f"ui-detail.{_uid()}"
+    args = {"x-message-ttl": 60000, "x-max-length": 1000, "x-dead-letter-exchange": "amq.fanout",
+            "x-max-priority": 5, "x-single-active-consumer": True}
+    conn = open_connection(params(warren))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(name, durable=True, arguments=args)
+    ch.queue_bind(name, "amq.topic", "ui.detail.#")
+    for i in range(4):
+        ch.basic_publish("", name, b"detail %d" % i)
+    consumer = open_connection(params(warren)).channel()
+    consumer.basic_qos(prefetch_count=1)
+    tag = consumer.basic_consume(name, lambda *a: None)
+
+    ui.tab("Queues")
+    ui.wait(lambda: (ui.queue_row(name) or [None] * 8)[5:8] == ["3", "1", "4"],
+            f"{name} with 3 ready, 1 unacked")
+    badges = ui.js("""return [...document.querySelectorAll('#content tr[data-queue] abbr.badge')]
+        .filter(b => b.closest('tr').dataset.queue === arguments[0]).map(b => [b.textContent, b.title])""", name)
+    assert badges == [["D", "durable: true"], ["TTL", "x-message-ttl: 60000"], ["Lim", "x-max-length: 1000"],
+                      ["DLX", 'x-dead-letter-exchange: "amq.fanout"'], ["Pri", "x-max-priority: 5"],
+                      ["SAC", "x-single-active-consumer: true"]]
+
+    # The name links to the queue's page.
+    ui.js("""[...document.querySelectorAll('#content tr[data-queue]')].find(r => r.dataset.queue === arguments[0])
+             .querySelector('a').click()""", name)
+    ui.wait(lambda: ui.js("return document.getElementById('content').dataset.ready") == f"queue / {name}"
+            and ui.d.find_element(By.ID, "detail-title").text.startswith(f"Queue {name}"), "the queue's page")
+    assert ui.js("return location.hash") == f"#Queues/%2F/{urllib.parse.quote(name, safe='')}"
+    text = ui.d.find_element(By.ID, "content").text
+    for expected in ("x-message-ttl: 60000", "x-dead-letter-exchange: \"amq.fanout\"", tag,
+                     "(Default exchange binding)", "ui.detail.#", "4 total, 3 ready, 1 unacked"):
+        assert expected in text, expected
+
+    # Publish from the page (default exchange, the queue's name), then get 2 with automatic ack.
+    ui.expect_message(lambda: ui.submit("publishMessage", {"payload": "from the queue page",
+                                                           "delivery_mode": "2"}),
+                      "Message published")
+    eventually(lambda: api(warren, "GET", f"/queues/%2F/{q(name)}")[1]["messages_ready"] == 4)
+    ui.submit("getForm", {"ackmode": "ack_requeue_false", "count": "2"})
+    ui.wait(lambda: len(ui.d.find_elements(By.CSS_SELECTOR, "#got pre")) == 2, "two fetched messages")
+    assert ui.d.find_element(By.CSS_SELECTOR, "#got pre").text.endswith("detail 1")
+    eventually(lambda: api(warren, "GET", f"/queues/%2F/{q(name)}")[1]["messages_ready"] == 2)
+
+    # The depth chart: ready, unacked (the consumer's one) and total all above zero.
+    ui.wait(lambda: all(line_above_zero(ui, "queue-depth", s) for s in ("ready", "unacked", "total")),
+            "the queue's depth chart with ready, unacked and total above zero", CHART_WAIT)
+    pixels = chart_pixels(ui, "queue-depth", [AMBER, BLUE, RED])
+    assert all(n >= 10 for n in pixels.values()), pixels
+    consumer.basic_cancel(tag)
+    api(warren, "DELETE", f"/queues/%2F/{q(name)}")
+
+
+def test_exchange_detail_page(ui, warren, open_connection):
+    exchange, queue = f"ui-xd.{_uid()}", f"ui-xdq.{_uid()}"
+    ch = open_connection(params(warren)).channel()
+    ch.exchange_declare(exchange, "topic", durable=True)
+    ch.queue_declare(queue)
+    ch.queue_bind(queue, exchange, "a.#")
+    ui.tab("Exchanges")
+    ui.wait(lambda: ui.row(exchange, 1), f"{exchange} in the table")
+    assert ui.js("""return [...document.querySelectorAll('#content tr[data-exchange] abbr.badge')]
+        .filter(b => b.closest('tr').dataset.exchange === arguments[0]).map(b => b.title)""", exchange) == ["durable: true"]
+    ui.js("""[...document.querySelectorAll('#content tr[data-exchange]')].find(r => r.dataset.exchange === arguments[0])
+             .querySelector('a').click()""", exchange)
+    ui.wait(lambda: ui.js("return document.getElementById('content').dataset.ready") == f"exchange / {exchange}",
+            "the exchange's page")
+    assert ui.row(f"queue {queue}")[:2] == [f"queue {queue}", "a.#"]
+    ui.expect_message(lambda: ui.submit("publishMessage", {"rk": "a.b", "payload": "via the page"}),
+                      "Message published")
+    assert get_message(ch, queue, auto_ack=True)[2] == b"via the page"
+    ui.expect_message(lambda: ui.submit("bindFrom", {"kind": "q", "dst": queue, "rk": "z"}), "Binding added")
+    ui.wait(lambda: len(ui.rows(f"queue {queue}")) == 2, "the new binding listed")
+    api(warren, "DELETE", f"/exchanges/%2F/{q(exchange)}")
+    api(warren, "DELETE", f"/queues/%2F/{q(queue)}")
+
+
+def retype(element, keys):
+    """Replace an input's text as a user does (select all, type): unlike
+    ``clear()``, no change event for the intermediate empty value."""
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(keys)
+
+
+def test_queue_list_filter_pagination_and_vhost(ui, warren, open_connection):
+    prefix = f"ui-page-{_uid()}"
+    vhost = f"ui-vh-{_uid()}"
+    ch = open_connection(params(warren)).channel()
+    for suffix in ("a", "b", "c"):
+        ch.queue_declare(f"{prefix}.{suffix}")
+    assert api(warren, "PUT", f"/vhosts/{q(vhost)}")[0] == 201
+    assert api(warren, "PUT", f"/permissions/{q(vhost)}/guest",
+               {"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+    other = f"{prefix}.elsewhere"
+    open_connection(params(warren, vhost=vhost)).channel().queue_declare(other)
+
+    ui.tab("Queues")
+    names = lambda: ui.js("return [...document.querySelectorAll('#content tr[data-queue]')].map(r => r.dataset.queue)")
+    ui.on("filter-Queues", lambda e: e.send_keys(prefix))
+    ui.wait(lambda: names() == [f"{prefix}.a", f"{prefix}.b", f"{prefix}.c", other], "the 4 matching queues")
+    assert ui.js("return document.activeElement.id") == "filter-Queues", "the filter lost the focus"
+    ui.on("size-Queues", lambda e: retype(e, "3\n"))
+    ui.wait(lambda: names() == [f"{prefix}.a", f"{prefix}.b", f"{prefix}.c"], "page 1 of 2")
+    assert ui.d.find_element(By.ID, "count-Queues").text.startswith("Displaying 3 of 4 items (")
+    ui.on("page-Queues", lambda e: Select(e).select_by_visible_text("2"))
+    ui.wait(lambda: names() == [other], "page 2")
+    # A regular expression.
+    ui.on("regex-Queues", lambda e: e.click())
+    ui.on("filter-Queues", lambda e: retype(e, f"^{prefix}\\.(a|c)$"))
+    ui.wait(lambda: names() == [f"{prefix}.a", f"{prefix}.c"], "the regex's 2 queues")
+    # The vhost selector: only that vhost's queues.
+    ui.on("filter-Queues", lambda e: retype(e, Keys.BACKSPACE))
+    ui.on("regex-Queues", lambda e: e.click())
+    ui.on("vhost-select", lambda e: Select(e).select_by_value(vhost))
+    ui.wait(lambda: names() == [other], f"only the queue of {vhost}")
+    assert ui.row(vhost)[1] == other
+    ui.on("vhost-select", lambda e: Select(e).select_by_value(""))
+    ui.on("size-Queues", lambda e: retype(e, "100\n"))
+    ui.wait(lambda: f"{prefix}.a" in names(), "every vhost again")
+    api(warren, "DELETE", f"/vhosts/{q(vhost)}")
+    for suffix in ("a", "b", "c"):
+        api(warren, "DELETE", f"/queues/%2F/{q(prefix + '.' + suffix)}")
+
+
+def test_refresh_interval_selector(ui):
+    select = lambda: Select(ui.d.find_element(By.ID, "refresh-select"))
+    assert select().first_selected_option.text == "Refresh every 5 seconds"
+    assert [o.text for o in select().options] == ["Refresh every 5 seconds", "Refresh every 10 seconds",
+                                                  "Refresh every 30 seconds", "Do not refresh"]
+    try:
+        select().select_by_value("0")
+        assert ui.js("return timer === null && localStorage.getItem('warren-refresh') === '0'")
+        # Kept across a reload.
+        ui.d.refresh()
+        ui.wait(lambda: ui.visible("app"), "the app after a reload")
+        assert select().first_selected_option.text == "Do not refresh"
+        assert ui.js("return timer === null")
+        select().select_by_value("10")
+        assert ui.js("return timer !== null && localStorage.getItem('warren-refresh') === '10'")
+    finally:
+        ui.js("localStorage.removeItem('warren-refresh'); localStorage.removeItem('warren-chart-range')")

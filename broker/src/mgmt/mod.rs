@@ -22,6 +22,7 @@
 //!   uses it (400 otherwise).
 pub mod api;
 pub mod body;
+pub mod history;
 pub mod metrics;
 pub mod names;
 pub mod serve;
@@ -375,7 +376,8 @@ pub async fn start(
             gate.fd_limit.map_or_else(|| "none".to_string(), |l| l.to_string())
         );
     }
-    let app = api::router(state.clone());
+    // History samples (`?lengths_age=...`) are added around the API's own answers.
+    let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state.clone(), history::samples));
     for l in mgmt_listeners {
         tasks.spawn(serve::accept_loop(l, app.clone(), gate.clone(), "management", shutdown.clone()));
     }
@@ -401,7 +403,9 @@ async fn sampler(broker: Arc<Broker>, mut shutdown: tokio::sync::watch::Receiver
 /// Take one sample of every counter (the sampler; tests call it to get rates without waiting).
 pub fn sample_now(broker: &Broker) {
     let now = crate::clock::unix_ms();
-    broker.stats.sample(now, views::global_totals(broker));
+    let totals = views::global_totals(broker);
+    broker.stats.sample(now, totals);
+    history::record(broker, now, &totals);
     let mut live = std::collections::HashSet::new();
     for v in broker.vhosts() {
         for q in v.queues_snapshot() {

@@ -1,5 +1,7 @@
 //! The web UI: one self-contained page (HTML, CSS and JavaScript embedded in the binary) that
-//! drives the same `/api` as every other tool, with the user's basic-auth credentials.
+//! drives the same `/api` as every other tool, with the user's basic-auth credentials. Charts are
+//! SVG drawn by the page from the API's history samples (`mgmt::history`); nothing is fetched
+//! from anywhere but this broker, so the page works without internet access and has no build step.
 //!
 //! Runs in: the management server's tasks (static responses).
 //!
