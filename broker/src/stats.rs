@@ -14,7 +14,9 @@
 //! - History memory is fixed per object: a queue's series costs 7,200 bytes of snapshots (10
 //!   values × 4 bytes × (120 five-second + 60 one-minute snapshots)) plus about 200 bytes of key
 //!   and bookkeeping, i.e. ~7.4 KB per queue for the whole hour (7.4 MB per 1,000 queues); an
-//!   exchange ~1.5 KB; the broker-wide series ~41 KB once. Deleted objects are dropped at the
+//!   exchange ~1.5 KB; the broker-wide series ~41 KB once. A queue or exchange that has only ever
+//!   been empty and idle has no series at all (it costs nothing until its first non-zero value).
+//!   Deleted objects are dropped at the
 //!   next sample. Every live series gets exactly one snapshot per sample, so the n-th newest
 //!   snapshot of every series was taken at the n-th newest sample time.
 use crate::counters::{ConnCounters, Totals};
@@ -467,6 +469,9 @@ impl History {
         let coarse = self.coarse_now;
         match self.queues.get_mut(key) {
             Some(s) => s.push(v, coarse),
+            // A queue that has only ever been empty and idle costs nothing: its series starts at
+            // its first non-zero value (before that, samples read as 0, which they were).
+            None if v.iter().all(|x| *x == 0) => {}
             None => {
                 let mut s = Series::new(FINE_POINTS);
                 s.push(v, coarse);
@@ -479,6 +484,7 @@ impl History {
         let coarse = self.coarse_now;
         match self.exchanges.get_mut(key) {
             Some(s) => s.push(v, coarse),
+            None if v.iter().all(|x| *x == 0) => {}
             None => {
                 let mut s = Series::new(FINE_POINTS);
                 s.push(v, coarse);
@@ -636,5 +642,19 @@ mod tests {
         // Deleted queues are forgotten.
         h.retain(&std::collections::HashSet::new());
         assert!(h.queues.is_empty());
+    }
+
+    #[test]
+    fn idle_empty_queues_have_no_series() {
+        let mut h = History::default();
+        for i in 0..10u64 {
+            h.begin(i * 5_000);
+            h.record_queue("q//idle", queue_values(0, 0, &Totals::default()));
+            h.record_exchange("x//idle", [0, 0]);
+        }
+        assert!(h.queues.is_empty() && h.exchanges.is_empty());
+        h.begin(50_000);
+        h.record_queue("q//idle", queue_values(1, 0, &Totals::default()));
+        assert_eq!(h.queues.len(), 1);
     }
 }
