@@ -520,6 +520,34 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             say(o, &format!("Deleting vhost \"{name}\" ..."));
             Ok(())
         }
+        "set_vhost_limits" => {
+            // As RabbitMQ: the definition replaces every limit of the vhost.
+            let def = arg(o, 1, "limits definition")?;
+            let limits: serde_json::Map<String, Value> =
+                serde_json::from_str(&def).map_err(|e| Fail(EX_DATAERR, format!("Error: invalid JSON: {e}")))?;
+            for name in ["max-connections", "max-queues"] {
+                api.call("DELETE", &format!("/vhost-limits/{}/{}", pct(v), name), None)?;
+            }
+            for (name, value) in &limits {
+                let path = format!("/vhost-limits/{}/{}", pct(v), pct(name));
+                api.call("PUT", &path, Some(&json!({ "value": value })))?;
+            }
+            say(o, &format!("Applying limits \"{def}\" to vhost \"{v}\" ..."));
+            Ok(())
+        }
+        "clear_vhost_limits" => {
+            for name in ["max-connections", "max-queues"] {
+                api.call("DELETE", &format!("/vhost-limits/{}/{}", pct(v), name), None)?;
+            }
+            say(o, &format!("Clearing vhost \"{v}\" limits ..."));
+            Ok(())
+        }
+        "list_vhost_limits" => {
+            let rows = api.get(&format!("/vhost-limits/{}", pct(v)))?;
+            let value = rows.get(0).map(|r| r["value"].clone()).unwrap_or_else(|| json!({}));
+            println!("{value}");
+            Ok(())
+        }
         "set_permissions" => {
             let u = arg(o, 1, "user name")?;
             let (c, w, r) = (arg(o, 2, "configure pattern")?, arg(o, 3, "write pattern")?, arg(o, 4, "read pattern")?);
@@ -1072,7 +1100,9 @@ Listing:      list_queues [COLUMN...], list_exchanges, list_bindings, list_conne
               list_consumers, list_users, list_vhosts, list_permissions, list_user_permissions USER,
               list_topic_permissions [-p VHOST], list_user_topic_permissions USER
 Users:        add_user USER PASS, change_password USER PASS, delete_user USER, set_user_tags USER TAG...
-Vhosts:       add_vhost NAME, delete_vhost NAME
+Vhosts:       add_vhost NAME, delete_vhost NAME, set_vhost_limits [-p VHOST] JSON,
+              clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST]
+              (JSON: {\"max-queues\": N, \"max-connections\": N}; a negative N is no limit)
 Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER,
               set_topic_permissions [-p VHOST] USER EXCHANGE WRITE READ,
               clear_topic_permissions [-p VHOST] USER [EXCHANGE]

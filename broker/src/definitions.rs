@@ -47,6 +47,15 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
         product_version: Some(env!("CARGO_PKG_VERSION").into()),
         ..Default::default()
     };
+    // Vhost limits, as RabbitMQ exports them: the `vhost-limits` runtime parameter of each vhost.
+    for v in broker.vhosts() {
+        let l = v.limits();
+        if !l.is_empty() {
+            d.parameters.push(serde_json::json!({
+                "vhost": v.name, "component": "vhost-limits", "name": "limits", "value": l.to_json(),
+            }));
+        }
+    }
     let mut users = broker.users();
     users.sort_by(|a, b| a.name.cmp(&b.name));
     d.users = users
@@ -171,12 +180,34 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             ));
         }
     }
-    if !d.parameters.is_empty() || !d.global_parameters.is_empty() {
-        // rabbitmq-compat: runtime parameters (federation, shovels) have no effect in Warren; said
-        // once per import rather than dropped silently.
+    let mut other_parameters = 0;
+    for p in &d.parameters {
+        if p["component"] != "vhost-limits" {
+            other_parameters += 1;
+            continue;
+        }
+        let vhost = p["vhost"].as_str().unwrap_or("/");
+        let Some(v) = broker.vhost(vhost) else {
+            problems.push(format!("vhost limits: no vhost '{vhost}'"));
+            continue;
+        };
+        for (name, value) in p["value"].as_object().into_iter().flatten() {
+            match value.as_i64() {
+                Some(n) => {
+                    if let Err(e) = v.set_limit(name, n) {
+                        problems.push(format!("vhost limits of '{vhost}': {e}"));
+                    }
+                }
+                None => problems.push(format!("vhost limits of '{vhost}': '{name}' is not an integer")),
+            }
+        }
+    }
+    if other_parameters > 0 || !d.global_parameters.is_empty() {
+        // rabbitmq-compat: runtime parameters other than vhost limits (federation, shovels) have
+        // no effect in Warren; said once per import rather than dropped silently.
         tracing::warn!(
             "definitions: {} parameter(s) and {} global parameter(s) are not applied by Warren",
-            d.parameters.len(),
+            other_parameters,
             d.global_parameters.len()
         );
     }

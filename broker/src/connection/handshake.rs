@@ -222,6 +222,16 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &format!("access to vhost '{vname}' refused for user '{user}'"), &m).await);
     };
+    if let Some(max) = vhost.limits().max_connections {
+        // The connection being opened is registered after this, so it is not counted yet.
+        let open_here = broker.stats.connections().iter().filter(|c| c.vhost == vhost.name).count() as u64;
+        if open_here >= max {
+            let m = Method::ConnectionOpen(open);
+            let text =
+                format!("access to vhost '{vname}' refused for user '{user}': connection limit ({max}) is reached");
+            return Err(refuse(wr, NOT_ALLOWED, &text, &m).await);
+        }
+    }
     let slot = match crate::broker::ConnSlot::take(broker) {
         Ok(s) => s,
         Err(limit) => {

@@ -54,6 +54,9 @@ pub fn router(m: Arc<Mgmt>) -> Router {
             "/api/topic-permissions/{vhost}/{user}",
             get(topic_permission).put(topic_permission_put).delete(topic_permission_delete),
         )
+        .route("/api/vhost-limits", get(super::limits::all))
+        .route("/api/vhost-limits/{vhost}", get(super::limits::of))
+        .route("/api/vhost-limits/{vhost}/{name}", axum::routing::put(super::limits::put).delete(super::limits::delete))
         .route("/api/policies", get(policies))
         .route("/api/policies/{vhost}", get(policies_in))
         .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))

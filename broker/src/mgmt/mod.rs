@@ -23,6 +23,7 @@
 pub mod api;
 pub mod body;
 pub mod history;
+pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod serve;

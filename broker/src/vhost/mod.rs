@@ -18,6 +18,7 @@
 //!   anything else but RabbitMQ's name rules.
 pub mod access;
 mod exchanges;
+pub mod limits;
 mod policies;
 mod publish;
 mod queues;
@@ -55,6 +56,8 @@ pub struct VHost {
     retired: parking_lot::Mutex<crate::counters::Totals>,
     /// Policies by name.
     policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
+    /// Its limits (`max-connections`, `max-queues`).
+    limits: parking_lot::Mutex<limits::Limits>,
     /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
     pub timers: Arc<timers::Timers>,
 }
@@ -150,6 +153,7 @@ impl VHost {
             retired: Default::default(),
             policies: RwLock::new(Vec::new()),
             timers: Default::default(),
+            limits: Default::default(),
         })
     }
 

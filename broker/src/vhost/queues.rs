@@ -147,6 +147,15 @@ impl VHost {
             drop(qs);
             return self.declare_queue(who, &QueueSpec { passive: false, ..d.clone() });
         }
+        if let Some(max) = self.limits().max_queues {
+            if qs.len() as u64 >= max {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached", self.name),
+                    None,
+                ));
+            }
+        }
         let owner = match (d.exclusive, conn) {
             (false, _) => None,
             (true, Some(c)) => Some(c),
