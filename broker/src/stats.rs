@@ -449,6 +449,21 @@ pub struct Samples {
     pub points: Vec<(u64, u64)>,
 }
 
+/// Push `v` onto the series of `key`. An object that has only ever been empty and idle costs
+/// nothing: its series starts at its first non-zero value (before that, samples read as 0, which
+/// they were).
+fn record_into<const N: usize>(map: &mut HashMap<String, Series<N>>, key: &str, v: [u64; N], coarse: bool) {
+    match map.get_mut(key) {
+        Some(s) => s.push(v, coarse),
+        None if v.iter().all(|x| *x == 0) => {}
+        None => {
+            let mut s = Series::new(FINE_POINTS);
+            s.push(v, coarse);
+            map.insert(key.to_string(), s);
+        }
+    }
+}
+
 impl History {
     /// Start a sample taken at `now_ms`: every series must then be given its values (objects not
     /// given any are dropped by [`History::retain`]).
@@ -466,31 +481,11 @@ impl History {
     }
     /// A queue's values in this sample.
     pub fn record_queue(&mut self, key: &str, v: [u64; 10]) {
-        let coarse = self.coarse_now;
-        match self.queues.get_mut(key) {
-            Some(s) => s.push(v, coarse),
-            // A queue that has only ever been empty and idle costs nothing: its series starts at
-            // its first non-zero value (before that, samples read as 0, which they were).
-            None if v.iter().all(|x| *x == 0) => {}
-            None => {
-                let mut s = Series::new(FINE_POINTS);
-                s.push(v, coarse);
-                self.queues.insert(key.to_string(), s);
-            }
-        }
+        record_into(&mut self.queues, key, v, self.coarse_now);
     }
     /// An exchange's values in this sample.
     pub fn record_exchange(&mut self, key: &str, v: [u64; 2]) {
-        let coarse = self.coarse_now;
-        match self.exchanges.get_mut(key) {
-            Some(s) => s.push(v, coarse),
-            None if v.iter().all(|x| *x == 0) => {}
-            None => {
-                let mut s = Series::new(FINE_POINTS);
-                s.push(v, coarse);
-                self.exchanges.insert(key.to_string(), s);
-            }
-        }
+        record_into(&mut self.exchanges, key, v, self.coarse_now);
     }
     /// Forget the queues and exchanges not in `live` (deleted since).
     pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
