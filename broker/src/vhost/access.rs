@@ -41,13 +41,16 @@ impl Actor<'_> {
     /// The broker itself.
     pub const BROKER: Actor<'static> = Actor { user: None, grants: None, impersonator: true, conn: None };
 
-    /// Apply one row check of the table (`check(grants)`); the broker passes. A refusal is
-    /// logged once, here, and becomes 403 ACCESS_REFUSED with RabbitMQ's text.
+    /// Apply one row check of the table (`check(grants)`); the broker passes. A refusal becomes
+    /// 403 ACCESS_REFUSED with RabbitMQ's text, logged once: here for doors without a
+    /// connection (HTTP), by `Connection::fail` (which closes the channel) for AMQP.
     #[inline]
     pub fn allowed(&self, check: impl FnOnce(&Grants) -> Checked) -> AmqpResult<()> {
         let Some(g) = self.grants else { return Ok(()) };
         check(g).map_err(|r| {
-            tracing::warn!(user = self.user.unwrap_or(""), connection = ?self.conn, "{}", r.text);
+            if self.conn.is_none() {
+                tracing::warn!(user = self.user.unwrap_or(""), "{}", r.text);
+            }
             AmqpError::Refused { text: format!("ACCESS_REFUSED - {}", r.text) }
         })
     }
