@@ -55,6 +55,8 @@ pub struct Broker {
     pub store: Option<Arc<Store>>,
     /// The definitions file (with a data directory).
     pub meta: Option<Arc<MetaStore>>,
+    /// Broker events (`amq.rabbitmq.event`): published once `start_events` ran.
+    pub events: Arc<crate::events::Events>,
     /// The data directory's lock, held while the broker runs.
     _lock: Option<std::fs::File>,
 }
@@ -89,6 +91,7 @@ impl Broker {
             disk_alarm: AtomicBool::new(false),
             store,
             meta,
+            events: Default::default(),
             _lock: lock,
         })
     }
@@ -100,8 +103,8 @@ impl Broker {
         if c.load_definitions.is_some() {
             return;
         }
-        self.add_vhost(&c.default_vhost);
-        self.put_user(User::new(&c.default_user, &c.default_pass, vec!["administrator".into()]));
+        self.add_vhost(&c.default_vhost, None);
+        self.put_user(User::new(&c.default_user, &c.default_pass, vec!["administrator".into()]), None);
         let full = Permission {
             user: c.default_user.clone(),
             vhost: c.default_vhost.clone(),
@@ -109,7 +112,7 @@ impl Broker {
             write: ".*".into(),
             read: ".*".into(),
         };
-        if let Err(e) = self.set_permission(full) {
+        if let Err(e) = self.set_permission(full, None) {
             tracing::error!("default permissions: {e}");
         }
     }
@@ -122,20 +125,40 @@ impl Broker {
         self.vhosts.read().values().cloned().collect()
     }
     /// Create a vhost unless it exists.
-    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
-        self.vhosts
+    /// `by`: the user asking (`None`: the broker itself), as events name it.
+    pub fn add_vhost(&self, name: &str, by: Option<&str>) -> Arc<VHost> {
+        let mut created = false;
+        let v = self
+            .vhosts
             .write()
             .entry(name.to_string())
-            .or_insert_with(|| VHost::new(name, self.store.clone(), self.meta.clone()))
-            .clone()
+            .or_insert_with(|| {
+                created = true;
+                // rabbitmq-compat: the event exchange is in the default vhost (RabbitMQ's plugin
+                // uses `/` whatever the default vhost is).
+                let events = name == self.config.default_vhost;
+                VHost::new(name, self.store.clone(), self.meta.clone(), self.events.clone(), events)
+            })
+            .clone();
+        if created {
+            self.events.emit("vhost.created", |f| {
+                f.by(by).str("name", name).str("description", "").bool("tracing", false);
+            });
+        }
+        v
     }
     /// Every user.
     pub fn users(&self) -> Vec<User> {
         self.users.read().values().cloned().collect()
     }
-    /// Create or replace a user.
-    pub fn put_user(&self, u: User) {
-        self.users.write().insert(u.name.clone(), u);
+    /// Create or replace a user (`by`: who asks, as events name it).
+    pub fn put_user(&self, u: User, by: Option<&str>) {
+        let name = u.name.clone();
+        let created = self.users.write().insert(u.name.clone(), u).is_none();
+        let key = if created { "user.created" } else { "user.password.changed" };
+        self.events.emit(key, |f| {
+            f.by(by).str("name", &name);
+        });
     }
     /// One user.
     pub fn user(&self, name: &str) -> Option<User> {
@@ -143,10 +166,13 @@ impl Broker {
     }
     /// Delete a user and its permissions; its open connections are closed (as RabbitMQ does).
     /// False if there was no such user.
-    pub fn delete_user(&self, name: &str) -> bool {
+    pub fn delete_user(&self, name: &str, by: Option<&str>) -> bool {
         if self.users.write().remove(name).is_none() {
             return false;
         }
+        self.events.emit("user.deleted", |f| {
+            f.by(by).str("name", name);
+        });
         self.topic_permissions.write().retain(|(p, _)| p.user != name);
         self.grants.write().retain(|(u, _), _| u != name);
         self.permissions.write().retain(|p| p.user != name);
@@ -159,7 +185,7 @@ impl Broker {
     }
     /// Delete a vhost: its connections are closed, its queues and exchanges go, and so do the
     /// permissions in it. False if there was no such vhost.
-    pub fn delete_vhost(&self, name: &str) -> bool {
+    pub fn delete_vhost(&self, name: &str, by: Option<&str>) -> bool {
         let Some(v) = self.vhosts.write().remove(name) else { return false };
         for c in self.stats.connections().into_iter().filter(|c| c.vhost == name) {
             c.force_close(&format!("vhost '{name}' is deleted"));
@@ -167,12 +193,37 @@ impl Broker {
         for q in v.queues_snapshot() {
             v.delete_queue(&q);
         }
+        v.set_tracing(false);
         self.topic_permissions.write().retain(|(p, _)| p.vhost != name);
         self.grants.write().retain(|(_, vh), _| vh != name);
         self.permissions.write().retain(|p| p.vhost != name);
         self.auth_generation.fetch_add(1, Ordering::Release);
         self.definitions_changed();
+        self.events.emit("vhost.deleted", |f| {
+            f.by(by).str("name", name);
+        });
         true
+    }
+
+    /// Start publishing events (`crate::events`) to the default vhost's `amq.rabbitmq.event`.
+    pub fn start_events(self: &Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::events::Event>();
+        self.events.attach(tx);
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                let Some(b) = me.upgrade() else { return };
+                let Some(v) = b.vhost(&b.config.default_vhost) else { continue };
+                v.publish_internal(crate::vhost::Publish {
+                    exchange: warren_protocol::ShortStr::from_static(crate::events::EVENT_EXCHANGE),
+                    routing_key: e.routing_key(),
+                    properties: e.properties,
+                    body: bytes::Bytes::new(),
+                    mandatory: false,
+                    channel: 0,
+                });
+            }
+        });
     }
     /// Users, vhosts or permissions changed: rewrite the definitions file (with a data directory).
     pub fn definitions_changed(&self) {
@@ -186,23 +237,40 @@ impl Broker {
     }
     /// Set a user's permissions in a vhost. An expression that does not compile is refused (as
     /// `rabbitmqctl set_permissions` refuses it) and nothing changes.
-    pub fn set_permission(&self, p: Permission) -> Result<(), String> {
+    pub fn set_permission(&self, p: Permission, by: Option<&str>) -> Result<(), String> {
         let topics = self.topic_permissions.read();
         let g = Arc::new(crate::auth::Grants::compile(&p)?.with_topics(topic_grants_of(&topics, &p.user, &p.vhost)));
         self.grants.write().insert((p.user.clone(), p.vhost.clone()), g);
         drop(topics);
         let mut ps = self.permissions.write();
         ps.retain(|x| !(x.user == p.user && x.vhost == p.vhost));
-        ps.push(p);
+        ps.push(p.clone());
         drop(ps);
         self.auth_generation.fetch_add(1, Ordering::Release);
+        self.events.emit("permission.created", |f| {
+            f.by(by)
+                .str("user", &p.user)
+                .str("vhost", &p.vhost)
+                .str("configure", &p.configure)
+                .str("write", &p.write)
+                .str("read", &p.read);
+        });
         Ok(())
     }
     /// Remove a user's permissions in a vhost (open connections lose access at their next
     /// operation).
-    pub fn clear_permission(&self, user: &str, vhost: &str) {
+    pub fn clear_permission(&self, user: &str, vhost: &str, by: Option<&str>) {
         self.grants.write().remove(&(user.to_string(), vhost.to_string()));
-        self.permissions.write().retain(|x| !(x.user == user && x.vhost == vhost));
+        let mut ps = self.permissions.write();
+        let before = ps.len();
+        ps.retain(|x| !(x.user == user && x.vhost == vhost));
+        let removed = ps.len() != before;
+        drop(ps);
+        if removed {
+            self.events.emit("permission.deleted", |f| {
+                f.by(by).str("user", user).str("vhost", vhost);
+            });
+        }
         self.auth_generation.fetch_add(1, Ordering::Release);
     }
     /// Every topic permission entry.

@@ -514,6 +514,16 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             say(o, &format!("Adding vhost \"{name}\" ..."));
             Ok(())
         }
+        "trace_on" | "trace_off" => {
+            // The firehose switch of one vhost (`-p`, default `/`): the `tracing` flag of its
+            // `PUT /api/vhosts/{vhost}`; the vhost must exist (a PUT would create it).
+            let on = cmd == "trace_on";
+            say(o, &format!("{} tracing for vhost \"{v}\" ...", if on { "Starting" } else { "Stopping" }));
+            api.get(&format!("/vhosts/{}", pct(v)))?;
+            api.call("PUT", &format!("/vhosts/{}", pct(v)), Some(&json!({ "tracing": on })))?;
+            say(o, &format!("Trace {} for vhost {v}", if on { "enabled" } else { "disabled" }));
+            Ok(())
+        }
         "delete_vhost" => {
             let name = arg(o, 1, "vhost name")?;
             api.call("DELETE", &format!("/vhosts/{}", pct(&name)), None)?;
@@ -1101,7 +1111,8 @@ Listing:      list_queues [COLUMN...], list_exchanges, list_bindings, list_conne
               list_topic_permissions [-p VHOST], list_user_topic_permissions USER
 Users:        add_user USER PASS, change_password USER PASS, delete_user USER, set_user_tags USER TAG...
 Vhosts:       add_vhost NAME, delete_vhost NAME, set_vhost_limits [-p VHOST] JSON,
-              clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST]
+              clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST], trace_on [-p VHOST],
+              trace_off [-p VHOST]
               (JSON: {\"max-queues\": N, \"max-connections\": N}; a negative N is no limit)
 Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER,
               set_topic_permissions [-p VHOST] USER EXCHANGE WRITE READ,

@@ -139,20 +139,20 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
     let mut problems = Vec::new();
     for u in &d.users {
         if let (Some(pw), true) = (&u.password, u.password_hash.is_empty()) {
-            broker.put_user(User::new(&u.name, pw, tags_of(&u.tags)));
+            broker.put_user(User::new(&u.name, pw, tags_of(&u.tags)), None);
             continue;
         }
         let algo = if u.hashing_algorithm.is_empty() { crate::auth::SHA256 } else { &u.hashing_algorithm };
         match User::from_definition(&u.name, &u.password_hash, algo, tags_of(&u.tags)) {
-            Some(user) => broker.put_user(user),
+            Some(user) => broker.put_user(user, None),
             None => problems.push(format!("user '{}': unsupported password hash ({algo})", u.name)),
         }
     }
     for v in &d.vhosts {
-        broker.add_vhost(&v.name);
+        broker.add_vhost(&v.name, None);
     }
     for p in &d.permissions {
-        if let Err(e) = broker.set_permission(p.clone()) {
+        if let Err(e) = broker.set_permission(p.clone(), None) {
             problems.push(format!("permissions of '{}' in vhost '{}': {e}", p.user, p.vhost));
         }
     }
@@ -167,7 +167,7 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         };
         match crate::policy::Policy::from_json(vhost, name, o) {
             Ok(p) => {
-                v.set_policy(p);
+                v.set_policy(p, None);
             }
             Err(e) => problems.push(format!("policy '{name}' in vhost '{vhost}': {e}")),
         }

@@ -37,7 +37,7 @@ impl ApplyTo {
             _ => return None,
         })
     }
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ApplyTo::All => "all",
             ApplyTo::Queues => "queues",

@@ -78,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         }
         tracing::info!("loaded definitions from {}", path.display());
     }
+    broker.start_events();
     let (tx, rx) = watch::channel(false);
     let mut listeners = Vec::new();
     let mut local_addrs = Vec::new();

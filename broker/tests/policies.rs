@@ -23,7 +23,7 @@ fn set_policy(b: &TestBroker, name: &str, pattern: &str, apply_to: &str, priorit
         def.as_object().cloned().unwrap_or_default(),
     )
     .expect("valid policy");
-    v.set_policy(p);
+    v.set_policy(p, None);
 }
 
 #[tokio::test]

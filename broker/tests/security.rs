@@ -24,15 +24,18 @@ fn broker_of(b: &TestBroker) -> &Arc<warren::broker::Broker> {
 /// Add user `name` (password `pw`) with these permissions on `/`.
 fn add_user(b: &TestBroker, name: &str, configure: &str, write: &str, read: &str) {
     let broker = broker_of(b);
-    broker.put_user(User::new(name, "pw", vec![]));
+    broker.put_user(User::new(name, "pw", vec![]), None);
     broker
-        .set_permission(Permission {
-            user: name.into(),
-            vhost: "/".into(),
-            configure: configure.into(),
-            write: write.into(),
-            read: read.into(),
-        })
+        .set_permission(
+            Permission {
+                user: name.into(),
+                vhost: "/".into(),
+                configure: configure.into(),
+                write: write.into(),
+                read: read.into(),
+            },
+            None,
+        )
         .expect("valid permissions");
 }
 
@@ -257,7 +260,7 @@ async fn topic_permissions_check_routing_and_binding_keys_of_topic_exchanges() {
 #[tokio::test]
 async fn a_vhost_without_permissions_is_530_and_a_bad_password_403() {
     let b = TestBroker::start().await;
-    broker_of(&b).add_vhost("/team");
+    broker_of(&b).add_vhost("/team", None);
     add_user(&b, "app", ".*", ".*", ".*");
     let o = Options { vhost: "/team", ..as_user("app") };
     let close = Raw::connect_with(b.addr, o).await.err().flatten().expect("refused with connection.close");
@@ -282,7 +285,7 @@ async fn permission_changes_apply_to_open_connections() {
     let mut r = Raw::connect_with(b.addr, as_user("app")).await.expect("login");
     r.open_channel(1).await;
     r.declare(1, "app.live").await;
-    broker_of(&b).clear_permission("app", "/");
+    broker_of(&b).clear_permission("app", "/", None);
     let g = BasicGet { queue: s("app.live"), ..Default::default() };
     refused(attempt(&mut r, 2, g).await, "read access to queue 'app.live' in vhost '/'");
     add_user(&b, "app", "", "", "^app\\.");
@@ -293,7 +296,7 @@ async fn permission_changes_apply_to_open_connections() {
     // Invalid expressions are refused when set, and change nothing.
     let bad =
         Permission { user: "app".into(), vhost: "/".into(), configure: "(".into(), write: "".into(), read: "".into() };
-    assert!(broker_of(&b).set_permission(bad).is_err());
+    assert!(broker_of(&b).set_permission(bad, None).is_err());
     let g = BasicGet { queue: s("app.live"), no_ack: true, ..Default::default() };
     assert!(matches!(attempt(&mut r, 5, g).await, Ok(Method::BasicGetEmpty(_))));
     r.close().await;

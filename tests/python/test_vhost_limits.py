@@ -8,32 +8,15 @@ so it runs against RabbitMQ too (``AMQP_URL`` and ``MGMT_URL``).
 import json
 import os
 import subprocess
-import urllib.parse
-import uuid
 
 import pika
 import pika.exceptions
 import pytest
 
 from conftest import channel_error, warren_binary
-from test_management import Api
+from http_fixtures import api, vhost  # noqa: F401 (fixtures)
 
 
-@pytest.fixture
-def api(broker):
-    url = os.environ.get("MGMT_URL")
-    if url:
-        return Api(urllib.parse.urlparse(url).port)
-    return Api(broker.process.http_port)
-
-
-@pytest.fixture
-def vhost(api):
-    name = f"limits-{uuid.uuid4().hex[:8]}"
-    assert api.put(f"/api/vhosts/{name}", {}).status in (201, 204)
-    assert api.put(f"/api/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"}).status in (201, 204)
-    yield name
-    api.delete(f"/api/vhosts/{name}")
 
 
 def connect(broker, vhost):

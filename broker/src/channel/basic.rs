@@ -62,8 +62,14 @@ impl Channel {
         }
         let mut routed = std::mem::take(&mut self.route_buf);
         let who = ctx.actor();
-        let publish =
-            Publish { exchange: p.exchange, routing_key: p.routing_key, properties, body, mandatory: p.mandatory };
+        let publish = Publish {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties,
+            body,
+            mandatory: p.mandatory,
+            channel: self.id(),
+        };
         let msg = match ctx.vhost.route_checked(&who, publish, &mut routed) {
             Ok(m) => m,
             Err(e) => {
@@ -355,7 +361,7 @@ impl Channel {
         };
         let ok = BasicConsumeOk { consumer_tag: tag.clone() }.into();
         let no_wait = c.no_wait;
-        let added = queue.add_consumer(consumer, || {
+        let added = queue.add_consumer(consumer.clone(), || {
             if !no_wait {
                 self.send(&ok);
             }
@@ -364,6 +370,7 @@ impl Channel {
             self.shared.state.lock().consumers.remove(&tag);
             return Err(with_method(e, m));
         }
+        self.shared.consumer_event("consumer.created", &consumer, Some(&c.arguments), Some(&ctx.user));
         Ok(())
     }
 
@@ -379,6 +386,7 @@ impl Channel {
             self.send(&BasicCancelOk { consumer_tag: c.consumer_tag.clone() }.into());
         }
         if let Some(consumer) = removed {
+            self.shared.consumer_event("consumer.deleted", &consumer, None, Some(&ctx.user));
             if consumer.queue.remove_consumer(&consumer) {
                 ctx.vhost.delete_queue(&consumer.queue);
             }
@@ -419,6 +427,7 @@ impl Channel {
             st.take_consumer(&c)
         };
         self.send(&BasicCancel { consumer_tag: c.tag.clone(), no_wait: true }.into());
+        self.shared.consumer_event("consumer.deleted", &c, None, None);
         if c.queue.remove_consumer(&c) {
             ctx.vhost.delete_queue(&c.queue);
         }

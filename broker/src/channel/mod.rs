@@ -317,11 +317,15 @@ impl Channel {
             ctx.vhost.replies.lock().remove(&name);
         }
         for c in consumers {
+            self.shared.consumer_event("consumer.deleted", &c, None, Some(&ctx.user));
             if c.queue.remove_consumer(&c) {
                 ctx.vhost.delete_queue(&c.queue);
             }
         }
         requeue_grouped(unacked);
+        self.shared.origin.events.emit("channel.closed", |f| {
+            f.by(Some(&ctx.user)).str("name", self.shared.name()).int("number", self.id() as i64);
+        });
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Negotiated {
     pub blocked_notify: bool,
     /// Client's `connection_name` property, for logs.
     pub name: Option<String>,
+    /// The authentication mechanism used (`PLAIN`, `AMQPLAIN`).
+    pub mechanism: String,
     /// Everything the client announced in start-ok (management API).
     pub client_properties: FieldTable,
 }
@@ -61,8 +63,9 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     wr: &mut W,
     buf: &mut BytesMut,
     broker: &Arc<Broker>,
-    peer: Option<std::net::IpAddr>,
+    ends: &super::Endpoints,
 ) -> Result<Negotiated, HandshakeError> {
+    let peer = ends.peer.map(|a| a.ip());
     let cfg: &Config = &broker.config;
     while buf.len() < 8 {
         if rd.read_buf(buf).await? == 0 {
@@ -120,6 +123,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         "AMQPLAIN" => parse_amqplain(start_ok.response.as_bytes()),
         _ => None,
     };
+    let tried = creds.as_ref().map(|(u, _)| u.clone()).unwrap_or_default();
     let (user, refusal) = match creds {
         Some((u, p)) if broker.check_password(&u, &p) => {
             if broker.login_allowed_from(&u, peer) {
@@ -137,6 +141,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             )),
         ),
     };
+    auth_event(broker, ends, &mech, &tried, refusal.as_deref());
     if let Some(text) = refusal {
         // spec: authentication failures are answered with connection.close only to clients that
         // announce `authentication_failure_close` (every maintained client does); others see the
@@ -254,8 +259,29 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         cancel_notify: cap("consumer_cancel_notify"),
         blocked_notify: cap("connection.blocked"),
         name,
+        mechanism: mech,
         client_properties: start_ok.client_properties.clone(),
     })
+}
+
+/// `user.authentication.success` or (with the refusal's text) `.failure`, as RabbitMQ's event
+/// exchange reports them.
+fn auth_event(broker: &Broker, ends: &super::Endpoints, mech: &str, user: &str, refusal: Option<&str>) {
+    let key = if refusal.is_some() { "user.authentication.failure" } else { "user.authentication.success" };
+    broker.events.emit(key, |f| {
+        if let Some(why) = refusal {
+            f.str("error", why);
+        }
+        f.bool("ssl", ends.tls)
+            .str("auth_mechanism", mech)
+            .str("protocol", "{0,9,1}")
+            .int("peer_port", ends.peer.map_or(0, |a| a.port()) as i64)
+            .str("peer_host", ends.peer.map(|a| a.ip().to_string()).unwrap_or_default())
+            .str("connection_name", ends.name())
+            .str("host", ends.local.map(|a| a.ip().to_string()).unwrap_or_default())
+            .str("name", user)
+            .str("connection_type", "network");
+    });
 }
 
 /// Server properties as RabbitMQ sends them, with Warren's identity.

@@ -74,6 +74,8 @@ pub struct ConnCtx {
     pub user: Box<str>,
     /// The user has the `impersonator` tag: any `user_id` is accepted.
     pub impersonator: bool,
+    /// What this connection's firehose trace copies name (shared with its channels).
+    pub origin: Arc<crate::trace::Origin>,
     /// Definitions write the held replies wait for (0: none).
     sync_meta: AtomicU64,
     /// Store LSN the held replies wait for (0: none).
@@ -89,6 +91,7 @@ impl ConnCtx {
             grants: Some(&self.grants),
             impersonator: self.impersonator,
             conn: Some(self.id),
+            origin: Some(&self.origin),
         }
     }
 
@@ -195,6 +198,14 @@ pub struct Endpoints {
     pub tls: bool,
 }
 
+impl Endpoints {
+    /// RabbitMQ's connection name: `peer -> local`, e.g. `127.0.0.1:50124 -> 127.0.0.1:5672`.
+    pub fn name(&self) -> String {
+        let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        format!("{} -> {}", addr(self.peer), addr(self.local))
+    }
+}
+
 /// Serve one connection, given its two halves (a TCP socket's, or a TLS stream's), until it closes.
 pub async fn serve_stream<R, W>(
     mut rd: R,
@@ -236,11 +247,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let peer = ends.peer.map(|a| a.to_string()).unwrap_or_default();
-    let hs = tokio::time::timeout(
-        broker.config.handshake_timeout,
-        handshake::run(rd, wr, buf, broker, ends.peer.map(|a| a.ip())),
-    )
-    .await;
+    let hs = tokio::time::timeout(broker.config.handshake_timeout, handshake::run(rd, wr, buf, broker, ends)).await;
     match hs {
         Ok(Ok(n)) => Some(n),
         Ok(Err(handshake::HandshakeError::Refused(why))) => {
@@ -269,11 +276,7 @@ fn register(
     let peer_addr = ends.peer;
     let info = Arc::new(crate::stats::ConnInfo {
         id,
-        name: format!(
-            "{} -> {}",
-            peer_addr.map(|a| a.to_string()).unwrap_or_default(),
-            ends.local.map(|a| a.to_string()).unwrap_or_default()
-        ),
+        name: ends.name(),
         peer: peer_addr,
         local: ends.local,
         user: neg.user.clone(),
@@ -293,6 +296,29 @@ fn register(
         kill: Notify::new(),
     });
     broker.stats.register(info.clone());
+    broker.events.emit("connection.created", |f| {
+        f.by(Some(&neg.user));
+        if let Some(n) = &neg.name {
+            f.str("user_provided_name", n);
+        }
+        f.table("client_properties", &neg.client_properties)
+            .int("connected_at", info.connected_at as i64)
+            .int("channel_max", neg.channel_max as i64)
+            .int("frame_max", neg.frame_max as i64)
+            .int("timeout", neg.heartbeat as i64)
+            .str("vhost", &info.vhost)
+            .str("user", &info.user)
+            .str("protocol", "{0,9,1}")
+            .str("auth_mechanism", &neg.mechanism)
+            .bool("ssl", ends.tls)
+            .str("peer_host", ends.peer.map(|a| a.ip().to_string()).unwrap_or_default())
+            .str("host", ends.local.map(|a| a.ip().to_string()).unwrap_or_default())
+            .int("peer_port", ends.peer.map_or(0, |a| a.port()) as i64)
+            .int("port", ends.local.map_or(0, |a| a.port()) as i64)
+            .str("name", &info.name)
+            .str("type", "network")
+            .str("node", crate::node::name());
+    });
     info
 }
 
@@ -308,6 +334,13 @@ impl Connection {
         Connection {
             ctx: ConnCtx {
                 id,
+                origin: Arc::new(crate::trace::Origin {
+                    tracer: neg.vhost.tracer.clone(),
+                    events: broker.events.clone(),
+                    vhost: neg.vhost.name.clone(),
+                    connection: info.name.clone(),
+                    user: neg.user.clone(),
+                }),
                 vhost: neg.vhost,
                 out: out.clone(),
                 consumer_timeout_ms: broker.config.consumer_timeout.map(|d| d.as_millis() as u64),
@@ -507,9 +540,18 @@ impl Connection {
                         )
                         .into());
                     }
-                    let shared = ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify);
+                    let shared =
+                        ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify, self.ctx.origin.clone());
                     let ch = Channel::new(shared);
                     ch.send(&ChannelOpenOk { channel_id: Default::default() }.into());
+                    self.ctx.origin.events.emit("channel.created", |f| {
+                        f.by(Some(&self.ctx.user))
+                            .str("vhost", &self.ctx.vhost.name)
+                            .str("user", &*self.ctx.user)
+                            .int("number", id as i64)
+                            .str("connection", &self.ctx.info.name)
+                            .str("name", ch.shared.name());
+                    });
                     self.ctx.info.channels.lock().insert(id, ch.shared.clone());
                     self.channels.insert(id, ch);
                     Ok(())

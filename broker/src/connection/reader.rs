@@ -303,6 +303,15 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
     pub async fn finish(mut self, writer: JoinHandle<()>) {
         self.conn.teardown();
         self.broker.stats.unregister(self.id);
+        let info = &self.info;
+        self.broker.events.emit("connection.closed", |f| {
+            if let Some(n) = info.client_properties.get("connection_name").and_then(|v| v.as_bytes()) {
+                f.str("user_provided_name", n);
+            }
+            f.table("client_properties", &info.client_properties)
+                .str("name", &info.name)
+                .str("node", crate::node::name());
+        });
         self.out.close();
         if self.unparseable {
             discard_until_eof(&mut self.rd, CLOSE_OK_TIMEOUT).await;

@@ -352,22 +352,24 @@ impl Exchange {
         true
     }
 
-    /// Remove every binding to `dest` (it was deleted). Returns true if bindings were removed and
-    /// none are left.
-    pub fn unbind_dest(&self, dest: &Dest) -> bool {
+    /// Remove every binding to `dest` (it was deleted). Returns the bindings removed, and whether
+    /// none are left (when some were removed).
+    pub fn unbind_dest(&self, dest: &Dest) -> (Vec<Binding>, bool) {
         let mut bs = self.bindings.write();
-        let before = bs.all.len();
-        bs.all.retain(|x| !x.dest.same(dest));
-        if bs.all.len() == before {
-            return false;
+        if !bs.all.iter().any(|x| x.dest.same(dest)) {
+            return (Vec::new(), false);
         }
+        let (gone, kept): (Vec<Binding>, Vec<Binding>) =
+            std::mem::take(&mut bs.all).into_iter().partition(|x| x.dest.same(dest));
+        bs.all = kept;
         match &mut bs.index {
             Index::Direct(d) => d.remove_dest(dest),
             Index::Topic(t) => t.retain(&|d: &Dest| !d.same(dest)),
             Index::Ring(_) | Index::Modulus(_) | Index::Scan => {}
         }
         bs.rebuild();
-        bs.all.is_empty()
+        let empty = bs.all.is_empty();
+        (gone, empty)
     }
 
     /// Drop every binding (the exchange was deleted).

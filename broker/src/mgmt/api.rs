@@ -111,7 +111,13 @@ fn grants(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost) -> Arc<crate::auth::G
 /// The requesting user as the core's actor (the HTTP API has no connection: it owns no
 /// exclusive queue and is not held off others', as RabbitMQ's).
 fn actor<'a>(u: &'a MgmtUser, g: &'a crate::auth::Grants) -> Actor<'a> {
-    Actor { user: Some(&u.name), grants: Some(g), impersonator: u.tags.iter().any(|t| t == "impersonator"), conn: None }
+    Actor {
+        user: Some(&u.name),
+        grants: Some(g),
+        impersonator: u.tags.iter().any(|t| t == "impersonator"),
+        conn: None,
+        origin: None,
+    }
 }
 
 /// A core error as RabbitMQ's API answers it: a permission refusal is 401 `Access refused.`;
@@ -278,10 +284,15 @@ async fn vhost(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp 
     ok_json(views::vhost(&m, &v, &views::unacked_by_queue(&m.broker)))
 }
 
-async fn vhost_put(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp {
+async fn vhost_put(State(m): St, Extension(u): U, Path(name): Path<String>, body: Bytes) -> Resp {
     m.require_admin(&u)?;
+    let b = super::body::parse(&body)?;
     let created = m.broker.vhost(&name).is_none();
-    m.broker.add_vhost(&name);
+    let v = m.broker.add_vhost(&name, Some(&u.name));
+    // The firehose switch (`rabbitmqctl trace_on` does the same); absent means unchanged.
+    if let Some(on) = b.get("tracing").and_then(Value::as_bool) {
+        v.set_tracing(on);
+    }
     if created {
         // As RabbitMQ: the creating user gets full permissions in the new vhost.
         let p = crate::auth::Permission {
@@ -291,7 +302,7 @@ async fn vhost_put(State(m): St, Extension(u): U, Path(name): Path<String>) -> R
             write: ".*".into(),
             read: ".*".into(),
         };
-        m.broker.set_permission(p).map_err(ApiError::bad_request)?;
+        m.broker.set_permission(p, Some(&u.name)).map_err(ApiError::bad_request)?;
         m.broker.definitions_changed();
         m.durable_sync().await;
     }
@@ -300,7 +311,7 @@ async fn vhost_put(State(m): St, Extension(u): U, Path(name): Path<String>) -> R
 
 async fn vhost_delete(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp {
     m.require_admin(&u)?;
-    if !m.broker.delete_vhost(&name) {
+    if !m.broker.delete_vhost(&name, Some(&u.name)) {
         return Err(ApiError::not_found());
     }
     m.durable_sync().await;
@@ -391,7 +402,7 @@ async fn user_put(State(m): St, Extension(u): U, Path(name): Path<String>, body:
             tags,
         }
     };
-    m.broker.put_user(user);
+    m.broker.put_user(user, Some(&u.name));
     m.broker.auth_generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     m.broker.definitions_changed();
     m.durable_sync().await;
@@ -400,7 +411,7 @@ async fn user_put(State(m): St, Extension(u): U, Path(name): Path<String>, body:
 
 async fn user_delete(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp {
     m.require_admin(&u)?;
-    if !m.broker.delete_user(&name) {
+    if !m.broker.delete_user(&name, Some(&u.name)) {
         return Err(ApiError::not_found());
     }
     m.durable_sync().await;
@@ -447,7 +458,7 @@ async fn permission_put(
     };
     let existed = m.broker.grants(&user, &vhost).is_some();
     let p = crate::auth::Permission { user, vhost, configure, write, read };
-    m.broker.set_permission(p).map_err(ApiError::bad_request)?;
+    m.broker.set_permission(p, Some(&u.name)).map_err(ApiError::bad_request)?;
     m.broker.definitions_changed();
     m.durable_sync().await;
     created_or_updated(!existed)
@@ -458,7 +469,7 @@ async fn permission_delete(State(m): St, Extension(u): U, Path((vhost, user)): P
     if m.broker.grants(&user, &vhost).is_none() {
         return Err(ApiError::not_found());
     }
-    m.broker.clear_permission(&user, &vhost);
+    m.broker.clear_permission(&user, &vhost, Some(&u.name));
     m.broker.definitions_changed();
     m.durable_sync().await;
     no_content()
@@ -577,7 +588,7 @@ async fn policy_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(St
     let v = m.vhost_for(&u, &vhost)?;
     let b = super::body::parse(&body)?;
     let p = crate::policy::Policy::from_json(&vhost, &name, &b).map_err(ApiError::bad_request)?;
-    let created = v.set_policy(p);
+    let created = v.set_policy(p, Some(&u.name));
     m.durable_sync().await;
     created_or_updated(created)
 }
@@ -585,7 +596,7 @@ async fn policy_put(State(m): St, Extension(u): U, Path((vhost, name)): Path<(St
 async fn policy_delete(State(m): St, Extension(u): U, Path((vhost, name)): Path<(String, String)>) -> Resp {
     require_policymaker(&u)?;
     let v = m.vhost_for(&u, &vhost)?;
-    if !v.clear_policy(&name) {
+    if !v.clear_policy(&name, Some(&u.name)) {
         return Err(ApiError::not_found());
     }
     m.durable_sync().await;
@@ -725,7 +736,7 @@ async fn exchange_publish(
         return Err(ApiError::bad_request("message size exceeds max_message_size"));
     }
     let properties = properties_of(b.get("properties"))?.to_bytes();
-    let publish = Publish { exchange: s(&name), routing_key: s(&rk), properties, body, mandatory: false };
+    let publish = Publish { exchange: s(&name), routing_key: s(&rk), properties, body, mandatory: false, channel: 0 };
     // rabbitmq-compat: RabbitMQ's publish endpoint answers every channel error (a missing
     // exchange, a `user_id` that is not the user's) with 400 and the error as the reason.
     let (_, outcome) = v.publish(&who, publish).map_err(|e| match e.code() {

@@ -34,7 +34,7 @@ enum Kind {
 /// The type of a top-level body field, if it is one the API reads.
 fn field_kind(key: &str) -> Option<Kind> {
     Some(match key {
-        "durable" | "auto_delete" | "internal" => Kind::Bool,
+        "durable" | "auto_delete" | "internal" | "tracing" => Kind::Bool,
         "arguments" | "properties" | "definition" => Kind::Object,
         "type" | "routing_key" | "payload" | "payload_encoding" | "password" | "password_hash"
         | "hashing_algorithm" | "configure" | "write" | "read" | "ackmode" | "encoding" | "pattern" | "apply-to"

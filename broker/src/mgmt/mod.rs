@@ -329,12 +329,7 @@ fn keep_columns(v: &Value, cols: &[&str]) -> Value {
 
 /// Node name as RabbitMQ prints it.
 pub fn node_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("rabbit@{host}")
+    crate::node::name().to_string()
 }
 
 /// Start the management and Prometheus listeners (those configured) and the rate sampler.

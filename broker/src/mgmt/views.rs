@@ -551,7 +551,7 @@ pub fn vhost(m: &Mgmt, v: &VHost, unacked: &HashMap<*const Queue, Unacked>) -> V
         "tags": [],
         "metadata": {"description": description, "tags": []},
         "default_queue_type": "classic",
-        "tracing": false,
+        "tracing": v.tracing(),
         "messages": ready + un,
         "messages_details": {"rate": 0.0},
         "messages_ready": ready,

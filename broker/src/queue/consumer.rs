@@ -16,11 +16,12 @@ use crate::clock::now_ms;
 use crate::message::QueuedMsg;
 use crate::outbound::Outbound;
 use crate::queue::Queue;
+use crate::trace::Traced;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use warren_protocol::{fast, ShortStr};
+use warren_protocol::{fast, FieldTable, ShortStr};
 
 /// A consumer: a subscription of one channel to one queue.
 pub struct Consumer {
@@ -98,12 +99,20 @@ pub struct ChannelShared {
     /// What the channel's reader counts (publishes, confirms, acks, returns): written only by
     /// that reader.
     pub counters: crate::counters::ConnCounters,
+    /// Its connection's trace origin: deliveries are copied to the vhost's tracer while it is on.
+    pub origin: Arc<crate::trace::Origin>,
 }
 
 impl ChannelShared {
-    pub fn new(id: u16, out: Arc<Outbound>, cancel_notify: bool) -> Arc<ChannelShared> {
+    pub fn new(
+        id: u16,
+        out: Arc<Outbound>,
+        cancel_notify: bool,
+        origin: Arc<crate::trace::Origin>,
+    ) -> Arc<ChannelShared> {
         Arc::new(ChannelShared {
             id,
+            origin,
             out,
             cancel_notify,
             state: Mutex::new(Deliveries {
@@ -185,7 +194,23 @@ impl ChannelShared {
             &msg.body,
         );
         drop(st);
+        self.trace_delivery(&msg, queue, redelivered);
         Ok(())
+    }
+
+    /// Firehose: copy a delivery from `queue` while its vhost traces.
+    #[inline]
+    fn trace_delivery(&self, msg: &crate::message::Message, queue: &Queue, redelivered: bool) {
+        if self.origin.tracer.on() && Traced::traceable(&msg.exchange) {
+            let m = Traced {
+                exchange: &msg.exchange,
+                routing_key: &msg.routing_key,
+                properties: &msg.properties,
+                sent_properties: &msg.properties,
+                body: &msg.body,
+            };
+            self.origin.delivered(&m, &queue.name, redelivered, self.id);
+        }
     }
 
     /// basic.get: record (unless no-ack) and send get-ok for `m`.
@@ -221,10 +246,35 @@ impl ChannelShared {
             &msg.properties,
             &msg.body,
         );
+        drop(st);
+        self.trace_delivery(&msg, queue, redelivered);
     }
 }
 
 impl ChannelShared {
+    /// The channel's name as RabbitMQ shows it: `<connection name> (<number>)`.
+    pub fn name(&self) -> String {
+        format!("{} ({})", self.origin.connection, self.id)
+    }
+
+    /// `consumer.created` (with the consume's `arguments`) or `consumer.deleted` for `c`; `by`:
+    /// the user who asked (`None`: the broker).
+    pub fn consumer_event(&self, key: &'static str, c: &Consumer, arguments: Option<&FieldTable>, by: Option<&str>) {
+        self.origin.events.emit(key, |f| {
+            f.by(by);
+            if let Some(a) = arguments {
+                f.table("arguments", a)
+                    .int("prefetch_count", c.prefetch as i64)
+                    .bool("ack_required", !c.no_ack)
+                    .bool("exclusive", c.exclusive);
+            }
+            f.str("queue", c.queue.name.as_bytes())
+                .str("vhost", &self.origin.vhost)
+                .str("channel", self.name())
+                .str("consumer_tag", c.tag.as_bytes());
+        });
+    }
+
     /// Direct reply-to: deliver `msg` to this channel's reply consumer (no ack, no queue). False if
     /// the channel is closed, or if its connection already has more than `HIGH_WATER` pending
     /// (a requester that stopped reading): the reply is then unroutable (returned if mandatory).
@@ -398,6 +448,7 @@ pub fn cancel_by_broker(c: &Arc<Consumer>) {
     if st.consumers.remove(&c.tag).is_none() || st.closed {
         return;
     }
+    ch.consumer_event("consumer.deleted", c, None, None);
     if ch.cancel_notify {
         let m = warren_protocol::Method::BasicCancel(warren_protocol::method::BasicCancel {
             consumer_tag: c.tag.clone(),

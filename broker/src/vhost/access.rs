@@ -35,11 +35,14 @@ pub struct Actor<'a> {
     /// The connection asking; `None` for a door without one (HTTP, definitions), which owns no
     /// exclusive queue and is not held off others' (as RabbitMQ's management API).
     pub conn: Option<ConnectionId>,
+    /// What the connection's trace copies name (its name, user, vhost tracer); `None` for doors
+    /// without a connection.
+    pub origin: Option<&'a crate::trace::Origin>,
 }
 
 impl Actor<'_> {
     /// The broker itself.
-    pub const BROKER: Actor<'static> = Actor { user: None, grants: None, impersonator: true, conn: None };
+    pub const BROKER: Actor<'static> = Actor { user: None, grants: None, impersonator: true, conn: None, origin: None };
 
     /// Apply one row check of the table (`check(grants)`); the broker passes. A refusal becomes
     /// 403 ACCESS_REFUSED with RabbitMQ's text, logged once: here for doors without a

@@ -98,7 +98,9 @@ impl VHost {
             AmqpError::connection(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind), None)
         })?;
         let mut exs = self.exchanges.write();
+        let mut created = false;
         exs.entry(name.clone()).or_insert_with(|| {
+            created = true;
             Exchange::new(
                 name.clone(),
                 kind,
@@ -111,6 +113,19 @@ impl VHost {
         });
         drop(exs);
         self.changed(d.durable);
+        if created {
+            self.events.emit("exchange.created", |f| {
+                f.by(who.user)
+                    .str("policy", "")
+                    .table("arguments", &d.arguments)
+                    .bool("internal", d.internal)
+                    .bool("auto_delete", d.auto_delete)
+                    .bool("durable", d.durable)
+                    .str("type", d.kind.as_bytes())
+                    .str("name", name.as_bytes())
+                    .str("vhost", &self.name);
+            });
+        }
         Ok(())
     }
 
@@ -134,12 +149,13 @@ impl VHost {
         if if_unused && ex.has_bindings() {
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("{} in use", self.ex_desc(name)), None));
         }
-        self.remove_exchange(&ex);
+        self.remove_exchange(&ex, who.user);
         Ok(())
     }
 
-    /// Remove `ex`, its bindings as a source, and every binding to it (cascading auto-deletes).
-    fn remove_exchange(&self, ex: &Arc<Exchange>) {
+    /// Remove `ex`, its bindings as a source, and every binding to it (cascading auto-deletes);
+    /// `by` asked for it (`None`: the broker).
+    fn remove_exchange(&self, ex: &Arc<Exchange>, by: Option<&str>) {
         {
             let mut exs = self.exchanges.write();
             match exs.get(&ex.name) {
@@ -150,16 +166,23 @@ impl VHost {
             }
         }
         ex.clear_bindings();
-        self.unbind_everywhere(&Dest::Exchange(ex.clone()));
+        self.unbind_everywhere(&Dest::Exchange(ex.clone()), by);
         self.changed(ex.durable);
+        self.events.emit("exchange.deleted", |f| {
+            f.by(by).str("name", ex.name.as_bytes()).str("vhost", &self.name);
+        });
     }
 
     /// Remove every binding leading to `dest`; auto-delete exchanges left without bindings go too.
-    pub(super) fn unbind_everywhere(&self, dest: &Dest) {
+    pub(super) fn unbind_everywhere(&self, dest: &Dest, by: Option<&str>) {
         let exchanges: Vec<Arc<Exchange>> = self.exchanges.read().values().cloned().collect();
         for ex in exchanges {
-            if ex.unbind_dest(dest) && ex.auto_delete {
-                self.remove_exchange(&ex);
+            let (gone, empty) = ex.unbind_dest(dest);
+            for b in &gone {
+                self.binding_event("binding.deleted", by, &ex, b);
+            }
+            if empty && ex.auto_delete {
+                self.remove_exchange(&ex, None);
             }
         }
     }
@@ -178,7 +201,10 @@ impl VHost {
         let src = self.bindable_exchange(source)?;
         check_binding_args(&src, &routing_key, &arguments)?;
         let durable = src.durable && dst.durable;
-        src.bind(Binding { dest: Dest::Exchange(dst), routing_key, arguments });
+        let b = Binding { dest: Dest::Exchange(dst), routing_key, arguments };
+        if src.bind(b.clone()) {
+            self.binding_event("binding.created", who.user, &src, &b);
+        }
         self.changed(durable);
         Ok(())
     }
@@ -199,11 +225,34 @@ impl VHost {
             return Ok(());
         };
         let durable = src.durable && dst.durable;
-        if src.unbind(&Dest::Exchange(dst), routing_key, arguments) && src.auto_delete && !src.has_bindings() {
-            self.remove_exchange(&src);
+        let dest = Dest::Exchange(dst);
+        if src.unbind(&dest, routing_key, arguments) {
+            let b = Binding { dest, routing_key: routing_key.clone(), arguments: arguments.clone() };
+            self.binding_event("binding.deleted", who.user, &src, &b);
+            if src.auto_delete && !src.has_bindings() {
+                self.remove_exchange(&src, None);
+            }
         }
         self.changed(durable);
         Ok(())
+    }
+
+    /// `binding.created` / `binding.deleted` for binding `b` from `src`.
+    fn binding_event(&self, key: &'static str, by: Option<&str>, src: &Exchange, b: &Binding) {
+        let (kind, dest) = match &b.dest {
+            Dest::Queue(q) => ("queue", q.name.clone()),
+            Dest::Exchange(x) => ("exchange", x.name.clone()),
+        };
+        self.events.emit(key, |f| {
+            f.by(by)
+                .str("vhost", &self.name)
+                .table("arguments", &b.arguments)
+                .str("routing_key", b.routing_key.as_bytes())
+                .str("destination_kind", kind)
+                .str("destination_name", dest.as_bytes())
+                .str("source_kind", "exchange")
+                .str("source_name", src.name.as_bytes());
+        });
     }
 
     /// The exchange named in a bind/unbind: must exist and not be the default exchange.
@@ -238,7 +287,10 @@ impl VHost {
         let ex = self.bindable_exchange(exchange)?;
         check_binding_args(&ex, &routing_key, &arguments)?;
         let durable = ex.durable && q.durable && q.exclusive_owner.is_none();
-        ex.bind(Binding { dest: Dest::Queue(q), routing_key, arguments });
+        let b = Binding { dest: Dest::Queue(q), routing_key, arguments };
+        if ex.bind(b.clone()) {
+            self.binding_event("binding.created", who.user, &ex, &b);
+        }
         self.changed(durable);
         Ok(())
     }
@@ -259,8 +311,13 @@ impl VHost {
         }
         let q = &self.usable_queue(queue, who.conn)?;
         let Some(ex) = self.unbind_exchange_named(exchange)? else { return Ok(()) };
-        if ex.unbind(&Dest::Queue(q.clone()), routing_key, arguments) && ex.auto_delete && !ex.has_bindings() {
-            self.remove_exchange(&ex);
+        let dest = Dest::Queue(q.clone());
+        if ex.unbind(&dest, routing_key, arguments) {
+            let b = Binding { dest, routing_key: routing_key.clone(), arguments: arguments.clone() };
+            self.binding_event("binding.deleted", who.user, &ex, &b);
+            if ex.auto_delete && !ex.has_bindings() {
+                self.remove_exchange(&ex, None);
+            }
         }
         self.changed(ex.durable && q.durable && q.exclusive_owner.is_none());
         Ok(())

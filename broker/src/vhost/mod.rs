@@ -12,8 +12,10 @@
 //! - The default exchange (`""`) is implicit: every queue is bound to it by name; it cannot be
 //!   bound, unbound or deleted.
 //! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`, and
-//!   the internal `amq.rabbitmq.trace`) exist in every vhost and cannot be deleted or declared
-//!   differently.
+//!   the internal `amq.rabbitmq.trace`) exist in every vhost, and the internal `amq.rabbitmq.event`
+//!   in the default one; they cannot be deleted or declared differently.
+//! - Every change of queues, exchanges and bindings is reported to the broker's events after it
+//!   is made.
 //! - Every operation that changes state or moves messages checks its actor's permissions before
 //!   anything else but RabbitMQ's name rules.
 pub mod access;
@@ -24,6 +26,7 @@ mod publish;
 mod queues;
 mod route;
 pub mod timers;
+mod trace;
 
 use crate::exchange::{Exchange, ExchangeKind, NameMap};
 use crate::ids::ConnectionId;
@@ -60,6 +63,10 @@ pub struct VHost {
     limits: parking_lot::Mutex<limits::Limits>,
     /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
     pub timers: Arc<timers::Timers>,
+    /// Its firehose tracer (`crate::trace`): off unless switched on.
+    pub tracer: Arc<crate::trace::Tracer>,
+    /// The broker's event sink: what changes here is reported there.
+    pub events: Arc<crate::events::Events>,
 }
 
 /// Where replies to an `amq.rabbitmq.reply-to.*` name go.
@@ -122,10 +129,13 @@ pub struct Declared {
 }
 
 impl VHost {
+    /// A vhost with the standard exchanges, and `amq.rabbitmq.event` with `event_exchange`.
     pub fn new(
         name: &str,
         store: Option<Arc<crate::store::Store>>,
         meta: Option<Arc<crate::store::meta::MetaStore>>,
+        events: Arc<crate::events::Events>,
+        event_exchange: bool,
     ) -> Arc<VHost> {
         let mut ex = NameMap::default();
         for (n, k) in [
@@ -138,10 +148,18 @@ impl VHost {
             let name = ShortStr::from_static(n);
             ex.insert(name.clone(), Exchange::new(name, k, true, false, false, FieldTable::new(), None));
         }
-        // RabbitMQ's firehose tracer publishes to this internal topic exchange; it exists in
-        // every vhost (tracing itself is not implemented: nothing is published to it).
-        let trace = ShortStr::from_static("amq.rabbitmq.trace");
+        // The firehose tracer (`trace.rs`) publishes to this internal topic exchange; it exists
+        // in every vhost.
+        let trace = ShortStr::from_static(crate::trace::TRACE_EXCHANGE);
         ex.insert(trace.clone(), Exchange::new(trace, ExchangeKind::Topic, true, false, true, FieldTable::new(), None));
+        if event_exchange {
+            // Where broker events go (`crate::events`): internal, as RabbitMQ's plugin declares it.
+            let name = ShortStr::from_static(crate::events::EVENT_EXCHANGE);
+            ex.insert(
+                name.clone(),
+                Exchange::new(name, ExchangeKind::Topic, true, false, true, FieldTable::new(), None),
+            );
+        }
         Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
             exchanges: RwLock::new(ex),
@@ -154,6 +172,8 @@ impl VHost {
             policies: RwLock::new(Vec::new()),
             timers: Default::default(),
             limits: Default::default(),
+            tracer: Default::default(),
+            events,
         })
     }
 

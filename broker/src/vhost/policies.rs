@@ -21,7 +21,8 @@ impl VHost {
     }
     /// Set (create or replace) a policy; true when it is new. It applies to queues and exchanges
     /// declared from now on (see `policy`'s invariants); existing ones it matches are logged.
-    pub fn set_policy(&self, p: crate::policy::Policy) -> bool {
+    /// `by`: who asks (`None`: the broker), as events name it.
+    pub fn set_policy(&self, p: crate::policy::Policy, by: Option<&str>) -> bool {
         let p = Arc::new(p);
         let existing: Vec<String> = self
             .queues_snapshot()
@@ -38,6 +39,15 @@ impl VHost {
                 existing[0]
             );
         }
+        self.events.emit("policy.set", |f| {
+            f.by(by)
+                .int("priority", p.priority)
+                .table("definition", &crate::store::meta::json_to_table(&p.definition))
+                .str("apply-to", p.apply_to.name())
+                .str("pattern", &p.pattern)
+                .str("name", &p.name)
+                .str("vhost", &self.name);
+        });
         let mut ps = self.policies.write();
         let created = !ps.iter().any(|x| x.name == p.name);
         ps.retain(|x| x.name != p.name);
@@ -47,7 +57,7 @@ impl VHost {
         created
     }
     /// Remove a policy; false if there was none.
-    pub fn clear_policy(&self, name: &str) -> bool {
+    pub fn clear_policy(&self, name: &str, by: Option<&str>) -> bool {
         let mut ps = self.policies.write();
         let before = ps.len();
         ps.retain(|x| x.name != name);
@@ -55,6 +65,9 @@ impl VHost {
         drop(ps);
         if removed {
             self.changed(true);
+            self.events.emit("policy.cleared", |f| {
+                f.by(by).str("name", name).str("vhost", &self.name);
+            });
         }
         removed
     }

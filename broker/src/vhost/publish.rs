@@ -20,6 +20,7 @@ use crate::message::Message;
 use crate::queue::deadletter::{self, DeadLetter};
 use crate::queue::QueueHost;
 use crate::queue::{Enqueued, Queue};
+use crate::trace::Traced;
 use bytes::Bytes;
 use std::sync::Arc;
 use warren_protocol::constants::PRECONDITION_FAILED;
@@ -40,6 +41,8 @@ pub struct Publish {
     pub body: Bytes,
     /// Build the message even when no queue takes it (mandatory: the door returns it).
     pub mandatory: bool,
+    /// The publishing channel's number (trace copies name it); 0 for doors without channels.
+    pub channel: u16,
 }
 
 /// What enqueueing did.
@@ -89,6 +92,10 @@ impl VHost {
                 check_user_id(user, &p.properties).inspect_err(|_| routed.clear())?;
             }
         }
+        // Firehose: a user's publish is copied (dead letters and the tracer's own copies are not).
+        if self.tracer.on() && who.user.is_some() && Traced::traceable(&p.exchange) {
+            self.trace_publish(who, &p, replaced.as_ref().unwrap_or(&p.properties), &routed.queues);
+        }
         if let Some(delay) = routed.delay_ms {
             // Held by a delayed-message exchange: built (and checked) now, routed when due.
             // rabbitmq-compat: as with the plugin, a held message is never returned (mandatory).
@@ -124,6 +131,21 @@ impl VHost {
             }
         }
         out
+    }
+
+    /// Publish a message the broker itself makes (trace copies, events) to one of its internal
+    /// exchanges, which clients may not publish to: routed by [`VHost::route_internal`], never
+    /// traced. Returns whether a queue took it.
+    pub fn publish_internal(&self, p: Publish) -> bool {
+        let mut routed = Routed::default();
+        self.route_internal(&p.exchange, &p.routing_key, &p.properties, &mut routed);
+        if routed.queues.is_empty() {
+            return false;
+        }
+        match Message::new(p.exchange, p.routing_key, p.properties, p.body) {
+            Ok(m) => VHost::enqueue(&mut routed.queues, &Arc::new(m), |_| false).routed,
+            Err(_) => false,
+        }
     }
 
     /// [`VHost::prepare`] then [`VHost::enqueue`]: the whole publish, for doors that do not
@@ -168,7 +190,7 @@ impl QueueHost for VHost {
     fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
         let DeadLetter { msg, deaths, reason } = dl;
         let Message { exchange, routing_key, properties, body, .. } = msg;
-        let p = Publish { exchange, routing_key, properties, body, mandatory: false };
+        let p = Publish { exchange, routing_key, properties, body, mandatory: false, channel: 0 };
         let mut routed = Routed::default();
         match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {

@@ -50,7 +50,7 @@ impl VHost {
         }
         let q = self.usable_queue(name, who.conn)?;
         VHost::check_delete_conditions(&q, if_unused, if_empty)?;
-        Ok(Some(self.delete_queue_deferring(&q, deferred)))
+        Ok(Some(self.delete_queue_deferring(&q, deferred, who.user)))
     }
 
     /// A queue that exists and that `conn` may use (exclusive queues belong to their connection;
@@ -186,12 +186,21 @@ impl VHost {
         qs.insert(name, q.clone());
         drop(qs);
         self.changed(durable);
+        self.events.emit("queue.created", |f| {
+            f.by(who.user)
+                .bool("exclusive", d.exclusive)
+                .table("arguments", &d.arguments)
+                .bool("auto_delete", d.auto_delete)
+                .bool("durable", durable)
+                .str("name", q.name.as_bytes())
+                .str("vhost", &self.name);
+        });
         Ok(Declared { queue: q, message_count: 0, consumer_count: 0, created: true })
     }
 
     /// Remove a queue: unbind it everywhere, cancel its consumers. Returns its ready message count.
     pub fn delete_queue(&self, q: &Arc<Queue>) -> u32 {
-        self.delete_queue_deferring(q, None).0
+        self.delete_queue_deferring(q, None, None).0
     }
 
     /// queue.declare's name rule (checked before permissions, as RabbitMQ does): a client may not
@@ -222,11 +231,13 @@ impl VHost {
 
     /// Delete a queue, cancelling its consumers except those on channel `deferred` (the channel
     /// that asked for the deletion), which are returned for the caller to cancel with
-    /// [`cancel_by_broker`] once it has sent queue.delete-ok.
+    /// [`cancel_by_broker`] once it has sent queue.delete-ok. `by`: the user who asked (`None`:
+    /// the broker, for auto-delete, expiry and exclusive queues).
     pub fn delete_queue_deferring(
         &self,
         q: &Arc<Queue>,
         deferred: Option<&Arc<crate::queue::consumer::ChannelShared>>,
+        by: Option<&str>,
     ) -> (u32, Vec<Arc<crate::queue::consumer::Consumer>>) {
         {
             let mut qs = self.queues.write();
@@ -237,9 +248,12 @@ impl VHost {
                 _ => return (0, Vec::new()),
             }
         }
-        self.unbind_everywhere(&Dest::Queue(q.clone()));
+        self.unbind_everywhere(&Dest::Queue(q.clone()), by);
         self.changed(q.durable && q.exclusive_owner.is_none());
         let (consumers, n) = q.mark_deleted();
+        self.events.emit("queue.deleted", |f| {
+            f.by(by).str("name", q.name.as_bytes()).str("vhost", &self.name);
+        });
         let mut later = Vec::new();
         for c in consumers {
             if deferred.is_some_and(|ch| Arc::ptr_eq(ch, &c.channel)) {

@@ -137,6 +137,21 @@ impl VHost {
     }
 
     /// Breadth-first over exchange destinations and alternate exchanges, each exchange once.
+    /// Route a message the broker itself makes (trace copies, events) from one of its internal
+    /// exchanges: no CC / BCC, no internal-exchange refusal, no delay. Nothing when the exchange
+    /// is missing.
+    pub(super) fn route_internal(
+        &self,
+        exchange: &ShortStr,
+        routing_key: &ShortStr,
+        properties: &Bytes,
+        out: &mut Routed,
+    ) {
+        out.clear();
+        let Some(start) = self.exchanges.read().get(exchange).cloned() else { return };
+        self.walk(&start, std::slice::from_ref(routing_key), None, properties, out);
+    }
+
     fn walk(
         &self,
         start: &Arc<Exchange>,

@@ -1,0 +1,34 @@
+"""Fixtures for suites that drive the management API, imported by those test modules
+(``from http_fixtures import api, vhost``):
+
+* ``api``: the management API as guest: Warren's (started by conftest) or, when ``MGMT_URL``
+  is set, that broker's (the differential run against RabbitMQ);
+* ``vhost``: a fresh virtual host with full permissions for guest, deleted after the test, so a
+  test can change vhost-wide settings (limits, tracing) without touching the others.
+"""
+
+import os
+import urllib.parse
+import uuid
+
+import pytest
+
+from test_management import Api
+
+
+@pytest.fixture
+def api(broker):
+    url = os.environ.get("MGMT_URL")
+    if url:
+        return Api(urllib.parse.urlparse(url).port)
+    return Api(broker.process.http_port)
+
+
+@pytest.fixture
+def vhost(api, request):
+    name = f"{request.module.__name__.removeprefix('test_')}-{uuid.uuid4().hex[:8]}"
+    assert api.put(f"/api/vhosts/{name}", {}).status in (201, 204)
+    assert api.put(f"/api/permissions/{name}/guest",
+                   {"configure": ".*", "write": ".*", "read": ".*"}).status in (201, 204)
+    yield name
+    api.delete(f"/api/vhosts/{name}")
