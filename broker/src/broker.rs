@@ -55,6 +55,8 @@ pub struct Broker {
     pub store: Option<Arc<Store>>,
     /// The definitions file (with a data directory).
     pub meta: Option<Arc<MetaStore>>,
+    /// Per-user limits (`user_limits.rs`), by user name; users without limits are absent.
+    pub(crate) user_limits: RwLock<HashMap<String, crate::user_limits::UserLimits>>,
     /// Broker events (`amq.rabbitmq.event`): published once `start_events` ran.
     pub events: Arc<crate::events::Events>,
     /// The data directory's lock, held while the broker runs.
@@ -92,6 +94,7 @@ impl Broker {
             store,
             meta,
             events: Default::default(),
+            user_limits: Default::default(),
             _lock: lock,
         })
     }
@@ -174,6 +177,7 @@ impl Broker {
             f.by(by).str("name", name);
         });
         self.topic_permissions.write().retain(|(p, _)| p.user != name);
+        self.user_limits.write().remove(name);
         self.grants.write().retain(|(u, _), _| u != name);
         self.permissions.write().retain(|p| p.user != name);
         self.auth_generation.fetch_add(1, Ordering::Release);

@@ -558,6 +558,44 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             println!("{value}");
             Ok(())
         }
+        "set_user_limits" => {
+            // As RabbitMQ: the definition is merged into the user's limits.
+            let u = arg(o, 1, "user name")?;
+            let def = arg(o, 2, "limits definition")?;
+            let limits: serde_json::Map<String, Value> =
+                serde_json::from_str(&def).map_err(|e| Fail(EX_DATAERR, format!("Error: invalid JSON: {e}")))?;
+            say(o, &format!("Setting user limits to \"{def}\" for user \"{u}\" ..."));
+            for (name, value) in &limits {
+                let path = format!("/user-limits/{}/{}", pct(&u), pct(name));
+                api.call("PUT", &path, Some(&json!({ "value": value })))?;
+            }
+            Ok(())
+        }
+        "clear_user_limits" => {
+            let u = arg(o, 1, "user name")?;
+            let name = arg(o, 2, "limit name or 'all'")?;
+            let names: Vec<&str> = if name == "all" { crate::user_limits::NAMES.to_vec() } else { vec![name.as_str()] };
+            if name == "all" {
+                say(o, &format!("Clearing all limits for user \"{u}\" ..."));
+            } else {
+                say(o, &format!("Clearing \"{name}\" limit for user \"{u}\" ..."));
+            }
+            for n in names {
+                api.call("DELETE", &format!("/user-limits/{}/{}", pct(&u), pct(n)), None)?;
+            }
+            Ok(())
+        }
+        "list_user_limits" => {
+            let u = match o.args.iter().position(|a| a == "--user") {
+                Some(i) => o.args.get(i + 1).cloned().ok_or_else(|| Fail(EX_USAGE, "--user needs a name".into()))?,
+                None => "guest".to_string(),
+            };
+            say(o, &format!("Listing limits for user \"{u}\" ..."));
+            let rows = api.get(&format!("/user-limits/{}", pct(&u)))?;
+            let value = rows.get(0).map(|r| r["value"].clone()).unwrap_or_else(|| json!({}));
+            println!("{value}");
+            Ok(())
+        }
         "set_permissions" => {
             let u = arg(o, 1, "user name")?;
             let (c, w, r) = (arg(o, 2, "configure pattern")?, arg(o, 3, "write pattern")?, arg(o, 4, "read pattern")?);
@@ -1109,7 +1147,9 @@ rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin when calle
 Listing:      list_queues [COLUMN...], list_exchanges, list_bindings, list_connections, list_channels,
               list_consumers, list_users, list_vhosts, list_permissions, list_user_permissions USER,
               list_topic_permissions [-p VHOST], list_user_topic_permissions USER
-Users:        add_user USER PASS, change_password USER PASS, delete_user USER, set_user_tags USER TAG...
+Users:        add_user USER PASS, change_password USER PASS, delete_user USER, set_user_tags USER TAG...,
+              set_user_limits USER JSON, clear_user_limits USER NAME|all, list_user_limits [--user USER]
+              (JSON: {\"max-connections\": N, \"max-channels\": N}; a negative N is no limit)
 Vhosts:       add_vhost NAME, delete_vhost NAME, set_vhost_limits [-p VHOST] JSON,
               clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST], trace_on [-p VHOST],
               trace_off [-p VHOST]

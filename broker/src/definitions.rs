@@ -15,7 +15,7 @@ use crate::broker::Broker;
 use crate::exchange::Dest;
 use crate::store::meta::*;
 use crate::vhost::{Actor, ExchangeSpec, QueueSpec};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use warren_protocol::ShortStr;
 
 fn tags_of(v: &Value) -> Vec<String> {
@@ -65,7 +65,7 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
             hashing_algorithm: u.hashing_algorithm.clone(),
             password: None,
             tags: Value::Array(u.tags.iter().cloned().map(Value::String).collect()),
-            limits: Map::new(),
+            limits: broker.user_limits(&u.name).to_json(),
             name: u.name,
         })
         .collect();
@@ -138,14 +138,24 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
 pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
     let mut problems = Vec::new();
     for u in &d.users {
-        if let (Some(pw), true) = (&u.password, u.password_hash.is_empty()) {
-            broker.put_user(User::new(&u.name, pw, tags_of(&u.tags)), None);
-            continue;
-        }
         let algo = if u.hashing_algorithm.is_empty() { crate::auth::SHA256 } else { &u.hashing_algorithm };
-        match User::from_definition(&u.name, &u.password_hash, algo, tags_of(&u.tags)) {
-            Some(user) => broker.put_user(user, None),
-            None => problems.push(format!("user '{}': unsupported password hash ({algo})", u.name)),
+        let user = match (&u.password, u.password_hash.is_empty()) {
+            (Some(pw), true) => User::new(&u.name, pw, tags_of(&u.tags)),
+            _ => match User::from_definition(&u.name, &u.password_hash, algo, tags_of(&u.tags)) {
+                Some(user) => user,
+                None => {
+                    problems.push(format!("user '{}': unsupported password hash ({algo})", u.name));
+                    continue;
+                }
+            },
+        };
+        broker.put_user(user, None);
+        // Its limits, as RabbitMQ exports them (`users[].limits`).
+        for (name, value) in &u.limits {
+            let set = value.as_i64().ok_or_else(|| "not an integer".to_string());
+            if let Err(e) = set.and_then(|v| broker.set_user_limit(&u.name, name, v)) {
+                problems.push(format!("limit '{name}' of user '{}': {e}", u.name));
+            }
         }
     }
     for v in &d.vhosts {

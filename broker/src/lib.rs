@@ -36,4 +36,5 @@ pub mod server;
 pub mod stats;
 pub mod store;
 pub mod trace;
+pub mod user_limits;
 pub mod vhost;

@@ -237,6 +237,10 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             return Err(refuse(wr, NOT_ALLOWED, &text, &m).await);
         }
     }
+    if let Err(text) = broker.check_user_connection(&user) {
+        let m = Method::ConnectionOpen(open);
+        return Err(refuse(wr, NOT_ALLOWED, &text, &m).await);
+    }
     let slot = match crate::broker::ConnSlot::take(broker) {
         Ok(s) => s,
         Err(limit) => {

@@ -174,6 +174,8 @@ struct Connection {
     user: String,
     /// `Broker::auth_generation` when `ctx.grants` was read.
     auth_generation: u64,
+    /// The broker (per-user channel limit).
+    broker: Arc<Broker>,
     /// Counted under `connection_max` until dropped.
     _slot: crate::broker::ConnSlot,
 }
@@ -325,7 +327,7 @@ fn register(
 impl Connection {
     /// The connection's protocol state right after the handshake.
     fn open(
-        broker: &Broker,
+        broker: &Arc<Broker>,
         id: ConnectionId,
         neg: handshake::Negotiated,
         out: Arc<Outbound>,
@@ -365,6 +367,7 @@ impl Connection {
             state: State::Open,
             user: neg.user,
             auth_generation: broker.auth_generation.load(Ordering::Acquire),
+            broker: broker.clone(),
             _slot: neg.slot,
         }
     }
@@ -539,6 +542,9 @@ impl Connection {
                             0,
                         )
                         .into());
+                    }
+                    if let Err(text) = self.broker.check_user_channel(&self.user) {
+                        return Err(AmqpError::connection_ids(NOT_ALLOWED, text, 0, 0).into());
                     }
                     let shared =
                         ChannelShared::new(id, self.ctx.out.clone(), self.cancel_notify, self.ctx.origin.clone());

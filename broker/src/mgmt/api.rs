@@ -57,6 +57,12 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/vhost-limits", get(super::limits::all))
         .route("/api/vhost-limits/{vhost}", get(super::limits::of))
         .route("/api/vhost-limits/{vhost}/{name}", axum::routing::put(super::limits::put).delete(super::limits::delete))
+        .route("/api/user-limits", get(super::user_limits::all))
+        .route("/api/user-limits/{user}", get(super::user_limits::of))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(super::user_limits::put).delete(super::user_limits::delete),
+        )
         .route("/api/policies", get(policies))
         .route("/api/policies/{vhost}", get(policies_in))
         .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))
@@ -348,20 +354,25 @@ async fn vhost_channels(State(m): St, Extension(u): U, Path(name): Path<String>,
 
 async fn users(State(m): St, Extension(u): U, Query(q): Q) -> Resp {
     m.require_admin(&u)?;
-    listing(m.broker.users().iter().map(views::user).collect(), &q)
+    listing(m.broker.users().iter().map(|x| views::user(&m, x)).collect(), &q)
 }
 
 async fn users_without_permissions(State(m): St, Extension(u): U) -> Resp {
     m.require_admin(&u)?;
     let perms = m.broker.permissions();
-    let v: Vec<Value> =
-        m.broker.users().iter().filter(|x| !perms.iter().any(|p| p.user == x.name)).map(views::user).collect();
+    let v: Vec<Value> = m
+        .broker
+        .users()
+        .iter()
+        .filter(|x| !perms.iter().any(|p| p.user == x.name))
+        .map(|x| views::user(&m, x))
+        .collect();
     ok_json(Value::Array(v))
 }
 
 async fn user(State(m): St, Extension(u): U, Path(name): Path<String>) -> Resp {
     m.require_admin(&u)?;
-    m.broker.user(&name).map(|x| views::user(&x)).map_or(Err(ApiError::not_found()), ok_json)
+    m.broker.user(&name).map(|x| views::user(&m, &x)).map_or(Err(ApiError::not_found()), ok_json)
 }
 
 /// Tags as RabbitMQ accepts them: a list, or a comma-separated string.

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod serve;
 pub mod ui;
+pub mod user_limits;
 pub mod views;
 
 use crate::broker::Broker;

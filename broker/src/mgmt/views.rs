@@ -564,13 +564,13 @@ pub fn vhost(m: &Mgmt, v: &VHost, unacked: &HashMap<*const Queue, Unacked>) -> V
 }
 
 /// A user as `/api/users` lists it.
-pub fn user(u: &crate::auth::User) -> Value {
+pub fn user(m: &Mgmt, u: &crate::auth::User) -> Value {
     json!({
         "name": u.name,
         "password_hash": u.hash_base64(),
         "hashing_algorithm": u.hashing_algorithm,
         "tags": u.tags,
-        "limits": {},
+        "limits": m.broker.user_limits(&u.name).to_json(),
     })
 }
 

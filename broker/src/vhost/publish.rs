@@ -98,7 +98,8 @@ impl VHost {
         }
         if let Some(delay) = routed.delay_ms {
             // Held by a delayed-message exchange: built (and checked) now, routed when due.
-            // rabbitmq-compat: as with the plugin, a held message is never returned (mandatory).
+            // rabbitmq-compat: a held message is never returned (mandatory); the plugin returns
+            // every held mandatory message at once (312 NO_ROUTE) and still routes it when due.
             let msg = Message::new(p.exchange, p.routing_key, p.properties, p.body)
                 .map_err(|why| AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))?;
             self.hold(delay, msg);

@@ -143,6 +143,12 @@ impl VHost {
 
     /// Route a message that came due: as its exchange routes now (no delay again).
     fn deliver_due(&self, msg: Message) {
+        // As the plugin: the delivered message carries `x-delay` negated, so a consumer that
+        // forwards it with its headers does not delay it again.
+        let msg = match negate_delay(&msg.properties) {
+            Some(p) => Message { properties: p, ..msg },
+            None => msg,
+        };
         let mut routed = Routed::default();
         match self.route_with(&msg.exchange, &msg.routing_key, &msg.properties, &mut routed, false) {
             Ok(replaced) => {
@@ -155,6 +161,19 @@ impl VHost {
             Err(e) => tracing::debug!("delayed message dropped: {}", e.reply_text()),
         }
     }
+}
+
+/// Properties with the `x-delay` header negated (`None` when there is no such header).
+fn negate_delay(properties: &bytes::Bytes) -> Option<bytes::Bytes> {
+    let mut p = warren_protocol::BasicProperties::decode(properties.clone()).ok()?;
+    let h = p.headers.as_mut()?;
+    let d = h.get("x-delay")?.as_i64()?;
+    let v = match i32::try_from(-d) {
+        Ok(v) => FieldValue::I32(v),
+        Err(_) => FieldValue::I64(d.saturating_neg()),
+    };
+    h.insert("x-delay", v);
+    Some(p.to_bytes())
 }
 
 /// The timer task of one vhost.
