@@ -5,7 +5,8 @@
 //!
 //! # Invariants
 //! - Two brokers never share a data directory (`warren.lock` is flock'ed for the broker's life).
-//! - Definitions are restored before messages, so every recovered message finds its queue.
+//! - Definitions are restored before messages, so every recovered message finds its queue (or its
+//!   durable delayed-message exchange, which holds it again until its due time).
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::store::meta::{self, MetaStore};
@@ -51,23 +52,42 @@ pub fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<A
             by_key.insert(q.key(), q);
         }
     }
+    // Durable delayed-message exchanges keep their held persistent messages in the store too.
+    let mut delayed: HashMap<u64, Arc<crate::vhost::VHost>> = HashMap::new();
+    for v in broker.vhosts() {
+        for x in v.exchanges_snapshot() {
+            if x.durable && x.kind == crate::exchange::ExchangeKind::DelayedMessage {
+                delayed.insert(crate::store::delayed_key(&v.name, x.name.as_bytes()), v.clone());
+            }
+        }
+    }
+    let mut held = 0u64;
     let (now, now_unix) = (crate::clock::now_ms(), crate::clock::unix_ms());
     let stats = store
         .recover(
-            |k| by_key.contains_key(&k),
+            |k| by_key.contains_key(&k) || delayed.contains_key(&k),
             |k, m| {
                 if let Some(q) = by_key.get(&k) {
                     q.recover(m, now, now_unix);
+                } else if let Some(v) = delayed.get(&k) {
+                    match store.read_message(&m.disk) {
+                        Ok(msg) => {
+                            held += 1;
+                            v.hold_recovered(m.header.expires_unix_ms, msg, m.disk);
+                        }
+                        Err(e) => tracing::error!("a delayed message's record cannot be read: {e}"),
+                    }
                 }
             },
         )
         .with_context(|| format!("cannot recover messages from {}", dir.join("msgs").display()))?;
     store.start()?;
     tracing::info!(
-        "data directory {}: {} queues, {} messages recovered from {} segments in {:?} ({} bytes of torn or corrupt tail cut)",
+        "data directory {}: {} queues, {} messages recovered ({} of them held by delayed-message exchanges) from {} segments in {:?} ({} bytes of torn or corrupt tail cut)",
         dir.display(),
         by_key.len(),
         stats.messages,
+        held,
         stats.segments,
         started.elapsed(),
         stats.truncated_bytes

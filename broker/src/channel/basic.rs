@@ -90,7 +90,9 @@ impl Channel {
                 self.shared.counters.dropped.fetch_add(1, Relaxed);
             }
         }
-        let mut outcome = Outcome::default();
+        // A message held by a durable delayed-message exchange is confirmed once its record is
+        // on disk.
+        let mut outcome = Outcome { durable_lsn: routed.held_lsn, ..Default::default() };
         if let Some(msg) = msg {
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.

@@ -217,6 +217,10 @@ pub struct Routed {
     pub exchanges: Vec<Arc<Exchange>>,
     /// Set instead of queues when a delayed-message exchange holds the message this long (ms).
     pub delay_ms: Option<u64>,
+    /// The holding delayed-message exchange is durable (a persistent message is then stored).
+    pub delay_durable: bool,
+    /// The store LSN of a held message's record (0: not stored): its confirm waits for it.
+    pub held_lsn: u64,
 }
 
 impl Routed {
@@ -224,6 +228,8 @@ impl Routed {
         self.queues.clear();
         self.exchanges.clear();
         self.delay_ms = None;
+        self.delay_durable = false;
+        self.held_lsn = 0;
     }
     #[inline]
     fn push(&mut self, d: &Dest) {

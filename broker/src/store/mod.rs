@@ -181,6 +181,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The record key of the messages held by durable delayed-message exchange `name` (a name no
+/// queue can have: queue names never hold a NUL byte).
+pub fn delayed_key(vhost: &str, name: &[u8]) -> u64 {
+    let mut k = b"\0delayed\0".to_vec();
+    k.extend_from_slice(name);
+    queue_key(vhost, &k)
+}
+
 /// A stable identifier of a durable queue in message records: FNV-1a of vhost and name. 64 bits
 /// make a collision between two queues of one broker vanishingly unlikely.
 pub fn queue_key(vhost: &str, name: &[u8]) -> u64 {
@@ -472,6 +480,11 @@ impl Store {
         m.msg = Arc::new(msg);
         d.paged = false;
         Ok(())
+    }
+
+    /// Read a recovered record's whole message (held delayed messages are kept in memory).
+    pub fn read_message(&self, d: &DiskRef) -> io::Result<Message> {
+        self.page_in(&[(d.seg, d.off, d.len)]).pop().unwrap_or_else(|| Err(io::Error::other("no record")))
     }
 
     /// Read back paged messages: `refs` in queue order, at most [`PAGE_IN_MESSAGES`] of them.

@@ -102,7 +102,7 @@ impl VHost {
             // every held mandatory message at once (312 NO_ROUTE) and still routes it when due.
             let msg = Message::new(p.exchange, p.routing_key, p.properties, p.body)
                 .map_err(|why| AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))?;
-            self.hold(delay, msg);
+            routed.held_lsn = self.hold(delay, msg, routed.delay_durable);
             return Ok(None);
         }
         if routed.queues.is_empty() && !p.mandatory {
@@ -156,7 +156,8 @@ impl VHost {
         let msg = self.prepare(who, p, &mut routed)?;
         let out = match &msg {
             Some(m) => VHost::enqueue(&mut routed.queues, m, |_| false),
-            None => Outcome::default(),
+            // Held by a delayed-message exchange: durable once its record is (if it has one).
+            None => Outcome { durable_lsn: routed.held_lsn, ..Default::default() },
         };
         Ok((msg, out))
     }

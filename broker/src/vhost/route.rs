@@ -122,6 +122,7 @@ impl VHost {
                 if let Some(d) = super::timers::delay_of(headers.as_ref()) {
                     start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     out.delay_ms = Some(d);
+                    out.delay_durable = start.durable;
                     return Ok(None);
                 }
             }

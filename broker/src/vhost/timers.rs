@@ -34,8 +34,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// What a timer does when due.
 enum Work {
-    /// Route a held message (its exchange and routing key say where it goes).
-    Deliver(Message),
+    /// Route a held message (its exchange and routing key say where it goes); its record in
+    /// the store, for a persistent message held by a durable exchange (dropped once it is routed,
+    /// which acks the record).
+    Deliver(Message, Option<crate::store::DiskRef>),
     /// Expire the head of a queue (if it still exists).
     Expire(Weak<Queue>),
 }
@@ -85,7 +87,7 @@ impl Timers {
             .lock()
             .0
             .iter()
-            .filter(|h| matches!(&h.0.work, Work::Deliver(m) if m.exchange.as_bytes() == name))
+            .filter(|h| matches!(&h.0.work, Work::Deliver(m, _) if m.exchange.as_bytes() == name))
             .count()
     }
 }
@@ -101,11 +103,32 @@ pub fn delay_of(headers: Option<&warren_protocol::FieldTable>) -> Option<u64> {
 }
 
 impl VHost {
-    /// Hold `msg` for `delay_ms`.
-    pub(super) fn hold(&self, delay_ms: u64, msg: Message) {
+    /// Hold `msg` for `delay_ms`. A persistent message held by a `durable` exchange is written
+    /// to the store first (its due time as the record's expiry), so it survives a restart;
+    /// returns the LSN its publisher's confirm waits for (0: not stored).
+    pub(super) fn hold(&self, delay_ms: u64, msg: Message, durable: bool) -> u64 {
         let delay = Duration::from_millis(delay_ms).min(MAX_DELAY);
         let now = Instant::now();
-        self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg));
+        let (disk, lsn) = match (&self.store, durable && msg.persistent) {
+            (Some(store), true) => {
+                let due_unix = crate::clock::unix_ms().saturating_add(delay.as_millis() as u64);
+                let key = crate::store::delayed_key(&self.name, msg.exchange.as_bytes());
+                let (d, lsn) = store.append(crate::store::log::KIND_PERSISTENT, key, &msg, due_unix, 0);
+                (Some(d), lsn)
+            }
+            _ => (None, 0),
+        };
+        self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg, disk));
+        lsn
+    }
+
+    /// Hold again a delayed message recovered from the store: due at `due_unix_ms` (at once if
+    /// that has passed while the broker was down).
+    pub fn hold_recovered(&self, due_unix_ms: u64, msg: Message, disk: crate::store::DiskRef) {
+        let wait = due_unix_ms.saturating_sub(crate::clock::unix_ms());
+        let delay = Duration::from_millis(wait).min(MAX_DELAY);
+        let now = Instant::now();
+        self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg, Some(disk)));
     }
 
     /// Add a timer (the task is spawned at the first one).
@@ -142,7 +165,7 @@ impl VHost {
     }
 
     /// Route a message that came due: as its exchange routes now (no delay again).
-    fn deliver_due(&self, msg: Message) {
+    fn deliver_due(&self, msg: Message, disk: Option<crate::store::DiskRef>) {
         // As the plugin: the delivered message carries `x-delay` negated, so a consumer that
         // forwards it with its headers does not delay it again.
         let msg = match negate_delay(&msg.properties) {
@@ -160,6 +183,8 @@ impl VHost {
             }
             Err(e) => tracing::debug!("delayed message dropped: {}", e.reply_text()),
         }
+        // Routed (and written again by each durable queue that took it): its held record goes.
+        drop(disk);
     }
 }
 
@@ -196,7 +221,7 @@ async fn run(d: Arc<Timers>, vhost: Weak<VHost>) {
                 }
             };
             match due {
-                Some(Work::Deliver(msg)) => v.deliver_due(msg),
+                Some(Work::Deliver(msg, disk)) => v.deliver_due(msg, disk),
                 Some(Work::Expire(q)) => {
                     if let Some(q) = q.upgrade() {
                         q.on_expiry_timer();
