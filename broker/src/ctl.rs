@@ -57,17 +57,6 @@ impl Tool {
     }
 }
 
-/// Plugins Warren has built in: `rabbitmq-plugins enable` of these is a no-op.
-const BUILT_IN_PLUGINS: &[&str] = &[
-    "rabbitmq_management",
-    "rabbitmq_management_agent",
-    "rabbitmq_web_dispatch",
-    "rabbitmq_prometheus",
-    "rabbitmq_consistent_hash_exchange",
-    "rabbitmq_random_exchange",
-    "rabbitmq_delayed_message_exchange",
-];
-
 /// Options common to every tool.
 struct Opts {
     host: String,
@@ -461,7 +450,7 @@ fn listing(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             Ok(())
         }
         "list_enabled_plugins" => {
-            for p in BUILT_IN_PLUGINS {
+            for p in crate::plugins::BUILT_IN {
                 println!("{p}");
             }
             Ok(())
@@ -848,33 +837,103 @@ fn status(o: &Opts, api: &Api) -> R<()> {
     Ok(())
 }
 
+/// `rabbitmq-plugins`: the truth about each plugin (`crate::plugins`). Built-in ones are always
+/// on (enable is a no-op, disable cannot turn them off); missing ones are named with what they
+/// would give; nothing is saved (there is nothing to switch).
 fn plugins(o: &Opts) -> R<()> {
+    use crate::plugins::{status, Status, BUILT_IN, MISSING};
     let Some(cmd) = o.args.first().map(String::as_str) else { return usage("no command given") };
+    let names: Vec<&str> = o.args[1..].iter().map(String::as_str).filter(|a| !a.starts_with('-')).collect();
+    let flag = |long: &str, short: &str| o.args.iter().any(|a| a == long || a == short);
+    let missing_line = |n: &str| match status(n) {
+        Status::Missing(why) => format!("{n} (not included in Warren: {why})"),
+        _ => format!("{n} (not a plugin Warren knows)"),
+    };
     match cmd {
-        "enable" | "disable" => {
-            let names = &o.args[1..];
-            let unknown: Vec<&String> = names.iter().filter(|n| !BUILT_IN_PLUGINS.contains(&n.as_str())).collect();
-            if !unknown.is_empty() && cmd == "enable" {
-                let list: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-                return Err(Fail(
-                    EX_DATAERR,
-                    format!("Error: plugins not found (Warren does not include them): {}", list.join(", ")),
-                ));
+        "enable" => {
+            let absent: Vec<String> =
+                names.iter().filter(|n| status(n) != Status::BuiltIn).map(|n| missing_line(n)).collect();
+            if !absent.is_empty() {
+                return Err(Fail(EX_DATAERR, format!("Error: plugins not found: {}", absent.join("; "))));
             }
-            say(o, "Warren has these plugins built in; nothing to change.");
+            say(o, &format!("Enabling plugins on node {}:", crate::node::name()));
+            for n in &names {
+                say(o, n);
+            }
+            say(o, "They are built into Warren and always on: nothing to change.");
+            Ok(())
+        }
+        "disable" => {
+            for n in &names {
+                match status(n) {
+                    Status::BuiltIn => {
+                        say(o, &format!("{n} is built into Warren and stays on (it cannot be disabled)."))
+                    }
+                    _ => say(o, &format!("{} is not enabled.", missing_line(n))),
+                }
+            }
             say(o, "Plugin configuration unchanged.");
             Ok(())
         }
+        "is_enabled" => {
+            let off: Vec<&&str> = names.iter().filter(|n| status(n) != Status::BuiltIn).collect();
+            for n in &names {
+                if status(n) == Status::BuiltIn {
+                    say(o, &format!("Plugin {n} is enabled"));
+                }
+            }
+            if off.is_empty() {
+                Ok(())
+            } else {
+                let list: Vec<String> = off.iter().map(|n| missing_line(n)).collect();
+                Err(Fail(EX_UNAVAILABLE, format!("Error: plugins not enabled: {}", list.join("; "))))
+            }
+        }
         "list" => {
-            for p in BUILT_IN_PLUGINS {
-                println!("[E*] {p}");
+            let pattern = names.first().map(|p| regex::Regex::new(p)).transpose();
+            let pattern = pattern.map_err(|e| Fail(EX_USAGE, format!("Error: invalid pattern: {e}")))?;
+            let shown = |n: &str| pattern.as_ref().is_none_or(|re| re.is_match(n));
+            let mut all: Vec<(&str, bool)> = BUILT_IN.iter().map(|n| (*n, true)).collect();
+            if !flag("--enabled", "-E") && !flag("--implicitly-enabled", "-e") {
+                all.extend(MISSING.iter().map(|(n, _)| (*n, false)));
+            }
+            all.sort();
+            if flag("--minimal", "-m") {
+                for (n, _) in all.iter().filter(|(n, _)| shown(n)) {
+                    println!("{n}");
+                }
+                return Ok(());
+            }
+            say(o, &format!("Listing plugins with pattern \"{}\" ...", names.first().unwrap_or(&".*")));
+            say(o, " Configured: E = explicitly enabled; e = implicitly enabled");
+            say(o, &format!(" | Status: * = running on {}", crate::node::name()));
+            say(o, " |/");
+            for (n, on) in all.iter().filter(|(n, _)| shown(n)) {
+                let mark = if *on { "[E*]" } else { "[  ]" };
+                println!("{mark} {n:<40} {}", if *on { RABBIT_VERSION_SHOWN } else { "(not in Warren)" });
             }
             Ok(())
         }
-        "set" | "directories" | "is_enabled" => Ok(()),
+        "set" => {
+            let absent: Vec<String> =
+                names.iter().filter(|n| status(n) != Status::BuiltIn).map(|n| missing_line(n)).collect();
+            if !absent.is_empty() {
+                return Err(Fail(EX_DATAERR, format!("Error: plugins not found: {}", absent.join("; "))));
+            }
+            say(o, "Warren's plugins are built in and always on: nothing to change.");
+            Ok(())
+        }
+        "directories" => {
+            say(o, "Warren's plugins are built in: there is no plugins directory.");
+            Ok(())
+        }
         other => usage(&format!("unknown rabbitmq-plugins command '{other}'")),
     }
 }
+
+/// The version `rabbitmq-plugins list` shows for built-in plugins (the RabbitMQ behaviour Warren
+/// follows).
+const RABBIT_VERSION_SHOWN: &str = "3.10.8";
 
 /// rabbitmqadmin's `key=value` arguments.
 fn kv(args: &[String]) -> std::collections::HashMap<String, String> {

@@ -30,6 +30,7 @@ pub mod mgmt;
 pub mod monitor;
 pub mod node;
 pub mod outbound;
+pub mod plugins;
 pub mod policy;
 pub mod queue;
 pub mod server;

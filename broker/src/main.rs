@@ -187,6 +187,7 @@ fn start() -> anyhow::Result<()> {
             tracing::info!("configuration file {} not found; using flags, environment and defaults", p.display());
         }
     }
+    warren::plugins::check_enabled_file();
     for e in entries.iter().filter(|e| !warren::conffile::is_known(&e.key)) {
         tracing::warn!("{}: `{}` does not apply to Warren; ignored", e.origin, e.key);
     }
