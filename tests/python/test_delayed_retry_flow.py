@@ -28,6 +28,7 @@ import pytest
 
 from conftest import amqp_mode_is_external, eventually, get_message, quiet_period
 from http_fixtures import api, vhost  # noqa: F401 (fixtures)
+from test_management import scrape
 
 pytestmark = pytest.mark.skipif(
     amqp_mode_is_external(),
@@ -125,7 +126,13 @@ def test_failing_consumer_retries_through_the_delayed_exchange_then_dead_letters
     assert check.basic_get("orders_error", auto_ack=True)[0] is None
 
 
-def test_delayed_messages_come_out_in_due_order_and_are_counted_while_held(api, vhost, conn):
+def held_in_prometheus(broker):
+    """The `warren_messages_delayed` gauge of the broker's /metrics."""
+    _, _, samples, _ = scrape(broker.process)
+    return samples["warren_messages_delayed"][()]
+
+
+def test_delayed_messages_come_out_in_due_order_and_are_counted_while_held(api, broker, vhost, conn):
     ch = conn.channel()
     ch.confirm_delivery()
     declare_delayed(ch, "orders.retry", "direct")
@@ -139,6 +146,8 @@ def test_delayed_messages_come_out_in_due_order_and_are_counted_while_held(api, 
     ch.basic_publish("orders.retry", "orders", b"negative", delay(-50))   # not held
     ch.basic_publish("orders.retry", "orders", b"zero", delay(0))         # not held
     assert eventually(lambda: messages_delayed(api, vhost, "orders.retry") == 2)
+    # Prometheus counts what every delayed-message exchange holds.
+    assert held_in_prometheus(broker) >= 2
     assert [ch.basic_get("orders", auto_ack=True)[2] for _ in range(2)] == [b"negative", b"zero"]
     assert ch.basic_get("orders", auto_ack=True)[0] is None
 

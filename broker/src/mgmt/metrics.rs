@@ -212,6 +212,15 @@ pub fn render(m: &Mgmt, per_object: bool) -> String {
     for (name, help, v) in deliveries {
         counter(&mut o, name, help, v);
     }
+    // Warren's own (RabbitMQ's delayed-message plugin exports none): what the management API
+    // shows as `messages_delayed` on each delayed-message exchange, summed.
+    let delayed: usize = vhosts.iter().map(|v| v.timers.delayed()).sum();
+    o.one(
+        "warren_messages_delayed",
+        "gauge",
+        "Messages held by x-delayed-message exchanges until their x-delay is due",
+        delayed as f64,
+    );
     o.family("rabbitmq_global_consumers", "gauge", "Current number of consumers");
     o.value("rabbitmq_global_consumers", &proto, consumers as f64);
     if !per_object {

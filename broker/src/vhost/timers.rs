@@ -81,6 +81,11 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Messages held by every delayed-message exchange of the vhost (Prometheus).
+    pub fn delayed(&self) -> usize {
+        self.heap.lock().0.iter().filter(|h| matches!(&h.0.work, Work::Deliver(..))).count()
+    }
+
     /// Messages held for exchange `name` (management API: `messages_delayed`).
     pub fn count_for(&self, name: &[u8]) -> usize {
         self.heap
