@@ -650,6 +650,48 @@ fn policies(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             say(o, &format!("Setting policy \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
             Ok(())
         }
+        "set_operator_policy" => {
+            // set_operator_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
+            let (mut priority, mut apply_to, mut rest) = (0i64, "all".to_string(), Vec::new());
+            let mut it = o.args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--priority" => priority = it.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+                    "--apply-to" => apply_to = it.next().cloned().unwrap_or_default(),
+                    _ => rest.push(a.clone()),
+                }
+            }
+            let [name, pattern, definition] = rest.as_slice() else {
+                return usage("set_operator_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION");
+            };
+            let def: Value =
+                serde_json::from_str(definition).map_err(|e| Fail(EX_USAGE, format!("Error: definition: {e}")))?;
+            say(o, &format!("Setting operator policy override \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
+            let body = json!({"pattern": pattern, "definition": def, "priority": priority, "apply-to": apply_to});
+            api.call("PUT", &format!("/operator-policies/{}/{}", pct(v), pct(name)), Some(&body))?;
+            Ok(())
+        }
+        "clear_operator_policy" => {
+            let name = arg(o, 1, "operator policy name")?;
+            say(o, &format!("Clearing operator policy \"{name}\" on vhost \"{v}\" ..."));
+            api.call("DELETE", &format!("/operator-policies/{}/{}", pct(v), pct(&name)), None)?;
+            Ok(())
+        }
+        "list_operator_policies" => {
+            let items = api.get(&format!("/operator-policies/{}", pct(v)))?;
+            let cols: Vec<String> = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            print_rows(
+                o,
+                "policies",
+                &format!("Listing operator policy overrides for vhost \"{v}\" ..."),
+                items.as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &cols,
+            );
+            Ok(())
+        }
         "clear_policy" => {
             let name = arg(o, 1, "policy name")?;
             api.call("DELETE", &format!("/policies/{}/{}", pct(v), pct(&name)), None)?;
@@ -1218,7 +1260,8 @@ Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions
               clear_topic_permissions [-p VHOST] USER [EXCHANGE]
 Queues:       purge_queue [-p VHOST] NAME, delete_queue [-p VHOST] NAME
 Policies:     set_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION,
-              clear_policy [-p VHOST] NAME, list_policies [-p VHOST]
+              clear_policy [-p VHOST] NAME, list_policies [-p VHOST], set_operator_policy (as
+              set_policy), clear_operator_policy [-p VHOST] NAME, list_operator_policies [-p VHOST]
 Definitions:  export_definitions FILE|-, import_definitions FILE
 Health:       ping, status, check_running, await_startup, check_port_connectivity, check_alarms,
               check_local_alarms, check_virtual_hosts, check_protocol_listener PROTOCOL, version

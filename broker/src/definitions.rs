@@ -47,8 +47,18 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
         product_version: Some(env!("CARGO_PKG_VERSION").into()),
         ..Default::default()
     };
-    // Vhost limits, as RabbitMQ exports them: the `vhost-limits` runtime parameter of each vhost.
+    // Vhost limits and operator policies, as RabbitMQ exports them: runtime parameters
+    // (`vhost-limits` of each vhost, `operator_policy` per policy).
     for v in broker.vhosts() {
+        for op in v.operator_policies() {
+            d.parameters.push(serde_json::json!({
+                "vhost": v.name, "component": "operator_policy", "name": op.name,
+                "value": {
+                    "pattern": op.pattern, "definition": op.definition, "priority": op.priority,
+                    "apply-to": op.apply_to.name(),
+                },
+            }));
+        }
         let l = v.limits();
         if !l.is_empty() {
             d.parameters.push(serde_json::json!({
@@ -192,6 +202,23 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
     }
     let mut other_parameters = 0;
     for p in &d.parameters {
+        if p["component"] == "operator_policy" {
+            // Operator policies, as RabbitMQ exports them: a runtime parameter per policy.
+            let vhost = p["vhost"].as_str().unwrap_or("/");
+            let name = p["name"].as_str().unwrap_or("");
+            let Some(v) = broker.vhost(vhost) else {
+                problems.push(format!("operator policy '{name}': no vhost '{vhost}'"));
+                continue;
+            };
+            let value = p["value"].as_object().cloned().unwrap_or_default();
+            match crate::policy::Policy::operator_from_json(vhost, name, &value) {
+                Ok(op) => {
+                    v.set_operator_policy(op);
+                }
+                Err(e) => problems.push(format!("operator policy '{name}' in vhost '{vhost}': {e}")),
+            }
+            continue;
+        }
         if p["component"] != "vhost-limits" {
             other_parameters += 1;
             continue;

@@ -185,6 +185,103 @@ impl Policy {
     }
 }
 
+/// The definition keys an operator policy may set (RabbitMQ 3.10's), each with what its value must
+/// be and the words of its refusal.
+const OPERATOR_KEYS: &[(&str, i64, &str)] = &[
+    ("delivery-limit", 0, "delivery limit"),
+    ("expires", 1, "queue expiry"),
+    ("max-in-memory-bytes", 0, "maximum memory in bytes"),
+    ("max-in-memory-length", 0, "maximum memory in bytes"),
+    ("max-length", 0, "maximum length"),
+    ("max-length-bytes", 0, "maximum length in bytes"),
+    ("message-ttl", 0, "message TTL"),
+];
+
+/// A JSON value as RabbitMQ's validation texts print it (Erlang terms: strings as binaries).
+fn erl(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("<<\"{s}\">>"),
+        other => other.to_string(),
+    }
+}
+
+impl Policy {
+    /// An operator policy (`/api/operator-policies`, `rabbitmqctl set_operator_policy`, the
+    /// `operator_policy` parameters of definitions) from its JSON object, validated as RabbitMQ
+    /// 3.10 does, with its texts: only queue limits, each a whole number in range.
+    pub fn operator_from_json(vhost: &str, name: &str, v: &Map<String, Value>) -> Result<Policy, String> {
+        let invalid = |t: String| format!("Validation failed\n\n{t}\n");
+        let pattern = v.get("pattern").and_then(|p| p.as_str()).ok_or("[{key_missing,pattern}]")?;
+        let definition = match v.get("definition") {
+            Some(Value::Object(d)) => d.clone(),
+            Some(other) => return Err(invalid(format!("definition must be a dictionary: {}", erl(other)))),
+            None => return Err("[{key_missing,definition}]".into()),
+        };
+        let priority = match v.get("priority") {
+            None => 0,
+            Some(p) => {
+                p.as_i64().ok_or_else(|| invalid(format!("priority should be a number, actually was {}", erl(p))))?
+            }
+        };
+        let apply_to = v.get("apply-to").and_then(|a| a.as_str()).unwrap_or("all");
+        if !["queues", "exchanges", "all"].contains(&apply_to) {
+            return Err(invalid(format!(
+                "apply-to '{apply_to}' unrecognised; should be 'queues', 'exchanges' or 'all'"
+            )));
+        }
+        if definition.is_empty() {
+            return Err(invalid("no policy provided".into()));
+        }
+        for (key, min, what) in OPERATOR_KEYS {
+            if let Some(x) = definition.get(*key) {
+                if !x.as_i64().is_some_and(|n| n >= *min) {
+                    return Err(invalid(format!("{} is not a valid {what}", erl(x))));
+                }
+            }
+        }
+        let unknown: Vec<String> = definition
+            .iter()
+            .filter(|(k, _)| !OPERATOR_KEYS.iter().any(|(o, _, _)| o == k))
+            .map(|(k, x)| format!("{{<<\"{k}\">>,{}}}", erl(x)))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(invalid(format!("[{}] are not recognised policy settings", unknown.join(","))));
+        }
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| invalid(format!("pattern should be regular expression but is invalid: {e}")))?;
+        let apply_to = ApplyTo::parse(apply_to).unwrap_or(ApplyTo::All);
+        Ok(Policy {
+            name: name.into(),
+            vhost: vhost.into(),
+            pattern: pattern.into(),
+            re,
+            apply_to,
+            priority,
+            definition,
+        })
+    }
+
+    /// Whether it may apply to a queue of type `quorum`: a delivery limit is for quorum queues
+    /// only, and RabbitMQ skips a whole policy that sets one for a classic queue.
+    pub fn fits_queue_type(&self, quorum: bool) -> bool {
+        quorum || !self.definition.contains_key("delivery-limit")
+    }
+}
+
+/// A policy and an operator policy merged, as `effective_policy_definition` shows them: the keys of
+/// either, the lower value where both set a number.
+pub fn merged_definition(policy: Option<&Policy>, operator: Option<&Policy>) -> Map<String, Value> {
+    let mut out = policy.map(|p| p.definition.clone()).unwrap_or_default();
+    for (k, v) in operator.map(|p| p.definition.iter()).into_iter().flatten() {
+        let lower = match (out.get(k).and_then(Value::as_i64), v.as_i64()) {
+            (Some(a), Some(b)) if a < b => continue,
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), lower);
+    }
+    out
+}
+
 /// The policy that applies among `policies` (highest priority; ties by name).
 pub fn pick(policies: &[std::sync::Arc<Policy>], applies: impl Fn(&Policy) -> bool) -> Option<&std::sync::Arc<Policy>> {
     policies.iter().filter(|p| applies(p)).min_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)))

@@ -63,6 +63,15 @@ pub fn router(m: Arc<Mgmt>) -> Router {
             "/api/user-limits/{user}/{name}",
             axum::routing::put(super::user_limits::put).delete(super::user_limits::delete),
         )
+        .route("/api/operator-policies", get(super::operator_policies::all))
+        .route("/api/operator-policies/{vhost}", get(super::operator_policies::of))
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(super::operator_policies::one)
+                .put(super::operator_policies::put)
+                .delete(super::operator_policies::delete),
+        )
+        .route("/api/parameters/operator_policy/{vhost}", get(super::operator_policies::parameters))
         .route("/api/policies", get(policies))
         .route("/api/policies/{vhost}", get(policies_in))
         .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))
@@ -158,7 +167,7 @@ fn amqp_error(e: AmqpError) -> ApiError {
     }
 }
 
-fn vhosts_visible(m: &Mgmt, u: &MgmtUser) -> Vec<Arc<crate::vhost::VHost>> {
+pub(super) fn vhosts_visible(m: &Mgmt, u: &MgmtUser) -> Vec<Arc<crate::vhost::VHost>> {
     let mut v: Vec<_> = m.broker.vhosts().into_iter().filter(|v| m.may_use_vhost(u, &v.name)).collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
@@ -1201,7 +1210,8 @@ async fn definitions_vhost(State(m): St, Extension(u): U, Path(vhost): Path<Stri
         "rabbitmq_version": views::RABBITMQ_VERSION,
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "parameters": [],
+        // Parameters keep their vhost field, as RabbitMQ's per-vhost export does.
+        "parameters": d.parameters.iter().filter(|p| p["vhost"] == vhost.as_str()).cloned().collect::<Vec<_>>(),
         "policies": strip(d.policies.clone()),
         "queues": strip(to(&d.queues)),
         "exchanges": strip(to(&d.exchanges)),

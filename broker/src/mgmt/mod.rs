@@ -26,6 +26,7 @@ pub mod history;
 pub mod limits;
 pub mod metrics;
 pub mod names;
+pub mod operator_policies;
 pub mod serve;
 pub mod ui;
 pub mod user_limits;

@@ -198,8 +198,8 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
         "exclusive_consumer_tag": exclusive_tag,
         "idle_since": idle_since(snap.last_used),
         "policy": q.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
-        "effective_policy_definition": q.policy.as_ref().map(|p| Value::Object(p.definition.clone())).unwrap_or(json!({})),
-        "operator_policy": Value::Null,
+        "effective_policy_definition": crate::policy::merged_definition(q.policy.as_deref(), q.operator_policy.as_deref()),
+        "operator_policy": q.operator_policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
         "message_stats": message_stats(&totals, &rates),
     });
     if detail {

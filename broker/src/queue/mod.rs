@@ -143,6 +143,8 @@ pub struct Queue {
     pub settings: QueueSettings,
     /// The policy that applied when it was declared.
     pub policy: Option<Arc<crate::policy::Policy>>,
+    /// The operator policy that applied when it was declared (its limits cap the others).
+    pub operator_policy: Option<Arc<crate::policy::Policy>>,
     /// The vhost, for dead-lettering.
     vhost_ref: Weak<dyn QueueHost>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
@@ -188,6 +190,7 @@ impl Queue {
             auto_delete,
             arguments,
             None,
+            None,
         )
     }
 
@@ -202,8 +205,11 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
         policy: Option<Arc<crate::policy::Policy>>,
+        operator_policy: Option<Arc<crate::policy::Policy>>,
     ) -> Arc<Queue> {
-        let settings = QueueSettings::from_args(&arguments).with_policy(policy.as_deref());
+        // The lowest of argument, policy and operator policy wins for every limit.
+        let settings =
+            QueueSettings::from_args(&arguments).with_policy(policy.as_deref()).with_policy(operator_policy.as_deref());
         let levels = settings.max_priority.map(|p| p as usize + 1).unwrap_or(1);
         let key = crate::store::queue_key(vhost, name.as_bytes());
         let persist = durable && exclusive_owner.is_none() && store.is_some();
@@ -219,6 +225,7 @@ impl Queue {
             arguments,
             settings,
             policy,
+            operator_policy,
             vhost_ref,
             saw_message_ttl: Default::default(),
             me: me.clone(),

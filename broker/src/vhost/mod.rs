@@ -59,6 +59,8 @@ pub struct VHost {
     retired: parking_lot::Mutex<crate::counters::Totals>,
     /// Policies by name.
     policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
+    /// Operator policies by name.
+    operator_policies: RwLock<Vec<Arc<crate::policy::Policy>>>,
     /// Its limits (`max-connections`, `max-queues`).
     limits: parking_lot::Mutex<limits::Limits>,
     /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
@@ -170,6 +172,7 @@ impl VHost {
             meta,
             retired: Default::default(),
             policies: RwLock::new(Vec::new()),
+            operator_policies: RwLock::new(Vec::new()),
             timers: Default::default(),
             limits: Default::default(),
             tracer: Default::default(),

@@ -72,3 +72,41 @@ impl VHost {
         removed
     }
 }
+
+/// Operator policies (RabbitMQ's `/api/operator-policies`): set by administrators, they cap the
+/// limits of queues declared after them whatever their arguments and policies say.
+impl VHost {
+    /// The operator policy that applies to the queue `name` of type `quorum`, if any.
+    pub fn operator_policy_for(&self, name: &str, quorum: bool) -> Option<Arc<crate::policy::Policy>> {
+        let ps = self.operator_policies.read();
+        crate::policy::pick(&ps, |p| p.matches_queue(name, quorum) && p.fits_queue_type(quorum)).cloned()
+    }
+    /// Every operator policy, by name.
+    pub fn operator_policies(&self) -> Vec<Arc<crate::policy::Policy>> {
+        let mut v = self.operator_policies.read().clone();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+    /// Set (create or replace) an operator policy; true when it is new.
+    pub fn set_operator_policy(&self, p: crate::policy::Policy) -> bool {
+        let mut ps = self.operator_policies.write();
+        let created = !ps.iter().any(|x| x.name == p.name);
+        ps.retain(|x| x.name != p.name);
+        ps.push(Arc::new(p));
+        drop(ps);
+        self.changed(true);
+        created
+    }
+    /// Remove an operator policy; false if there was none.
+    pub fn clear_operator_policy(&self, name: &str) -> bool {
+        let mut ps = self.operator_policies.write();
+        let before = ps.len();
+        ps.retain(|x| x.name != name);
+        let removed = ps.len() != before;
+        drop(ps);
+        if removed {
+            self.changed(true);
+        }
+        removed
+    }
+}

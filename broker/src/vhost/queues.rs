@@ -169,6 +169,7 @@ impl VHost {
         };
         let quorum = crate::queue::settings::QueueType::of(&d.arguments) == crate::queue::settings::QueueType::Quorum;
         let policy = self.policy_for(|p| p.matches_queue(&name.to_str_lossy(), quorum));
+        let operator_policy = self.operator_policy_for(&name.to_str_lossy(), quorum);
         let q = Queue::in_vhost(
             name.clone(),
             &self.name,
@@ -179,6 +180,7 @@ impl VHost {
             d.auto_delete,
             d.arguments.clone(),
             policy,
+            operator_policy,
         );
         if q.settings.kind == crate::queue::settings::QueueType::Stream {
             tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
