@@ -450,6 +450,48 @@ def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
                 conn.close()
 
 
+@warren_only
+def test_messages_held_by_a_delayed_exchange_count_against_the_memory_watermark(configured_warren):
+    # Held (not yet in any queue), their bodies are memory all the same: publishers are blocked
+    # until they come due and are consumed.
+    warren = configured_warren("--memory-high-watermark", "65536")
+    pub_conn = pika.BlockingConnection(params_for(warren))
+    con_conn = None
+    try:
+        events = []
+        pub_conn.add_on_connection_blocked_callback(
+            lambda conn, frame: events.append(("blocked", frame.method.reason)))
+        pub_conn.add_on_connection_unblocked_callback(
+            lambda conn, frame: events.append(("unblocked", None)))
+        pub = pub_conn.channel()
+        suffix = str(time.monotonic_ns())
+        exchange, queue = "warren-pytest.delayed." + suffix, "warren-pytest.due." + suffix
+        pub.exchange_declare(exchange, "x-delayed-message", arguments={"x-delayed-type": "fanout"})
+        pub.queue_declare(queue)
+        pub.queue_bind(queue, exchange)
+        n = 50
+        body = b"x" * 4096                     # 50 x 4 KiB = 200 KiB > 64 KiB
+        for i in range(n):
+            pub.basic_publish(exchange, "", body, pika.BasicProperties(headers={"x-delay": 300}))
+        eventually(lambda: ("blocked", "low on memory") in events, connection=pub_conn)
+
+        con_conn = pika.BlockingConnection(params_for(warren))
+        got = Collector()
+        con_conn.channel().basic_consume(queue, got, auto_ack=True)
+
+        def drained_and_unblocked():
+            con_conn.process_data_events(time_limit=0)
+            pub_conn.process_data_events(time_limit=0)
+            return len(got.deliveries) == n and ("unblocked", None) in events
+
+        eventually(drained_and_unblocked, timeout=10)
+        assert [e for e, _ in events] == ["blocked", "unblocked"]
+    finally:
+        for conn in (pub_conn, con_conn):
+            if conn is not None and conn.is_open:
+                conn.close()
+
+
 # --------------------------------------------------------------------------
 # Consumer acknowledgement timeout (Warren only)
 # --------------------------------------------------------------------------

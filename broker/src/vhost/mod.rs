@@ -248,10 +248,11 @@ impl VHost {
         queues.iter().map(|q| q.page_out(pressure)).sum()
     }
 
-    /// Body bytes of all ready messages in this vhost held in memory (memory alarm).
+    /// Body bytes of all ready messages in this vhost held in memory, and of the messages its
+    /// delayed-message exchanges hold (memory alarm).
     pub fn queued_bytes(&self) -> u64 {
         let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
-        queues.iter().map(|q| q.ready_bytes() as u64).sum()
+        queues.iter().map(|q| q.ready_bytes() as u64).sum::<u64>() + self.timers.held_bytes()
     }
 
     /// Queues owned exclusively by `conn` (deleted when it closes).

@@ -19,7 +19,7 @@ use crate::queue::Queue;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -78,9 +78,16 @@ pub struct Timers {
     wake: Notify,
     /// The task has been spawned.
     started: AtomicBool,
+    /// Body bytes of the messages held (they count against the memory watermark).
+    held_bytes: AtomicU64,
 }
 
 impl Timers {
+    /// Body bytes of the messages held (memory alarm).
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
     /// Messages held by every delayed-message exchange of the vhost (Prometheus).
     pub fn delayed(&self) -> usize {
         self.heap.lock().0.iter().filter(|h| matches!(&h.0.work, Work::Deliver(..))).count()
@@ -123,6 +130,7 @@ impl VHost {
             }
             _ => (None, 0),
         };
+        self.timers.held_bytes.fetch_add(msg.body.len() as u64, Ordering::Relaxed);
         self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg, disk));
         lsn
     }
@@ -133,6 +141,7 @@ impl VHost {
         let wait = due_unix_ms.saturating_sub(crate::clock::unix_ms());
         let delay = Duration::from_millis(wait).min(MAX_DELAY);
         let now = Instant::now();
+        self.timers.held_bytes.fetch_add(msg.body.len() as u64, Ordering::Relaxed);
         self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg, Some(disk)));
     }
 
@@ -171,6 +180,7 @@ impl VHost {
 
     /// Route a message that came due: as its exchange routes now (no delay again).
     fn deliver_due(&self, msg: Message, disk: Option<crate::store::DiskRef>) {
+        self.timers.held_bytes.fetch_sub(msg.body.len() as u64, Ordering::Relaxed);
         // As the plugin: the delivered message carries `x-delay` negated, so a consumer that
         // forwards it with its headers does not delay it again.
         let msg = match negate_delay(&msg.properties) {
