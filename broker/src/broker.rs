@@ -209,6 +209,19 @@ impl Broker {
         true
     }
 
+    /// Test control "reset" of a vhost: its connections are closed (320 CONNECTION_FORCED, as
+    /// when a vhost is deleted), then `VHost::reset`. Permissions, users and the vhost itself
+    /// stay. False if there is no such vhost.
+    pub fn reset_vhost(&self, name: &str, by: Option<&str>) -> bool {
+        let Some(v) = self.vhost(name) else { return false };
+        for c in self.stats.connections().into_iter().filter(|c| c.vhost == name) {
+            c.force_close(&format!("vhost '{name}' is being reset"));
+        }
+        v.reset(by);
+        self.definitions_changed();
+        true
+    }
+
     /// Start publishing events (`crate::events`) to the default vhost's `amq.rabbitmq.event`.
     pub fn start_events(self: &Arc<Self>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::events::Event>();

@@ -513,6 +513,23 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             say(o, &format!("Trace {} for vhost {v}", if on { "enabled" } else { "disabled" }));
             Ok(())
         }
+        "reset_vhost" => {
+            // Warren's test control: the vhost back to its state after creation.
+            say(o, &format!("Resetting vhost \"{v}\" ..."));
+            api.call("POST", &format!("/warren/vhosts/{}/reset", pct(v)), None)?;
+            Ok(())
+        }
+        "wait_idle" => {
+            // Warren's test control: wait until the vhost has nothing ready, unacked or delayed.
+            let opt = |k: &str| o.args.iter().position(|a| a == k).and_then(|i| o.args.get(i + 1)).cloned();
+            let quiet = opt("--quiet-ms").unwrap_or_else(|| "100".into());
+            let timeout = opt("--timeout-ms").unwrap_or_else(|| "5000".into());
+            let path =
+                format!("/warren/vhosts/{}/wait-idle?quiet_ms={}&timeout_ms={}", pct(v), pct(&quiet), pct(&timeout));
+            let r = api.get(&path)?;
+            println!("{r}");
+            Ok(())
+        }
         "delete_vhost" => {
             let name = arg(o, 1, "vhost name")?;
             api.call("DELETE", &format!("/vhosts/{}", pct(&name)), None)?;
@@ -1254,6 +1271,7 @@ Users:        add_user USER PASS, change_password USER PASS, delete_user USER, s
 Vhosts:       add_vhost NAME, delete_vhost NAME, set_vhost_limits [-p VHOST] JSON,
               clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST], trace_on [-p VHOST],
               trace_off [-p VHOST]
+Test controls (Warren's own): reset_vhost [-p VHOST], wait_idle [-p VHOST] [--quiet-ms N] [--timeout-ms N]
               (JSON: {\"max-queues\": N, \"max-connections\": N}; a negative N is no limit)
 Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER,
               set_topic_permissions [-p VHOST] USER EXCHANGE WRITE READ,

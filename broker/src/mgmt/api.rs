@@ -63,6 +63,8 @@ pub fn router(m: Arc<Mgmt>) -> Router {
             "/api/user-limits/{user}/{name}",
             axum::routing::put(super::user_limits::put).delete(super::user_limits::delete),
         )
+        .route("/api/warren/vhosts/{vhost}/reset", post(super::controls::reset))
+        .route("/api/warren/vhosts/{vhost}/wait-idle", get(super::controls::wait_idle))
         .route("/api/operator-policies", get(super::operator_policies::all))
         .route("/api/operator-policies/{vhost}", get(super::operator_policies::of))
         .route(

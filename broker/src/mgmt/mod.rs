@@ -22,6 +22,7 @@
 //!   uses it (400 otherwise).
 pub mod api;
 pub mod body;
+pub mod controls;
 pub mod history;
 pub mod limits;
 pub mod metrics;

@@ -155,7 +155,7 @@ impl VHost {
 
     /// Remove `ex`, its bindings as a source, and every binding to it (cascading auto-deletes);
     /// `by` asked for it (`None`: the broker).
-    fn remove_exchange(&self, ex: &Arc<Exchange>, by: Option<&str>) {
+    pub(super) fn remove_exchange(&self, ex: &Arc<Exchange>, by: Option<&str>) {
         {
             let mut exs = self.exchanges.write();
             match exs.get(&ex.name) {

@@ -255,6 +255,32 @@ impl VHost {
         queues.iter().map(|q| q.ready_bytes() as u64).sum::<u64>() + self.timers.held_bytes()
     }
 
+    /// Test control "reset" (`Broker::reset_vhost` closes the connections first): every queue and
+    /// every exchange but the standard ones deleted, policies, operator policies and limits
+    /// cleared, delayed messages dropped, tracing off. `by`: who asked, as events name it.
+    pub fn reset(&self, by: Option<&str>) {
+        for q in self.queues_snapshot() {
+            self.delete_queue_deferring(&q, None, by);
+        }
+        for x in self.exchanges_snapshot() {
+            if !x.name.as_bytes().starts_with(b"amq.") {
+                self.remove_exchange(&x, by);
+            }
+        }
+        for p in self.policies() {
+            self.clear_policy(&p.name, by);
+        }
+        for p in self.operator_policies() {
+            self.clear_operator_policy(&p.name);
+        }
+        for name in limits::NAMES {
+            self.clear_limit(name);
+        }
+        self.timers.drop_delayed();
+        self.set_tracing(false);
+        self.changed(true);
+    }
+
     /// Queues owned exclusively by `conn` (deleted when it closes).
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Arc<Queue>> {
         self.queues.read().values().filter(|q| q.exclusive_owner == Some(conn)).cloned().collect()

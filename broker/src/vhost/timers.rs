@@ -83,6 +83,25 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Drop every held delayed message (their records are acked); queue expiry timers stay.
+    /// Returns how many were dropped.
+    pub fn drop_delayed(&self) -> usize {
+        let gone: Vec<Held> = {
+            let mut h = self.heap.lock();
+            let all = std::mem::take(&mut h.0).into_vec();
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                all.into_iter().map(|r| r.0).partition(|x| matches!(x.work, Work::Deliver(..)));
+            h.0 = kept.into_iter().map(Reverse).collect();
+            gone
+        };
+        for g in &gone {
+            if let Work::Deliver(m, _) = &g.work {
+                self.held_bytes.fetch_sub(m.body.len() as u64, Ordering::Relaxed);
+            }
+        }
+        gone.len()
+    }
+
     /// Body bytes of the messages held (memory alarm).
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes.load(Ordering::Relaxed)
