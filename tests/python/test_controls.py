@@ -99,6 +99,7 @@ def test_wait_idle_answers_once_consumers_have_acked_everything(api, broker, vho
     ch.queue_declare("jobs")
     ch.exchange_declare("later", "x-delayed-message", arguments={"x-delayed-type": "direct"})
     ch.queue_bind("jobs", "later", "k")
+    ch.confirm_delivery()
     for i in range(50):
         ch.basic_publish("", "jobs", str(i).encode())
     ch.basic_publish("later", "k", b"held", pika.BasicProperties(headers={"x-delay": 300}))
@@ -140,8 +141,10 @@ def test_wait_idle_answers_once_consumers_have_acked_everything(api, broker, vho
 def test_ctl_reset_vhost_and_wait_idle(api, broker, vhost):
     ctl = [str(warren_binary()), "ctl", "--port", str(broker.process.http_port), "-p", vhost]
     conn = connect(broker, vhost)
-    conn.channel().queue_declare("leftover")
-    conn.channel().basic_publish("", "leftover", b"x")
+    ch = conn.channel()
+    ch.queue_declare("leftover")
+    ch.confirm_delivery()
+    ch.basic_publish("", "leftover", b"x")
     r = subprocess.run(ctl + ["wait_idle", "--timeout-ms", "50"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "leftover" in r.stderr, (r.stdout, r.stderr)
     r = subprocess.run(ctl + ["reset_vhost"], capture_output=True, text=True, timeout=30)
@@ -151,3 +154,50 @@ def test_ctl_reset_vhost_and_wait_idle(api, broker, vhost):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["idle"] is True
     assert api.ok(f"/api/queues/{q(vhost)}") == []
+
+
+def test_peek_reads_ready_messages_without_taking_them(api, broker, vhost):
+    conn = connect(broker, vhost)
+    ch = conn.channel()
+    ch.queue_declare("orders")
+    ch.confirm_delivery()   # each publish returns once it is enqueued
+    bodies = [b"zero", b'{"order": 1, "items": [2, 3]}', b"\xff\xfebinary", b"three", b"four"]
+    for i, body in enumerate(bodies):
+        ch.basic_publish("", "orders", body, pika.BasicProperties(message_id=f"m{i}", headers={"n": i}))
+    page = api.ok(f"/api/warren/queues/{q(vhost)}/orders/messages?offset=1&count=2")
+    assert (page["total"], page["offset"]) == (5, 1)
+    first, second = page["messages"]
+    assert (first["position"], first["payload"], first["payload_json"]) == (1, bodies[1].decode(), {"order": 1, "items": [2, 3]})
+    assert first["properties"]["message_id"] == "m1" and first["properties"]["headers"] == {"n": 1}
+    assert (second["position"], second["payload_encoding"]) == (2, "base64")
+    assert first["redelivered"] is False
+    # Nothing was taken, reordered or marked redelivered.
+    assert ch.queue_declare("orders", passive=True).method.message_count == 5
+    method, props, body = ch.basic_get("orders", auto_ack=True)
+    assert (body, method.redelivered, props.message_id) == (b"zero", False, "m0")
+    assert api.ok(f"/api/warren/queues/{q(vhost)}/orders/messages")["total"] == 4
+    assert api.get(f"/api/warren/queues/{q(vhost)}/missing/messages").status == 404
+    conn.close()
+
+
+def test_search_finds_messages_across_the_queues_of_a_vhost(api, broker, vhost):
+    conn = connect(broker, vhost)
+    ch = conn.channel()
+    for name in ("a.work", "b.dead-letters"):
+        ch.queue_declare(name)
+    ch.confirm_delivery()
+    ch.basic_publish("", "a.work", b"first", pika.BasicProperties(message_id="id-1"))
+    ch.basic_publish("", "a.work", b"customer 42 ordered", pika.BasicProperties(correlation_id="c-7"))
+    ch.basic_publish("", "b.dead-letters", b"failed", pika.BasicProperties(message_id="id-1", headers={"tenant": "acme"}))
+    base = f"/api/warren/vhosts/{q(vhost)}/messages"
+
+    def where(query):
+        return [(m["queue"], m["position"]) for m in api.ok(f"{base}?{query}")["messages"]]
+    assert where("message_id=id-1") == [("a.work", 0), ("b.dead-letters", 0)]
+    assert where("correlation_id=c-7") == [("a.work", 1)]
+    assert where("header=tenant:acme") == [("b.dead-letters", 0)]
+    assert where("body=customer%2042") == [("a.work", 1)]
+    assert where("message_id=id-1&header=tenant:acme") == [("b.dead-letters", 0)]
+    assert where("message_id=nothing") == []
+    assert api.get(base).status == 400
+    conn.close()

@@ -65,6 +65,8 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         )
         .route("/api/warren/vhosts/{vhost}/reset", post(super::controls::reset))
         .route("/api/warren/vhosts/{vhost}/wait-idle", get(super::controls::wait_idle))
+        .route("/api/warren/vhosts/{vhost}/messages", get(super::controls::search))
+        .route("/api/warren/queues/{vhost}/{name}/messages", get(super::controls::peek))
         .route("/api/operator-policies", get(super::operator_policies::all))
         .route("/api/operator-policies/{vhost}", get(super::operator_policies::of))
         .route(
@@ -121,13 +123,13 @@ pub fn router(m: Arc<Mgmt>) -> Router {
 }
 
 /// The requesting user's permissions in `v` ([`Mgmt::vhost_for`] has checked there are some).
-fn grants(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost) -> Arc<crate::auth::Grants> {
+pub(super) fn grants(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost) -> Arc<crate::auth::Grants> {
     m.broker.grants(&u.name, &v.name).unwrap_or_else(|| Arc::new(crate::auth::Grants::none(&u.name, &v.name)))
 }
 
 /// The requesting user as the core's actor (the HTTP API has no connection: it owns no
 /// exclusive queue and is not held off others', as RabbitMQ's).
-fn actor<'a>(u: &'a MgmtUser, g: &'a crate::auth::Grants) -> Actor<'a> {
+pub(super) fn actor<'a>(u: &'a MgmtUser, g: &'a crate::auth::Grants) -> Actor<'a> {
     Actor {
         user: Some(&u.name),
         grants: Some(g),
@@ -149,14 +151,14 @@ fn refused_or(e: AmqpError, other: impl FnOnce(AmqpError) -> ApiError) -> ApiErr
 /// RabbitMQ's HTTP wording of a refusal text (its API acts over an internal connection, whose
 /// texts name no permission): `ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for
 /// user 'u'`.
-fn refusal_text(e: &AmqpError) -> String {
+pub(super) fn refusal_text(e: &AmqpError) -> String {
     let text = e.reply_text().to_string();
     let text = text.strip_prefix("ACCESS_REFUSED - ").unwrap_or(&text);
     format!("ACCESS_REFUSED - {}", text.split_once(' ').map_or(text, |(_, rest)| rest))
 }
 
 /// An AMQP error as RabbitMQ's HTTP API reports it.
-fn amqp_error(e: AmqpError) -> ApiError {
+pub(super) fn amqp_error(e: AmqpError) -> ApiError {
     let code = e.code();
     // RabbitMQ's HTTP reasons carry the text without the `NOT_FOUND - ` style prefix.
     let full = e.reply_text().to_string();
@@ -896,30 +898,10 @@ async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
     }
     let mut out = Vec::new();
     for (qm, remaining) in &got {
-        let msg = &qm.msg;
-        let body = &msg.body[..];
-        let shown = match truncate {
-            Some(t) if (t as usize) < body.len() => &body[..t as usize],
-            _ => body,
-        };
-        let (payload, enc) = match (encoding.as_str(), std::str::from_utf8(shown)) {
-            ("auto", Ok(text)) => (text.to_string(), "string"),
-            _ => {
-                use base64::Engine;
-                (base64::engine::general_purpose::STANDARD.encode(shown), "base64")
-            }
-        };
-        let props = warren_protocol::BasicProperties::decode(msg.properties.clone()).unwrap_or_default();
-        out.push(json!({
-            "payload_bytes": body.len(),
-            "redelivered": qm.redelivered,
-            "exchange": msg.exchange.to_str_lossy(),
-            "routing_key": msg.routing_key.to_str_lossy(),
-            "message_count": remaining,
-            "properties": properties_json(&props),
-            "payload": payload,
-            "payload_encoding": enc,
-        }));
+        let mut o = message_json(&qm.msg, &encoding, truncate);
+        o.insert("redelivered".into(), json!(qm.redelivered));
+        o.insert("message_count".into(), json!(remaining));
+        out.push(Value::Object(o));
     }
     let msgs: Vec<_> = got.into_iter().map(|(m, _)| m).collect();
     match ackmode.as_str() {
@@ -928,6 +910,32 @@ async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
         _ => drop(msgs),
     }
     ok_json(Value::Array(out))
+}
+
+/// A message as RabbitMQ's `/get` shows it: payload (text with `encoding` `auto` when it is
+/// UTF-8, else base64; cut to `truncate` bytes), its size, exchange, routing key, properties.
+pub(super) fn message_json(msg: &crate::message::Message, encoding: &str, truncate: Option<u64>) -> Map<String, Value> {
+    let body = &msg.body[..];
+    let shown = match truncate {
+        Some(t) if (t as usize) < body.len() => &body[..t as usize],
+        _ => body,
+    };
+    let (payload, enc) = match (encoding, std::str::from_utf8(shown)) {
+        ("auto", Ok(text)) => (text.to_string(), "string"),
+        _ => {
+            use base64::Engine;
+            (base64::engine::general_purpose::STANDARD.encode(shown), "base64")
+        }
+    };
+    let props = warren_protocol::BasicProperties::decode(msg.properties.clone()).unwrap_or_default();
+    let mut o = Map::new();
+    o.insert("payload_bytes".into(), json!(body.len()));
+    o.insert("exchange".into(), json!(msg.exchange.to_str_lossy()));
+    o.insert("routing_key".into(), json!(msg.routing_key.to_str_lossy()));
+    o.insert("properties".into(), properties_json(&props));
+    o.insert("payload".into(), json!(payload));
+    o.insert("payload_encoding".into(), json!(enc));
+    o
 }
 
 /// Properties as RabbitMQ's API shows them (only those set).

@@ -6,11 +6,15 @@
 //!   answers once the vhost has had nothing ready, nothing unacknowledged and nothing held by a
 //!   delayed exchange for Q ms (default 100): 200 `{"idle": true, "waited_ms"}`; after T ms
 //!   (default 5000) 408 `{"idle": false, "busy": {...}}` naming what is still busy.
+//! - `GET /api/warren/queues/{vhost}/{name}/messages` (peek: read permission): ready messages in
+//!   delivery order, not taken; `GET /api/warren/vhosts/{vhost}/messages` (search): those of
+//!   every readable queue matching a message id, correlation id, header value or body text.
 //!
 //! Runs in: the management server's request tasks.
 //!
 //! # Invariants
-//! - Reset goes through the core (`Broker::reset_vhost`); wait-idle only reads.
+//! - Reset goes through the core (`Broker::reset_vhost`); wait-idle, peek and search only read:
+//!   a peeked message is not removed, reordered, redelivered or counted as delivered.
 //! - Wait-idle polls every `POLL` and never holds a lock across an await.
 use super::{no_content, views, ApiError, Mgmt, MgmtUser, Resp};
 use axum::extract::{Path, Query, State};
@@ -94,4 +98,108 @@ pub async fn wait_idle(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Most messages of one queue a search looks at (a search must end quickly).
+const SEARCH_SCAN_PER_QUEUE: usize = 100_000;
+/// Most messages a peek returns at once.
+const PEEK_MAX: usize = 1_000;
+
+/// A peeked message as JSON: `/get`'s fields, its position, and the body parsed when it is JSON.
+fn peeked_json(p: &crate::queue::Peeked, position: usize, encoding: &str) -> Value {
+    let mut o = super::api::message_json(&p.msg, encoding, None);
+    o.insert("position".into(), json!(position));
+    o.insert("redelivered".into(), json!(p.redelivered));
+    o.insert("delivery_count".into(), json!(p.deliveries));
+    if let Ok(v) = serde_json::from_slice::<Value>(&p.msg.body) {
+        if v.is_object() || v.is_array() {
+            o.insert("payload_json".into(), v);
+        }
+    }
+    Value::Object(o)
+}
+
+/// A queue the user may read (RabbitMQ's read permission, as for `/get`).
+fn readable(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost, name: &str) -> Result<Arc<crate::queue::Queue>, ApiError> {
+    let g = super::api::grants(m, u, v);
+    v.readable_queue(&super::api::actor(u, &g), &name.to_string().into()).map_err(|e| match e {
+        crate::error::AmqpError::Refused { .. } => ApiError::not_authorised(super::api::refusal_text(&e)),
+        e if e.code() == 404 => ApiError::not_found(),
+        e => super::api::amqp_error(e),
+    })
+}
+
+/// `GET /api/warren/queues/{vhost}/{name}/messages?offset=O&count=N&encoding=auto|base64`: the
+/// ready messages `O..O+N` in delivery order, left where they are.
+pub async fn peek(
+    State(m): St,
+    Extension(u): U,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Resp {
+    let v = m.vhost_for(&u, &vhost)?;
+    let queue = readable(&m, &u, &v, &name)?;
+    let num = |k: &str, d: usize| -> Result<usize, ApiError> {
+        q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a whole number"))))
+    };
+    let (offset, count) = (num("offset", 0)?, num("count", 50)?.min(PEEK_MAX));
+    let encoding = q.get("encoding").map(String::as_str).unwrap_or("auto");
+    let (msgs, total) = queue.peek(offset, count);
+    let items: Vec<Value> = msgs.iter().enumerate().map(|(i, p)| peeked_json(p, offset + i, encoding)).collect();
+    Ok(axum::Json(json!({"queue": name, "vhost": vhost, "total": total, "offset": offset, "messages": items}))
+        .into_response())
+}
+
+/// `GET /api/warren/vhosts/{vhost}/messages?message_id=&correlation_id=&header=K:V&body=TEXT&limit=N`:
+/// the ready messages of the vhost's queues (those the user may read; dead-letter queues are
+/// queues like any other) that match every criterion given, with their queue and position.
+pub async fn search(
+    State(m): St,
+    Extension(u): U,
+    Path(vhost): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Resp {
+    let v = m.vhost_for(&u, &vhost)?;
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(PEEK_MAX);
+    let (mid, cid, body) = (q.get("message_id"), q.get("correlation_id"), q.get("body"));
+    let header = match q.get("header") {
+        Some(h) => Some(h.split_once(':').ok_or_else(|| ApiError::bad_request("header: NAME:VALUE"))?),
+        None => None,
+    };
+    if mid.is_none() && cid.is_none() && body.is_none() && header.is_none() {
+        return Err(ApiError::bad_request("give message_id, correlation_id, header or body"));
+    }
+    let mut found = Vec::new();
+    let mut queues = v.queues_snapshot();
+    queues.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    'queues: for queue in queues {
+        let Ok(queue) = readable(&m, &u, &v, &queue.name.to_str_lossy()) else { continue };
+        let (msgs, _) = queue.peek(0, SEARCH_SCAN_PER_QUEUE);
+        for (i, p) in msgs.iter().enumerate() {
+            let props = warren_protocol::BasicProperties::decode(p.msg.properties.clone()).unwrap_or_default();
+            let text = |x: &Option<warren_protocol::ShortStr>, want: &String| {
+                x.as_ref().is_some_and(|x| x.as_bytes() == want.as_bytes())
+            };
+            let ok = mid.is_none_or(|w| text(&props.message_id, w))
+                && cid.is_none_or(|w| text(&props.correlation_id, w))
+                && body.is_none_or(|w| p.msg.body.windows(w.len().max(1)).any(|x| x == w.as_bytes()))
+                && header.is_none_or(|(k, want)| {
+                    props.headers.as_ref().and_then(|h| h.get(k)).is_some_and(|x| match x.as_bytes() {
+                        Some(b) => b == want.as_bytes(),
+                        None => x.as_i64().is_some_and(|n| n.to_string() == want),
+                    })
+                });
+            if ok {
+                let mut j = peeked_json(p, i, "auto");
+                if let Value::Object(o) = &mut j {
+                    o.insert("queue".into(), json!(queue.name.to_str_lossy()));
+                }
+                found.push(j);
+                if found.len() >= limit {
+                    break 'queues;
+                }
+            }
+        }
+    }
+    Ok(axum::Json(json!({"vhost": vhost, "messages": found})).into_response())
 }

@@ -171,6 +171,16 @@ fn m_has_ttl(m: &Message) -> bool {
 /// Dead letters collected under the lock, republished after it.
 type DeadLetters = Vec<(QueuedMsg, Reason)>;
 
+/// A ready message as `Queue::peek` shows it.
+pub struct Peeked {
+    /// The message (its body read back if it was paged out).
+    pub msg: Arc<Message>,
+    /// It was delivered before and requeued.
+    pub redelivered: bool,
+    /// Times delivered so far.
+    pub deliveries: u32,
+}
+
 impl Queue {
     pub fn new(
         name: ShortStr,
@@ -586,6 +596,40 @@ impl Queue {
         }
         st.last_used = now_ms();
         self.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
+    }
+
+    /// Test control "peek": the ready messages `offset..offset + count` in delivery order, read
+    /// without removing, reordering or redelivering them (a paged-out body is read back from
+    /// the store, after the queue's lock is released). Returns them and the ready count.
+    pub fn peek(&self, offset: usize, count: usize) -> (Vec<Peeked>, usize) {
+        let (picked, total): (Vec<_>, usize) = {
+            let st = self.state.lock();
+            let picked = st
+                .ready
+                .iter()
+                .skip(offset)
+                .take(count)
+                .map(|m| {
+                    let paged = m.disk.as_ref().filter(|d| d.paged).map(|d| (d.seg, d.off, d.len));
+                    (m.msg.clone(), paged, m.redelivered, m.deliveries)
+                })
+                .collect();
+            (picked, st.ready.len())
+        };
+        let out = picked
+            .into_iter()
+            .map(|(msg, paged, redelivered, deliveries)| {
+                let msg = match (paged, &self.store) {
+                    (Some(r), Some(store)) => match store.page_in(&[r]).pop() {
+                        Some(Ok(m)) => Arc::new(m),
+                        _ => msg,
+                    },
+                    _ => msg,
+                };
+                Peeked { msg, redelivered, deliveries }
+            })
+            .collect();
+        (out, total)
     }
 
     /// Whether messages with their own TTL may sit in this queue.

@@ -221,6 +221,11 @@ impl Ready {
         let l = self.levels.iter().rposition(|q| !q.is_empty())?;
         self.take_front(l)
     }
+    /// The ready messages in delivery order (highest priority first, FIFO within a level),
+    /// without taking them.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedMsg> {
+        self.levels.iter().rev().flat_map(|l| l.iter())
+    }
     /// The newest message (the one just published), for reject-publish.
     pub fn pop_newest(&mut self, priority: u8) -> Option<QueuedMsg> {
         let l = (priority as usize).min(self.levels.len() - 1);
