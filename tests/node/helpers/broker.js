@@ -285,6 +285,24 @@ function useBroker() {
     get warren() {
       return warren;
     },
+    /** Base URL of the management API: MGMT_URL with an external broker, else Warren's. */
+    get mgmtUrl() {
+      if (usingExternalBroker()) return process.env.MGMT_URL || null;
+      return warren ? `http://127.0.0.1:${warren.httpPort}` : null;
+    },
+    /** One management API call as guest: `{ status, json }`. */
+    async http(method, path, body) {
+      const res = await fetch(api.mgmtUrl + path, {
+        method,
+        headers: {
+          authorization: 'Basic ' + Buffer.from('guest:guest').toString('base64'),
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, json: text ? JSON.parse(text) : null };
+    },
     /** URL with extra query parameters, e.g. urlWith({ heartbeat: 1 }). */
     urlWith(params) {
       const u = new URL(api.url);
