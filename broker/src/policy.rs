@@ -10,10 +10,9 @@
 //!   not know, is refused then.
 //! - The policy of an object is the matching one with the highest priority (ties: the first by
 //!   name), as in RabbitMQ.
-//! - rabbitmq-compat: a policy applies to queues and exchanges declared after it is set (a
-//!   definitions file loads policies before queues, so boot-time policies apply to everything);
-//!   RabbitMQ also re-applies policies to existing objects when they change. Warren logs which
-//!   existing objects a new policy would have changed.
+//! - A policy applies to queues and exchanges when they are declared, and to existing ones when
+//!   a policy is set, changed or cleared (`VHost::reapply_policies`), as in RabbitMQ.
+//!   rabbitmq-compat: a changed message TTL applies to messages enqueued after the change.
 use serde_json::{json, Map, Value};
 
 /// What a policy applies to (`apply-to`).

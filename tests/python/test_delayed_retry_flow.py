@@ -216,8 +216,9 @@ def test_mandatory_delayed_publish_is_not_returned_and_is_routed_when_due(api, v
     ch.queue_bind("orders", "orders.retry", "orders")
     returned = []
     ch.add_on_return_callback(lambda c, method, props, body: returned.append((method, body)))
-    ch.basic_publish("orders.retry", "orders", b"held", delay(300), mandatory=True)
-    assert messages_delayed(api, vhost, "orders.retry") == 1
+    ch.basic_publish("orders.retry", "orders", b"held", delay(1000), mandatory=True)
+    # Held (the publish is asynchronous: wait until the exchange has it).
+    assert eventually(lambda: messages_delayed(api, vhost, "orders.retry") == 1)
     _, _, body = get_message(ch, "orders", auto_ack=True)
     assert body == b"held"
     quiet_period(conn, 0.2)

@@ -264,11 +264,9 @@ pub struct Exchange {
     pub internal: bool,
     /// Declare arguments as given.
     pub arguments: FieldTable,
-    /// `alternate-exchange` argument (or, without one, the policy's): where messages this
-    /// exchange cannot route go.
-    pub alternate: Option<ShortStr>,
-    /// The policy that applied when it was declared.
-    pub policy: Option<Arc<crate::policy::Policy>>,
+    /// The policy that applies and what it decides (re-applied when a matching policy changes;
+    /// read on the unroutable path only).
+    pub applied: RwLock<ExchangeApplied>,
     /// Bindings where this exchange is the source.
     pub bindings: RwLock<Bindings>,
     /// Messages published to it, and of those, routed to at least one queue (management API).
@@ -285,7 +283,41 @@ pub struct ExchangeCounters {
     pub publish_out: std::sync::atomic::AtomicU64,
 }
 
+/// What an exchange's arguments and policy decide.
+#[derive(Clone, Default)]
+pub struct ExchangeApplied {
+    /// `alternate-exchange` argument (or, without one, the policy's): where messages this
+    /// exchange cannot route go.
+    pub alternate: Option<ShortStr>,
+    /// The policy that applies.
+    pub policy: Option<Arc<crate::policy::Policy>>,
+}
+
+impl ExchangeApplied {
+    /// As RabbitMQ: the argument wins over the policy.
+    pub fn new(arguments: &FieldTable, policy: Option<Arc<crate::policy::Policy>>) -> ExchangeApplied {
+        let alternate = arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_bytes())
+            .map(|b| ShortStr::truncating(bytes::Bytes::copy_from_slice(b)))
+            .or_else(|| {
+                policy.as_ref().and_then(|p| p.string("alternate-exchange")).map(|a| ShortStr::from(a.to_string()))
+            });
+        ExchangeApplied { alternate, policy }
+    }
+}
+
 impl Exchange {
+    /// The policy that applies now.
+    pub fn policy(&self) -> Option<Arc<crate::policy::Policy>> {
+        self.applied.read().policy.clone()
+    }
+
+    /// A policy matching it was set, changed or cleared.
+    pub fn reapply(&self, policy: Option<Arc<crate::policy::Policy>>) {
+        *self.applied.write() = ExchangeApplied::new(&self.arguments, policy);
+    }
+
     pub fn new(
         name: ShortStr,
         kind: ExchangeKind,
@@ -295,21 +327,14 @@ impl Exchange {
         arguments: FieldTable,
         policy: Option<Arc<crate::policy::Policy>>,
     ) -> Arc<Exchange> {
-        // As RabbitMQ: the argument wins over the policy.
-        let alternate = arguments
-            .get("alternate-exchange")
-            .and_then(|v| v.as_bytes())
-            .map(|b| ShortStr::truncating(bytes::Bytes::copy_from_slice(b)))
-            .or_else(|| {
-                policy.as_ref().and_then(|p| p.string("alternate-exchange")).map(|a| ShortStr::from(a.to_string()))
-            });
+        let applied = RwLock::new(ExchangeApplied::new(&arguments, policy));
         let route_kind = match kind {
             ExchangeKind::DelayedMessage => delayed_type(&arguments).unwrap_or(ExchangeKind::Direct),
             k => k,
         };
         let bindings = RwLock::new(Bindings::new(route_kind, &arguments));
         Arc::new(Exchange {
-            policy,
+            applied,
             name,
             kind,
             route_kind,
@@ -317,7 +342,6 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
-            alternate,
             bindings,
             counters: ExchangeCounters::default(),
         })

@@ -151,7 +151,8 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
     let name = q.name.to_str_lossy().into_owned();
     let totals = q.totals();
     let rates = m.broker.stats.object_rates(&queue_rate_key(&v.name, &name));
-    let kind = match q.settings.kind {
+    let applied = q.applied();
+    let kind = match q.kind {
         crate::queue::settings::QueueType::Quorum => "quorum",
         crate::queue::settings::QueueType::Stream => "stream",
         crate::queue::settings::QueueType::Classic => "classic",
@@ -187,7 +188,7 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
         // 16-byte message costs about 300 bytes of RSS).
         "memory": snap.ready_mem_bytes + un.bytes + 200 * (snap.ready + unacked_n) + 1024,
         "head_message_timestamp": snap.head_timestamp,
-        "single_active_consumer_tag": if q.settings.single_active {
+        "single_active_consumer_tag": if applied.settings.single_active {
             snap.consumers.first().map(|c| json!(c.tag.to_str_lossy())).unwrap_or(Value::Null)
         } else {
             Value::Null
@@ -197,9 +198,9 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
         "consumer_utilisation": if snap.consumers.is_empty() { Value::Null } else { json!(1.0) },
         "exclusive_consumer_tag": exclusive_tag,
         "idle_since": idle_since(snap.last_used),
-        "policy": q.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
-        "effective_policy_definition": crate::policy::merged_definition(q.policy.as_deref(), q.operator_policy.as_deref()),
-        "operator_policy": q.operator_policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
+        "policy": applied.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
+        "effective_policy_definition": crate::policy::merged_definition(applied.policy.as_deref(), applied.operator_policy.as_deref()),
+        "operator_policy": applied.operator_policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
         "message_stats": message_stats(&totals, &rates),
     });
     if detail {
@@ -307,7 +308,7 @@ pub fn exchange(m: &Mgmt, v: &VHost, x: Option<&Arc<Exchange>>) -> Value {
             "internal": x.internal,
             "arguments": table_to_json(&x.arguments),
             "user_who_performed_action": if x.name.as_bytes().starts_with(b"amq.") { "rmq-internal" } else { "" },
-            "policy": x.policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
+            "policy": x.policy().as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
         })
         .as_object()
         .cloned()

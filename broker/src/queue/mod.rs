@@ -58,6 +58,33 @@ pub struct QueueState {
     /// publish path): published, delivered (ack / no-ack), got (ack / no-ack), get_empty,
     /// redelivered.
     pub counters: crate::counters::Totals,
+    /// Its effective settings and the policies they came from: re-applied when a policy that
+    /// matches it is set, changed or cleared (under this lock, which every reader holds anyway).
+    pub applied: Applied,
+}
+
+/// A queue's effective settings and the (operator) policy behind them.
+#[derive(Clone)]
+pub struct Applied {
+    /// Arguments merged with the policy and the operator policy (`settings.rs`).
+    pub settings: QueueSettings,
+    /// The policy that applies.
+    pub policy: Option<Arc<crate::policy::Policy>>,
+    /// The operator policy that applies (its limits cap the others).
+    pub operator_policy: Option<Arc<crate::policy::Policy>>,
+}
+
+impl Applied {
+    /// `arguments` with `policy` then `operator_policy` merged in (the lowest limit wins).
+    pub fn new(
+        arguments: &FieldTable,
+        policy: Option<Arc<crate::policy::Policy>>,
+        operator_policy: Option<Arc<crate::policy::Policy>>,
+    ) -> Applied {
+        let settings =
+            QueueSettings::from_args(arguments).with_policy(policy.as_deref()).with_policy(operator_policy.as_deref());
+        Applied { settings, policy, operator_policy }
+    }
 }
 
 /// Acks of a queue's deliveries: counted by the acking reader, once per run of acks, on a cache
@@ -139,12 +166,12 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments as given (compared on redeclare).
     pub arguments: FieldTable,
-    /// Effective settings (from the arguments and the policy).
-    pub settings: QueueSettings,
-    /// The policy that applied when it was declared.
-    pub policy: Option<Arc<crate::policy::Policy>>,
-    /// The operator policy that applied when it was declared (its limits cap the others).
-    pub operator_policy: Option<Arc<crate::policy::Policy>>,
+    /// Its type (`x-queue-type`), fixed at declare.
+    pub kind: settings::QueueType,
+    /// Single active consumer (`x-single-active-consumer`), fixed at declare.
+    single_active: bool,
+    /// Highest priority level (`x-max-priority`), fixed at declare.
+    max_priority: Option<u8>,
     /// The vhost, for dead-lettering.
     vhost_ref: Weak<dyn QueueHost>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
@@ -218,9 +245,10 @@ impl Queue {
         operator_policy: Option<Arc<crate::policy::Policy>>,
     ) -> Arc<Queue> {
         // The lowest of argument, policy and operator policy wins for every limit.
-        let settings =
-            QueueSettings::from_args(&arguments).with_policy(policy.as_deref()).with_policy(operator_policy.as_deref());
-        let levels = settings.max_priority.map(|p| p as usize + 1).unwrap_or(1);
+        let applied = Applied::new(&arguments, policy, operator_policy);
+        let settings = &applied.settings;
+        let (kind, single_active, max_priority) = (settings.kind, settings.single_active, settings.max_priority);
+        let levels = max_priority.map(|p| p as usize + 1).unwrap_or(1);
         let key = crate::store::queue_key(vhost, name.as_bytes());
         let persist = durable && exclusive_owner.is_none() && store.is_some();
         Arc::new_cyclic(|me| Queue {
@@ -233,9 +261,9 @@ impl Queue {
             exclusive_owner,
             auto_delete,
             arguments,
-            settings,
-            policy,
-            operator_policy,
+            kind,
+            single_active,
+            max_priority,
             vhost_ref,
             saw_message_ttl: Default::default(),
             me: me.clone(),
@@ -249,6 +277,7 @@ impl Queue {
                 last_used: now_ms(),
                 expiry_armed: 0,
                 counters: crate::counters::Totals::default(),
+                applied,
             }),
             acked: AckCounter::default(),
         })
@@ -263,10 +292,32 @@ impl Queue {
         format!("queue '{}' in vhost '{}'", self.name, self.vhost)
     }
 
-    /// Whether anything in this queue can expire (so `now` must be read).
-    #[inline]
-    fn may_expire(&self, msg: &Message) -> bool {
-        self.settings.message_ttl.is_some() || msg.ttl_ms.get().is_some()
+    /// Its effective settings now (a copy: they change when a policy does).
+    pub fn settings(&self) -> QueueSettings {
+        self.state.lock().applied.settings.clone()
+    }
+
+    /// Its effective settings and the policies behind them now.
+    pub fn applied(&self) -> Applied {
+        self.state.lock().applied.clone()
+    }
+
+    /// A policy or operator policy that matches it was set, changed or cleared: apply the new
+    /// pair. A lower length limit drops (or dead-letters) the oldest messages at once, as a
+    /// publish would; a new TTL applies to messages enqueued from now on.
+    pub fn reapply(&self, policy: Option<Arc<crate::policy::Policy>>, operator: Option<Arc<crate::policy::Policy>>) {
+        let mut dead = DeadLetters::new();
+        {
+            let mut st = self.state.lock();
+            if st.deleted {
+                return;
+            }
+            st.applied = Applied::new(&self.arguments, policy, operator);
+            if st.applied.settings.overflow == Overflow::DropHead && st.applied.settings.has_limits() {
+                self.drop_head_over_limit(&mut st, &mut dead);
+            }
+        }
+        self.dead_letter(dead);
     }
 
     /// Enqueue a published message and deliver what can be delivered.
@@ -329,10 +380,14 @@ impl Queue {
         if st.deleted {
             return Enqueued::Gone;
         }
-        let s = &self.settings;
-        let priority = s.max_priority.map(|max| msg.priority.min(max)).unwrap_or(0);
-        let now = if self.may_expire(&msg) { now_ms() } else { 0 };
-        let ttl = match (s.message_ttl, msg.ttl_ms.get()) {
+        let (queue_ttl, overflow, limited) = {
+            let s = &st.applied.settings;
+            (s.message_ttl, s.overflow, s.has_limits())
+        };
+        let priority = self.max_priority.map(|max| msg.priority.min(max)).unwrap_or(0);
+        // Read the clock only when something in this queue can expire.
+        let now = if queue_ttl.is_some() || msg.ttl_ms.get().is_some() { now_ms() } else { 0 };
+        let ttl = match (queue_ttl, msg.ttl_ms.get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -345,8 +400,8 @@ impl Queue {
         let persistent = msg.persistent;
         let mut m =
             QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
-        if s.overflow != Overflow::DropHead && self.full_for(&st, &m) {
-            if s.overflow == Overflow::RejectPublishDlx {
+        if overflow != Overflow::DropHead && self.full_for(&st, &m) {
+            if overflow == Overflow::RejectPublishDlx {
                 dead.push((m, Reason::Maxlen));
             }
             return Enqueued::Rejected;
@@ -368,7 +423,7 @@ impl Queue {
             st.ready.expire_heads(now, &mut expired);
             dead.extend(expired.into_iter().map(|m| (m, Reason::Expired)));
         }
-        if s.has_limits() {
+        if limited {
             self.drop_head_over_limit(&mut st, dead);
         }
         // An expiring message: make sure a timer fires no later than its expiry, if it is (or
@@ -387,16 +442,16 @@ impl Queue {
 
     /// reject-publish: would adding `m` exceed a length limit?
     fn full_for(&self, st: &QueueState, m: &QueuedMsg) -> bool {
-        let s = &self.settings;
+        let s = &st.applied.settings;
         s.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
             || s.max_length_bytes.is_some_and(|max| (st.ready.bytes() + m.msg.body.len()) as u64 > max)
     }
 
     /// drop-head: remove the oldest messages while over a length limit.
     fn drop_head_over_limit(&self, st: &mut QueueState, dead: &mut DeadLetters) {
-        let s = &self.settings;
-        while s.max_length.is_some_and(|max| st.ready.len() as u64 > max)
-            || s.max_length_bytes.is_some_and(|max| st.ready.bytes() as u64 > max)
+        let (max_length, max_bytes) = (st.applied.settings.max_length, st.applied.settings.max_length_bytes);
+        while max_length.is_some_and(|max| st.ready.len() as u64 > max)
+            || max_bytes.is_some_and(|max| st.ready.bytes() as u64 > max)
         {
             match st.ready.pop_front() {
                 Some(m) => dead.push((m, Reason::Maxlen)),
@@ -435,7 +490,7 @@ impl Queue {
             // A stored message's first delivery is recorded, so it comes back redelivered.
             let mark = if m.redelivered { None } else { m.disk.as_ref().map(|d| (d.seg, d.off)) };
             // Single active consumer: only the first in registration order is considered.
-            let n = if self.settings.single_active { 1 } else { st.consumers.len() };
+            let n = if self.single_active { 1 } else { st.consumers.len() };
             let mut start = 0;
             while start < n {
                 // The group of consumers sharing this priority: [start, end).
@@ -479,7 +534,7 @@ impl Queue {
     /// As RabbitMQ 3.10: basic.get always carries it (from 0), a consumer delivery only once the
     /// message was delivered before.
     fn mark_redelivery(&self, m: &mut QueuedMsg, for_get: bool) {
-        if self.settings.kind == settings::QueueType::Quorum && (for_get || m.deliveries > 0) {
+        if self.kind == settings::QueueType::Quorum && (for_get || m.deliveries > 0) {
             let n = warren_protocol::FieldValue::I64(m.deliveries as i64);
             m.msg = Arc::new(m.msg.with_header("x-delivery-count", n));
         }
@@ -497,7 +552,7 @@ impl Queue {
             if st.deleted {
                 return;
             }
-            if let Some(limit) = self.settings.delivery_limit {
+            if let Some(limit) = st.applied.settings.delivery_limit {
                 let (over, keep): (Vec<_>, Vec<_>) = msgs.into_iter().partition(|m| m.deliveries as u64 > limit);
                 dead.extend(over.into_iter().map(|m| (m, Reason::DeliveryLimit)));
                 msgs = keep;
@@ -513,7 +568,7 @@ impl Queue {
 
     /// Messages settled without requeue (nack/reject requeue=false): dead-lettered if configured.
     pub fn rejected(&self, msgs: Vec<QueuedMsg>) {
-        if self.settings.dlx.is_some() {
+        if self.state.lock().applied.settings.dlx.is_some() {
             self.dead_letter(msgs.into_iter().map(|m| (m, Reason::Rejected)).collect());
         }
     }
@@ -571,7 +626,7 @@ impl Queue {
                 return Err(AmqpError::channel(ACCESS_REFUSED, format!("{} in exclusive use", self.describe()), None));
             }
             on_added();
-            let at = if self.settings.single_active {
+            let at = if self.single_active {
                 st.consumers.len() // registration order decides who is active
             } else {
                 st.consumers.iter().position(|x| x.priority < c.priority).unwrap_or(st.consumers.len())
@@ -649,7 +704,10 @@ impl Queue {
         let unused_too_long = {
             let mut st = self.state.lock();
             st.ready.expire_heads(now, &mut expired);
-            self.settings.expires.is_some_and(|e| st.consumers.is_empty() && now.saturating_sub(st.last_used) >= e)
+            st.applied
+                .settings
+                .expires
+                .is_some_and(|e| st.consumers.is_empty() && now.saturating_sub(st.last_used) >= e)
         };
         self.dead_letter(expired.into_iter().map(|m| (m, Reason::Expired)).collect());
         unused_too_long
@@ -719,7 +777,7 @@ impl Queue {
             msg: store.placeholder(),
             seq,
             redelivered: r.delivered,
-            priority: self.settings.max_priority.map(|m| r.header.priority.min(m)).unwrap_or(0),
+            priority: self.max_priority.map(|m| r.header.priority.min(m)).unwrap_or(0),
             expires_at,
             deliveries: r.delivered as u32,
             // Only persistent messages are recovered.
@@ -790,7 +848,11 @@ impl Queue {
         if dead.is_empty() {
             return;
         }
-        let (Some(dlx), Some(sink)) = (&self.settings.dlx, self.vhost_ref.upgrade()) else { return };
+        let (dlx, dlrk) = {
+            let st = self.state.lock();
+            (st.applied.settings.dlx.clone(), st.applied.settings.dlrk.clone())
+        };
+        let (Some(dlx), Some(sink)) = (&dlx, self.vhost_ref.upgrade()) else { return };
         let now_secs = crate::clock::unix_ms() / 1000;
         for (mut m, reason) in dead {
             if let (true, Some(store)) = (m.is_paged(), &self.store) {
@@ -803,8 +865,7 @@ impl Queue {
                     continue;
                 }
             }
-            let (msg, deaths) =
-                deadletter::dead_letter(&m.msg, &self.name, reason, dlx, self.settings.dlrk.as_ref(), now_secs);
+            let (msg, deaths) = deadletter::dead_letter(&m.msg, &self.name, reason, dlx, dlrk.as_ref(), now_secs);
             sink.publish_dead_letter(DeadLetter { msg, deaths, reason }, &self.describe());
         }
     }

@@ -226,7 +226,10 @@ impl VHost {
             .queues
             .read()
             .values()
-            .filter(|q| q.settings.message_ttl.is_some() || q.settings.expires.is_some() || q.may_hold_expiring())
+            .filter(|q| {
+                let s = q.settings();
+                s.message_ttl.is_some() || s.expires.is_some() || q.may_hold_expiring()
+            })
             .cloned()
             .collect();
         for q in queues {
@@ -234,7 +237,7 @@ impl VHost {
                 tracing::info!(
                     "{} expired (unused for {} ms): deleting it",
                     q.describe(),
-                    q.settings.expires.unwrap_or(0)
+                    q.settings().expires.unwrap_or(0)
                 );
                 self.delete_queue(&q);
             }

@@ -1,10 +1,13 @@
-//! A vhost's policies: set, clear, list, and the lookup of the one that applies to a new queue or
-//! exchange (highest priority wins).
+//! A vhost's policies and operator policies: set, clear, list, the lookup of the one that
+//! applies to a queue or exchange (highest priority wins), and their re-application to the
+//! existing queues and exchanges whenever one changes.
 //!
-//! Runs in: HTTP handlers and boot import (set / clear); declares (lookup).
+//! Runs in: HTTP handlers and boot import (set / clear, re-application); declares (lookup).
 //!
 //! # Invariants
-//! - The list is sorted by priority, highest first, so the first match is the one that applies.
+//! - The pick is the matching policy with the highest priority (ties: the first by name).
+//! - After every set or clear, each queue and exchange has the (operator) policy the pick gives
+//!   now.
 use super::VHost;
 use std::sync::Arc;
 
@@ -24,21 +27,6 @@ impl VHost {
     /// `by`: who asks (`None`: the broker), as events name it.
     pub fn set_policy(&self, p: crate::policy::Policy, by: Option<&str>) -> bool {
         let p = Arc::new(p);
-        let existing: Vec<String> = self
-            .queues_snapshot()
-            .iter()
-            .map(|q| q.name.to_str_lossy().into_owned())
-            .filter(|n| p.matches_queue(n, false) || p.matches_queue(n, true))
-            .collect();
-        if !existing.is_empty() {
-            tracing::warn!(
-                "policy '{}' in vhost '{}' applies to queues declared from now on; {} existing queue(s) keep their settings (e.g. '{}')",
-                p.name,
-                self.name,
-                existing.len(),
-                existing[0]
-            );
-        }
         self.events.emit("policy.set", |f| {
             f.by(by)
                 .int("priority", p.priority)
@@ -54,6 +42,7 @@ impl VHost {
         ps.push(p);
         drop(ps);
         self.changed(true);
+        self.reapply_policies();
         created
     }
     /// Remove a policy; false if there was none.
@@ -65,6 +54,7 @@ impl VHost {
         drop(ps);
         if removed {
             self.changed(true);
+            self.reapply_policies();
             self.events.emit("policy.cleared", |f| {
                 f.by(by).str("name", name).str("vhost", &self.name);
             });
@@ -74,7 +64,7 @@ impl VHost {
 }
 
 /// Operator policies (RabbitMQ's `/api/operator-policies`): set by administrators, they cap the
-/// limits of queues declared after them whatever their arguments and policies say.
+/// limits of queues whatever their arguments and policies say.
 impl VHost {
     /// The operator policy that applies to the queue `name` of type `quorum`, if any.
     pub fn operator_policy_for(&self, name: &str, quorum: bool) -> Option<Arc<crate::policy::Policy>> {
@@ -95,6 +85,7 @@ impl VHost {
         ps.push(Arc::new(p));
         drop(ps);
         self.changed(true);
+        self.reapply_policies();
         created
     }
     /// Remove an operator policy; false if there was none.
@@ -106,7 +97,34 @@ impl VHost {
         drop(ps);
         if removed {
             self.changed(true);
+            self.reapply_policies();
         }
         removed
+    }
+
+    /// After a policy or operator policy changed: give every queue and exchange whose
+    /// (operator) policy is now another one its new settings, as RabbitMQ re-applies policies.
+    fn reapply_policies(&self) {
+        let same = |a: &Option<Arc<crate::policy::Policy>>, b: &Option<Arc<crate::policy::Policy>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        for q in self.queues_snapshot() {
+            let name = q.name.to_str_lossy();
+            let quorum = q.kind == crate::queue::settings::QueueType::Quorum;
+            let policy = self.policy_for(|p| p.matches_queue(&name, quorum));
+            let operator = self.operator_policy_for(&name, quorum);
+            let now = q.applied();
+            if !same(&now.policy, &policy) || !same(&now.operator_policy, &operator) {
+                q.reapply(policy, operator);
+            }
+        }
+        for x in self.exchanges_snapshot() {
+            let policy = self.policy_for(|p| p.matches_exchange(&x.name.to_str_lossy()));
+            if !same(&x.policy(), &policy) {
+                x.reapply(policy);
+            }
+        }
     }
 }

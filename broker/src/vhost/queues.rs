@@ -182,7 +182,7 @@ impl VHost {
             policy,
             operator_policy,
         );
-        if q.settings.kind == crate::queue::settings::QueueType::Stream {
+        if q.kind == crate::queue::settings::QueueType::Stream {
             tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
         }
         qs.insert(name, q.clone());

@@ -185,7 +185,7 @@ impl VHost {
 
     /// The alternate exchange of `x`, if it names one that exists.
     fn alternate_of(&self, x: &Exchange) -> Option<Arc<Exchange>> {
-        let name = x.alternate.as_ref()?;
-        self.exchanges.read().get(name).cloned()
+        let name = x.applied.read().alternate.clone()?;
+        self.exchanges.read().get(&name).cloned()
     }
 }
