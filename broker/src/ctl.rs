@@ -646,8 +646,8 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
 /// `warren ctl` / rabbitmqctl commands: Policies: set, clear, list. `Ok(false)` when `cmd` is not one of them.
 fn policies(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
     match cmd {
-        "set_policy" => {
-            // set_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
+        "set_policy" | "set_operator_policy" => {
+            // set_policy / set_operator_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
             let (mut priority, mut apply_to, mut rest) = (0i64, "all".to_string(), Vec::new());
             let mut it = o.args[1..].iter();
             while let Some(a) = it.next() {
@@ -658,44 +658,36 @@ fn policies(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
                 }
             }
             let [name, pattern, definition] = rest.as_slice() else {
-                return usage("set_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION");
+                return usage(&format!("{cmd} [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION"));
             };
             let def: Value =
                 serde_json::from_str(definition).map_err(|e| Fail(EX_USAGE, format!("Error: definition: {e}")))?;
-            let body = json!({"pattern": pattern, "definition": def, "priority": priority, "apply-to": apply_to});
-            api.call("PUT", &format!("/policies/{}/{}", pct(v), pct(name)), Some(&body))?;
-            say(o, &format!("Setting policy \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
-            Ok(())
-        }
-        "set_operator_policy" => {
-            // set_operator_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
-            let (mut priority, mut apply_to, mut rest) = (0i64, "all".to_string(), Vec::new());
-            let mut it = o.args[1..].iter();
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--priority" => priority = it.next().and_then(|p| p.parse().ok()).unwrap_or(0),
-                    "--apply-to" => apply_to = it.next().cloned().unwrap_or_default(),
-                    _ => rest.push(a.clone()),
-                }
-            }
-            let [name, pattern, definition] = rest.as_slice() else {
-                return usage("set_operator_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION");
+            let (what, path) = match cmd {
+                "set_policy" => ("policy", "policies"),
+                _ => ("operator policy override", "operator-policies"),
             };
-            let def: Value =
-                serde_json::from_str(definition).map_err(|e| Fail(EX_USAGE, format!("Error: definition: {e}")))?;
-            say(o, &format!("Setting operator policy override \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
+            // RabbitMQ prints the line first (also when the broker then refuses the definition).
+            say(o, &format!("Setting {what} \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{v}\" ..."));
             let body = json!({"pattern": pattern, "definition": def, "priority": priority, "apply-to": apply_to});
-            api.call("PUT", &format!("/operator-policies/{}/{}", pct(v), pct(name)), Some(&body))?;
+            api.call("PUT", &format!("/{path}/{}/{}", pct(v), pct(name)), Some(&body))?;
             Ok(())
         }
-        "clear_operator_policy" => {
-            let name = arg(o, 1, "operator policy name")?;
-            say(o, &format!("Clearing operator policy \"{name}\" on vhost \"{v}\" ..."));
-            api.call("DELETE", &format!("/operator-policies/{}/{}", pct(v), pct(&name)), None)?;
+        "clear_policy" | "clear_operator_policy" => {
+            let (what, path) = match cmd {
+                "clear_policy" => ("policy", "policies"),
+                _ => ("operator policy", "operator-policies"),
+            };
+            let name = arg(o, 1, &format!("{what} name"))?;
+            say(o, &format!("Clearing {what} \"{name}\" on vhost \"{v}\" ..."));
+            api.call("DELETE", &format!("/{path}/{}/{}", pct(v), pct(&name)), None)?;
             Ok(())
         }
-        "list_operator_policies" => {
-            let items = api.get(&format!("/operator-policies/{}", pct(v)))?;
+        "list_policies" | "list_operator_policies" => {
+            let (what, path) = match cmd {
+                "list_policies" => ("policies", "policies"),
+                _ => ("operator policy overrides", "operator-policies"),
+            };
+            let items = api.get(&format!("/{path}/{}", pct(v)))?;
             let cols: Vec<String> = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
                 .iter()
                 .map(|s| s.to_string())
@@ -703,28 +695,7 @@ fn policies(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             print_rows(
                 o,
                 "policies",
-                &format!("Listing operator policy overrides for vhost \"{v}\" ..."),
-                items.as_array().map(Vec::as_slice).unwrap_or(&[]),
-                &cols,
-            );
-            Ok(())
-        }
-        "clear_policy" => {
-            let name = arg(o, 1, "policy name")?;
-            api.call("DELETE", &format!("/policies/{}/{}", pct(v), pct(&name)), None)?;
-            say(o, &format!("Clearing policy \"{name}\" on vhost \"{v}\" ..."));
-            Ok(())
-        }
-        "list_policies" => {
-            let items = api.get(&format!("/policies/{}", pct(v)))?;
-            let cols: Vec<String> = ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            print_rows(
-                o,
-                "policies",
-                &format!("Listing policies for vhost \"{v}\" ..."),
+                &format!("Listing {what} for vhost \"{v}\" ..."),
                 items.as_array().map(Vec::as_slice).unwrap_or(&[]),
                 &cols,
             );

@@ -233,7 +233,7 @@ impl Policy {
         }
         for (key, min, what) in OPERATOR_KEYS {
             if let Some(x) = definition.get(*key) {
-                if !x.as_i64().is_some_and(|n| n >= *min) {
+                if x.as_i64().is_none_or(|n| n < *min) {
                     return Err(invalid(format!("{} is not a valid {what}", erl(x))));
                 }
             }

@@ -48,6 +48,11 @@ pub async fn reset(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     no_content()
 }
 
+/// Query parameter `k` as a whole number (`d` when absent); 400 naming it otherwise.
+fn number(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, ApiError> {
+    q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a whole number"))))
+}
+
 /// What keeps a vhost busy: queues with ready or unacked messages, and held delayed messages.
 fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
     let unacked = views::unacked_by_queue(&m.broker);
@@ -71,11 +76,8 @@ pub async fn wait_idle(
     Query(q): Query<HashMap<String, String>>,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    let num = |k: &str, d: u64| -> Result<u64, ApiError> {
-        q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a number of ms"))))
-    };
-    let quiet = Duration::from_millis(num("quiet_ms", DEFAULT_QUIET_MS)?);
-    let timeout = Duration::from_millis(num("timeout_ms", DEFAULT_TIMEOUT_MS)?.min(MAX_TIMEOUT_MS));
+    let quiet = Duration::from_millis(number(&q, "quiet_ms", DEFAULT_QUIET_MS)?);
+    let timeout = Duration::from_millis(number(&q, "timeout_ms", DEFAULT_TIMEOUT_MS)?.min(MAX_TIMEOUT_MS));
     let started = Instant::now();
     let mut quiet_since: Option<Instant> = None;
     loop {
@@ -139,10 +141,8 @@ pub async fn peek(
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let queue = readable(&m, &u, &v, &name)?;
-    let num = |k: &str, d: usize| -> Result<usize, ApiError> {
-        q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a whole number"))))
-    };
-    let (offset, count) = (num("offset", 0)?, num("count", 50)?.min(PEEK_MAX));
+    let offset = number(&q, "offset", 0)? as usize;
+    let count = (number(&q, "count", 50)? as usize).min(PEEK_MAX);
     let encoding = q.get("encoding").map(String::as_str).unwrap_or("auto");
     let (msgs, total) = queue.peek(offset, count);
     let items: Vec<Value> = msgs.iter().enumerate().map(|(i, p)| peeked_json(p, offset + i, encoding)).collect();

@@ -313,7 +313,7 @@ impl Queue {
             if st.deleted {
                 return;
             }
-            st.applied = Box::new(Applied::new(&self.arguments, policy, operator));
+            *st.applied = Applied::new(&self.arguments, policy, operator);
             if st.applied.settings.overflow == Overflow::DropHead && st.applied.settings.has_limits() {
                 self.drop_head_over_limit(&mut st, &mut dead);
             }

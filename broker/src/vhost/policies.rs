@@ -36,22 +36,14 @@ impl VHost {
                 .str("name", &p.name)
                 .str("vhost", &self.name);
         });
-        let mut ps = self.policies.write();
-        let created = !ps.iter().any(|x| x.name == p.name);
-        ps.retain(|x| x.name != p.name);
-        ps.push(p);
-        drop(ps);
+        let created = put_named(&self.policies, p);
         self.changed(true);
         self.reapply_policies();
         created
     }
     /// Remove a policy; false if there was none.
     pub fn clear_policy(&self, name: &str, by: Option<&str>) -> bool {
-        let mut ps = self.policies.write();
-        let before = ps.len();
-        ps.retain(|x| x.name != name);
-        let removed = ps.len() != before;
-        drop(ps);
+        let removed = remove_named(&self.policies, name);
         if removed {
             self.changed(true);
             self.reapply_policies();
@@ -79,22 +71,14 @@ impl VHost {
     }
     /// Set (create or replace) an operator policy; true when it is new.
     pub fn set_operator_policy(&self, p: crate::policy::Policy) -> bool {
-        let mut ps = self.operator_policies.write();
-        let created = !ps.iter().any(|x| x.name == p.name);
-        ps.retain(|x| x.name != p.name);
-        ps.push(Arc::new(p));
-        drop(ps);
+        let created = put_named(&self.operator_policies, Arc::new(p));
         self.changed(true);
         self.reapply_policies();
         created
     }
     /// Remove an operator policy; false if there was none.
     pub fn clear_operator_policy(&self, name: &str) -> bool {
-        let mut ps = self.operator_policies.write();
-        let before = ps.len();
-        ps.retain(|x| x.name != name);
-        let removed = ps.len() != before;
-        drop(ps);
+        let removed = remove_named(&self.operator_policies, name);
         if removed {
             self.changed(true);
             self.reapply_policies();
@@ -127,4 +111,24 @@ impl VHost {
             }
         }
     }
+}
+
+/// A vhost's list of policies (or operator policies).
+type Named = parking_lot::RwLock<Vec<Arc<crate::policy::Policy>>>;
+
+/// Put `p` in place of the one of its name in `list`; true when it is new.
+fn put_named(list: &Named, p: Arc<crate::policy::Policy>) -> bool {
+    let mut ps = list.write();
+    let created = !ps.iter().any(|x| x.name == p.name);
+    ps.retain(|x| x.name != p.name);
+    ps.push(p);
+    created
+}
+
+/// Remove the one named `name` from `list`; true if there was one.
+fn remove_named(list: &Named, name: &str) -> bool {
+    let mut ps = list.write();
+    let before = ps.len();
+    ps.retain(|x| x.name != name);
+    ps.len() != before
 }
