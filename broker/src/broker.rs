@@ -224,7 +224,7 @@ impl Broker {
 
     /// Start publishing events (`crate::events`) to the default vhost's `amq.rabbitmq.event`.
     pub fn start_events(self: &Arc<Self>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::events::Event>();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::events::Event>(crate::events::EVENT_BACKLOG);
         self.events.attach(tx);
         let me = Arc::downgrade(self);
         tokio::spawn(async move {

@@ -11,25 +11,32 @@
 //! Runs in: whichever task makes the change (emit); the broker's event task (publish).
 //!
 //! # Invariants
-//! - Emitting never blocks and never takes a vhost or queue lock: the event is queued to the task.
+//! - Emitting never blocks and never takes a vhost or queue lock: the event is queued to the task,
+//!   at most `EVENT_BACKLOG` of them (beyond, events are dropped and counted: memory stays bounded).
 //! - Events emitted by one task are published in the order they were emitted.
 //! - Before the task starts (boot, recovery) and after the broker is gone, events are dropped.
 use crate::clock::unix_ms;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc::UnboundedSender;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc::Sender;
 use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr};
 
 /// The exchange events are published to, in the default vhost.
 pub const EVENT_EXCHANGE: &str = "amq.rabbitmq.event";
+/// Events waiting for the event task at most; beyond, events are dropped (counted, logged once).
+pub const EVENT_BACKLOG: usize = 100_000;
+
 /// Who `user_who_performed_action` names for what the broker does by itself (RabbitMQ's name).
 pub const INTERNAL_USER: &str = "rmq-internal";
 
 /// The broker's event sink.
 #[derive(Default)]
 pub struct Events {
-    /// The event task's inbox, once it runs.
-    inbox: Mutex<Option<UnboundedSender<Event>>>,
+    /// The event task's inbox (at most `EVENT_BACKLOG` events), once it runs.
+    inbox: Mutex<Option<Sender<Event>>>,
+    /// Events dropped because the inbox was full.
+    pub dropped: AtomicU64,
 }
 
 /// One event, ready to publish.
@@ -79,7 +86,7 @@ impl Events {
     }
 
     /// Hand the sink its task's inbox.
-    pub fn attach(&self, inbox: UnboundedSender<Event>) {
+    pub fn attach(&self, inbox: Sender<Event>) {
         *self.inbox.lock() = Some(inbox);
     }
 
@@ -97,7 +104,11 @@ impl Events {
             timestamp: Some(now / 1000),
             ..Default::default()
         };
-        let _ = s.send(Event { key, properties: props.to_bytes() });
+        if s.try_send(Event { key, properties: props.to_bytes() }).is_err()
+            && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            tracing::warn!("events: the event task is {EVENT_BACKLOG} events behind; events are dropped meanwhile");
+        }
     }
 }
 

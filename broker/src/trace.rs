@@ -17,22 +17,31 @@
 //! - A message published to the trace exchange itself is never traced (neither its publish nor
 //!   its deliveries), so tracing cannot feed itself.
 //! - Copies of one connection reach the tracer task in the order they were made (one channel).
+//! - At most `TRACE_BACKLOG` copies wait for the tracer task; beyond, copies are dropped and
+//!   counted (RabbitMQ's tracer slows publishers down instead; Warren keeps the hot path free).
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{error::TrySendError, Sender};
 use warren_protocol::{BasicProperties, FieldTable, FieldValue, LongStr, ShortStr};
 
 /// The exchange trace copies are published to; exists in every vhost.
 pub const TRACE_EXCHANGE: &str = "amq.rabbitmq.trace";
+
+/// Trace copies waiting for the tracer task at most; beyond, copies are dropped (counted, logged
+/// once): tracing must not hold memory without bound when the tracer falls behind.
+pub const TRACE_BACKLOG: usize = 100_000;
 
 /// One vhost's tracing switch and the way to its tracer task.
 #[derive(Default)]
 pub struct Tracer {
     /// Tracing is on (`trace_on`, `PUT /api/vhosts/{vhost}` with `"tracing": true`).
     on: AtomicBool,
-    /// The tracer task's inbox, while it runs.
-    inbox: Mutex<Option<UnboundedSender<TraceCopy>>>,
+    /// The tracer task's inbox (at most `TRACE_BACKLOG` copies), while it runs.
+    inbox: Mutex<Option<Sender<TraceCopy>>>,
+    /// Copies dropped because the inbox was full.
+    pub dropped: AtomicU64,
 }
 
 /// A trace copy, ready to publish to [`TRACE_EXCHANGE`].
@@ -68,7 +77,7 @@ impl Tracer {
     }
 
     /// Switch tracing; `inbox` is the running tracer task's inbox when turning it on.
-    pub fn set(&self, inbox: Option<UnboundedSender<TraceCopy>>) {
+    pub fn set(&self, inbox: Option<Sender<TraceCopy>>) {
         let on = inbox.is_some();
         *self.inbox.lock() = inbox;
         self.on.store(on, Ordering::Relaxed);
@@ -80,8 +89,11 @@ impl Tracer {
     }
 
     fn send(&self, copy: TraceCopy) {
-        if let Some(s) = &*self.inbox.lock() {
-            let _ = s.send(copy);
+        let Some(s) = &*self.inbox.lock() else { return };
+        if let Err(TrySendError::Full(_)) = s.try_send(copy) {
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!("firehose: the tracer is {TRACE_BACKLOG} copies behind; copies are dropped meanwhile");
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ impl VHost {
             tracing::warn!("tracing for vhost '{}' not started: no runtime", self.name);
             return;
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TraceCopy>();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<TraceCopy>(crate::trace::TRACE_BACKLOG);
         let me = self.me.clone();
         rt.spawn(async move {
             while let Some(c) = rx.recv().await {
