@@ -409,9 +409,10 @@ def test_channel_flow_active_false_is_not_implemented(connection, channel):
 # Memory alarm (Warren only)
 # --------------------------------------------------------------------------
 
-@warren_only
-def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
-    warren = configured_warren("--memory-high-watermark", "65536")
+def memory_alarm_round_trip(warren, setup, publish_one, queue):
+    """Publish 50 x 4 KiB (over a 64 KiB watermark) on a fresh connection: it is blocked; a
+    consumer on another connection drains ``queue``: it is unblocked. ``setup(channel)``
+    declares what is needed; returns the deliveries."""
     pub_conn = pika.BlockingConnection(params_for(warren))
     con_conn = None
     try:
@@ -421,13 +422,11 @@ def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
         pub_conn.add_on_connection_unblocked_callback(
             lambda conn, frame: events.append(("unblocked", None)))
         pub = pub_conn.channel()
-        queue = "warren-pytest.alarm." + str(time.monotonic_ns())
-        pub.queue_declare(queue)
-
+        setup(pub)
         n = 50
         body = b"x" * 4096                     # 50 x 4 KiB = 200 KiB > 64 KiB
         for i in range(n):
-            pub.basic_publish("", queue, body, pika.BasicProperties(message_id=str(i)))
+            publish_one(pub, i, body)
         eventually(lambda: ("blocked", "low on memory") in events, connection=pub_conn)
         assert ("unblocked", None) not in events
 
@@ -442,8 +441,8 @@ def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
             return len(got.deliveries) == n and ("unblocked", None) in events
 
         eventually(drained_and_unblocked, timeout=10)
-        assert [p.message_id for _, p, _ in got.deliveries] == [str(i) for i in range(n)]
         assert [e for e, _ in events] == ["blocked", "unblocked"]
+        return got.deliveries
     finally:
         for conn in (pub_conn, con_conn):
             if conn is not None and conn.is_open:
@@ -451,46 +450,33 @@ def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
 
 
 @warren_only
+def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
+    warren = configured_warren("--memory-high-watermark", "65536")
+    queue = "warren-pytest.alarm." + str(time.monotonic_ns())
+    got = memory_alarm_round_trip(
+        warren,
+        lambda ch: ch.queue_declare(queue),
+        lambda ch, i, body: ch.basic_publish("", queue, body, pika.BasicProperties(message_id=str(i))),
+        queue)
+    assert [p.message_id for _, p, _ in got] == [str(i) for i in range(50)]
+
+
+@warren_only
 def test_messages_held_by_a_delayed_exchange_count_against_the_memory_watermark(configured_warren):
     # Held (not yet in any queue), their bodies are memory all the same: publishers are blocked
     # until they come due and are consumed.
     warren = configured_warren("--memory-high-watermark", "65536")
-    pub_conn = pika.BlockingConnection(params_for(warren))
-    con_conn = None
-    try:
-        events = []
-        pub_conn.add_on_connection_blocked_callback(
-            lambda conn, frame: events.append(("blocked", frame.method.reason)))
-        pub_conn.add_on_connection_unblocked_callback(
-            lambda conn, frame: events.append(("unblocked", None)))
-        pub = pub_conn.channel()
-        suffix = str(time.monotonic_ns())
-        exchange, queue = "warren-pytest.delayed." + suffix, "warren-pytest.due." + suffix
-        pub.exchange_declare(exchange, "x-delayed-message", arguments={"x-delayed-type": "fanout"})
-        pub.queue_declare(queue)
-        pub.queue_bind(queue, exchange)
-        n = 50
-        body = b"x" * 4096                     # 50 x 4 KiB = 200 KiB > 64 KiB
-        for i in range(n):
-            pub.basic_publish(exchange, "", body, pika.BasicProperties(headers={"x-delay": 300}))
-        eventually(lambda: ("blocked", "low on memory") in events, connection=pub_conn)
+    suffix = str(time.monotonic_ns())
+    exchange, queue = "warren-pytest.delayed." + suffix, "warren-pytest.due." + suffix
 
-        con_conn = pika.BlockingConnection(params_for(warren))
-        got = Collector()
-        con_conn.channel().basic_consume(queue, got, auto_ack=True)
-
-        def drained_and_unblocked():
-            con_conn.process_data_events(time_limit=0)
-            pub_conn.process_data_events(time_limit=0)
-            return len(got.deliveries) == n and ("unblocked", None) in events
-
-        eventually(drained_and_unblocked, timeout=10)
-        assert [e for e, _ in events] == ["blocked", "unblocked"]
-    finally:
-        for conn in (pub_conn, con_conn):
-            if conn is not None and conn.is_open:
-                conn.close()
-
+    def setup(ch):
+        ch.exchange_declare(exchange, "x-delayed-message", arguments={"x-delayed-type": "fanout"})
+        ch.queue_declare(queue)
+        ch.queue_bind(queue, exchange)
+    memory_alarm_round_trip(
+        warren, setup,
+        lambda ch, i, body: ch.basic_publish(exchange, "", body, pika.BasicProperties(headers={"x-delay": 300})),
+        queue)
 
 # --------------------------------------------------------------------------
 # Consumer acknowledgement timeout (Warren only)

@@ -12,7 +12,7 @@ import urllib.parse
 
 import pika
 
-from conftest import eventually
+from conftest import drain, eventually
 from http_fixtures import api, vhost  # noqa: F401 (fixtures)
 
 
@@ -33,13 +33,9 @@ def ready(ch, queue):
     return ch.queue_declare(queue, passive=True).method.message_count
 
 
-def drain(ch, queue):
-    out = []
-    while True:
-        method, _, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
+def bodies(ch, queue):
+    """Take every ready message of ``queue``; their bodies."""
+    return [body for _, body in drain(ch, queue)]
 
 
 def test_a_new_policy_trims_an_existing_queue_and_clearing_it_lifts_the_limit(api, broker, vhost):
@@ -56,7 +52,7 @@ def test_a_new_policy_trims_an_existing_queue_and_clearing_it_lifts_the_limit(ap
         info = api.ok(f"/api/queues/{q(vhost)}/re.q")
         return (info.get("policy"), info.get("effective_policy_definition")) == ("cap", {"max-length": 2})
     eventually(shown, timeout=10, interval=0.1)
-    assert drain(ch, "re.q") == [b"3", b"4"]   # the oldest went first
+    assert bodies(ch, "re.q") == [b"3", b"4"]   # the oldest went first
     assert api.delete(f"/api/policies/{q(vhost)}/cap").status == 204
 
     def lifted():
@@ -79,7 +75,7 @@ def test_an_operator_policy_caps_an_existing_queue(api, broker, vhost):
     eventually(lambda: ready(ch, "op.q") == 1, timeout=10, interval=0.1)
     eventually(lambda: api.ok(f"/api/queues/{q(vhost)}/op.q").get("operator_policy") == "ops",
                timeout=10, interval=0.1)
-    assert drain(ch, "op.q") == [b"3"]
+    assert bodies(ch, "op.q") == [b"3"]
     conn.close()
 
 
@@ -96,7 +92,7 @@ def test_an_alternate_exchange_policy_applies_to_an_existing_exchange(api, broke
 
     def routed_to_ae():
         ch.basic_publish("orders", "nobody", b"x")
-        return drain(ch, "lost")
+        return bodies(ch, "lost")
     eventually(routed_to_ae, timeout=10, interval=0.1)
     eventually(lambda: api.ok(f"/api/exchanges/{q(vhost)}/orders").get("policy") == "ae", timeout=10, interval=0.1)
     conn.close()
