@@ -57,6 +57,8 @@ pub struct Broker {
     pub meta: Option<Arc<MetaStore>>,
     /// Per-user limits (`user_limits.rs`), by user name; users without limits are absent.
     pub(crate) user_limits: RwLock<HashMap<String, crate::user_limits::UserLimits>>,
+    /// Dynamic shovels (runtime parameters of component `shovel`) and their status.
+    pub shovels: crate::shovel::Shovels,
     /// Broker events (`amq.rabbitmq.event`): published once `start_events` ran.
     pub events: Arc<crate::events::Events>,
     /// The data directory's lock, held while the broker runs.
@@ -94,6 +96,7 @@ impl Broker {
             store,
             meta,
             events: Default::default(),
+            shovels: Default::default(),
             user_limits: Default::default(),
             _lock: lock,
         })
@@ -198,6 +201,7 @@ impl Broker {
             v.delete_queue(&q);
         }
         v.set_tracing(false);
+        self.shovels.clear_vhost(name);
         self.topic_permissions.write().retain(|(p, _)| p.vhost != name);
         self.grants.write().retain(|(_, vh), _| vh != name);
         self.permissions.write().retain(|p| p.vhost != name);
@@ -209,11 +213,33 @@ impl Broker {
         true
     }
 
+    /// Set (create or redefine) shovel `name` of `vhost` from its parameter value; true if it is
+    /// new. Errors: no such vhost (`None`), or the definition's validation text.
+    pub fn set_shovel(&self, vhost: &str, name: &str, value: serde_json::Value) -> Result<bool, Option<String>> {
+        if self.vhost(vhost).is_none() {
+            return Err(None);
+        }
+        let created = self.shovels.set(vhost, name, value).map_err(Some)?;
+        self.definitions_changed();
+        Ok(created)
+    }
+
+    /// Delete shovel `name` of `vhost` (its worker stops; the source requeues what it had not
+    /// acknowledged); false if there is none.
+    pub fn clear_shovel(&self, vhost: &str, name: &str) -> bool {
+        let removed = self.shovels.clear(vhost, name);
+        if removed {
+            self.definitions_changed();
+        }
+        removed
+    }
+
     /// Test control "reset" of a vhost: its connections are closed (320 CONNECTION_FORCED, as
     /// when a vhost is deleted), then `VHost::reset`. Permissions, users and the vhost itself
     /// stay. False if there is no such vhost.
     pub fn reset_vhost(&self, name: &str, by: Option<&str>) -> bool {
         let Some(v) = self.vhost(name) else { return false };
+        self.shovels.clear_vhost(name);
         for c in self.stats.connections().into_iter().filter(|c| c.vhost == name) {
             c.force_close(&format!("vhost '{name}' is being reset"));
         }

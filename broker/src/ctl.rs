@@ -646,6 +646,75 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
 /// `warren ctl` / rabbitmqctl commands: Policies: set, clear, list. `Ok(false)` when `cmd` is not one of them.
 fn policies(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
     match cmd {
+        "set_parameter" => {
+            let (component, name, value) = (arg(o, 1, "component")?, arg(o, 2, "name")?, arg(o, 3, "value")?);
+            say(o, &format!("Setting runtime parameter \"{name}\" for component \"{component}\" to \"{value}\" in vhost \"{v}\" ..."));
+            let value: Value =
+                serde_json::from_str(&value).map_err(|e| Fail(EX_USAGE, format!("Error: value: {e}")))?;
+            let path = format!("/parameters/{}/{}/{}", pct(&component), pct(v), pct(&name));
+            api.call("PUT", &path, Some(&json!({"value": value})))?;
+            Ok(())
+        }
+        "clear_parameter" => {
+            let (component, name) = (arg(o, 1, "component")?, arg(o, 2, "name")?);
+            say(
+                o,
+                &format!("Clearing runtime parameter \"{name}\" for component \"{component}\" on vhost \"{v}\" ..."),
+            );
+            let path = format!("/parameters/{}/{}/{}", pct(&component), pct(v), pct(&name));
+            match api.call("DELETE", &path, None) {
+                Err(Fail(_, m)) if m.ends_with("(HTTP 404)") => {
+                    Err(Fail(EX_DATAERR, "Error:\nParameter does not exist".into()))
+                }
+                r => r.map(|_| ()),
+            }
+        }
+        "list_parameters" => {
+            let items = api.get(&format!("/parameters?vhost={}", pct(v)))?;
+            let items: Vec<Value> =
+                items.as_array().into_iter().flatten().filter(|p| p["vhost"] == *v).cloned().collect();
+            let cols = cols_or(o, 1, &["component", "name", "value"]);
+            print_rows(o, "parameters", &format!("Listing runtime parameters for vhost \"{v}\" ..."), &items, &cols);
+            Ok(())
+        }
+        "shovel_status" => {
+            let items = api.get("/shovels")?;
+            let rows: Vec<Value> = items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    json!({
+                        "name": s["name"], "vhost": s["vhost"], "type": s["type"], "state": s["state"],
+                        "source": s["src_uri"], "destination": s["dest_uri"],
+                        "source_queue": s["src_queue"], "destination_queue": s["dest_queue"],
+                        "source_protocol": s["src_protocol"], "destination_protocol": s["dest_protocol"],
+                        "termination_reason": s["reason"], "last_changed": s["timestamp"],
+                    })
+                })
+                .collect();
+            let cols =
+                cols_or(o, 1, &["name", "vhost", "type", "state", "source", "destination", "termination_reason"]);
+            let node = crate::node::name();
+            print_rows(o, "shovels", &format!("Shovel status on node {node}"), &rows, &cols);
+            Ok(())
+        }
+        "delete_shovel" | "restart_shovel" => {
+            let name = arg(o, 1, "shovel name")?;
+            let (line, suffix) = match cmd {
+                "delete_shovel" => (format!("Deleting shovel {name} in vhost {v}"), ""),
+                _ => (format!("Restarting dynamic Shovel {name} in virtual host {v}"), "/restart"),
+            };
+            say(o, &line);
+            let path = format!("/shovels/vhost/{}/{}{suffix}", pct(v), pct(&name));
+            match api.call("DELETE", &path, None) {
+                Err(Fail(_, m)) if m.ends_with("(HTTP 404)") => Err(Fail(
+                    EX_DATAERR,
+                    format!("Error:\nShovel with the given name was not found in virtual host '{v}'"),
+                )),
+                r => r.map(|_| ()),
+            }
+        }
         "set_policy" | "set_operator_policy" => {
             // set_policy / set_operator_policy [--priority N] [--apply-to X] NAME PATTERN DEFINITION
             let (mut priority, mut apply_to, mut rest) = (0i64, "all".to_string(), Vec::new());
@@ -1242,8 +1311,8 @@ Users:        add_user USER PASS, change_password USER PASS, delete_user USER, s
 Vhosts:       add_vhost NAME, delete_vhost NAME, set_vhost_limits [-p VHOST] JSON,
               clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST], trace_on [-p VHOST],
               trace_off [-p VHOST]
-Test controls (Warren's own): reset_vhost [-p VHOST], wait_idle [-p VHOST] [--quiet-ms N] [--timeout-ms N]
               (JSON: {\"max-queues\": N, \"max-connections\": N}; a negative N is no limit)
+Test controls (Warren's own): reset_vhost [-p VHOST], wait_idle [-p VHOST] [--quiet-ms N] [--timeout-ms N]
 Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER,
               set_topic_permissions [-p VHOST] USER EXCHANGE WRITE READ,
               clear_topic_permissions [-p VHOST] USER [EXCHANGE]
@@ -1251,6 +1320,9 @@ Queues:       purge_queue [-p VHOST] NAME, delete_queue [-p VHOST] NAME
 Policies:     set_policy [-p VHOST] [--priority N] [--apply-to X] NAME PATTERN DEFINITION,
               clear_policy [-p VHOST] NAME, list_policies [-p VHOST], set_operator_policy (as
               set_policy), clear_operator_policy [-p VHOST] NAME, list_operator_policies [-p VHOST]
+Shovels:      set_parameter [-p VHOST] shovel NAME JSON, clear_parameter [-p VHOST] shovel NAME,
+              list_parameters [-p VHOST], shovel_status, delete_shovel [-p VHOST] NAME,
+              restart_shovel [-p VHOST] NAME
 Definitions:  export_definitions FILE|-, import_definitions FILE
 Health:       ping, status, check_running, await_startup, check_port_connectivity, check_alarms,
               check_local_alarms, check_virtual_hosts, check_protocol_listener PROTOCOL, version

@@ -39,19 +39,16 @@ pub fn export_all(broker: &Broker) -> Definitions {
     export_with(broker, true)
 }
 
-fn export_with(broker: &Broker, transient: bool) -> Definitions {
-    let mut d = Definitions {
-        rabbit_version: Some(RABBIT_VERSION.into()),
-        rabbitmq_version: Some(RABBIT_VERSION.into()),
-        product_name: Some("Warren".into()),
-        product_version: Some(env!("CARGO_PKG_VERSION").into()),
-        ..Default::default()
-    };
-    // Vhost limits and operator policies, as RabbitMQ exports them: runtime parameters
-    // (`vhost-limits` of each vhost, `operator_policy` per policy).
-    for v in broker.vhosts() {
+/// The runtime parameters, as RabbitMQ exports and lists them (`GET /api/parameters`): the
+/// `vhost-limits` of each vhost, one `operator_policy` per operator policy and one `shovel` per
+/// shovel.
+pub fn parameters(broker: &Broker) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut vhosts = broker.vhosts();
+    vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+    for v in vhosts {
         for op in v.operator_policies() {
-            d.parameters.push(serde_json::json!({
+            out.push(serde_json::json!({
                 "vhost": v.name, "component": "operator_policy", "name": op.name,
                 "value": {
                     "pattern": op.pattern, "definition": op.definition, "priority": op.priority,
@@ -61,11 +58,24 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
         }
         let l = v.limits();
         if !l.is_empty() {
-            d.parameters.push(serde_json::json!({
+            out.push(serde_json::json!({
                 "vhost": v.name, "component": "vhost-limits", "name": "limits", "value": l.to_json(),
             }));
         }
+        out.extend(broker.shovels.of(&v.name).iter().map(|e| e.parameter()));
     }
+    out
+}
+
+fn export_with(broker: &Broker, transient: bool) -> Definitions {
+    let mut d = Definitions {
+        rabbit_version: Some(RABBIT_VERSION.into()),
+        rabbitmq_version: Some(RABBIT_VERSION.into()),
+        product_name: Some("Warren".into()),
+        product_version: Some(env!("CARGO_PKG_VERSION").into()),
+        ..Default::default()
+    };
+    d.parameters = parameters(broker);
     let mut users = broker.users();
     users.sort_by(|a, b| a.name.cmp(&b.name));
     d.users = users
@@ -219,6 +229,16 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
             }
             continue;
         }
+        if p["component"] == "shovel" {
+            let vhost = p["vhost"].as_str().unwrap_or("/");
+            let name = p["name"].as_str().unwrap_or("");
+            match broker.set_shovel(vhost, name, p["value"].clone()) {
+                Ok(_) => {}
+                Err(None) => problems.push(format!("shovel '{name}': no vhost '{vhost}'")),
+                Err(Some(e)) => problems.push(format!("shovel '{name}' in vhost '{vhost}': {}", e.trim_end())),
+            }
+            continue;
+        }
         if p["component"] != "vhost-limits" {
             other_parameters += 1;
             continue;
@@ -240,7 +260,8 @@ pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
         }
     }
     if other_parameters > 0 || !d.global_parameters.is_empty() {
-        // rabbitmq-compat: runtime parameters other than vhost limits (federation, shovels) have
+        // rabbitmq-compat: runtime parameters other than vhost limits, operator policies and
+        // shovels (federation upstreams, ...) have
         // no effect in Warren; said once per import rather than dropped silently.
         tracing::warn!(
             "definitions: {} parameter(s) and {} global parameter(s) are not applied by Warren",

@@ -34,6 +34,7 @@ pub mod plugins;
 pub mod policy;
 pub mod queue;
 pub mod server;
+pub mod shovel;
 pub mod stats;
 pub mod store;
 pub mod trace;

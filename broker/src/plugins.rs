@@ -17,6 +17,8 @@ pub const BUILT_IN: &[&str] = &[
     "rabbitmq_management_agent",
     "rabbitmq_prometheus",
     "rabbitmq_random_exchange",
+    "rabbitmq_shovel",
+    "rabbitmq_shovel_management",
     "rabbitmq_web_dispatch",
 ];
 
@@ -40,8 +42,6 @@ pub const MISSING: &[(&str, &str)] = &[
     ("rabbitmq_peer_discovery_k8s", "no clustering"),
     ("rabbitmq_recent_history_exchange", "no x-recent-history exchange type"),
     ("rabbitmq_sharding", "no x-modulus-hash sharding policies"),
-    ("rabbitmq_shovel", "no shovels (move messages with a consumer and a publisher)"),
-    ("rabbitmq_shovel_management", "no shovels"),
     ("rabbitmq_stomp", "STOMP clients cannot connect"),
     ("rabbitmq_stream", "no stream protocol (port 5552); stream queues are classic queues"),
     ("rabbitmq_stream_management", "no stream protocol"),

@@ -113,6 +113,10 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
     for l in tls_listeners {
         tasks.spawn(accept_loop(l, acceptor.clone(), broker.clone(), rx.clone()));
     }
+    tasks.spawn(crate::shovel::runner::run(crate::shovel::client::Local {
+        broker: broker.clone(),
+        shutdown: rx.clone(),
+    }));
     let (management_addrs, prometheus_addrs) =
         crate::mgmt::start(broker.clone(), &local_addrs, &tls_addrs, &mut tasks, rx.clone()).await?;
     Ok(ServerHandle { local_addrs, tls_addrs, management_addrs, prometheus_addrs, broker, shutdown: tx, tasks })
@@ -144,7 +148,7 @@ async fn accept_loop(
                                 match tokio::time::timeout(limit, acceptor.accept(sock)).await {
                                     Ok(Ok(stream)) => {
                                         let (rd, wr) = tokio::io::split(stream);
-                                        let ends = connection::Endpoints { peer: Some(peer), local, tls: true };
+                                        let ends = connection::Endpoints { peer: Some(peer), local, tls: true, direct: false };
                                         connection::serve_stream(rd, wr, ends, broker, id, shutdown).await;
                                     }
                                     Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake failed: {e}"),

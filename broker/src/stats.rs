@@ -53,6 +53,8 @@ pub struct ConnInfo {
     pub connected_at: u64,
     /// Over TLS.
     pub tls: bool,
+    /// A direct connection (a shovel's, opened by the broker itself).
+    pub direct: bool,
     /// Negotiated frame_max.
     pub frame_max: u32,
     /// Negotiated channel_max.

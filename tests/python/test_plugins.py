@@ -37,9 +37,10 @@ def test_list_shows_built_in_plugins_enabled_and_missing_ones_not(plugins_cli):
     assert r.returncode == 0, r.stderr
     rows = {line[5:].split()[0]: line for line in r.stdout.splitlines() if line.startswith("[")}
     for name in ("rabbitmq_management", "rabbitmq_prometheus", "rabbitmq_event_exchange",
-                 "rabbitmq_delayed_message_exchange", "rabbitmq_consistent_hash_exchange"):
+                 "rabbitmq_delayed_message_exchange", "rabbitmq_consistent_hash_exchange",
+                 "rabbitmq_shovel", "rabbitmq_shovel_management"):
         assert rows[name].startswith("[E*]"), rows.get(name)
-    for name in ("rabbitmq_mqtt", "rabbitmq_shovel", "rabbitmq_federation"):
+    for name in ("rabbitmq_mqtt", "rabbitmq_stomp", "rabbitmq_federation"):
         assert rows[name].startswith("[  ]"), rows.get(name)
     r = plugins_cli("list", "-m", "-E")
     assert "rabbitmq_management" in r.stdout.split() and "rabbitmq_mqtt" not in r.stdout.split()
@@ -65,9 +66,9 @@ def test_disable_and_is_enabled(plugins_cli):
     r = plugins_cli("is_enabled", "rabbitmq_management", "rabbitmq_event_exchange")
     assert r.returncode == 0, r.stderr
     assert "Plugin rabbitmq_event_exchange is enabled" in r.stdout
-    r = plugins_cli("is_enabled", "rabbitmq_shovel")
+    r = plugins_cli("is_enabled", "rabbitmq_federation")
     assert r.returncode != 0
-    assert "rabbitmq_shovel (not included in Warren" in r.stderr, r.stderr
+    assert "rabbitmq_federation (not included in Warren" in r.stderr, r.stderr
 
 
 def test_an_enabled_plugins_file_naming_a_missing_plugin_is_reported_at_boot(monkeypatch, tmp_path):

@@ -73,6 +73,7 @@ TAB_MARKERS = {
     "Channels": ("#content th", "Prefetch"),
     "Exchanges": ("form[onsubmit^='addExchange(']", None),
     "Queues": ("#add-queue", None),
+    "Shovels": ("#add-shovel", None),
     "Admin": ("form[onsubmit^='addUser(']", None),
 }
 
@@ -438,7 +439,7 @@ def test_login(page, warren):
     _, overview = api(warren, "GET", "/overview")
     assert page.d.find_element(By.ID, "version").text == overview["product_version"]
     assert [b.text for b in page.d.find_elements(By.CSS_SELECTOR, "nav button")] == \
-        ["Overview", "Connections", "Channels", "Exchanges", "Queues", "Admin"]
+        ["Overview", "Connections", "Channels", "Exchanges", "Queues", "Shovels", "Admin"]
 
     # The login survives a reload (sessionStorage); "Log out" forgets it.
     page.d.refresh()
@@ -997,3 +998,42 @@ def test_refresh_interval_selector(ui):
         assert ui.js("return timer !== null && localStorage.getItem('warren-refresh') === '10'")
     finally:
         ui.js("localStorage.removeItem('warren-refresh'); localStorage.removeItem('warren-chart-range')")
+
+
+def test_move_messages_and_the_shovels_tab(ui, warren, open_connection):
+    """The queue page's "Move messages" (a dead-letter queue back to its source) and the Shovels
+    tab: add, see it running, delete."""
+    dlq, back = f"ui-dlq.{_uid()}", f"ui-work.{_uid()}"
+    conn = open_connection(params(warren))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(dlq, durable=True)
+    ch.queue_declare(back, durable=True)
+    for i in range(3):
+        ch.basic_publish("", dlq, b"failed %d" % i)
+    ui.tab("Queues")
+    ui.wait(lambda: ui.queue_row(dlq) is not None, dlq)
+    ui.js("""[...document.querySelectorAll('#content tr[data-queue]')].find(r => r.dataset.queue === arguments[0])
+             .querySelector('a').click()""", dlq)
+    ui.wait(lambda: ui.js("return document.getElementById('content').dataset.ready") == f"queue / {dlq}", "the queue's page")
+    ui.expect_message(lambda: ui.submit("moveMessages", {"dest": back}), f"Moving messages to {back}")
+    eventually(lambda: api(warren, "GET", f"/queues/%2F/{q(back)}")[1]["messages"] == 3, timeout=10)
+    assert api(warren, "GET", f"/queues/%2F/{q(dlq)}")[1]["messages"] == 0
+    # The shovel deleted itself once the queue's messages were moved.
+    eventually(lambda: api(warren, "GET", f"/parameters/shovel/%2F/{q('Move from ' + dlq)}")[0] == 404, timeout=10)
+    assert [m.decode() for m in (get_message(ch, back, auto_ack=True)[2] for _ in range(3))] == [
+        "failed 0", "failed 1", "failed 2"]
+
+    name = f"ui-shovel-{_uid()}"
+    ui.tab("Shovels")
+    ui.expect_message(lambda: ui.submit("addShovel", {"name": name, "src_queue": dlq, "dest_queue": back}),
+                      f"Shovel {name} added")
+    ui.wait(lambda: (ui.row(name, 1) or [None] * 3)[2] == "running", f"shovel {name} running", REFRESH_WAIT)
+    ch.basic_publish("", dlq, b"later")
+    eventually(lambda: api(warren, "GET", f"/queues/%2F/{q(back)}")[1]["messages"] == 1, timeout=10)
+    ui.click_row_button("Delete", name, 1)
+    ui.confirm(f"Delete shovel {name}?")
+    ui.wait(lambda: ui.row(name, 1) is None, f"shovel {name} gone")
+    assert api(warren, "GET", f"/parameters/shovel/%2F/{q(name)}")[0] == 404
+    for queue in (dlq, back):
+        api(warren, "DELETE", f"/queues/%2F/{q(queue)}")

@@ -125,6 +125,8 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     };
     let tried = creds.as_ref().map(|(u, _)| u.clone()).unwrap_or_default();
     let (user, refusal) = match creds {
+        // A direct connection is the broker's own (a shovel's): no password to check.
+        Some((u, _)) if ends.direct => (u, None),
         Some((u, p)) if broker.check_password(&u, &p) => {
             if broker.login_allowed_from(&u, peer) {
                 (u, None)
@@ -141,7 +143,9 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             )),
         ),
     };
-    auth_event(broker, ends, &mech, &tried, refusal.as_deref());
+    if !ends.direct {
+        auth_event(broker, ends, &mech, &tried, refusal.as_deref());
+    }
     if let Some(text) = refusal {
         // spec: authentication failures are answered with connection.close only to clients that
         // announce `authentication_failure_close` (every maintained client does); others see the
@@ -223,7 +227,11 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &format!("vhost {vname} not found"), &m).await);
     };
-    let Some(grants) = broker.grants(&user, &vname) else {
+    let grants = match ends.direct {
+        true => Some(Arc::new(crate::auth::Grants::all(&user, &vname))),
+        false => broker.grants(&user, &vname),
+    };
+    let Some(grants) = grants else {
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &format!("access to vhost '{vname}' refused for user '{user}'"), &m).await);
     };
@@ -237,7 +245,8 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             return Err(refuse(wr, NOT_ALLOWED, &text, &m).await);
         }
     }
-    if let Err(text) = broker.check_user_connection(&user) {
+    let user_limit = if ends.direct { Ok(()) } else { broker.check_user_connection(&user) };
+    if let Err(text) = user_limit {
         let m = Method::ConnectionOpen(open);
         return Err(refuse(wr, NOT_ALLOWED, &text, &m).await);
     }
@@ -281,7 +290,7 @@ fn auth_event(broker: &Broker, ends: &super::Endpoints, mech: &str, user: &str, 
             .str("protocol", "{0,9,1}")
             .int("peer_port", ends.peer.map_or(0, |a| a.port()) as i64)
             .str("peer_host", ends.peer.map(|a| a.ip().to_string()).unwrap_or_default())
-            .str("connection_name", ends.name())
+            .str("connection_name", ends.name(crate::ids::ConnectionId(0)))
             .str("host", ends.local.map(|a| a.ip().to_string()).unwrap_or_default())
             .str("name", user)
             .str("connection_type", "network");

@@ -186,7 +186,7 @@ pub async fn serve(sock: TcpStream, broker: Arc<Broker>, id: ConnectionId, shutd
     let local = sock.local_addr().ok();
     let _ = sock.set_nodelay(true);
     let (rd, wr) = sock.into_split();
-    serve_stream(rd, wr, Endpoints { peer, local, tls: false }, broker, id, shutdown).await
+    serve_stream(rd, wr, Endpoints { peer, local, tls: false, direct: false }, broker, id, shutdown).await
 }
 
 /// Where a connection comes from and arrives.
@@ -198,11 +198,19 @@ pub struct Endpoints {
     pub local: Option<std::net::SocketAddr>,
     /// Over TLS.
     pub tls: bool,
+    /// A direct connection: opened by the broker itself (a shovel) over an in-memory pipe, with no
+    /// network peer. Its user is taken as announced, with every permission in its vhost, as
+    /// RabbitMQ's direct connections (only the broker can open one).
+    pub direct: bool,
 }
 
 impl Endpoints {
-    /// RabbitMQ's connection name: `peer -> local`, e.g. `127.0.0.1:50124 -> 127.0.0.1:5672`.
-    pub fn name(&self) -> String {
+    /// RabbitMQ's connection name: `peer -> local`, e.g. `127.0.0.1:50124 -> 127.0.0.1:5672`;
+    /// a direct connection's is `<node.direct.id>`, as RabbitMQ names them after their process.
+    pub fn name(&self, id: ConnectionId) -> String {
+        if self.direct {
+            return format!("<{}.direct.{}>", crate::node::name(), id.0);
+        }
         let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         format!("{} -> {}", addr(self.peer), addr(self.local))
     }
@@ -278,7 +286,7 @@ fn register(
     let peer_addr = ends.peer;
     let info = Arc::new(crate::stats::ConnInfo {
         id,
-        name: ends.name(),
+        name: ends.name(id),
         peer: peer_addr,
         local: ends.local,
         user: neg.user.clone(),
@@ -286,6 +294,7 @@ fn register(
         client_properties: neg.client_properties.clone(),
         connected_at: crate::clock::unix_ms(),
         tls: ends.tls,
+        direct: ends.direct,
         frame_max: neg.frame_max,
         channel_max: neg.channel_max,
         heartbeat: neg.heartbeat,
@@ -318,7 +327,7 @@ fn register(
             .int("peer_port", ends.peer.map_or(0, |a| a.port()) as i64)
             .int("port", ends.local.map_or(0, |a| a.port()) as i64)
             .str("name", &info.name)
-            .str("type", "network")
+            .str("type", if ends.direct { "direct" } else { "network" })
             .str("node", crate::node::name());
     });
     info

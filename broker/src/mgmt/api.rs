@@ -76,6 +76,20 @@ pub fn router(m: Arc<Mgmt>) -> Router {
                 .delete(super::operator_policies::delete),
         )
         .route("/api/parameters/operator_policy/{vhost}", get(super::operator_policies::parameters))
+        .route("/api/parameters", get(super::shovels::all))
+        .route("/api/parameters/{component}", get(super::shovels::of_component))
+        .route("/api/parameters/{component}/{vhost}", get(super::shovels::of_vhost))
+        .route(
+            "/api/parameters/{component}/{vhost}/{name}",
+            get(super::shovels::one).put(super::shovels::put).delete(super::shovels::delete),
+        )
+        .route("/api/shovels", get(super::shovels::statuses))
+        .route("/api/shovels/{vhost}", get(super::shovels::statuses_in))
+        .route(
+            "/api/shovels/vhost/{vhost}/{name}",
+            get(super::shovels::status_one).delete(super::shovels::status_delete),
+        )
+        .route("/api/shovels/vhost/{vhost}/{name}/restart", delete(super::shovels::restart))
         .route("/api/policies", get(policies))
         .route("/api/policies/{vhost}", get(policies_in))
         .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))
@@ -584,7 +598,7 @@ async fn topic_permission_delete(
 // ---- policies --------------------------------------------------------------------------------
 
 /// Setting policies needs the `policymaker` or `administrator` tag.
-fn require_policymaker(u: &MgmtUser) -> Result<(), ApiError> {
+pub(super) fn require_policymaker(u: &MgmtUser) -> Result<(), ApiError> {
     if u.tags.iter().any(|t| t == "policymaker" || t == "administrator") {
         Ok(())
     } else {

@@ -53,7 +53,8 @@ fn number(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, ApiError>
     q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a whole number"))))
 }
 
-/// What keeps a vhost busy: queues with ready or unacked messages, and held delayed messages.
+/// What keeps a vhost busy: queues with ready or unacked messages, held delayed messages, and
+/// messages its shovels are moving.
 fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
     let unacked = views::unacked_by_queue(&m.broker);
     let mut queues = Vec::new();
@@ -65,7 +66,11 @@ fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
         }
     }
     let delayed = v.timers.delayed();
-    (!queues.is_empty() || delayed > 0).then(|| json!({"queues": queues, "messages_delayed": delayed}))
+    // Messages a shovel of this vhost took from its source and the destination has not yet
+    // confirmed.
+    let shovelling = m.broker.shovels.in_flight(&v.name);
+    (!queues.is_empty() || delayed > 0 || shovelling > 0)
+        .then(|| json!({"queues": queues, "messages_delayed": delayed, "messages_shovelling": shovelling}))
 }
 
 /// `GET /api/warren/vhosts/{vhost}/wait-idle`.

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod names;
 pub mod operator_policies;
 pub mod serve;
+pub mod shovels;
 pub mod ui;
 pub mod user_limits;
 pub mod views;
