@@ -57,6 +57,8 @@ pub struct Broker {
     pub meta: Option<Arc<MetaStore>>,
     /// Per-user limits (`user_limits.rs`), by user name; users without limits are absent.
     pub(crate) user_limits: RwLock<HashMap<String, crate::user_limits::UserLimits>>,
+    /// Faults applied through the test controls (`--test-controls`).
+    pub faults: crate::faults::FaultLog,
     /// Dynamic shovels (runtime parameters of component `shovel`) and their status.
     pub shovels: crate::shovel::Shovels,
     /// Broker events (`amq.rabbitmq.event`): published once `start_events` ran.
@@ -97,6 +99,7 @@ impl Broker {
             meta,
             events: Default::default(),
             shovels: Default::default(),
+            faults: Default::default(),
             user_limits: Default::default(),
             _lock: lock,
         })
@@ -234,12 +237,35 @@ impl Broker {
         removed
     }
 
+    /// Test control "reset" of the whole broker: every vhost reset (`reset_vhost`: its
+    /// connections closed, its topology, policies, limits, shovels, delayed messages and faults
+    /// gone), every fault forgotten, then, with `keep_definitions`, the definitions file loaded
+    /// at boot (`--load-definitions`) imported again. Users, permissions and vhosts stay.
+    /// Returns the import's problems.
+    pub fn reset_all(&self, keep_definitions: bool, by: Option<&str>) -> Vec<String> {
+        let mut names: Vec<String> = self.vhosts().iter().map(|v| v.name.clone()).collect();
+        names.sort();
+        for name in &names {
+            self.reset_vhost(name, by);
+        }
+        self.faults.clear();
+        let mut problems = Vec::new();
+        if let (true, Some(path)) = (keep_definitions, &self.config.load_definitions) {
+            match crate::store::meta::read(path) {
+                Ok(defs) => problems = crate::definitions::import(self, &defs),
+                Err(e) => problems.push(format!("cannot read {}: {e:#}", path.display())),
+            }
+        }
+        problems
+    }
+
     /// Test control "reset" of a vhost: its connections are closed (320 CONNECTION_FORCED, as
     /// when a vhost is deleted), then `VHost::reset`. Permissions, users and the vhost itself
     /// stay. False if there is no such vhost.
     pub fn reset_vhost(&self, name: &str, by: Option<&str>) -> bool {
         let Some(v) = self.vhost(name) else { return false };
         self.shovels.clear_vhost(name);
+        self.faults.clear_vhost(name);
         for c in self.stats.connections().into_iter().filter(|c| c.vhost == name) {
             c.force_close(&format!("vhost '{name}' is being reset"));
         }

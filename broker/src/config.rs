@@ -242,6 +242,8 @@ pub struct Config {
     pub consumer_timeout: Option<Duration>,
     /// How the broker names itself to clients (`--announce-as`).
     pub announce: Announce,
+    /// The test controls that change behaviour (fault injection) are on (`--test-controls`).
+    pub test_controls: bool,
     /// Data directory (definitions, message store). `None`: nothing is persisted (in-process
     /// tests); the `warren` binary defaults to `./data`.
     pub data_dir: Option<std::path::PathBuf>,
@@ -276,6 +278,7 @@ impl Default for Config {
             disk_free_limit: DiskFreeLimit::Absolute(DEFAULT_DISK_FREE_LIMIT),
             consumer_timeout: None,
             announce: Announce::RabbitMq,
+            test_controls: false,
             data_dir: None,
         }
     }

@@ -519,6 +519,16 @@ fn users_and_permissions(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
             api.call("POST", &format!("/warren/vhosts/{}/reset", pct(v)), None)?;
             Ok(())
         }
+        "reset_all" => {
+            // Warren's test control: every vhost reset, the boot definitions imported again.
+            let keep = !o.args.iter().any(|a| a == "--no-definitions");
+            say(o, "Resetting every vhost ...");
+            let r = api.call("POST", &format!("/warren/reset?keep_definitions={keep}"), None)?;
+            for p in r["problems"].as_array().into_iter().flatten() {
+                eprintln!("{}", p.as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
         "wait_idle" => {
             // Warren's test control: wait until the vhost has nothing ready, unacked or delayed.
             let opt = |k: &str| o.args.iter().position(|a| a == k).and_then(|i| o.args.get(i + 1)).cloned();
@@ -1312,7 +1322,8 @@ Vhosts:       add_vhost NAME, delete_vhost NAME, set_vhost_limits [-p VHOST] JSO
               clear_vhost_limits [-p VHOST], list_vhost_limits [-p VHOST], trace_on [-p VHOST],
               trace_off [-p VHOST]
               (JSON: {\"max-queues\": N, \"max-connections\": N}; a negative N is no limit)
-Test controls (Warren's own): reset_vhost [-p VHOST], wait_idle [-p VHOST] [--quiet-ms N] [--timeout-ms N]
+Test controls (Warren's own): reset_vhost [-p VHOST], reset_all [--no-definitions],
+              wait_idle [-p VHOST] [--quiet-ms N] [--timeout-ms N]
 Permissions:  set_permissions [-p VHOST] USER CONF WRITE READ, clear_permissions [-p VHOST] USER,
               set_topic_permissions [-p VHOST] USER EXCHANGE WRITE READ,
               clear_topic_permissions [-p VHOST] USER [EXCHANGE]

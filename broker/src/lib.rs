@@ -23,6 +23,7 @@ pub mod definitions;
 pub mod error;
 pub mod events;
 pub mod exchange;
+pub mod faults;
 pub mod ids;
 pub mod listen;
 pub mod message;

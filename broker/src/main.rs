@@ -104,6 +104,10 @@ struct Cli {
     /// Prometheus metrics port (`/metrics`, `/metrics/per-object`).
     #[arg(long, env = "WARREN_PROMETHEUS_PORT", default_value_t = config::DEFAULT_PROMETHEUS_PORT)]
     prometheus_port: u16,
+    /// Enable the test controls that change how the broker behaves (fault injection under
+    /// /api/warren/faults): for a development or CI broker only; without it they answer 404.
+    #[arg(long, env = "WARREN_TEST_CONTROLS")]
+    test_controls: bool,
     /// Run without the management API, UI and Prometheus listeners.
     #[arg(long, env = "WARREN_NO_MANAGEMENT")]
     no_management: bool,
@@ -212,6 +216,7 @@ fn start() -> anyhow::Result<()> {
     cfg.disk_free_limit = cli.disk_free_limit;
     cfg.announce = if cli.announce_as == "warren" { config::Announce::Warren } else { config::Announce::RabbitMq };
     cfg.data_dir = Some(container_data_dir(cli.data_dir));
+    cfg.test_controls = cli.test_controls;
     cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
     cfg.max_message_size = cli.max_message_size;
     cfg.load_definitions = cli.load_definitions;

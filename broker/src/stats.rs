@@ -72,9 +72,12 @@ pub struct ConnInfo {
     pub assembling: AtomicU64,
     /// Set while the connection is blocked by the memory alarm.
     pub blocked: AtomicBool,
-    /// Why the broker was asked to close it (management DELETE, vhost deleted).
-    pub kill_reason: Mutex<Option<String>>,
-    /// Wakes the reader to close the connection with `kill_reason`.
+    /// Why the broker was asked to close it (management DELETE, vhost deleted, a test fault):
+    /// reply code and text.
+    pub kill_reason: Mutex<Option<(u16, String)>>,
+    /// Channels the broker was asked to close (a test fault): channel, reply code and text.
+    pub channel_kills: Mutex<Vec<(u16, u16, String)>>,
+    /// Wakes the reader to act on `kill_reason` and `channel_kills`.
     pub kill: Notify,
 }
 
@@ -97,7 +100,18 @@ impl ConnInfo {
 
     /// Ask the connection to close with 320 CONNECTION_FORCED and `reason`.
     pub fn force_close(&self, reason: &str) {
-        *self.kill_reason.lock() = Some(reason.to_string());
+        self.close_with(warren_protocol::constants::CONNECTION_FORCED, reason);
+    }
+
+    /// Ask the connection to close with reply `code` and `text`.
+    pub fn close_with(&self, code: u16, text: &str) {
+        *self.kill_reason.lock() = Some((code, text.to_string()));
+        self.kill.notify_one();
+    }
+
+    /// Ask the connection to close channel `channel` with reply `code` and `text`.
+    pub fn close_channel_with(&self, channel: u16, code: u16, text: &str) {
+        self.channel_kills.lock().push((channel, code, text.to_string()));
         self.kill.notify_one();
     }
 }

@@ -60,6 +60,11 @@ impl Channel {
         if p.exchange.is_empty() && p.routing_key.as_bytes().starts_with(REPLY_PREFIX.as_bytes()) {
             return self.publish_reply(ctx, p, properties, body);
         }
+        if self.confirm.is_some() && ctx.vhost.take_fault_nack() {
+            // Test fault (`--test-controls`): this publish is nacked and goes nowhere.
+            self.confirm_published(true, 0);
+            return Ok(());
+        }
         let mut routed = std::mem::take(&mut self.route_buf);
         let who = ctx.actor();
         let publish = Publish {

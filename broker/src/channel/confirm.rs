@@ -86,6 +86,7 @@ impl Channel {
         let id = self.id();
         let Some(c) = &mut self.confirm else { return };
         if c.published == c.confirmed {
+            self.shared.unconfirmed.store(0, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         // Publishes before the first pending one need nothing more.
@@ -117,5 +118,6 @@ impl Channel {
                 ack(b, a, confirmed);
             }
         });
+        self.shared.unconfirmed.store(c.published - c.confirmed, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -304,6 +304,7 @@ fn register(
         assembling: Default::default(),
         blocked: Default::default(),
         kill_reason: Default::default(),
+        channel_kills: Default::default(),
         kill: Notify::new(),
     });
     broker.stats.register(info.clone());

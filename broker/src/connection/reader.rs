@@ -278,10 +278,16 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
             }
             _ = self.ack_check.tick() => self.conn.check_ack_timeouts(),
             _ = self.info.kill.notified(), if self.conn.state == State::Open => {
-                let reason = self.info.kill_reason.lock().clone().unwrap_or_default();
-                tracing::warn!(peer = %self.peer, "closing connection {id}: {reason}");
-                self.conn.fail(AmqpError::connection_ids(CONNECTION_FORCED, reason, 0, 0));
-                self.close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
+                let channels = std::mem::take(&mut *self.info.channel_kills.lock());
+                for (ch, code, text) in channels {
+                    self.conn.fail(super::Failure(AmqpError::channel_ids(code, text, 0, 0), ch));
+                }
+                let kill = self.info.kill_reason.lock().clone();
+                if let Some((code, reason)) = kill {
+                    tracing::warn!(peer = %self.peer, "closing connection {id}: {reason}");
+                    self.conn.fail(AmqpError::connection_ids(code, reason, 0, 0));
+                    self.close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
+                }
             }
             _ = self.shutdown.changed(), if self.conn.state == State::Open => self.close_for_shutdown(),
         }

@@ -64,6 +64,8 @@ pub fn router(m: Arc<Mgmt>) -> Router {
             axum::routing::put(super::user_limits::put).delete(super::user_limits::delete),
         )
         .route("/api/warren/vhosts/{vhost}/reset", post(super::controls::reset))
+        .route("/api/warren/reset", post(super::controls::reset_all))
+        .route("/api/warren/faults", get(super::faults::list).post(super::faults::apply).delete(super::faults::clear))
         .route("/api/warren/vhosts/{vhost}/wait-idle", get(super::controls::wait_idle))
         .route("/api/warren/vhosts/{vhost}/messages", get(super::controls::search))
         .route("/api/warren/queues/{vhost}/{name}/messages", get(super::controls::peek))

@@ -23,6 +23,7 @@ use axum::response::IntoResponse;
 use axum::Extension;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,13 +49,29 @@ pub async fn reset(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     no_content()
 }
 
+/// `POST /api/warren/reset[?keep_definitions=false]`: every vhost reset, the faults forgotten,
+/// and (unless `keep_definitions=false`) the boot definitions imported again; `{"problems": [..]}`
+/// lists what that import could not apply.
+pub async fn reset_all(State(m): St, Extension(u): U, Query(q): Query<HashMap<String, String>>) -> Resp {
+    m.require_admin(&u)?;
+    let keep = match q.get("keep_definitions").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(ApiError::bad_request(format!("keep_definitions: true or false, not '{other}'"))),
+    };
+    let problems = m.broker.reset_all(keep, Some(&u.name));
+    tracing::info!(user = %u.name, "broker reset (boot definitions kept: {keep})");
+    m.durable_sync().await;
+    Ok(axum::Json(json!({"problems": problems})).into_response())
+}
+
 /// Query parameter `k` as a whole number (`d` when absent); 400 naming it otherwise.
 fn number(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, ApiError> {
     q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a whole number"))))
 }
 
-/// What keeps a vhost busy: queues with ready or unacked messages, held delayed messages, and
-/// messages its shovels are moving.
+/// What keeps a vhost busy: queues with ready or unacked messages, held delayed messages,
+/// messages its shovels are moving, and publishes not yet confirmed.
 fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
     let unacked = views::unacked_by_queue(&m.broker);
     let mut queues = Vec::new();
@@ -69,8 +86,19 @@ fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
     // Messages a shovel of this vhost took from its source and the destination has not yet
     // confirmed.
     let shovelling = m.broker.shovels.in_flight(&v.name);
-    (!queues.is_empty() || delayed > 0 || shovelling > 0)
-        .then(|| json!({"queues": queues, "messages_delayed": delayed, "messages_shovelling": shovelling}))
+    // Publishes of this vhost's connections not yet confirmed to their publishers.
+    let unconfirmed: u64 = m
+        .broker
+        .stats
+        .connections()
+        .iter()
+        .filter(|c| c.vhost == v.name)
+        .flat_map(|c| c.channels.lock().values().map(|ch| ch.unconfirmed.load(Ordering::Relaxed)).collect::<Vec<_>>())
+        .sum();
+    (!queues.is_empty() || delayed > 0 || shovelling > 0 || unconfirmed > 0).then(|| {
+        json!({"queues": queues, "messages_delayed": delayed, "messages_shovelling": shovelling,
+               "messages_unconfirmed": unconfirmed})
+    })
 }
 
 /// `GET /api/warren/vhosts/{vhost}/wait-idle`.

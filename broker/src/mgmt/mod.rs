@@ -23,6 +23,7 @@
 pub mod api;
 pub mod body;
 pub mod controls;
+pub mod faults;
 pub mod history;
 pub mod limits;
 pub mod metrics;

@@ -528,7 +528,7 @@ pub fn channels_of(m: &Mgmt, c: &ConnInfo) -> Vec<Value> {
                 "global_prefetch_count": st.channel_prefetch,
                 "consumer_count": st.consumers.len(),
                 "messages_unacknowledged": st.unacked_count,
-                "messages_unconfirmed": 0,
+                "messages_unconfirmed": ch.unconfirmed.load(std::sync::atomic::Ordering::Relaxed),
                 "messages_uncommitted": 0,
                 "acks_uncommitted": 0,
                 "message_stats": stats,

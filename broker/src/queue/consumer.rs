@@ -99,6 +99,9 @@ pub struct ChannelShared {
     /// What the channel's reader counts (publishes, confirms, acks, returns): written only by
     /// that reader.
     pub counters: crate::counters::ConnCounters,
+    /// Publishes not yet confirmed (confirm mode), as of the end of the reader's last batch:
+    /// written by the reader once per batch, read by the management API and wait-until-idle.
+    pub unconfirmed: std::sync::atomic::AtomicU64,
     /// Its connection's trace origin: deliveries are copied to the vhost's tracer while it is on.
     pub origin: Arc<crate::trace::Origin>,
 }
@@ -130,6 +133,7 @@ impl ChannelShared {
             }),
             mode: Default::default(),
             counters: Default::default(),
+            unconfirmed: Default::default(),
         })
     }
 

@@ -641,6 +641,14 @@ impl Queue {
         Ok(())
     }
 
+    /// Remove every consumer (a test fault: they are cancelled as if the queue were deleted, by
+    /// the caller with `cancel_by_broker`); the queue stays.
+    pub fn take_consumers(&self) -> Vec<Arc<Consumer>> {
+        let mut st = self.state.lock();
+        st.rr = 0;
+        std::mem::take(&mut st.consumers)
+    }
+
     /// Unsubscribe consumer `c`. Returns true when the queue is auto-delete and this was its last
     /// consumer: the caller deletes it.
     pub fn remove_consumer(&self, c: &Arc<Consumer>) -> bool {

@@ -65,6 +65,8 @@ pub struct VHost {
     limits: parking_lot::Mutex<limits::Limits>,
     /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
     pub timers: Arc<timers::Timers>,
+    /// Test fault: how many of the next confirm-mode publishes to nack (`faults.rs`).
+    fault_nacks: std::sync::atomic::AtomicU64,
     /// Its firehose tracer (`crate::trace`): off unless switched on.
     pub tracer: Arc<crate::trace::Tracer>,
     /// The broker's event sink: what changes here is reported there.
@@ -174,10 +176,24 @@ impl VHost {
             policies: RwLock::new(Vec::new()),
             operator_policies: RwLock::new(Vec::new()),
             timers: Default::default(),
+            fault_nacks: Default::default(),
             limits: Default::default(),
             tracer: Default::default(),
             events,
         })
+    }
+
+    /// Test fault: nack the next `n` confirm-mode publishes (0: none).
+    pub fn set_fault_nacks(&self, n: u64) {
+        self.fault_nacks.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this publish is to be nacked by a test fault (counts it down). One relaxed load
+    /// when no fault is set.
+    pub fn take_fault_nack(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.fault_nacks.load(Relaxed) > 0
+            && self.fault_nacks.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
     }
 
     /// A durable part of the topology changed: ask for the definitions file to be rewritten.
@@ -280,6 +296,7 @@ impl VHost {
             self.clear_limit(name);
         }
         self.timers.drop_delayed();
+        self.set_fault_nacks(0);
         self.set_tracing(false);
         self.changed(true);
     }

@@ -1,0 +1,225 @@
+"""Fault injection, Warren's test controls behind ``--test-controls`` (no RabbitMQ equivalent):
+``POST /api/warren/faults`` with ``{"fault": KIND, <target>, ...}`` makes the broker do, on
+demand, what a client's failure handling must cope with, through a real socket:
+
+* ``block`` / ``unblock``: ``connection.blocked`` (with ``reason``) / ``connection.unblocked``;
+* ``close-connection`` / ``close-channel``: connection.close / channel.close with the given
+  reply code, and the text after the code's name as RabbitMQ words it (``541`` + ``"injected"``
+  is ``INTERNAL_ERROR - injected``); other channels and connections go on;
+* ``cancel-consumers``: basic.cancel to every consumer of a queue, as when it is deleted (the
+  queue and its messages stay);
+* ``nack-publishes``: the next N publishes on confirm channels of a vhost are nacked (and go
+  nowhere).
+
+``GET /api/warren/faults`` lists what was applied; a vhost's reset (and ``DELETE``) clears its
+faults. Without ``--test-controls`` every fault route answers 404 and changes nothing. Also here:
+``POST /api/warren/reset`` (the whole broker) and wait-until-idle counting unconfirmed publishes.
+
+Warren-only (the controls are Warren's); the module starts its own Warren with the flag.
+"""
+
+import threading
+import urllib.parse
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+
+from conftest import WarrenProcess, amqp_mode_is_external, close_all, eventually, warren_binary
+from http_fixtures import api  # noqa: F401 (fixture)
+from test_management import Api
+
+pytestmark = pytest.mark.skipif(amqp_mode_is_external(),
+                                reason="Warren's own test controls (AMQP_URL is set)")
+
+
+def q(name):
+    return urllib.parse.quote(name, safe="")
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    """A Warren started with ``--test-controls``."""
+    p = WarrenProcess(warren_binary(), extra_args=("--test-controls",))
+    p.wait_ready()
+    yield p
+    p.terminate()
+
+
+@pytest.fixture
+def fapi(faulty):
+    return Api(faulty.http_port)
+
+
+@pytest.fixture
+def fvhost(fapi):
+    name = f"faults-{uuid.uuid4().hex[:8]}"
+    assert fapi.put(f"/api/vhosts/{name}", {}).status == 201
+    fapi.put(f"/api/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    yield name
+    fapi.delete(f"/api/vhosts/{name}")
+
+
+def connect(p, vhost, name):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        host="127.0.0.1", port=p.port, virtual_host=vhost,
+        client_properties={"connection_name": name}))
+
+
+def fault(fapi, body, applied=None):
+    r = fapi.post("/api/warren/faults", body)
+    assert r.status == 200, r
+    if applied is not None:
+        assert r.json == {"applied": applied}, r.json
+    return r.json
+
+
+def test_without_the_flag_fault_routes_are_404_and_change_nothing(api, broker):
+    conn = pika.BlockingConnection(broker.params())
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for body in ({"fault": "nack-publishes", "vhost": "/", "count": 5},
+                     {"fault": "close-connection", "vhost": "/", "code": 320, "text": "x"}):
+            assert api.post("/api/warren/faults", body).status == 404
+        assert api.get("/api/warren/faults").status == 404
+        assert api.delete("/api/warren/faults").status == 404
+        qn = f"faults-untouched-{uuid.uuid4().hex[:6]}"
+        ch.queue_declare(qn, auto_delete=True)
+        ch.basic_publish("", qn, b"acked")   # raises if nacked
+        assert conn.is_open
+    finally:
+        close_all([conn])
+
+
+def test_block_and_unblock_reach_the_client(faulty, fapi, fvhost):
+    conn = connect(faulty, fvhost, "blocked-one")
+    seen = []
+    conn.add_on_connection_blocked_callback(lambda c, m: seen.append(("blocked", m.method.reason)))
+    conn.add_on_connection_unblocked_callback(lambda c, m: seen.append(("unblocked", None)))
+    try:
+        fault(fapi, {"fault": "block", "connection": "blocked-one", "reason": "disk full (test)"}, applied=1)
+        eventually(lambda: seen == [("blocked", "disk full (test)")], connection=conn)
+        fault(fapi, {"fault": "unblock", "connection": "blocked-one"}, applied=1)
+        eventually(lambda: seen[-1:] == [("unblocked", None)], connection=conn)
+        log = fapi.ok("/api/warren/faults")
+        assert [(f["fault"], f["target"], f["vhost"]) for f in log if f["vhost"] == fvhost] == [
+            ("block", "connection 'blocked-one'", fvhost), ("unblock", "connection 'blocked-one'", fvhost)]
+    finally:
+        close_all([conn])
+
+
+def test_close_connection_and_channel_with_a_reply_code(faulty, fapi, fvhost):
+    victim = connect(faulty, fvhost, "victim")
+    bystander = connect(faulty, fvhost, "bystander")
+    try:
+        ch1, ch2 = bystander.channel(), bystander.channel()
+        fault(fapi, {"fault": "close-channel", "connection": "bystander", "channel": ch1.channel_number,
+                     "code": 406, "text": "injected"}, applied=1)
+
+        def channel_closed():
+            bystander.process_data_events(time_limit=0.05)
+            return ch1.is_closed
+        eventually(channel_closed)
+        ch2.queue_declare("", exclusive=True)      # the connection's other channel goes on
+        fault(fapi, {"fault": "close-connection", "connection": "victim", "code": 541,
+                     "text": "injected"}, applied=1)
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+            for _ in range(100):
+                victim.process_data_events(time_limit=0.05)
+        assert (e.value.reply_code, e.value.reply_text) == (541, "INTERNAL_ERROR - injected")
+        assert bystander.is_open
+        bystander.channel().queue_declare("", exclusive=True)
+    finally:
+        close_all([victim, bystander])
+
+
+def test_cancel_consumers_as_when_the_queue_is_deleted(faulty, fapi, fvhost):
+    conn = connect(faulty, fvhost, "consumer")
+    try:
+        ch = conn.channel()
+        ch.queue_declare("jobs")
+        cancelled = []
+        ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+        tag = ch.basic_consume("jobs", lambda *a: None)
+        fault(fapi, {"fault": "cancel-consumers", "vhost": fvhost, "queue": "jobs"}, applied=1)
+        eventually(lambda: cancelled == [tag], connection=conn)
+        ok = ch.queue_declare("jobs", passive=True).method
+        assert ok.consumer_count == 0       # the queue stays, without consumers
+        r = fapi.post("/api/warren/faults", {"fault": "cancel-consumers", "vhost": fvhost, "queue": "nope"})
+        assert r.status == 404
+    finally:
+        close_all([conn])
+
+
+def test_nack_the_next_publishes_then_reset_clears_the_fault(faulty, fapi, fvhost):
+    conn = connect(faulty, fvhost, "publisher")
+    try:
+        ch = conn.channel()
+        ch.queue_declare("orders")
+        ch.confirm_delivery()
+        fault(fapi, {"fault": "nack-publishes", "vhost": fvhost, "count": 2}, applied=2)
+        for _ in range(2):
+            with pytest.raises(pika.exceptions.NackError):
+                ch.basic_publish("", "orders", b"nacked")
+        ch.basic_publish("", "orders", b"acked")
+        assert ch.queue_declare("orders", passive=True).method.message_count == 1
+        fault(fapi, {"fault": "nack-publishes", "vhost": fvhost, "count": 10})
+    finally:
+        close_all([conn])
+    assert fapi.post(f"/api/warren/vhosts/{q(fvhost)}/reset").status == 204
+    assert [f for f in fapi.ok("/api/warren/faults") if f["vhost"] == fvhost] == []
+    conn = connect(faulty, fvhost, "publisher-2")
+    try:
+        ch = conn.channel()
+        ch.queue_declare("orders")
+        ch.confirm_delivery()
+        ch.basic_publish("", "orders", b"acked after reset")
+    finally:
+        close_all([conn])
+
+
+def test_bad_fault_requests(fapi, fvhost):
+    for body, status in (({"fault": "explode", "vhost": fvhost}, 400),
+                         ({"fault": "block"}, 400),
+                         ({"fault": "close-connection", "vhost": fvhost, "code": 99, "text": "x"}, 400),
+                         ({"fault": "nack-publishes", "vhost": "no-such-vhost", "count": 1}, 404)):
+        assert fapi.post("/api/warren/faults", body).status == status, body
+    other = Api(fapi.port, "nobody", "nope")
+    assert other.post("/api/warren/faults", {"fault": "block", "vhost": fvhost}).status == 401
+
+
+def test_confirmed_publishes_leave_nothing_unconfirmed_and_the_vhost_idle(faulty, fapi, fvhost):
+    """wait-idle counts publishes not yet confirmed (``messages_unconfirmed`` of the channel
+    view, ``busy.messages_unconfirmed``); once every confirm is sent both are 0."""
+    conn = connect(faulty, fvhost, "unconfirmed")
+    try:
+        ch = conn.channel()
+        ch.queue_declare("sink", durable=True)
+        ch.confirm_delivery()
+        for i in range(50):
+            ch.basic_publish("", "sink", str(i).encode(), pika.BasicProperties(delivery_mode=2))
+        ch.queue_purge("sink")
+        r = fapi.get(f"/api/warren/vhosts/{q(fvhost)}/wait-idle?quiet_ms=50&timeout_ms=3000")
+        assert r.status == 200, r
+        chans = [c for c in fapi.ok("/api/channels") if c["vhost"] == fvhost]
+        assert chans and all(c["messages_unconfirmed"] == 0 for c in chans), chans
+    finally:
+        close_all([conn])
+
+
+def test_reset_of_the_whole_broker(faulty, fapi, fvhost):
+    conn = connect(faulty, fvhost, "whole")
+    other = connect(faulty, "/", "whole-default")
+    try:
+        conn.channel().queue_declare("leftover", durable=True)
+        other.channel().queue_declare("leftover-default", durable=True)
+        r = fapi.post("/api/warren/reset")
+        assert r.status == 200 and r.json == {"problems": []}, r
+        assert fapi.get(f"/api/queues/{q(fvhost)}/leftover").status == 404
+        assert fapi.get("/api/queues/%2F/leftover-default").status == 404
+        assert fapi.get(f"/api/vhosts/{q(fvhost)}").status == 200      # vhosts and users stay
+        assert fapi.post("/api/warren/reset?keep_definitions=maybe").status == 400
+    finally:
+        close_all([conn, other])
