@@ -18,7 +18,6 @@ faults. Without ``--test-controls`` every fault route answers 404 and changes no
 Warren-only (the controls are Warren's); the module starts its own Warren with the flag.
 """
 
-import threading
 import urllib.parse
 import uuid
 
