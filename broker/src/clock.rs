@@ -28,3 +28,100 @@ pub fn now_ms() -> u64 {
 pub fn instant_of(ms: u64) -> std::time::Instant {
     base() + std::time::Duration::from_millis(ms)
 }
+
+/// A vhost's clock: the real clocks, moved by the test controls (`--test-controls`): advanced by
+/// an amount, or frozen and unfrozen. Message TTLs, queue expiry (`x-expires`), delayed
+/// messages, consumer timeouts and `x-death` times of a vhost all read its clock, so a test of a
+/// 24-hour delay advances the clock instead of waiting.
+///
+/// # Invariants
+/// - It never goes backwards while the vhost lives: advancing adds, freezing stops it, and
+///   unfreezing resumes from where it stood (the frozen span is taken off the offset). Only a
+///   reset of the vhost (everything in it gone) returns it to the real clocks.
+/// - Untouched, it reads the real clocks plus two relaxed loads.
+#[derive(Debug, Default)]
+pub struct VClock {
+    /// Milliseconds added to the real clocks (negative after an unfreeze took off the span the
+    /// clock stood still).
+    offset_ms: std::sync::atomic::AtomicI64,
+    /// While frozen: the real [`now_ms`] at which it was frozen, plus 1 (0: running).
+    frozen_at: std::sync::atomic::AtomicU64,
+}
+
+impl VClock {
+    /// This clock's [`now_ms`].
+    pub fn now_ms(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let base = match self.frozen_at.load(Relaxed) {
+            0 => now_ms(),
+            f => f - 1,
+        };
+        (base as i64).saturating_add(self.offset_ms.load(Relaxed)).max(0) as u64
+    }
+
+    /// This clock's [`unix_ms`] (the real wall clock moved as [`VClock::now_ms`] is).
+    pub fn unix_ms(&self) -> u64 {
+        let moved = self.now_ms() as i64 - now_ms() as i64;
+        (unix_ms() as i64).saturating_add(moved).max(0) as u64
+    }
+
+    /// Move the clock forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.offset_ms.fetch_add(ms.min(i64::MAX as u64) as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stop the clock where it stands (`true`) or let it run on from there (`false`).
+    pub fn freeze(&self, on: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let real = now_ms();
+        if on {
+            let _ = self.frozen_at.compare_exchange(0, real + 1, Relaxed, Relaxed);
+        } else {
+            let f = self.frozen_at.swap(0, Relaxed);
+            if f != 0 {
+                self.offset_ms.fetch_sub(real.saturating_sub(f - 1) as i64, Relaxed);
+            }
+        }
+    }
+
+    /// Whether the clock is frozen.
+    pub fn frozen(&self) -> bool {
+        self.frozen_at.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
+    /// How far it is from the real clock, in ms (negative: behind, after a freeze).
+    pub fn offset_ms(&self) -> i64 {
+        self.now_ms() as i64 - now_ms() as i64
+    }
+
+    /// Back to the real clocks (a vhost reset).
+    pub fn reset(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.frozen_at.store(0, Relaxed);
+        self.offset_ms.store(0, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_freeze_unfreeze() {
+        let c = VClock::default();
+        let t0 = c.now_ms();
+        c.advance(86_400_000);
+        assert!(c.now_ms() >= t0 + 86_400_000);
+        assert!(c.unix_ms() >= unix_ms() + 86_399_000);
+        c.freeze(true);
+        let frozen = c.now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(c.now_ms(), frozen);
+        c.advance(5);
+        assert_eq!(c.now_ms(), frozen + 5);
+        c.freeze(false);
+        assert!(c.now_ms() >= frozen + 5 && c.now_ms() < frozen + 1000, "resumes from where it stood");
+        c.reset();
+        assert!(c.offset_ms().abs() < 50);
+    }
+}

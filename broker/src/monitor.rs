@@ -37,9 +37,8 @@ pub async fn resource_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver
         }
         let vhosts: Vec<Arc<VHost>> = broker.vhosts.read().values().cloned().collect();
         // Message TTL and queue expiry: expired messages go without waiting for a consumer.
-        let now = crate::clock::now_ms();
         for v in &vhosts {
-            v.sweep(now);
+            v.sweep(v.clock.now_ms());
         }
         // What the broker holds for clients besides ready messages: unacked bodies still in
         // memory, bodies being assembled, pending outbound frames.

@@ -640,7 +640,7 @@ impl Connection {
 
     /// Enforce consumer acknowledgement timeouts on every open channel.
     fn check_ack_timeouts(&mut self) {
-        let now = crate::clock::now_ms();
+        let now = self.ctx.vhost.clock.now_ms();
         let mut failed = Vec::new();
         for (id, ch) in self.channels.iter_mut() {
             if ch.phase == Phase::Open {

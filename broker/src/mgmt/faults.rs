@@ -30,7 +30,7 @@ type St = State<Arc<Mgmt>>;
 type U = Extension<MgmtUser>;
 
 /// 404 unless the broker runs with `--test-controls`; 401 unless an administrator.
-fn enabled(m: &Mgmt, u: &MgmtUser) -> Result<(), ApiError> {
+pub(super) fn enabled(m: &Mgmt, u: &MgmtUser) -> Result<(), ApiError> {
     if !m.broker.config.test_controls {
         return Err(ApiError::not_found());
     }

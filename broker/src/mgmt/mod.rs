@@ -22,6 +22,7 @@
 //!   uses it (400 otherwise).
 pub mod api;
 pub mod body;
+pub mod clock;
 pub mod controls;
 pub mod faults;
 pub mod history;

@@ -12,7 +12,6 @@
 //!   reach the client strictly increasing.
 //! - `unacked[i]` holds tag `base_tag + i`; `None` marks a tag already settled (or a no-ack delivery).
 //! - `in_flight` of a consumer and `global_in_flight` count exactly the unacked deliveries they cover.
-use crate::clock::now_ms;
 use crate::message::QueuedMsg;
 use crate::outbound::Outbound;
 use crate::queue::Queue;
@@ -173,7 +172,7 @@ impl ChannelShared {
             st.global_in_flight += 1;
             st.unacked_count += 1;
             st.unacked_bytes += m.msg.body.len() as u64;
-            let delivered_ms = if c.timeout_ms.is_some() { now_ms() } else { 0 };
+            let delivered_ms = if c.timeout_ms.is_some() { queue.clock.now_ms() } else { 0 };
             st.unacked.push_back(Some(Unacked {
                 msg: m,
                 queue: queue.clone(),

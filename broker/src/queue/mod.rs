@@ -21,7 +21,7 @@ pub mod deadletter;
 pub mod ready;
 pub mod settings;
 
-use crate::clock::now_ms;
+use crate::clock::VClock;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::ConnectionId;
 use crate::message::{Message, QueuedMsg};
@@ -175,6 +175,8 @@ pub struct Queue {
     max_priority: Option<u8>,
     /// The vhost, for dead-lettering.
     vhost_ref: Weak<dyn QueueHost>,
+    /// Its vhost's clock (message TTL, `x-expires`, consumer timeouts, `x-death` times).
+    pub clock: Arc<VClock>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
     saw_message_ttl: std::sync::atomic::AtomicBool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
@@ -222,6 +224,7 @@ impl Queue {
             name,
             vhost,
             Weak::<NoSink>::new(),
+            Arc::default(),
             None,
             durable,
             exclusive_owner,
@@ -237,6 +240,7 @@ impl Queue {
         name: ShortStr,
         vhost: &str,
         vhost_ref: Weak<dyn QueueHost>,
+        clock: Arc<VClock>,
         store: Option<Arc<Store>>,
         durable: bool,
         exclusive_owner: Option<ConnectionId>,
@@ -266,6 +270,7 @@ impl Queue {
             single_active,
             max_priority,
             vhost_ref,
+            clock: clock.clone(),
             saw_message_ttl: Default::default(),
             me: me.clone(),
             state: Mutex::new(QueueState {
@@ -275,7 +280,7 @@ impl Queue {
                 rr: 0,
                 had_consumer: false,
                 deleted: false,
-                last_used: now_ms(),
+                last_used: clock.now_ms(),
                 expiry_armed: 0,
                 counters: crate::counters::Totals::default(),
                 applied: Box::new(applied),
@@ -357,7 +362,7 @@ impl Queue {
         let next = {
             let mut st = self.state.lock();
             st.expiry_armed = 0;
-            st.ready.expire_heads(now_ms(), &mut expired);
+            st.ready.expire_heads(self.clock.now_ms(), &mut expired);
             let next = st.ready.next_head_expiry();
             if let Some(n) = next {
                 st.expiry_armed = n;
@@ -387,7 +392,7 @@ impl Queue {
         };
         let priority = self.max_priority.map(|max| msg.priority.min(max)).unwrap_or(0);
         // Read the clock only when something in this queue can expire.
-        let now = if queue_ttl.is_some() || msg.ttl_ms.get().is_some() { now_ms() } else { 0 };
+        let now = if queue_ttl.is_some() || msg.ttl_ms.get().is_some() { self.clock.now_ms() } else { 0 };
         let ttl = match (queue_ttl, msg.ttl_ms.get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -409,7 +414,7 @@ impl Queue {
         }
         if self.persist && m.msg.persistent {
             if let Some(store) = &self.store {
-                let expires_unix = ttl.map(|t| crate::clock::unix_ms() + t).unwrap_or(0);
+                let expires_unix = ttl.map(|t| self.clock.unix_ms() + t).unwrap_or(0);
                 let (d, l) = store.append(KIND_PERSISTENT, self.key, &m.msg, expires_unix, priority);
                 m.disk = Some(Box::new(d));
                 *lsn = (*lsn).max(l);
@@ -483,7 +488,7 @@ impl Queue {
         }
         let Some(me) = self.arc() else { return };
         'outer: while let Some(mut m) = st.ready.pop_front() {
-            if m.expires_at != 0 && *now.get_or_insert_with(now_ms) > m.expires_at {
+            if m.expires_at != 0 && *now.get_or_insert_with(|| self.clock.now_ms()) > m.expires_at {
                 dead.push((m, Reason::Expired));
                 continue;
             }
@@ -579,10 +584,10 @@ impl Queue {
         let mut dead = DeadLetters::new();
         let r = {
             let mut st = self.state.lock();
-            st.last_used = now_ms();
+            st.last_used = self.clock.now_ms();
             let mut r = None;
             while let Some(mut m) = st.ready.pop_front() {
-                if m.expires_at != 0 && now_ms() > m.expires_at {
+                if m.expires_at != 0 && self.clock.now_ms() > m.expires_at {
                     dead.push((m, Reason::Expired));
                     continue;
                 }
@@ -634,7 +639,7 @@ impl Queue {
             };
             st.consumers.insert(at, c);
             st.had_consumer = true;
-            st.last_used = now_ms();
+            st.last_used = self.clock.now_ms();
             self.drain(&mut st, &mut dead);
         }
         self.dead_letter(dead);
@@ -658,7 +663,7 @@ impl Queue {
         if st.consumers.len() != before && st.rr >= st.consumers.len() {
             st.rr = 0;
         }
-        st.last_used = now_ms();
+        st.last_used = self.clock.now_ms();
         self.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
     }
 
@@ -703,7 +708,7 @@ impl Queue {
 
     /// A redeclare counts as use (`x-expires`).
     pub fn touch(&self) {
-        self.state.lock().last_used = now_ms();
+        self.state.lock().last_used = self.clock.now_ms();
     }
 
     /// Periodic work (the broker's sweeper): expire messages at the head, and report whether the
@@ -862,7 +867,7 @@ impl Queue {
             (st.applied.settings.dlx.clone(), st.applied.settings.dlrk.clone())
         };
         let (Some(dlx), Some(sink)) = (&dlx, self.vhost_ref.upgrade()) else { return };
-        let now_secs = crate::clock::unix_ms() / 1000;
+        let now_secs = self.clock.unix_ms() / 1000;
         for (mut m, reason) in dead {
             if let (true, Some(store)) = (m.is_paged(), &self.store) {
                 // An unacked message paged out under memory pressure, now rejected.

@@ -65,6 +65,8 @@ pub struct VHost {
     limits: parking_lot::Mutex<limits::Limits>,
     /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
     pub timers: Arc<timers::Timers>,
+    /// Its clock (`clock::VClock`): the real one unless a test control moved it.
+    pub clock: Arc<crate::clock::VClock>,
     /// Test fault: how many of the next confirm-mode publishes to nack (`faults.rs`).
     fault_nacks: std::sync::atomic::AtomicU64,
     /// Its firehose tracer (`crate::trace`): off unless switched on.
@@ -177,10 +179,24 @@ impl VHost {
             operator_policies: RwLock::new(Vec::new()),
             timers: Default::default(),
             fault_nacks: Default::default(),
+            clock: Default::default(),
             limits: Default::default(),
             tracer: Default::default(),
             events,
         })
+    }
+
+    /// Test control: move this vhost's clock forward by `ms`; what that makes due (delayed
+    /// messages, TTLs) fires at once, queue expiry and consumer timeouts at their next check.
+    pub fn advance_clock(&self, ms: u64) {
+        self.clock.advance(ms);
+        self.timers.clock_moved();
+    }
+
+    /// Test control: stop this vhost's clock (`true`) or let it run on from where it stands.
+    pub fn freeze_clock(&self, on: bool) {
+        self.clock.freeze(on);
+        self.timers.clock_moved();
     }
 
     /// Test fault: nack the next `n` confirm-mode publishes (0: none).
@@ -297,6 +313,7 @@ impl VHost {
         }
         self.timers.drop_delayed();
         self.set_fault_nacks(0);
+        self.clock.reset();
         self.set_tracing(false);
         self.changed(true);
     }

@@ -174,6 +174,7 @@ impl VHost {
             name.clone(),
             &self.name,
             self.me.clone(),
+            self.clock.clone(),
             self.store.clone(),
             durable,
             owner,

@@ -12,6 +12,8 @@
 //! - A due time that does not fit the clock (years of delay) is capped at `MAX_DELAY`, never
 //!   wrapped into the past.
 //! - The task holds only a `Weak` to its vhost and ends once the vhost is gone.
+//! - Due times are on the vhost's clock (`clock::VClock`): advancing or unfreezing it wakes the
+//!   task, which fires what became due; while it is frozen, nothing becomes due by waiting.
 use super::VHost;
 use crate::exchange::Routed;
 use crate::message::Message;
@@ -23,7 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use warren_protocol::FieldValue;
 
 /// The longest delay kept as asked; longer ones are held this long (about 100 years).
@@ -44,8 +45,8 @@ enum Work {
 
 /// One timer.
 struct Held {
-    /// When it is due.
-    due: Instant,
+    /// When it is due (ms on the vhost's clock, `VClock::now_ms`).
+    due: u64,
     /// Order of setting, for equal due times.
     seq: u64,
     /// What to do.
@@ -102,6 +103,11 @@ impl Timers {
         gone.len()
     }
 
+    /// The clock moved (a test control): fire what became due, wait anew for the rest.
+    pub fn clock_moved(&self) {
+        self.wake.notify_one();
+    }
+
     /// Body bytes of the messages held (memory alarm).
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes.load(Ordering::Relaxed)
@@ -138,11 +144,10 @@ impl VHost {
     /// to the store first (its due time as the record's expiry), so it survives a restart;
     /// returns the LSN its publisher's confirm waits for (0: not stored).
     pub(super) fn hold(&self, delay_ms: u64, msg: Message, durable: bool) -> u64 {
-        let delay = Duration::from_millis(delay_ms).min(MAX_DELAY);
-        let now = Instant::now();
+        let delay = Duration::from_millis(delay_ms).min(MAX_DELAY).as_millis() as u64;
         let (disk, lsn) = match (&self.store, durable && msg.persistent) {
             (Some(store), true) => {
-                let due_unix = crate::clock::unix_ms().saturating_add(delay.as_millis() as u64);
+                let due_unix = self.clock.unix_ms().saturating_add(delay);
                 let key = crate::store::delayed_key(&self.name, msg.exchange.as_bytes());
                 let (d, lsn) = store.append(crate::store::log::KIND_PERSISTENT, key, &msg, due_unix, 0);
                 (Some(d), lsn)
@@ -150,22 +155,21 @@ impl VHost {
             _ => (None, 0),
         };
         self.timers.held_bytes.fetch_add(msg.body.len() as u64, Ordering::Relaxed);
-        self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg, disk));
+        self.set_timer(self.clock.now_ms().saturating_add(delay), Work::Deliver(msg, disk));
         lsn
     }
 
     /// Hold again a delayed message recovered from the store: due at `due_unix_ms` (at once if
     /// that has passed while the broker was down).
     pub fn hold_recovered(&self, due_unix_ms: u64, msg: Message, disk: crate::store::DiskRef) {
-        let wait = due_unix_ms.saturating_sub(crate::clock::unix_ms());
-        let delay = Duration::from_millis(wait).min(MAX_DELAY);
-        let now = Instant::now();
+        let wait = due_unix_ms.saturating_sub(self.clock.unix_ms());
+        let delay = Duration::from_millis(wait).min(MAX_DELAY).as_millis() as u64;
         self.timers.held_bytes.fetch_add(msg.body.len() as u64, Ordering::Relaxed);
-        self.set_timer(now.checked_add(delay).unwrap_or(now + IDLE_CHECK), Work::Deliver(msg, Some(disk)));
+        self.set_timer(self.clock.now_ms().saturating_add(delay), Work::Deliver(msg, Some(disk)));
     }
 
     /// Add a timer (the task is spawned at the first one).
-    fn set_timer(&self, due: Instant, work: Work) {
+    fn set_timer(&self, due: u64, work: Work) {
         let d = &self.timers;
         let earliest = {
             let mut h = d.heap.lock();
@@ -178,7 +182,7 @@ impl VHost {
         if !d.started.swap(true, Ordering::AcqRel) {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(run(self.timers.clone(), self.me.clone()));
+                    rt.spawn(run(self.timers.clone(), self.clock.clone(), self.me.clone()));
                 }
                 Err(_) => {
                     d.started.store(false, Ordering::Release);
@@ -193,8 +197,7 @@ impl VHost {
 
     /// A queue's head expiry timer (see `QueueHost::schedule_expiry`).
     pub(super) fn expire_at(&self, q: Weak<Queue>, at_ms: u64) {
-        let at = tokio::time::Instant::from_std(crate::clock::instant_of(at_ms));
-        self.set_timer(at, Work::Expire(q));
+        self.set_timer(at_ms, Work::Expire(q));
     }
 
     /// Route a message that came due: as its exchange routes now (no delay again).
@@ -236,16 +239,20 @@ fn negate_delay(properties: &bytes::Bytes) -> Option<bytes::Bytes> {
 }
 
 /// The timer task of one vhost.
-async fn run(d: Arc<Timers>, vhost: Weak<VHost>) {
+async fn run(d: Arc<Timers>, clock: Arc<crate::clock::VClock>, vhost: Weak<VHost>) {
     loop {
         let next = d.heap.lock().0.peek().map(|h| h.0.due);
-        let wait = next.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
+        let wait = match next {
+            // Frozen, only a move of the clock (which wakes this task) makes anything due.
+            Some(due) if !clock.frozen() => Duration::from_millis(due.saturating_sub(clock.now_ms())).min(IDLE_CHECK),
+            _ => IDLE_CHECK,
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(wait) => {}
-            _ = d.wake.notified() => continue,
+            _ = tokio::time::sleep(wait) => {}
+            _ = d.wake.notified() => {}
         }
         let Some(v) = vhost.upgrade() else { return };
-        let now = Instant::now();
+        let now = clock.now_ms();
         loop {
             let due = {
                 let mut h = d.heap.lock();
