@@ -12,20 +12,13 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, WarrenProcess, amqp_mode_is_external, warren_binary
+from conftest import REPO_ROOT, amqp_mode_is_external
+from http_fixtures import controlled  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(amqp_mode_is_external(),
                                 reason="the examples use Warren's test controls (AMQP_URL is set)")
 
 NODE_MODULES = REPO_ROOT / "tests" / "node" / "node_modules"
-
-
-@pytest.fixture(scope="module")
-def controlled():
-    p = WarrenProcess(warren_binary(), extra_args=("--test-controls",))
-    p.wait_ready()
-    yield p
-    p.terminate()
 
 
 def env_for(p):

@@ -25,8 +25,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from conftest import WarrenProcess, amqp_mode_is_external, close_all, eventually, warren_binary
-from http_fixtures import api  # noqa: F401 (fixture)
+from conftest import amqp_mode_is_external, close_all, eventually
+from http_fixtures import api, capi, controlled, cvhost  # noqa: F401 (fixtures)
 from test_management import Api
 
 pytestmark = pytest.mark.skipif(amqp_mode_is_external(),
@@ -37,37 +37,14 @@ def q(name):
     return urllib.parse.quote(name, safe="")
 
 
-@pytest.fixture(scope="module")
-def faulty():
-    """A Warren started with ``--test-controls``."""
-    p = WarrenProcess(warren_binary(), extra_args=("--test-controls",))
-    p.wait_ready()
-    yield p
-    p.terminate()
-
-
-@pytest.fixture
-def fapi(faulty):
-    return Api(faulty.http_port)
-
-
-@pytest.fixture
-def fvhost(fapi):
-    name = f"faults-{uuid.uuid4().hex[:8]}"
-    assert fapi.put(f"/api/vhosts/{name}", {}).status == 201
-    fapi.put(f"/api/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
-    yield name
-    fapi.delete(f"/api/vhosts/{name}")
-
-
 def connect(p, vhost, name):
     return pika.BlockingConnection(pika.ConnectionParameters(
         host="127.0.0.1", port=p.port, virtual_host=vhost,
         client_properties={"connection_name": name}))
 
 
-def fault(fapi, body, applied=None):
-    r = fapi.post("/api/warren/faults", body)
+def fault(capi, body, applied=None):
+    r = capi.post("/api/warren/faults", body)
     assert r.status == 200, r
     if applied is not None:
         assert r.json == {"applied": applied}, r.json
@@ -92,29 +69,29 @@ def test_without_the_flag_fault_routes_are_404_and_change_nothing(api, broker):
         close_all([conn])
 
 
-def test_block_and_unblock_reach_the_client(faulty, fapi, fvhost):
-    conn = connect(faulty, fvhost, "blocked-one")
+def test_block_and_unblock_reach_the_client(controlled, capi, cvhost):
+    conn = connect(controlled, cvhost, "blocked-one")
     seen = []
     conn.add_on_connection_blocked_callback(lambda c, m: seen.append(("blocked", m.method.reason)))
     conn.add_on_connection_unblocked_callback(lambda c, m: seen.append(("unblocked", None)))
     try:
-        fault(fapi, {"fault": "block", "connection": "blocked-one", "reason": "disk full (test)"}, applied=1)
+        fault(capi, {"fault": "block", "connection": "blocked-one", "reason": "disk full (test)"}, applied=1)
         eventually(lambda: seen == [("blocked", "disk full (test)")], connection=conn)
-        fault(fapi, {"fault": "unblock", "connection": "blocked-one"}, applied=1)
+        fault(capi, {"fault": "unblock", "connection": "blocked-one"}, applied=1)
         eventually(lambda: seen[-1:] == [("unblocked", None)], connection=conn)
-        log = fapi.ok("/api/warren/faults")
-        assert [(f["fault"], f["target"], f["vhost"]) for f in log if f["vhost"] == fvhost] == [
-            ("block", "connection 'blocked-one'", fvhost), ("unblock", "connection 'blocked-one'", fvhost)]
+        log = capi.ok("/api/warren/faults")
+        assert [(f["fault"], f["target"], f["vhost"]) for f in log if f["vhost"] == cvhost] == [
+            ("block", "connection 'blocked-one'", cvhost), ("unblock", "connection 'blocked-one'", cvhost)]
     finally:
         close_all([conn])
 
 
-def test_close_connection_and_channel_with_a_reply_code(faulty, fapi, fvhost):
-    victim = connect(faulty, fvhost, "victim")
-    bystander = connect(faulty, fvhost, "bystander")
+def test_close_connection_and_channel_with_a_reply_code(controlled, capi, cvhost):
+    victim = connect(controlled, cvhost, "victim")
+    bystander = connect(controlled, cvhost, "bystander")
     try:
         ch1, ch2 = bystander.channel(), bystander.channel()
-        fault(fapi, {"fault": "close-channel", "connection": "bystander", "channel": ch1.channel_number,
+        fault(capi, {"fault": "close-channel", "connection": "bystander", "channel": ch1.channel_number,
                      "code": 406, "text": "injected"}, applied=1)
 
         def channel_closed():
@@ -122,7 +99,7 @@ def test_close_connection_and_channel_with_a_reply_code(faulty, fapi, fvhost):
             return ch1.is_closed
         eventually(channel_closed)
         ch2.queue_declare("", exclusive=True)      # the connection's other channel goes on
-        fault(fapi, {"fault": "close-connection", "connection": "victim", "code": 541,
+        fault(capi, {"fault": "close-connection", "connection": "victim", "code": 541,
                      "text": "injected"}, applied=1)
         with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
             for _ in range(100):
@@ -134,42 +111,42 @@ def test_close_connection_and_channel_with_a_reply_code(faulty, fapi, fvhost):
         close_all([victim, bystander])
 
 
-def test_cancel_consumers_as_when_the_queue_is_deleted(faulty, fapi, fvhost):
-    conn = connect(faulty, fvhost, "consumer")
+def test_cancel_consumers_as_when_the_queue_is_deleted(controlled, capi, cvhost):
+    conn = connect(controlled, cvhost, "consumer")
     try:
         ch = conn.channel()
         ch.queue_declare("jobs")
         cancelled = []
         ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
         tag = ch.basic_consume("jobs", lambda *a: None)
-        fault(fapi, {"fault": "cancel-consumers", "vhost": fvhost, "queue": "jobs"}, applied=1)
+        fault(capi, {"fault": "cancel-consumers", "vhost": cvhost, "queue": "jobs"}, applied=1)
         eventually(lambda: cancelled == [tag], connection=conn)
         ok = ch.queue_declare("jobs", passive=True).method
         assert ok.consumer_count == 0       # the queue stays, without consumers
-        r = fapi.post("/api/warren/faults", {"fault": "cancel-consumers", "vhost": fvhost, "queue": "nope"})
+        r = capi.post("/api/warren/faults", {"fault": "cancel-consumers", "vhost": cvhost, "queue": "nope"})
         assert r.status == 404
     finally:
         close_all([conn])
 
 
-def test_nack_the_next_publishes_then_reset_clears_the_fault(faulty, fapi, fvhost):
-    conn = connect(faulty, fvhost, "publisher")
+def test_nack_the_next_publishes_then_reset_clears_the_fault(controlled, capi, cvhost):
+    conn = connect(controlled, cvhost, "publisher")
     try:
         ch = conn.channel()
         ch.queue_declare("orders")
         ch.confirm_delivery()
-        fault(fapi, {"fault": "nack-publishes", "vhost": fvhost, "count": 2}, applied=2)
+        fault(capi, {"fault": "nack-publishes", "vhost": cvhost, "count": 2}, applied=2)
         for _ in range(2):
             with pytest.raises(pika.exceptions.NackError):
                 ch.basic_publish("", "orders", b"nacked")
         ch.basic_publish("", "orders", b"acked")
         assert ch.queue_declare("orders", passive=True).method.message_count == 1
-        fault(fapi, {"fault": "nack-publishes", "vhost": fvhost, "count": 10})
+        fault(capi, {"fault": "nack-publishes", "vhost": cvhost, "count": 10})
     finally:
         close_all([conn])
-    assert fapi.post(f"/api/warren/vhosts/{q(fvhost)}/reset").status == 204
-    assert [f for f in fapi.ok("/api/warren/faults") if f["vhost"] == fvhost] == []
-    conn = connect(faulty, fvhost, "publisher-2")
+    assert capi.post(f"/api/warren/vhosts/{q(cvhost)}/reset").status == 204
+    assert [f for f in capi.ok("/api/warren/faults") if f["vhost"] == cvhost] == []
+    conn = connect(controlled, cvhost, "publisher-2")
     try:
         ch = conn.channel()
         ch.queue_declare("orders")
@@ -179,20 +156,20 @@ def test_nack_the_next_publishes_then_reset_clears_the_fault(faulty, fapi, fvhos
         close_all([conn])
 
 
-def test_bad_fault_requests(fapi, fvhost):
-    for body, status in (({"fault": "explode", "vhost": fvhost}, 400),
+def test_bad_fault_requests(capi, cvhost):
+    for body, status in (({"fault": "explode", "vhost": cvhost}, 400),
                          ({"fault": "block"}, 400),
-                         ({"fault": "close-connection", "vhost": fvhost, "code": 99, "text": "x"}, 400),
+                         ({"fault": "close-connection", "vhost": cvhost, "code": 99, "text": "x"}, 400),
                          ({"fault": "nack-publishes", "vhost": "no-such-vhost", "count": 1}, 404)):
-        assert fapi.post("/api/warren/faults", body).status == status, body
-    other = Api(fapi.port, "nobody", "nope")
-    assert other.post("/api/warren/faults", {"fault": "block", "vhost": fvhost}).status == 401
+        assert capi.post("/api/warren/faults", body).status == status, body
+    other = Api(capi.port, "nobody", "nope")
+    assert other.post("/api/warren/faults", {"fault": "block", "vhost": cvhost}).status == 401
 
 
-def test_confirmed_publishes_leave_nothing_unconfirmed_and_the_vhost_idle(faulty, fapi, fvhost):
+def test_confirmed_publishes_leave_nothing_unconfirmed_and_the_vhost_idle(controlled, capi, cvhost):
     """wait-idle counts publishes not yet confirmed (``messages_unconfirmed`` of the channel
     view, ``busy.messages_unconfirmed``); once every confirm is sent both are 0."""
-    conn = connect(faulty, fvhost, "unconfirmed")
+    conn = connect(controlled, cvhost, "unconfirmed")
     try:
         ch = conn.channel()
         ch.queue_declare("sink", durable=True)
@@ -200,25 +177,25 @@ def test_confirmed_publishes_leave_nothing_unconfirmed_and_the_vhost_idle(faulty
         for i in range(50):
             ch.basic_publish("", "sink", str(i).encode(), pika.BasicProperties(delivery_mode=2))
         ch.queue_purge("sink")
-        r = fapi.get(f"/api/warren/vhosts/{q(fvhost)}/wait-idle?quiet_ms=50&timeout_ms=3000")
+        r = capi.get(f"/api/warren/vhosts/{q(cvhost)}/wait-idle?quiet_ms=50&timeout_ms=3000")
         assert r.status == 200, r
-        chans = [c for c in fapi.ok("/api/channels") if c["vhost"] == fvhost]
+        chans = [c for c in capi.ok("/api/channels") if c["vhost"] == cvhost]
         assert chans and all(c["messages_unconfirmed"] == 0 for c in chans), chans
     finally:
         close_all([conn])
 
 
-def test_reset_of_the_whole_broker(faulty, fapi, fvhost):
-    conn = connect(faulty, fvhost, "whole")
-    other = connect(faulty, "/", "whole-default")
+def test_reset_of_the_whole_broker(controlled, capi, cvhost):
+    conn = connect(controlled, cvhost, "whole")
+    other = connect(controlled, "/", "whole-default")
     try:
         conn.channel().queue_declare("leftover", durable=True)
         other.channel().queue_declare("leftover-default", durable=True)
-        r = fapi.post("/api/warren/reset")
+        r = capi.post("/api/warren/reset")
         assert r.status == 200 and r.json == {"problems": []}, r
-        assert fapi.get(f"/api/queues/{q(fvhost)}/leftover").status == 404
-        assert fapi.get("/api/queues/%2F/leftover-default").status == 404
-        assert fapi.get(f"/api/vhosts/{q(fvhost)}").status == 200      # vhosts and users stay
-        assert fapi.post("/api/warren/reset?keep_definitions=maybe").status == 400
+        assert capi.get(f"/api/queues/{q(cvhost)}/leftover").status == 404
+        assert capi.get("/api/queues/%2F/leftover-default").status == 404
+        assert capi.get(f"/api/vhosts/{q(cvhost)}").status == 200      # vhosts and users stay
+        assert capi.post("/api/warren/reset?keep_definitions=maybe").status == 400
     finally:
         close_all([conn, other])
