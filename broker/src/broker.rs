@@ -146,7 +146,8 @@ impl Broker {
                 // rabbitmq-compat: the event exchange is in the default vhost (RabbitMQ's plugin
                 // uses `/` whatever the default vhost is).
                 let events = name == self.config.default_vhost;
-                VHost::new(name, self.store.clone(), self.meta.clone(), self.events.clone(), events)
+                let trace = self.config.message_trace_size;
+                VHost::new(name, self.store.clone(), self.meta.clone(), self.events.clone(), events, trace)
             })
             .clone();
         if created {

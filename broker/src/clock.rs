@@ -59,9 +59,14 @@ impl VClock {
         (base as i64).saturating_add(self.offset_ms.load(Relaxed)).max(0) as u64
     }
 
-    /// This clock's [`unix_ms`] (the real wall clock moved as [`VClock::now_ms`] is).
+    /// This clock's [`unix_ms`] (the real wall clock moved as [`VClock::now_ms`] is). Running,
+    /// one read of the real clock.
     pub fn unix_ms(&self) -> u64 {
-        let moved = self.now_ms() as i64 - now_ms() as i64;
+        use std::sync::atomic::Ordering::Relaxed;
+        let moved = match self.frozen_at.load(Relaxed) {
+            0 => self.offset_ms.load(Relaxed),
+            _ => self.now_ms() as i64 - now_ms() as i64,
+        };
         (unix_ms() as i64).saturating_add(moved).max(0) as u64
     }
 

@@ -244,6 +244,8 @@ pub struct Config {
     pub announce: Announce,
     /// The test controls that change behaviour (fault injection) are on (`--test-controls`).
     pub test_controls: bool,
+    /// Events kept per vhost by the message trace (`journal.rs`; 0: off).
+    pub message_trace_size: usize,
     /// Data directory (definitions, message store). `None`: nothing is persisted (in-process
     /// tests); the `warren` binary defaults to `./data`.
     pub data_dir: Option<std::path::PathBuf>,
@@ -279,6 +281,7 @@ impl Default for Config {
             consumer_timeout: None,
             announce: Announce::RabbitMq,
             test_controls: false,
+            message_trace_size: crate::journal::DEFAULT_SIZE,
             data_dir: None,
         }
     }

@@ -25,6 +25,7 @@ pub mod events;
 pub mod exchange;
 pub mod faults;
 pub mod ids;
+pub mod journal;
 pub mod listen;
 pub mod message;
 pub mod mgmt;

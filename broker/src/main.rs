@@ -104,6 +104,10 @@ struct Cli {
     /// Prometheus metrics port (`/metrics`, `/metrics/per-object`).
     #[arg(long, env = "WARREN_PROMETHEUS_PORT", default_value_t = config::DEFAULT_PROMETHEUS_PORT)]
     prometheus_port: u16,
+    /// Events kept per vhost by the message trace (what happened to each message with a
+    /// message_id, correlation_id or traceparent: GET /api/warren/vhosts/{vhost}/trace); 0 = off.
+    #[arg(long, env = "WARREN_MESSAGE_TRACE_SIZE", default_value_t = warren::journal::DEFAULT_SIZE)]
+    message_trace_size: usize,
     /// Enable the test controls that change how the broker behaves (fault injection under
     /// /api/warren/faults): for a development or CI broker only; without it they answer 404.
     #[arg(long, env = "WARREN_TEST_CONTROLS")]
@@ -217,6 +221,7 @@ fn start() -> anyhow::Result<()> {
     cfg.announce = if cli.announce_as == "warren" { config::Announce::Warren } else { config::Announce::RabbitMq };
     cfg.data_dir = Some(container_data_dir(cli.data_dir));
     cfg.test_controls = cli.test_controls;
+    cfg.message_trace_size = cli.message_trace_size;
     cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
     cfg.max_message_size = cli.max_message_size;
     cfg.load_definitions = cli.load_definitions;

@@ -64,7 +64,7 @@ pub struct Origin {
     /// The vhost's name.
     pub vhost: String,
     /// RabbitMQ's connection name (`peer -> local`); empty for doors without a connection.
-    pub connection: String,
+    pub connection: std::sync::Arc<str>,
     /// The authenticated user.
     pub user: String,
 }

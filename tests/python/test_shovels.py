@@ -43,6 +43,7 @@ import pytest
 from conftest import WarrenProcess, close_all, eventually, warren_binary
 from http_fixtures import api, vhost  # noqa: F401 (fixtures)
 from test_management import Api
+from test_security import _tls_args, pki, start_broker  # noqa: F401 (pki: fixture)
 
 warren_only = pytest.mark.skipif(
     bool(os.environ.get("AMQP_URL") or os.environ.get("MGMT_URL")),
@@ -418,3 +419,38 @@ def test_rabbitmqctl_parameters_and_shovel_status(broker, vhost, conn):
     assert r.returncode == 0, r.stderr
     r = ctl("clear_parameter", "-p", vhost, "shovel", "by-cli")
     assert r.returncode != 0 and "Parameter does not exist" in r.stderr, r.stderr
+
+
+@warren_only
+def test_to_another_broker_over_tls(api, vhost, conn, pki):
+    """amqps:// with the CA to verify the server against (``cacertfile``), and with
+    ``verify=verify_none``."""
+    tls = start_broker(*_tls_args(pki), tls=True)
+    try:
+        declare(conn, "secure-out")
+        uris = {
+            "verified": f"amqps://guest:guest@localhost:{tls.tls_port}/%2F?cacertfile={q(pki.ca)}",
+            "unverified": f"amqps://guest:guest@127.0.0.1:{tls.tls_port}/%2F?verify=verify_none",
+        }
+        for name, uri in uris.items():
+            put_shovel(api, vhost, name, {"src-uri": here(vhost), "src-queue": "secure-out", "dest-uri": uri,
+                                          "dest-queue": f"secure-in-{name}"})
+            running(api, vhost, name)
+        publish(conn, "secure-out", [b"a", b"b", b"c", b"d"])
+        rc = remote_conn(tls)
+        try:
+            eventually(lambda: count(rc, "secure-in-verified") + count(rc, "secure-in-unverified") == 4, timeout=10)
+        finally:
+            close_all([rc])
+        # A server certificate that does not verify keeps the shovel from starting, with the reason.
+        put_shovel(api, vhost, "rogue", {"src-uri": here(vhost), "src-queue": "secure-out",
+                                         "dest-uri": f"amqps://guest:guest@localhost:{tls.tls_port}/%2F?cacertfile={q(pki.rogue_ca)}",
+                                         "dest-queue": "never"})
+
+        def refused():
+            row = [r for r in api.ok(f"/api/shovels/{q(vhost)}") if r["name"] == "rogue"][0]
+            assert row["state"] == "terminated" and "TLS" in row["reason"], row
+            return True
+        eventually(refused, timeout=10)
+    finally:
+        tls.terminate()

@@ -295,6 +295,15 @@ class Page:
             return True
         self.wait(attempt, f"a {label!r} button in the row of {key!r}")
 
+    def open_queue(self, name):
+        """From the Queues tab, follow queue ``name``'s link to its page (vhost /)."""
+        self.tab("Queues")
+        self.wait(lambda: self.queue_row(name) is not None, name)
+        self.js("""[...document.querySelectorAll('#content tr[data-queue]')].find(r => r.dataset.queue === arguments[0])
+                 .querySelector('a').click()""", name)
+        self.wait(lambda: self.js("return document.getElementById('content').dataset.ready") == f"queue / {name}",
+                  "the queue's page")
+
     def submit(self, handler, values):
         """Fill the form whose onsubmit calls ``handler`` and submit it.
 
@@ -1011,11 +1020,7 @@ def test_move_messages_and_the_shovels_tab(ui, warren, open_connection):
     ch.queue_declare(back, durable=True)
     for i in range(3):
         ch.basic_publish("", dlq, b"failed %d" % i)
-    ui.tab("Queues")
-    ui.wait(lambda: ui.queue_row(dlq) is not None, dlq)
-    ui.js("""[...document.querySelectorAll('#content tr[data-queue]')].find(r => r.dataset.queue === arguments[0])
-             .querySelector('a').click()""", dlq)
-    ui.wait(lambda: ui.js("return document.getElementById('content').dataset.ready") == f"queue / {dlq}", "the queue's page")
+    ui.open_queue(dlq)
     ui.expect_message(lambda: ui.submit("moveMessages", {"dest": back}), f"Moving messages to {back}")
     eventually(lambda: api(warren, "GET", f"/queues/%2F/{q(back)}")[1]["messages"] == 3, timeout=10)
     assert api(warren, "GET", f"/queues/%2F/{q(dlq)}")[1]["messages"] == 0
@@ -1037,3 +1042,53 @@ def test_move_messages_and_the_shovels_tab(ui, warren, open_connection):
     assert api(warren, "GET", f"/parameters/shovel/%2F/{q(name)}")[0] == 404
     for queue in (dlq, back):
         api(warren, "DELETE", f"/queues/%2F/{q(queue)}")
+
+
+def test_peek_and_reset_from_the_ui(ui, warren, open_connection):
+    """The queue page's "Peek" shows messages without taking them; the Admin tab's "Reset"
+    empties a vhost (after a confirm); without --test-controls the test-controls section says
+    how to get them."""
+    name = f"ui-peek.{_uid()}"
+    conn = open_connection(params(warren))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(name)
+    for i in range(2):
+        ch.basic_publish("", name, b"peeked %d" % i)
+    ui.open_queue(name)
+    ui.on("peek", lambda e: e.click())
+    ui.wait(lambda: len(ui.d.find_elements(By.CSS_SELECTOR, "#got pre")) == 2, "two peeked messages")
+    assert ui.d.find_elements(By.CSS_SELECTOR, "#got pre")[1].text.endswith("peeked 1")
+    assert api(warren, "GET", f"/queues/%2F/{q(name)}")[1]["messages_ready"] == 2, "peek took nothing"
+
+    vhost = f"ui-reset-{_uid()}"
+    assert api(warren, "PUT", f"/vhosts/{q(vhost)}")[0] == 201
+    api(warren, "PUT", f"/permissions/{q(vhost)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    assert api(warren, "PUT", f"/queues/{q(vhost)}/leftover", {"durable": True})[0] == 201
+    ui.tab("Admin")
+    assert ui.d.find_element(By.ID, "test-controls-off").text.endswith("--test-controls.")
+    ui.click_row_button("Reset", vhost)
+    ui.confirm(f"Reset virtual host {vhost}? Its queues, exchanges, policies, shovels and messages are "
+               "deleted and its connections closed.")
+    eventually(lambda: api(warren, "GET", f"/queues/{q(vhost)}/leftover")[0] == 404)
+    assert api(warren, "GET", f"/vhosts/{q(vhost)}")[0] == 200
+    api(warren, "DELETE", f"/vhosts/{q(vhost)}")
+    api(warren, "DELETE", f"/queues/%2F/{q(name)}")
+
+
+def test_message_trace_timeline(ui, warren, open_connection):
+    """The Overview's "Message trace": the timeline of a message found by its message id."""
+    name, mid = f"ui-trace.{_uid()}", f"order-{_uid()}"
+    conn = open_connection(params(warren))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare(name)
+    ch.basic_publish("", name, b"traced", pika.BasicProperties(message_id=mid))
+    get_message(ch, name, auto_ack=True)
+    ui.tab("Overview")
+    ui.submit("traceMessage", {"by": "message_id", "value": mid})
+    ui.wait(lambda: ui.js(
+        "return [...document.querySelectorAll('#got tbody tr td:nth-child(2)')].map(c => c.textContent)")
+        == ["published", "got"], "the published and got events")
+    assert f"to {name}" in ui.d.find_element(By.ID, "got").text
+    api(warren, "DELETE", f"/queues/%2F/{q(name)}")

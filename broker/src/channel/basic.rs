@@ -228,6 +228,9 @@ impl Channel {
         }
         // Credit was released: queues with waiting messages may deliver again. Acks are counted
         // once per run of the same queue (one atomic add for a whole multiple-ack).
+        if settled.first().is_some_and(|u| u.queue.journal.on()) {
+            self.journal_settled(&settled, "ack", false);
+        }
         ctx.info.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.shared.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut last: Option<*const crate::queue::Queue> = None;
@@ -261,6 +264,10 @@ impl Channel {
         if self.shared.state.lock().settle(tag, multiple, &mut settled).is_none() {
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
+        if settled.first().is_some_and(|u| u.queue.journal.on()) {
+            let how = if matches!(m, Method::BasicReject(_)) { "reject" } else { "nack" };
+            self.journal_settled(&settled, how, requeue);
+        }
         if requeue {
             requeue_grouped(settled);
         } else {
@@ -275,6 +282,18 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// Message trace: `settled` were acked, nacked or rejected.
+    fn journal_settled(&self, settled: &[crate::queue::consumer::Unacked], how: &'static str, requeue: bool) {
+        for u in settled {
+            u.queue.journal.record(&u.msg.msg.properties, &u.queue.clock, || crate::journal::Event::Settled {
+                queue: u.queue.name.clone(),
+                connection: self.shared.origin.connection.clone(),
+                how,
+                requeue,
+            });
+        }
     }
 
     /// basic.recover / basic.recover-async.

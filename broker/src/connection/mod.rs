@@ -350,7 +350,7 @@ impl Connection {
                     tracer: neg.vhost.tracer.clone(),
                     events: broker.events.clone(),
                     vhost: neg.vhost.name.clone(),
-                    connection: info.name.clone(),
+                    connection: info.name.as_str().into(),
                     user: neg.user.clone(),
                 }),
                 vhost: neg.vhost,

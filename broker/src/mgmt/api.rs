@@ -66,6 +66,7 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/warren/vhosts/{vhost}/reset", post(super::controls::reset))
         .route("/api/warren/reset", post(super::controls::reset_all))
         .route("/api/warren/vhosts/{vhost}/clock", get(super::clock::get).post(super::clock::set))
+        .route("/api/warren/vhosts/{vhost}/trace", get(super::controls::trace))
         .route("/api/warren/faults", get(super::faults::list).post(super::faults::apply).delete(super::faults::clear))
         .route("/api/warren/vhosts/{vhost}/wait-idle", get(super::controls::wait_idle))
         .route("/api/warren/vhosts/{vhost}/messages", get(super::controls::search))

@@ -198,6 +198,7 @@ impl ChannelShared {
         );
         drop(st);
         self.trace_delivery(&msg, queue, redelivered);
+        self.journal_delivery(&msg, queue, &c.tag, redelivered);
         Ok(())
     }
 
@@ -214,6 +215,18 @@ impl ChannelShared {
             };
             self.origin.delivered(&m, &queue.name, redelivered, self.id);
         }
+    }
+
+    /// Message trace: a delivery from `queue` (`tag` empty: basic.get).
+    #[inline]
+    fn journal_delivery(&self, msg: &crate::message::Message, queue: &Queue, tag: &ShortStr, redelivered: bool) {
+        queue.journal.record(&msg.properties, &queue.clock, || crate::journal::Event::Delivered {
+            queue: queue.name.clone(),
+            connection: self.origin.connection.clone(),
+            channel: self.id,
+            consumer_tag: tag.clone(),
+            redelivered,
+        });
     }
 
     /// basic.get: record (unless no-ack) and send get-ok for `m`.
@@ -251,6 +264,7 @@ impl ChannelShared {
         );
         drop(st);
         self.trace_delivery(&msg, queue, redelivered);
+        self.journal_delivery(&msg, queue, &ShortStr::empty(), redelivered);
     }
 }
 

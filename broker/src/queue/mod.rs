@@ -177,6 +177,8 @@ pub struct Queue {
     vhost_ref: Weak<dyn QueueHost>,
     /// Its vhost's clock (message TTL, `x-expires`, consumer timeouts, `x-death` times).
     pub clock: Arc<VClock>,
+    /// Its vhost's message trace (deliveries, settlements, refusals, expiry, dead letters).
+    pub journal: Arc<crate::journal::Journal>,
     /// Set once a message with its own TTL was enqueued (the sweeper then visits this queue).
     saw_message_ttl: std::sync::atomic::AtomicBool,
     /// `Weak` to itself, to hand out `Arc<Queue>` from `&self`.
@@ -225,6 +227,7 @@ impl Queue {
             vhost,
             Weak::<NoSink>::new(),
             Arc::default(),
+            Arc::default(),
             None,
             durable,
             exclusive_owner,
@@ -241,6 +244,7 @@ impl Queue {
         vhost: &str,
         vhost_ref: Weak<dyn QueueHost>,
         clock: Arc<VClock>,
+        journal: Arc<crate::journal::Journal>,
         store: Option<Arc<Store>>,
         durable: bool,
         exclusive_owner: Option<ConnectionId>,
@@ -271,6 +275,7 @@ impl Queue {
             max_priority,
             vhost_ref,
             clock: clock.clone(),
+            journal,
             saw_message_ttl: Default::default(),
             me: me.clone(),
             state: Mutex::new(QueueState {
@@ -407,6 +412,10 @@ impl Queue {
         let mut m =
             QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
         if overflow != Overflow::DropHead && self.full_for(&st, &m) {
+            self.journal.record(&m.msg.properties, &self.clock, || crate::journal::Event::Refused {
+                queue: self.name.clone(),
+                reason: "maxlen",
+            });
             if overflow == Overflow::RejectPublishDlx {
                 dead.push((m, Reason::Maxlen));
             }
@@ -866,6 +875,15 @@ impl Queue {
             let st = self.state.lock();
             (st.applied.settings.dlx.clone(), st.applied.settings.dlrk.clone())
         };
+        if self.journal.on() {
+            for (m, reason) in &dead {
+                self.journal.record(&m.msg.properties, &self.clock, || crate::journal::Event::Left {
+                    queue: self.name.clone(),
+                    reason: reason.as_str(),
+                    dlx: dlx.clone(),
+                });
+            }
+        }
         let (Some(dlx), Some(sink)) = (&dlx, self.vhost_ref.upgrade()) else { return };
         let now_secs = self.clock.unix_ms() / 1000;
         for (mut m, reason) in dead {

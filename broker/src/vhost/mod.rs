@@ -65,6 +65,8 @@ pub struct VHost {
     limits: parking_lot::Mutex<limits::Limits>,
     /// Its timers: messages held by its delayed-message exchanges, queue head expiry.
     pub timers: Arc<timers::Timers>,
+    /// Its message trace (`journal.rs`).
+    pub journal: Arc<crate::journal::Journal>,
     /// Its clock (`clock::VClock`): the real one unless a test control moved it.
     pub clock: Arc<crate::clock::VClock>,
     /// Test fault: how many of the next confirm-mode publishes to nack (`faults.rs`).
@@ -142,6 +144,7 @@ impl VHost {
         meta: Option<Arc<crate::store::meta::MetaStore>>,
         events: Arc<crate::events::Events>,
         event_exchange: bool,
+        trace_size: usize,
     ) -> Arc<VHost> {
         let mut ex = NameMap::default();
         for (n, k) in [
@@ -180,6 +183,7 @@ impl VHost {
             timers: Default::default(),
             fault_nacks: Default::default(),
             clock: Default::default(),
+            journal: Arc::new(crate::journal::Journal::new(trace_size)),
             limits: Default::default(),
             tracer: Default::default(),
             events,
@@ -314,6 +318,7 @@ impl VHost {
         self.timers.drop_delayed();
         self.set_fault_nacks(0);
         self.clock.reset();
+        self.journal.clear();
         self.set_tracing(false);
         self.changed(true);
     }

@@ -96,6 +96,9 @@ impl VHost {
         if self.tracer.on() && who.user.is_some() && Traced::traceable(&p.exchange) {
             self.trace_publish(who, &p, replaced.as_ref().unwrap_or(&p.properties), &routed.queues);
         }
+        if self.journal.on() {
+            self.journal_publish(who, &p, routed);
+        }
         if let Some(delay) = routed.delay_ms {
             // Held by a delayed-message exchange: built (and checked) now, routed when due.
             // rabbitmq-compat: a held message is never returned (mandatory); the plugin returns
@@ -116,6 +119,22 @@ impl VHost {
                 Err(AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))
             }
         }
+    }
+
+    /// Message trace: the publish of `p` (held, or routed to `routed.queues`).
+    fn journal_publish(&self, who: &Actor, p: &Publish, routed: &Routed) {
+        let lossy = |s: &ShortStr| s.to_str_lossy().into_owned();
+        self.journal.record(&p.properties, &self.clock, || match routed.delay_ms {
+            Some(delay_ms) => crate::journal::Event::Delayed { exchange: lossy(&p.exchange), delay_ms },
+            None => crate::journal::Event::Published {
+                exchange: lossy(&p.exchange),
+                routing_key: lossy(&p.routing_key),
+                queues: routed.queues.iter().map(|q| q.name.clone()).collect(),
+                connection: who.origin.map_or_else(|| Arc::from(""), |o| o.connection.clone()),
+                channel: p.channel,
+                user: who.user.unwrap_or_default().to_string(),
+            },
+        });
     }
 
     /// Enqueue `msg` into `queues` (drained), skipping those `skip` names.

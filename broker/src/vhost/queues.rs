@@ -175,6 +175,7 @@ impl VHost {
             &self.name,
             self.me.clone(),
             self.clock.clone(),
+            self.journal.clone(),
             self.store.clone(),
             durable,
             owner,

@@ -216,6 +216,10 @@ impl VHost {
                     Some(p) => Message { properties: p, ..msg },
                     None => msg,
                 };
+                self.journal.record(&msg.properties, &self.clock, || crate::journal::Event::Released {
+                    exchange: msg.exchange.to_str_lossy().into_owned(),
+                    queues: routed.queues.iter().map(|q| q.name.clone()).collect(),
+                });
                 VHost::enqueue(&mut routed.queues, &Arc::new(msg), |_| false);
             }
             Err(e) => tracing::debug!("delayed message dropped: {}", e.reply_text()),

@@ -88,7 +88,7 @@ impl VHost {
                 tracer: self.tracer.clone(),
                 events: self.events.clone(),
                 vhost: self.name.clone(),
-                connection: String::new(),
+                connection: std::sync::Arc::from(""),
                 user: who.user.unwrap_or("").to_string(),
             }
             .published(&m, p.channel, who.user, &routed),

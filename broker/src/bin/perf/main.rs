@@ -89,6 +89,9 @@ struct Args {
     /// Persistent messages (delivery_mode 2) to durable queues.
     #[arg(long)]
     persistent: bool,
+    /// Give every message this `message_id` (what the broker's message trace records).
+    #[arg(long)]
+    message_id: Option<String>,
     /// Fixed publish rate per producer, msgs/s (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
@@ -325,9 +328,18 @@ async fn producer(args: Args, stats: Arc<Stats>, exchange: String, key: String, 
         BasicPublish { exchange: exchange.into(), routing_key: key.into(), ..Default::default() }.into();
     let mut one = BytesMut::new();
     frame::encode_method(&mut one, 1, &publish);
-    // Property flags: delivery-mode (bit 12) = 2 when persistent.
-    let props: &[u8] = if args.persistent { &[0x10, 0x00, 0x02] } else { &[0, 0] };
-    fast::header(&mut one, 1, body.len() as u64, props);
+    // Property flags: delivery-mode (bit 12) = 2 when persistent, message-id (bit 7) when given;
+    // the values follow in that order.
+    let mut props: Vec<u8> =
+        vec![if args.persistent { 0x10 } else { 0 }, if args.message_id.is_some() { 0x80 } else { 0 }];
+    if args.persistent {
+        props.push(2);
+    }
+    if let Some(id) = &args.message_id {
+        props.push(id.len().min(255) as u8);
+        props.extend_from_slice(&id.as_bytes()[..id.len().min(255)]);
+    }
+    fast::header(&mut one, 1, body.len() as u64, &props);
     let body_at = one.len() + 7;
     fast::body(&mut one, 1, &body, c.frame_max);
     let stamp = args.size >= 8;
