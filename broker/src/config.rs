@@ -246,6 +246,8 @@ pub struct Config {
     pub test_controls: bool,
     /// Events kept per vhost by the message trace (`journal.rs`; 0: off).
     pub message_trace_size: usize,
+    /// Where the message trace is exported as OpenTelemetry spans (OTLP/HTTP, `otlp.rs`).
+    pub otlp_endpoint: Option<String>,
     /// Data directory (definitions, message store). `None`: nothing is persisted (in-process
     /// tests); the `warren` binary defaults to `./data`.
     pub data_dir: Option<std::path::PathBuf>,
@@ -282,6 +284,7 @@ impl Default for Config {
             announce: Announce::RabbitMq,
             test_controls: false,
             message_trace_size: crate::journal::DEFAULT_SIZE,
+            otlp_endpoint: None,
             data_dir: None,
         }
     }

@@ -167,6 +167,34 @@ impl Broker {
         conns.len()
     }
 
+    /// Hold (`on`) or release the confirms of the matching connections: held, publishes are
+    /// counted but not confirmed. Returns how many connections.
+    pub fn fault_hold_confirms(&self, t: &Target, on: bool) -> usize {
+        let conns = self.fault_targets(t);
+        for c in &conns {
+            c.hold_confirms.store(on, std::sync::atomic::Ordering::Relaxed);
+            if !on {
+                // Wake the reader: it sends what it held.
+                c.kill.notify_one();
+            }
+        }
+        let kind = if on { "hold-confirms" } else { "release-confirms" };
+        self.record_fault(kind, fault_vhost(t, &conns), t.describe(), format!("{} connection(s)", conns.len()));
+        conns.len()
+    }
+
+    /// Drop the socket of the matching connections after `frames` more frames from each (no
+    /// connection.close). Returns how many connections.
+    pub fn fault_drop_after(&self, t: &Target, frames: u64) -> usize {
+        let conns = self.fault_targets(t);
+        for c in &conns {
+            c.drop_after_frames.store(frames, std::sync::atomic::Ordering::Relaxed);
+        }
+        let detail = format!("{} connection(s) dropped after {frames} more frame(s)", conns.len());
+        self.record_fault("drop-after-frames", fault_vhost(t, &conns), t.describe(), detail);
+        conns.len()
+    }
+
     /// Cancel every consumer of queue `queue` in `vhost` as the broker does when the queue is
     /// deleted (basic.cancel to clients that support it); the queue stays. `None` if there is no
     /// such vhost or queue; else how many consumers.

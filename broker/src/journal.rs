@@ -17,6 +17,7 @@
 //! - The ring's lock is a leaf, held only to push or copy.
 use bytes::Bytes;
 use parking_lot::Mutex;
+use serde_json::json;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use warren_protocol::ShortStr;
@@ -132,6 +133,8 @@ pub enum Event {
 /// One recorded event.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Order of recording in its vhost (from 1), for exporters that resume where they stopped.
+    pub seq: u64,
     /// When (unix ms, the vhost's clock).
     pub at_ms: u64,
     /// The message's identities.
@@ -155,6 +158,53 @@ struct Inner {
     ring: VecDeque<Entry>,
     /// Identities by the content of the properties they were decoded from (direct-mapped).
     cache: Vec<Option<Box<Cached>>>,
+    /// The last `Entry::seq` given.
+    seq: u64,
+}
+
+impl Entry {
+    /// As the HTTP API and the OTLP export show it: `at` (the vhost's time), `event`, the
+    /// message's identities and the event's fields.
+    pub fn to_json(&self) -> serde_json::Value {
+        let e = self;
+        let names = |qs: &[ShortStr]| qs.iter().map(|q| q.to_str_lossy().into_owned()).collect::<Vec<_>>();
+        let s = |n: &ShortStr| n.to_str_lossy().into_owned();
+        let mut o = match &e.event {
+            Event::Published { exchange, routing_key, queues, connection, channel, user } => json!({
+                "event": if queues.is_empty() { "unroutable" } else { "published" },
+                "exchange": exchange, "routing_key": routing_key, "queues": names(queues),
+                "connection": connection.as_ref(), "channel": channel, "user": user,
+                "by_broker": user.is_empty(),
+            }),
+            Event::Delayed { exchange, delay_ms } => {
+                json!({"event": "delayed", "exchange": exchange, "delay_ms": delay_ms})
+            }
+            Event::Released { exchange, queues } => {
+                json!({"event": "released", "exchange": exchange, "queues": names(queues)})
+            }
+            Event::Refused { queue, reason } => json!({"event": "refused", "queue": s(queue), "reason": reason}),
+            Event::Delivered { queue, connection, channel, consumer_tag, redelivered } => json!({
+                "event": if consumer_tag.is_empty() { "got" } else { "delivered" },
+                "queue": s(queue), "connection": connection.as_ref(), "channel": channel,
+                "consumer_tag": s(consumer_tag), "redelivered": redelivered,
+            }),
+            Event::Settled { queue, connection, how, requeue } => {
+                json!({"event": how, "queue": s(queue), "connection": connection.as_ref(), "requeue": requeue})
+            }
+            Event::Left { queue, reason, dlx } => json!({
+                "event": if dlx.is_some() { "dead-lettered" } else { "dropped" },
+                "queue": s(queue), "reason": reason, "dead_letter_exchange": dlx.as_ref().map(s),
+            }),
+        };
+        if let Some(m) = o.as_object_mut() {
+            m.insert("at".into(), json!(crate::clock::format_utc(e.at_ms)));
+            m.insert("at_ms".into(), json!(e.at_ms));
+            m.insert("message_id".into(), json!(e.ids.message_id));
+            m.insert("correlation_id".into(), json!(e.ids.correlation_id));
+            m.insert("traceparent".into(), json!(e.ids.traceparent));
+        }
+        o
+    }
 }
 
 /// One vhost's message trace.
@@ -167,10 +217,12 @@ pub struct Journal {
 }
 
 impl Inner {
-    fn push(&mut self, e: Entry, cap: usize) {
+    fn push(&mut self, mut e: Entry, cap: usize) {
         if self.ring.len() >= cap {
             self.ring.pop_front();
         }
+        self.seq += 1;
+        e.seq = self.seq;
         self.ring.push_back(e);
     }
 }
@@ -185,7 +237,7 @@ fn slot_of(props: &[u8]) -> usize {
 impl Journal {
     /// A trace keeping `cap` events (0: off).
     pub fn new(cap: usize) -> Journal {
-        Journal { cap, inner: Mutex::new(Inner { ring: VecDeque::new(), cache: Vec::new() }) }
+        Journal { cap, inner: Mutex::new(Inner::default()) }
     }
 
     /// Whether events are recorded.
@@ -217,7 +269,7 @@ impl Journal {
                 .map(|c| c.ids.clone());
             if let Some(ids) = hit {
                 let Some(ids) = ids else { return };
-                let e = Entry { at_ms: clock.unix_ms(), ids, event: event() };
+                let e = Entry { seq: 0, at_ms: clock.unix_ms(), ids, event: event() };
                 inner.push(e, self.cap);
                 return;
             }
@@ -229,7 +281,7 @@ impl Journal {
             c.props[..properties.len()].copy_from_slice(properties);
             c
         });
-        let e = ids.map(|ids| Entry { at_ms: clock.unix_ms(), ids, event: event() });
+        let e = ids.map(|ids| Entry { seq: 0, at_ms: clock.unix_ms(), ids, event: event() });
         let mut inner = self.inner.lock();
         if let Some(c) = cached {
             if inner.cache.is_empty() {
@@ -245,6 +297,13 @@ impl Journal {
     /// The events of messages matching `q`, oldest first.
     pub fn find(&self, q: &Query) -> Vec<Entry> {
         self.inner.lock().ring.iter().filter(|e| e.ids.matches(q)).cloned().collect()
+    }
+
+    /// The events recorded after `seq`, oldest first (at most the ring's).
+    pub fn since(&self, seq: u64) -> Vec<Entry> {
+        let inner = self.inner.lock();
+        let skip = inner.ring.partition_point(|e| e.seq <= seq);
+        inner.ring.iter().skip(skip).cloned().collect()
     }
 
     /// Events kept.

@@ -31,6 +31,7 @@ pub mod message;
 pub mod mgmt;
 pub mod monitor;
 pub mod node;
+pub mod otlp;
 pub mod outbound;
 pub mod plugins;
 pub mod policy;

@@ -108,6 +108,10 @@ struct Cli {
     /// message_id, correlation_id or traceparent: GET /api/warren/vhosts/{vhost}/trace); 0 = off.
     #[arg(long, env = "WARREN_MESSAGE_TRACE_SIZE", default_value_t = warren::journal::DEFAULT_SIZE)]
     message_trace_size: usize,
+    /// Export the message trace as OpenTelemetry spans to this OTLP/HTTP collector (its base URL,
+    /// e.g. http://localhost:4318; spans go to URL/v1/traces as JSON).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Enable the test controls that change how the broker behaves (fault injection under
     /// /api/warren/faults): for a development or CI broker only; without it they answer 404.
     #[arg(long, env = "WARREN_TEST_CONTROLS")]
@@ -222,6 +226,7 @@ fn start() -> anyhow::Result<()> {
     cfg.data_dir = Some(container_data_dir(cli.data_dir));
     cfg.test_controls = cli.test_controls;
     cfg.message_trace_size = cli.message_trace_size;
+    cfg.otlp_endpoint = cli.otlp_endpoint.filter(|e| !e.is_empty());
     cfg.loopback_users = cli.loopback_users.into_iter().filter(|u| !u.is_empty() && u != "none").collect();
     cfg.max_message_size = cli.max_message_size;
     cfg.load_definitions = cli.load_definitions;

@@ -113,6 +113,9 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
     for l in tls_listeners {
         tasks.spawn(accept_loop(l, acceptor.clone(), broker.clone(), rx.clone()));
     }
+    if let Some(endpoint) = &broker.config.otlp_endpoint {
+        tasks.spawn(crate::otlp::run(broker.clone(), endpoint.clone(), rx.clone()));
+    }
     tasks.spawn(crate::shovel::runner::run(crate::shovel::client::Local {
         broker: broker.clone(),
         shutdown: rx.clone(),

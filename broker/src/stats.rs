@@ -75,6 +75,10 @@ pub struct ConnInfo {
     /// Why the broker was asked to close it (management DELETE, vhost deleted, a test fault):
     /// reply code and text.
     pub kill_reason: Mutex<Option<(u16, String)>>,
+    /// Test fault: confirms are not sent while set (they are counted as unconfirmed).
+    pub hold_confirms: AtomicBool,
+    /// Test fault: drop the socket once this many more frames were read (0: no such fault).
+    pub drop_after_frames: AtomicU64,
     /// Channels the broker was asked to close (a test fault): channel, reply code and text.
     pub channel_kills: Mutex<Vec<(u16, u16, String)>>,
     /// Wakes the reader to act on `kill_reason` and `channel_kills`.

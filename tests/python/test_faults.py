@@ -199,3 +199,49 @@ def test_reset_of_the_whole_broker(controlled, capi, cvhost):
         assert capi.post("/api/warren/reset?keep_definitions=maybe").status == 400
     finally:
         close_all([conn, other])
+
+
+@pytest.fixture
+def open_named(controlled, cvhost):
+    """Open connections to the test's vhost by client-given name; closed after the test."""
+    opened = []
+
+    def open_(name):
+        opened.append(connect(controlled, cvhost, name))
+        return opened[-1]
+    yield open_
+    close_all(opened)
+
+
+def test_hold_confirms_then_release_and_wait_idle_sees_them(open_named, capi, cvhost):
+    conn = open_named("held-confirms")
+    ch = conn.channel()
+    ch.queue_declare("sink")
+    confirmed = []
+    # Publishes and confirms without blocking on them (pika's channel underneath).
+    ch._impl.confirm_delivery(ack_nack_callback=lambda frame: confirmed.append(frame.method.delivery_tag),
+                              callback=lambda _frame: None)
+    conn.process_data_events(time_limit=0.1)
+    fault(capi, {"fault": "hold-confirms", "connection": "held-confirms"}, applied=1)
+    ch._impl.basic_publish("", "sink", b"held")
+    conn.process_data_events(time_limit=0.3)
+    assert confirmed == []
+    busy = capi.get(f"/api/warren/vhosts/{q(cvhost)}/wait-idle?quiet_ms=50&timeout_ms=300")
+    assert busy.status == 408 and busy.json["busy"]["messages_unconfirmed"] == 1, busy.json
+    fault(capi, {"fault": "release-confirms", "connection": "held-confirms"}, applied=1)
+    eventually(lambda: confirmed == [1], connection=conn)
+    busy = capi.get(f"/api/warren/vhosts/{q(cvhost)}/wait-idle?quiet_ms=50&timeout_ms=300")
+    assert busy.json["busy"]["messages_unconfirmed"] == 0 and busy.json["busy"]["queues"][0]["name"] == "sink"
+
+
+def test_drop_the_connection_after_n_frames(open_named, capi):
+    conn = open_named("dropped")
+    ch = conn.channel()
+    ch.queue_declare("drops")
+    fault(capi, {"fault": "drop-after-frames", "connection": "dropped", "frames": 3}, applied=1)
+    # basic.publish is 3 frames (method, header, body): the socket goes after the third.
+    with pytest.raises((pika.exceptions.StreamLostError, pika.exceptions.ConnectionClosed)):
+        for _ in range(20):
+            ch.basic_publish("", "drops", b"x")
+            conn.process_data_events(time_limit=0.05)
+    eventually(lambda: not [c for c in capi.ok("/api/connections") if c.get("user_provided_name") == "dropped"])

@@ -75,6 +75,13 @@ impl Channel {
         Ok(())
     }
 
+    /// Publish the number of unconfirmed publishes (confirms held by a test fault).
+    pub fn count_unconfirmed(&self) {
+        if let Some(c) = &self.confirm {
+            self.shared.unconfirmed.store(c.published - c.confirmed, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Whether some confirm waits for the store's fsync.
     pub fn awaits_disk(&self) -> bool {
         self.confirm.as_ref().is_some_and(|c| !c.pending.is_empty())

@@ -305,6 +305,8 @@ fn register(
         blocked: Default::default(),
         kill_reason: Default::default(),
         channel_kills: Default::default(),
+        hold_confirms: Default::default(),
+        drop_after_frames: Default::default(),
         kill: Notify::new(),
     });
     broker.stats.register(info.clone());
@@ -682,6 +684,13 @@ impl Connection {
                     ch.flush_confirms(durable);
                 }
             }
+        }
+    }
+
+    /// Test fault "hold confirms": publish the count of unconfirmed publishes without sending any.
+    fn count_unconfirmed(&mut self) {
+        for ch in self.channels.values() {
+            ch.count_unconfirmed();
         }
     }
 

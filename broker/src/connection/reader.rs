@@ -156,6 +156,9 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
                     if let Err(e) = self.conn.handle_frame(f) {
                         self.conn.fail(e);
                     }
+                    if self.drop_by_fault() {
+                        return Step::Stop;
+                    }
                     if matches!(self.conn.state, State::Closing | State::Draining) && self.close_deadline.is_none() {
                         self.close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
                     }
@@ -174,8 +177,28 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
         }
     }
 
+    /// Test fault "drop after N frames": count this frame; true when the socket is to be dropped
+    /// now (no connection.close: the client sees its connection lost).
+    fn drop_by_fault(&self) -> bool {
+        let left = self.info.drop_after_frames.load(Ordering::Relaxed);
+        if left == 0 {
+            return false;
+        }
+        self.info.drop_after_frames.store(left - 1, Ordering::Relaxed);
+        if left == 1 {
+            tracing::warn!(peer = %self.peer, "test fault: dropping connection {}", self.id);
+        }
+        left == 1
+    }
+
     /// Confirms due after this batch, then the replies held for the definitions file or the store.
     async fn flush_confirms(&mut self) -> Step {
+        if self.info.hold_confirms.load(Ordering::Relaxed) {
+            // Test fault: confirms wait (counted) until released.
+            self.conn.count_unconfirmed();
+            self.conn.ctx.settle_holds().await;
+            return Step::Go;
+        }
         let durable = self.durable_rx.as_mut().map(|r| *r.borrow_and_update()).unwrap_or(u64::MAX);
         self.conn.flush_confirms(durable);
         // The fsync seen just now may cover confirms of channels that had no frames in this batch
@@ -274,7 +297,9 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
             }
             _ = self.alarm.changed() => {}
             d = durable_moved(&mut self.durable_rx), if self.durable_rx.is_some() && self.conn.awaits_disk() => {
-                self.conn.flush_disk_confirms(d);
+                if !self.info.hold_confirms.load(Ordering::Relaxed) {
+                    self.conn.flush_disk_confirms(d);
+                }
             }
             _ = self.ack_check.tick() => self.conn.check_ack_timeouts(),
             _ = self.info.kill.notified(), if self.conn.state == State::Open => {

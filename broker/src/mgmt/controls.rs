@@ -65,48 +65,6 @@ pub async fn reset_all(State(m): St, Extension(u): U, Query(q): Query<HashMap<St
     Ok(axum::Json(json!({"problems": problems})).into_response())
 }
 
-/// A message-trace entry as JSON: `at` (the vhost's time), `event` and the event's fields.
-fn journal_json(e: &crate::journal::Entry) -> Value {
-    use crate::journal::Event;
-    let names = |qs: &[warren_protocol::ShortStr]| qs.iter().map(|q| q.to_str_lossy().into_owned()).collect::<Vec<_>>();
-    let s = |n: &warren_protocol::ShortStr| n.to_str_lossy().into_owned();
-    let mut o = match &e.event {
-        Event::Published { exchange, routing_key, queues, connection, channel, user } => json!({
-            "event": if queues.is_empty() { "unroutable" } else { "published" },
-            "exchange": exchange, "routing_key": routing_key, "queues": names(queues),
-            "connection": connection.as_ref(), "channel": channel, "user": user,
-            "by_broker": user.is_empty(),
-        }),
-        Event::Delayed { exchange, delay_ms } => {
-            json!({"event": "delayed", "exchange": exchange, "delay_ms": delay_ms})
-        }
-        Event::Released { exchange, queues } => {
-            json!({"event": "released", "exchange": exchange, "queues": names(queues)})
-        }
-        Event::Refused { queue, reason } => json!({"event": "refused", "queue": s(queue), "reason": reason}),
-        Event::Delivered { queue, connection, channel, consumer_tag, redelivered } => json!({
-            "event": if consumer_tag.is_empty() { "got" } else { "delivered" },
-            "queue": s(queue), "connection": connection.as_ref(), "channel": channel,
-            "consumer_tag": s(consumer_tag), "redelivered": redelivered,
-        }),
-        Event::Settled { queue, connection, how, requeue } => {
-            json!({"event": how, "queue": s(queue), "connection": connection.as_ref(), "requeue": requeue})
-        }
-        Event::Left { queue, reason, dlx } => json!({
-            "event": if dlx.is_some() { "dead-lettered" } else { "dropped" },
-            "queue": s(queue), "reason": reason, "dead_letter_exchange": dlx.as_ref().map(s),
-        }),
-    };
-    if let Some(m) = o.as_object_mut() {
-        m.insert("at".into(), json!(views::format_timestamp(e.at_ms)));
-        m.insert("at_ms".into(), json!(e.at_ms));
-        m.insert("message_id".into(), json!(e.ids.message_id));
-        m.insert("correlation_id".into(), json!(e.ids.correlation_id));
-        m.insert("traceparent".into(), json!(e.ids.traceparent));
-    }
-    o
-}
-
 /// `GET /api/warren/vhosts/{vhost}/trace?message_id=..&correlation_id=..&traceparent=..`: the
 /// message trace of the messages matching every criterion given, oldest event first.
 pub async fn trace(
@@ -127,7 +85,7 @@ pub async fn trace(
     if !v.journal.on() {
         return Err(ApiError::bad_request("the message trace is off (--message-trace-size 0)"));
     }
-    let events: Vec<Value> = v.journal.find(&query).iter().map(journal_json).collect();
+    let events: Vec<Value> = v.journal.find(&query).iter().map(|e| e.to_json()).collect();
     Ok(axum::Json(json!({"events": events})).into_response())
 }
 

@@ -9,6 +9,10 @@
 //! - `close-connection` (`"code"`, `"text"`): connection.close with that reply code, its text
 //!   the code's name and `text` (`INTERNAL_ERROR - text`), as the broker words its own;
 //! - `close-channel` (`"channel"`, `"code"`, `"text"`): channel.close the same way;
+//! - `hold-confirms` / `release-confirms`: publishes are counted but not confirmed, then all
+//!   confirmed at once;
+//! - `drop-after-frames` (`"frames"`): the socket is dropped (no connection.close) once that many
+//!   more frames were read from the client;
 //! - `cancel-consumers` (`"vhost"`, `"queue"`): basic.cancel to every consumer of the queue;
 //! - `nack-publishes` (`"vhost"`, `"count"`): nack the next N confirm-mode publishes.
 //!
@@ -83,6 +87,12 @@ pub async fn apply(State(m): St, Extension(u): U, body: Bytes) -> Resp {
                 u16::try_from(number(&req, "channel")?).map_err(|_| ApiError::bad_request("channel: 1..65535"))?;
             b.fault_close_channel(&target(&req)?, channel, code(&req)?, text(&req, "text")?)
         }
+        "hold-confirms" => b.fault_hold_confirms(&target(&req)?, true),
+        "release-confirms" => b.fault_hold_confirms(&target(&req)?, false),
+        "drop-after-frames" => match number(&req, "frames")? {
+            0 => return Err(ApiError::bad_request("frames: at least 1")),
+            n => b.fault_drop_after(&target(&req)?, n),
+        },
         "cancel-consumers" => {
             b.fault_cancel_consumers(text(&req, "vhost")?, text(&req, "queue")?).ok_or_else(ApiError::not_found)?
         }

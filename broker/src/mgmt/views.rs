@@ -116,21 +116,7 @@ fn idle_since(last_used: u64) -> Value {
 
 /// `YYYY-MM-DDTHH:MM:SS.mmm+00:00` (UTC), the format RabbitMQ 3.10 uses for `idle_since`.
 pub fn format_timestamp(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = secs / 86400;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+00:00", rem / 3600, (rem % 3600) / 60, rem % 60, ms % 1000)
+    crate::clock::format_utc(ms)
 }
 
 /// Ready messages whose bodies are paged out, estimated from the bytes in memory (the queue
