@@ -195,6 +195,18 @@ impl Broker {
         conns.len()
     }
 
+    /// Delay everything sent to the matching connections (deliveries, confirms, replies) by at
+    /// least `ms` (0: no more). Returns how many connections.
+    pub fn fault_delay(&self, t: &Target, ms: u64) -> usize {
+        let conns = self.fault_targets(t);
+        for c in &conns {
+            c.delay_writes_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        let detail = format!("{} connection(s): writes delayed by {ms} ms", conns.len());
+        self.record_fault("delay-deliveries", fault_vhost(t, &conns), t.describe(), detail);
+        conns.len()
+    }
+
     /// Cancel every consumer of queue `queue` in `vhost` as the broker does when the queue is
     /// deleted (basic.cancel to clients that support it); the queue stays. `None` if there is no
     /// such vhost or queue; else how many consumers.

@@ -77,6 +77,8 @@ pub struct ConnInfo {
     pub kill_reason: Mutex<Option<(u16, String)>>,
     /// Test fault: confirms are not sent while set (they are counted as unconfirmed).
     pub hold_confirms: AtomicBool,
+    /// Test fault: every write to the client waits this long first (0: none).
+    pub delay_writes_ms: AtomicU64,
     /// Test fault: drop the socket once this many more frames were read (0: no such fault).
     pub drop_after_frames: AtomicU64,
     /// Channels the broker was asked to close (a test fault): channel, reply code and text.

@@ -201,3 +201,28 @@ def test_search_finds_messages_across_the_queues_of_a_vhost(api, broker, vhost):
     assert where("message_id=nothing") == []
     assert api.get(base).status == 400
     conn.close()
+
+
+def test_peek_into_a_delayed_message_exchange(api, broker, vhost):
+    conn = connect(broker, vhost)
+    try:
+        ch = conn.channel()
+        ch.exchange_declare("later", "x-delayed-message", arguments={"x-delayed-type": "direct"})
+        ch.queue_declare("due")
+        ch.queue_bind("due", "later", "k")
+        for body, delay in ((b"second", 600_000), (b"first", 300_000), (b"third", 900_000)):
+            ch.basic_publish("later", "k", body, pika.BasicProperties(message_id=body.decode(), headers={"x-delay": delay}))
+        page = eventually(lambda: (lambda r: r.json if r.json["total"] == 3 else None)(
+            api.get(f"/api/warren/exchanges/{q(vhost)}/later/delayed?count=2")))
+        assert [m["payload"] for m in page["messages"]] == ["first", "second"]
+        assert [m["position"] for m in page["messages"]] == [0, 1]
+        assert 200_000 < page["messages"][0]["due_in_ms"] <= 300_000
+        assert page["messages"][0]["properties"]["message_id"] == "first"
+        rest = api.get(f"/api/warren/exchanges/{q(vhost)}/later/delayed?offset=2").json
+        assert [m["payload"] for m in rest["messages"]] == ["third"]
+        # Nothing was taken: still held, nothing delivered.
+        assert api.get(f"/api/warren/exchanges/{q(vhost)}/later/delayed").json["total"] == 3
+        assert ch.queue_declare("due", passive=True).method.message_count == 0
+        assert api.get(f"/api/warren/exchanges/{q(vhost)}/nope/delayed").status == 404
+    finally:
+        conn.close()

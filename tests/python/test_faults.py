@@ -18,6 +18,7 @@ faults. Without ``--test-controls`` every fault route answers 404 and changes no
 Warren-only (the controls are Warren's); the module starts its own Warren with the flag.
 """
 
+import time
 import urllib.parse
 import uuid
 
@@ -245,3 +246,15 @@ def test_drop_the_connection_after_n_frames(open_named, capi):
             ch.basic_publish("", "drops", b"x")
             conn.process_data_events(time_limit=0.05)
     eventually(lambda: not [c for c in capi.ok("/api/connections") if c.get("user_provided_name") == "dropped"])
+
+
+def test_delay_what_a_connection_is_sent(open_named, capi):
+    conn = open_named("slowed")
+    ch = conn.channel()
+    ch.queue_declare("slow-replies")
+    fault(capi, {"fault": "delay-deliveries", "connection": "slowed", "delay_ms": 400}, applied=1)
+    started = time.monotonic()
+    ch.queue_declare("slow-replies", passive=True)      # its declare-ok is held back
+    assert time.monotonic() - started >= 0.35
+    fault(capi, {"fault": "delay-deliveries", "connection": "slowed", "delay_ms": 0}, applied=1)
+    ch.queue_declare("slow-replies", passive=True)

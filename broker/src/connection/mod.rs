@@ -307,6 +307,7 @@ fn register(
         channel_kills: Default::default(),
         hold_confirms: Default::default(),
         drop_after_frames: Default::default(),
+        delay_writes_ms: Default::default(),
         kill: Notify::new(),
     });
     broker.stats.register(info.clone());

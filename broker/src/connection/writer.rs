@@ -68,6 +68,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
             None => out.ready().await,
         }
+        let delay = info.delay_writes_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            // Test fault: what the client is sent arrives late.
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let n = out.take(&mut chunks);
         if n > 0 {
             if write_all(&mut sock, &mut chunks).await.is_err() {

@@ -71,6 +71,7 @@ pub fn router(m: Arc<Mgmt>) -> Router {
         .route("/api/warren/vhosts/{vhost}/wait-idle", get(super::controls::wait_idle))
         .route("/api/warren/vhosts/{vhost}/messages", get(super::controls::search))
         .route("/api/warren/queues/{vhost}/{name}/messages", get(super::controls::peek))
+        .route("/api/warren/exchanges/{vhost}/{name}/delayed", get(super::controls::peek_delayed))
         .route("/api/operator-policies", get(super::operator_policies::all))
         .route("/api/operator-policies/{vhost}", get(super::operator_policies::of))
         .route(

@@ -188,6 +188,13 @@ fn readable(m: &Mgmt, u: &MgmtUser, v: &crate::vhost::VHost, name: &str) -> Resu
     })
 }
 
+/// A peek's page: `offset` (0), `count` (50, at most [`PEEK_MAX`]) and `encoding` (`auto`).
+fn page(q: &HashMap<String, String>) -> Result<(usize, usize, &str), ApiError> {
+    let offset = number(q, "offset", 0)? as usize;
+    let count = (number(q, "count", 50)? as usize).min(PEEK_MAX);
+    Ok((offset, count, q.get("encoding").map(String::as_str).unwrap_or("auto")))
+}
+
 /// `GET /api/warren/queues/{vhost}/{name}/messages?offset=O&count=N&encoding=auto|base64`: the
 /// ready messages `O..O+N` in delivery order, left where they are.
 pub async fn peek(
@@ -198,12 +205,46 @@ pub async fn peek(
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let queue = readable(&m, &u, &v, &name)?;
-    let offset = number(&q, "offset", 0)? as usize;
-    let count = (number(&q, "count", 50)? as usize).min(PEEK_MAX);
-    let encoding = q.get("encoding").map(String::as_str).unwrap_or("auto");
+    let (offset, count, encoding) = page(&q)?;
     let (msgs, total) = queue.peek(offset, count);
     let items: Vec<Value> = msgs.iter().enumerate().map(|(i, p)| peeked_json(p, offset + i, encoding)).collect();
     Ok(axum::Json(json!({"queue": name, "vhost": vhost, "total": total, "offset": offset, "messages": items}))
+        .into_response())
+}
+
+/// `GET /api/warren/exchanges/{vhost}/{name}/delayed?offset=O&count=N&encoding=..`: the messages a
+/// delayed-message exchange holds, earliest due first, with `due` (the vhost's time) and
+/// `due_in_ms`; nothing is taken or released. Needs read permission on the exchange.
+pub async fn peek_delayed(
+    State(m): St,
+    Extension(u): U,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Resp {
+    let v = m.vhost_for(&u, &vhost)?;
+    if v.exchange(&name.to_string().into()).is_none() {
+        return Err(ApiError::not_found());
+    }
+    // Reading what an exchange holds needs read permission on it, as reading a queue does.
+    let g = super::api::grants(&m, &u, &v);
+    g.check(crate::auth::Access::Read, crate::auth::Resource::Exchange, name.as_bytes())
+        .map_err(ApiError::not_authorised)?;
+    let (offset, count, encoding) = page(&q)?;
+    let (held, total) = v.timers.peek_delayed(name.as_bytes(), offset, count);
+    let (now, unix) = (v.clock.now_ms(), v.clock.unix_ms());
+    let items: Vec<Value> = held
+        .iter()
+        .enumerate()
+        .map(|(i, (due, msg))| {
+            let mut o = super::api::message_json(msg, encoding, None);
+            let due_unix = (unix + due.saturating_sub(now)).saturating_sub(now.saturating_sub(*due));
+            o.insert("position".into(), json!(offset + i));
+            o.insert("due".into(), json!(views::format_timestamp(due_unix)));
+            o.insert("due_in_ms".into(), json!(*due as i64 - now as i64));
+            Value::Object(o)
+        })
+        .collect();
+    Ok(axum::Json(json!({"exchange": name, "vhost": vhost, "total": total, "offset": offset, "messages": items}))
         .into_response())
 }
 

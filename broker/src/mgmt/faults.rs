@@ -9,6 +9,8 @@
 //! - `close-connection` (`"code"`, `"text"`): connection.close with that reply code, its text
 //!   the code's name and `text` (`INTERNAL_ERROR - text`), as the broker words its own;
 //! - `close-channel` (`"channel"`, `"code"`, `"text"`): channel.close the same way;
+//! - `delay-deliveries` (`"delay_ms"`, 0 to stop): everything sent to the client (deliveries,
+//!   confirms, replies) waits that long first;
 //! - `hold-confirms` / `release-confirms`: publishes are counted but not confirmed, then all
 //!   confirmed at once;
 //! - `drop-after-frames` (`"frames"`): the socket is dropped (no connection.close) once that many
@@ -29,6 +31,10 @@ use axum::{body::Bytes, Extension};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The longest delay the `delay-deliveries` fault applies (a minute: longer would only look like
+/// a hung broker, and heartbeats would close the connection anyway).
+const MAX_DELAY_MS: u64 = 60_000;
 
 type St = State<Arc<Mgmt>>;
 type U = Extension<MgmtUser>;
@@ -87,6 +93,7 @@ pub async fn apply(State(m): St, Extension(u): U, body: Bytes) -> Resp {
                 u16::try_from(number(&req, "channel")?).map_err(|_| ApiError::bad_request("channel: 1..65535"))?;
             b.fault_close_channel(&target(&req)?, channel, code(&req)?, text(&req, "text")?)
         }
+        "delay-deliveries" => b.fault_delay(&target(&req)?, number(&req, "delay_ms")?.min(MAX_DELAY_MS)),
         "hold-confirms" => b.fault_hold_confirms(&target(&req)?, true),
         "release-confirms" => b.fault_hold_confirms(&target(&req)?, false),
         "drop-after-frames" => match number(&req, "frames")? {

@@ -118,6 +118,26 @@ impl Timers {
         self.heap.lock().0.iter().filter(|h| matches!(&h.0.work, Work::Deliver(..))).count()
     }
 
+    /// Test control "peek": the messages held for exchange `name`, earliest due first, from
+    /// `offset`, at most `count`: (due time on the vhost's clock, message). Nothing is taken.
+    pub fn peek_delayed(&self, name: &[u8], offset: usize, count: usize) -> (Vec<(u64, Message)>, usize) {
+        let h = self.heap.lock();
+        let mut held: Vec<(u64, u64, &Message)> =
+            h.0.iter()
+                .filter_map(|r| match &r.0.work {
+                    Work::Deliver(m, _) if m.exchange.as_bytes() == name => Some((r.0.due, r.0.seq, m)),
+                    _ => None,
+                })
+                .collect();
+        held.sort_unstable_by_key(|(due, seq, _)| (*due, *seq));
+        let total = held.len();
+        let copy = |m: &Message| {
+            Message::new(m.exchange.clone(), m.routing_key.clone(), m.properties.clone(), m.body.clone()).ok()
+        };
+        let page = held.into_iter().skip(offset).take(count).filter_map(|(due, _, m)| Some((due, copy(m)?))).collect();
+        (page, total)
+    }
+
     /// Messages held for exchange `name` (management API: `messages_delayed`).
     pub fn count_for(&self, name: &[u8]) -> usize {
         self.heap
