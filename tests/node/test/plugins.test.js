@@ -4,7 +4,8 @@
 // firehose tracer (amq.rabbitmq.trace, `rabbitmqctl trace_on`), checked against
 // RabbitMQ 3.10 with the event exchange plugin enabled (AMQP_URL and MGMT_URL)
 // and against Warren. The Python suite covers them in depth
-// (tests/python/test_event_exchange.py, test_firehose.py).
+// (tests/python/test_event_exchange.py, test_firehose.py), and dynamic shovels
+// (RabbitMQ with rabbitmq_shovel and rabbitmq_shovel_management; test_shovels.py).
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -26,7 +27,7 @@ test('queue.created and queue.deleted reach a queue bound to amq.rabbitmq.event'
       if (!m) break;
       if (m.properties.headers.name === name) seen.push(m);
     }
-    return seen.length === 2;
+    assert.equal(seen.length, 2);
   });
   assert.deepEqual(seen.map((m) => m.fields.routingKey), ['queue.created', 'queue.deleted']);
   const [created] = seen;
@@ -67,7 +68,7 @@ test('with tracing on, a publish and its delivery are copied to amq.rabbitmq.tra
         if (!m) break;
         seen.push(m);
       }
-      return seen.length === 2;
+      assert.equal(seen.length, 2);
     });
     assert.deepEqual(seen.map((m) => m.fields.routingKey), ['publish.', 'deliver.work']);
     for (const m of seen) {
@@ -83,6 +84,52 @@ test('with tracing on, a publish and its delivery are copied to amq.rabbitmq.tra
     }
     assert.deepEqual(seen[0].properties.headers.routed_queues, ['work']);
     assert.equal(seen[1].properties.headers.redelivered, 0);
+  } finally {
+    await broker.http('DELETE', `/api/vhosts/${vhost}`);
+  }
+});
+
+test('a dynamic shovel moves what a queue holds to another queue, then deletes itself', async (t) => {
+  if (!broker.mgmtUrl) return t.skip('needs the management API (MGMT_URL)');
+  const vhost = uniqueName('shovel');
+  assert.ok([201, 204].includes((await broker.http('PUT', `/api/vhosts/${vhost}`, {})).status));
+  try {
+    await broker.http('PUT', `/api/permissions/${vhost}/guest`, { configure: '.*', write: '.*', read: '.*' });
+    const url = new URL(broker.url);
+    url.pathname = '/' + encodeURIComponent(vhost);
+    const conn = await broker.connect(url.toString());
+    const ch = await broker.channel(conn, { confirm: true });
+    await ch.assertQueue('failed', { durable: true });
+    for (const n of ['1', '2', '3']) ch.sendToQueue('failed', Buffer.from(n), { messageId: 'm' + n });
+    await ch.waitForConfirms();
+    // amqp:// names this broker (vhost /); amqp:///<vhost> another of its vhosts.
+    const here = `amqp:///${encodeURIComponent(vhost)}`;
+    const value = {
+      'src-uri': here, 'src-queue': 'failed', 'dest-uri': here, 'dest-queue': 'retry',
+      'src-delete-after': 'queue-length', 'dest-add-forward-headers': true,
+    };
+    const put = await broker.http('PUT', `/api/parameters/shovel/${encodeURIComponent(vhost)}/move`, { value });
+    assert.equal(put.status, 201);
+    // (eventually() retries until its function stops throwing.)
+    await eventually(async () =>
+      assert.equal((await broker.http('GET', `/api/parameters/shovel/${encodeURIComponent(vhost)}/move`)).status, 404));
+    const moved = [];
+    await eventually(async () => {
+      for (;;) {
+        const m = await ch.get('retry', { noAck: true });
+        if (!m) break;
+        moved.push(m);
+      }
+      assert.equal(moved.length, 3);
+    });
+    assert.deepEqual(moved.map((m) => m.content.toString()), ['1', '2', '3']);
+    assert.deepEqual(moved.map((m) => m.properties.messageId), ['m1', 'm2', 'm3']);
+    const hop = moved[0].properties.headers['x-shovelled'][0];
+    assert.equal(hop['shovel-name'], 'move');
+    assert.equal(hop['src-queue'], 'failed');
+    assert.equal(hop['dest-queue'], 'retry');
+    assert.equal((await ch.checkQueue('failed')).messageCount, 0);
+    await conn.close();
   } finally {
     await broker.http('DELETE', `/api/vhosts/${vhost}`);
   }
