@@ -2,8 +2,9 @@
 // An application's tests (node:test + amqplib) against a Warren started with --test-controls
 // (WARREN_TEST_CONTROLS=true in a CI service container): every test starts from an empty vhost
 // (reset), asserts once the broker is quiet (wait-idle) instead of sleeping, looks into a
-// dead-letter queue without taking its messages (peek), and makes the broker nack a publish to
-// test the application's retry (a fault).
+// dead-letter queue without taking its messages (peek), makes the broker nack a publish to
+// test the application's retry (a fault), and moves the vhost's clock an hour ahead so that a
+// retry scheduled for later arrives now (the virtual clock).
 //
 //   AMQP_URL=amqp://guest:guest@localhost:5672 MGMT_URL=http://localhost:15672 \
 //     node --test test-controls.test.js
@@ -91,3 +92,22 @@ test('a publish the broker nacks is retried', async () => {
   assert.equal(await publishWithRetry(ch, 'orders', { id: 'o-4', amount: 1 }), 2);
   assert.equal((await ch.checkQueue('orders')).messageCount, 1);
 });
+
+test('a retry scheduled an hour later arrives when the clock is moved an hour ahead', async () => {
+  const ch = await conn.createConfirmChannel();
+  await ch.assertExchange('retries', 'x-delayed-message', { arguments: { 'x-delayed-type': 'direct' } });
+  await ch.assertQueue('orders');
+  await ch.bindQueue('orders', 'retries', 'orders');
+  ch.publish('retries', 'orders', Buffer.from('{"id":"o-5","amount":3}'), { headers: { 'x-delay': 3_600_000 } });
+  await ch.waitForConfirms();
+  const held = await control('GET', '/api/warren/exchanges/%2F/retries/delayed');
+  assert.equal(held.body.total, 1, 'held by the delayed exchange');
+  const moved = await control('POST', `/api/warren/vhosts/${VHOST}/clock`, { advance_ms: 3_600_000 });
+  assert.equal(moved.status, 200);
+  // Due now: released within a few milliseconds (not an hour).
+  for (let i = 0; i < 200 && (await ch.checkQueue('orders')).messageCount === 0; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal((await ch.checkQueue('orders')).messageCount, 1);
+});
+

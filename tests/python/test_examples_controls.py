@@ -41,4 +41,4 @@ def test_the_node_example_passes(controlled):
     r = subprocess.run(["node", "--test", str(example)], cwd=example.parent, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "# pass 2" in r.stdout and "# fail 0" in r.stdout, r.stdout
+    assert "# pass 3" in r.stdout and "# fail 0" in r.stdout, r.stdout
