@@ -111,6 +111,8 @@ pub enum Event {
         exchange: String,
         routing_key: String,
         queues: Vec<ShortStr>,
+        /// Exchanges passed through after the first (`true`: as an alternate exchange).
+        via: Vec<(ShortStr, bool)>,
         connection: Arc<str>,
         channel: u16,
         user: String,
@@ -170,9 +172,11 @@ impl Entry {
         let names = |qs: &[ShortStr]| qs.iter().map(|q| q.to_str_lossy().into_owned()).collect::<Vec<_>>();
         let s = |n: &ShortStr| n.to_str_lossy().into_owned();
         let mut o = match &e.event {
-            Event::Published { exchange, routing_key, queues, connection, channel, user } => json!({
+            Event::Published { exchange, routing_key, queues, via, connection, channel, user } => json!({
                 "event": if queues.is_empty() { "unroutable" } else { "published" },
                 "exchange": exchange, "routing_key": routing_key, "queues": names(queues),
+                "via": via.iter().map(|(x, _)| s(x)).collect::<Vec<_>>(),
+                "alternate_exchanges": via.iter().filter(|(_, alt)| *alt).map(|(x, _)| s(x)).collect::<Vec<_>>(),
                 "connection": connection.as_ref(), "channel": channel, "user": user,
                 "by_broker": user.is_empty(),
             }),

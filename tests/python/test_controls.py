@@ -226,3 +226,21 @@ def test_peek_into_a_delayed_message_exchange(api, broker, vhost):
         assert api.get(f"/api/warren/exchanges/{q(vhost)}/nope/delayed").status == 404
     finally:
         conn.close()
+
+
+def test_wait_idle_for_a_list_of_queues(api, broker, vhost):
+    conn = connect(broker, vhost)
+    try:
+        ch = conn.channel()
+        ch.queue_declare("watched")
+        ch.queue_declare("elsewhere")
+        ch.basic_publish("", "elsewhere", b"not watched")
+        r = api.get(f"/api/warren/vhosts/{q(vhost)}/wait-idle?queues=watched&quiet_ms=20&timeout_ms=2000")
+        assert (r.status, r.json["idle"]) == (200, True), r
+        ch.basic_publish("", "watched", b"pending")
+        r = api.get(f"/api/warren/vhosts/{q(vhost)}/wait-idle?queues=watched,elsewhere&quiet_ms=20&timeout_ms=200")
+        assert r.status == 408
+        assert sorted(x["name"] for x in r.json["busy"]["queues"]) == ["elsewhere", "watched"]
+        assert api.get(f"/api/warren/vhosts/{q(vhost)}/wait-idle?queues=nope").status == 404
+    finally:
+        conn.close()

@@ -125,3 +125,21 @@ def test_the_trace_needs_a_criterion_and_a_reset_clears_it(api, vhost, conn):
     eventually(lambda: trace(api, vhost, message_id="gone-after-reset"))
     assert api.post(f"/api/warren/vhosts/{q(vhost)}/reset").status == 204
     assert trace(api, vhost, message_id="gone-after-reset") == []
+
+
+def test_exchange_hops_and_the_alternate_exchange_are_shown(api, vhost, conn):
+    ch = conn.channel()
+    ch.exchange_declare("ae", "fanout")
+    ch.queue_declare("unrouted")
+    ch.queue_bind("unrouted", "ae", "")
+    ch.exchange_declare("front", "direct", arguments={"alternate-exchange": "ae"})
+    ch.exchange_declare("inner", "topic")
+    ch.exchange_bind("inner", "front", "orders")
+    ch.queue_declare("orders")
+    ch.queue_bind("orders", "inner", "#")
+    ch.basic_publish("front", "orders", b"x", pika.BasicProperties(message_id="hop"))
+    ch.basic_publish("front", "unknown", b"y", pika.BasicProperties(message_id="alt"))
+    hop, = eventually(lambda: trace(api, vhost, message_id="hop"))
+    assert (hop["queues"], hop["via"], hop["alternate_exchanges"]) == (["orders"], ["inner"], [])
+    alt, = eventually(lambda: trace(api, vhost, message_id="alt"))
+    assert (alt["queues"], alt["via"], alt["alternate_exchanges"]) == (["unrouted"], ["ae"], ["ae"])

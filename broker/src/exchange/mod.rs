@@ -221,6 +221,10 @@ pub struct Routed {
     pub delay_durable: bool,
     /// The store LSN of a held message's record (0: not stored): its confirm waits for it.
     pub held_lsn: u64,
+    /// Exchanges the message went through after the first (exchange-to-exchange bindings and
+    /// alternate exchanges, `true` for an alternate), in the order they were taken; filled only
+    /// when there were any (the message trace shows them).
+    pub via: Vec<(ShortStr, bool)>,
 }
 
 impl Routed {
@@ -230,6 +234,7 @@ impl Routed {
         self.delay_ms = None;
         self.delay_durable = false;
         self.held_lsn = 0;
+        self.via.clear();
     }
     #[inline]
     fn push(&mut self, d: &Dest) {

@@ -94,12 +94,17 @@ fn number(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, ApiError>
     q.get(k).map_or(Ok(d), |s| s.parse().map_err(|_| ApiError::bad_request(format!("{k}: a whole number"))))
 }
 
-/// What keeps a vhost busy: queues with ready or unacked messages, held delayed messages,
-/// messages its shovels are moving, and publishes not yet confirmed.
-fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
+/// What keeps a vhost busy: queues with ready or unacked messages (only the queues named in
+/// `only`, when given), held delayed messages, messages its shovels are moving, and publishes
+/// not yet confirmed.
+fn busy(m: &Mgmt, v: &crate::vhost::VHost, only: Option<&[String]>) -> Option<Value> {
     let unacked = views::unacked_by_queue(&m.broker);
     let mut queues = Vec::new();
-    for q in v.queues_snapshot() {
+    let watched = v
+        .queues_snapshot()
+        .into_iter()
+        .filter(|q| only.is_none_or(|names| names.iter().any(|n| n.as_bytes() == q.name.as_bytes())));
+    for q in watched {
         let (ready, _) = q.counts();
         let un = views::unacked_count(&unacked, &q);
         if ready > 0 || un > 0 {
@@ -125,7 +130,7 @@ fn busy(m: &Mgmt, v: &crate::vhost::VHost) -> Option<Value> {
     })
 }
 
-/// `GET /api/warren/vhosts/{vhost}/wait-idle`.
+/// `GET /api/warren/vhosts/{vhost}/wait-idle[?quiet_ms=Q&timeout_ms=T&queues=a,b]`.
 pub async fn wait_idle(
     State(m): St,
     Extension(u): U,
@@ -135,11 +140,19 @@ pub async fn wait_idle(
     let v = m.vhost_for(&u, &vhost)?;
     let quiet = Duration::from_millis(number(&q, "quiet_ms", DEFAULT_QUIET_MS)?);
     let timeout = Duration::from_millis(number(&q, "timeout_ms", DEFAULT_TIMEOUT_MS)?.min(MAX_TIMEOUT_MS));
+    // `queues=a,b`: watch only these queues (the vhost's other counts still apply).
+    let only: Option<Vec<String>> =
+        q.get("queues").map(|s| s.split(',').filter(|n| !n.is_empty()).map(String::from).collect());
+    for name in only.iter().flatten() {
+        if v.queue(&name.clone().into()).is_none() {
+            return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no queue '{name}' in vhost '{vhost}'")));
+        }
+    }
     let started = Instant::now();
     let mut quiet_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        match busy(&m, &v) {
+        match busy(&m, &v, only.as_deref()) {
             None => {
                 let since = *quiet_since.get_or_insert(now);
                 if now.duration_since(since) >= quiet {

@@ -130,6 +130,7 @@ impl VHost {
                 exchange: lossy(&p.exchange),
                 routing_key: lossy(&p.routing_key),
                 queues: routed.queues.iter().map(|q| q.name.clone()).collect(),
+                via: routed.via.clone(),
                 connection: who.origin.map_or_else(|| Arc::from(""), |o| o.connection.clone()),
                 channel: p.channel,
                 user: who.user.unwrap_or_default().to_string(),

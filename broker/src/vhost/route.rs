@@ -166,19 +166,21 @@ impl VHost {
             return; // the common case: one exchange, queues only
         }
         let mut visited: Vec<Arc<Exchange>> = vec![start.clone()];
-        let mut todo: Vec<Arc<Exchange>> = std::mem::take(&mut out.exchanges);
+        // (exchange, reached as an alternate exchange)
+        let mut todo: Vec<(Arc<Exchange>, bool)> = out.exchanges.drain(..).map(|x| (x, false)).collect();
         if !matched {
-            todo.extend(self.alternate_of(start));
+            todo.extend(self.alternate_of(start).map(|x| (x, true)));
         }
-        while let Some(x) = todo.pop() {
+        while let Some((x, alternate)) = todo.pop() {
             if visited.iter().any(|v| Arc::ptr_eq(v, &x)) {
                 continue;
             }
             visited.push(x.clone());
+            out.via.push((x.name.clone(), alternate));
             let matched = x.route_into(keys, headers, properties, out);
-            todo.append(&mut out.exchanges);
+            todo.extend(out.exchanges.drain(..).map(|x| (x, false)));
             if !matched {
-                todo.extend(self.alternate_of(&x));
+                todo.extend(self.alternate_of(&x).map(|x| (x, true)));
             }
         }
     }
