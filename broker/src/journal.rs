@@ -13,7 +13,8 @@
 //! - Off, each event site costs one branch on an immutable field. On, a message without an
 //!   identity costs a look at its property flags (two bytes), nothing else; only messages with
 //!   one are decoded and recorded.
-//! - The ring holds at most its capacity; the oldest events go first. It keeps no message body.
+//! - The ring holds at most its capacity; the oldest events go first. It keeps no message body
+//!   and no slice of a read buffer (names are copied: [`owned`]).
 //! - The ring's lock is a leaf, held only to push or copy.
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -86,6 +87,12 @@ impl Ids {
         });
         eq(&self.message_id, &q.message_id) && eq(&self.correlation_id, &q.correlation_id) && trace
     }
+}
+
+/// A name kept by an event, copied: a name decoded from a frame is a slice of the connection's
+/// read buffer, which an event outliving its queue or consumer must not keep alive.
+pub fn owned(name: &ShortStr) -> ShortStr {
+    ShortStr::from_bytes(Bytes::copy_from_slice(name.as_bytes())).unwrap_or_default()
 }
 
 /// The trace id of a `traceparent` (`00-<trace id>-<span id>-<flags>`).

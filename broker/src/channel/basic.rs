@@ -288,7 +288,7 @@ impl Channel {
     fn journal_settled(&self, settled: &[crate::queue::consumer::Unacked], how: &'static str, requeue: bool) {
         for u in settled {
             u.queue.journal.record(&u.msg.msg.properties, &u.queue.clock, || crate::journal::Event::Settled {
-                queue: u.queue.name.clone(),
+                queue: crate::journal::owned(&u.queue.name),
                 connection: self.shared.origin.connection.clone(),
                 how,
                 requeue,

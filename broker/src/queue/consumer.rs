@@ -221,10 +221,10 @@ impl ChannelShared {
     #[inline]
     fn journal_delivery(&self, msg: &crate::message::Message, queue: &Queue, tag: &ShortStr, redelivered: bool) {
         queue.journal.record(&msg.properties, &queue.clock, || crate::journal::Event::Delivered {
-            queue: queue.name.clone(),
+            queue: crate::journal::owned(&queue.name),
             connection: self.origin.connection.clone(),
             channel: self.id,
-            consumer_tag: tag.clone(),
+            consumer_tag: crate::journal::owned(tag),
             redelivered,
         });
     }

@@ -413,7 +413,7 @@ impl Queue {
             QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
         if overflow != Overflow::DropHead && self.full_for(&st, &m) {
             self.journal.record(&m.msg.properties, &self.clock, || crate::journal::Event::Refused {
-                queue: self.name.clone(),
+                queue: crate::journal::owned(&self.name),
                 reason: "maxlen",
             });
             if overflow == Overflow::RejectPublishDlx {
@@ -878,9 +878,9 @@ impl Queue {
         if self.journal.on() {
             for (m, reason) in &dead {
                 self.journal.record(&m.msg.properties, &self.clock, || crate::journal::Event::Left {
-                    queue: self.name.clone(),
+                    queue: crate::journal::owned(&self.name),
                     reason: reason.as_str(),
-                    dlx: dlx.clone(),
+                    dlx: dlx.as_ref().map(crate::journal::owned),
                 });
             }
         }

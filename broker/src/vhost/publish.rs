@@ -129,8 +129,8 @@ impl VHost {
             None => crate::journal::Event::Published {
                 exchange: lossy(&p.exchange),
                 routing_key: lossy(&p.routing_key),
-                queues: routed.queues.iter().map(|q| q.name.clone()).collect(),
-                via: routed.via.clone(),
+                queues: routed.queues.iter().map(|q| crate::journal::owned(&q.name)).collect(),
+                via: routed.via.iter().map(|(x, alt)| (crate::journal::owned(x), *alt)).collect(),
                 connection: who.origin.map_or_else(|| Arc::from(""), |o| o.connection.clone()),
                 channel: p.channel,
                 user: who.user.unwrap_or_default().to_string(),

@@ -238,7 +238,7 @@ impl VHost {
                 };
                 self.journal.record(&msg.properties, &self.clock, || crate::journal::Event::Released {
                     exchange: msg.exchange.to_str_lossy().into_owned(),
-                    queues: routed.queues.iter().map(|q| q.name.clone()).collect(),
+                    queues: routed.queues.iter().map(|q| crate::journal::owned(&q.name)).collect(),
                 });
                 VHost::enqueue(&mut routed.queues, &Arc::new(msg), |_| false);
             }
