@@ -81,6 +81,10 @@ pub fn open_data_dir(config: &Config, dir: &std::path::Path) -> anyhow::Result<A
             },
         )
         .with_context(|| format!("cannot recover messages from {}", dir.join("msgs").display()))?;
+    // Stream directories of streams that no longer exist (deleted while stopped, or leftovers).
+    let streams: std::collections::HashSet<u64> =
+        by_key.values().filter(|q| q.kind == crate::queue::settings::QueueType::Stream).map(|q| q.key()).collect();
+    crate::stream::remove_orphans(&store, &streams);
     store.start()?;
     tracing::info!(
         "data directory {}: {} queues, {} messages recovered ({} of them held by delayed-message exchanges) from {} segments in {:?} ({} bytes of torn or corrupt tail cut)",

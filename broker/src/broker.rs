@@ -61,6 +61,8 @@ pub struct Broker {
     pub faults: crate::faults::FaultLog,
     /// Dynamic shovels (runtime parameters of component `shovel`) and their status.
     pub shovels: crate::shovel::Shovels,
+    /// Open stream protocol connections, their publishers and consumers (management API).
+    pub stream_conns: crate::streamproto::registry::Registry,
     /// Broker events (`amq.rabbitmq.event`): published once `start_events` ran.
     pub events: Arc<crate::events::Events>,
     /// The data directory's lock, held while the broker runs.
@@ -99,6 +101,7 @@ impl Broker {
             meta,
             events: Default::default(),
             shovels: Default::default(),
+            stream_conns: Default::default(),
             faults: Default::default(),
             user_limits: Default::default(),
             _lock: lock,

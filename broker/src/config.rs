@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
 /// RabbitMQ's Prometheus plugin port.
 pub const DEFAULT_PROMETHEUS_PORT: u16 = 15692;
+/// RabbitMQ's stream protocol port (`rabbitmq_stream`).
+pub const DEFAULT_STREAM_PORT: u16 = 5552;
 /// RabbitMQ's AMQPS port.
 pub const DEFAULT_TLS_PORT: u16 = 5671;
 /// Time a client has from TCP accept to connection.open (RabbitMQ's handshake_timeout).
@@ -224,6 +226,13 @@ pub struct Config {
     pub management_listen: Vec<SocketAddr>,
     /// Prometheus listeners (RabbitMQ's `prometheus.tcp.port`, 15692); empty: off.
     pub prometheus_listen: Vec<SocketAddr>,
+    /// Stream protocol listeners (RabbitMQ's `stream.listeners.tcp`, 5552); empty: off.
+    pub stream_listen: Vec<SocketAddr>,
+    /// Host name the stream protocol advertises to clients (metadata, open); None: the address
+    /// the client connected to.
+    pub stream_advertised_host: Option<String>,
+    /// Port the stream protocol advertises; None: the port the client connected to.
+    pub stream_advertised_port: Option<u16>,
     /// HTTP listeners: time to send a request's headers (see [`DEFAULT_HTTP_HEADER_TIMEOUT`]).
     pub http_header_timeout: Duration,
     /// HTTP listeners: time an idle keep-alive connection is kept (see
@@ -275,6 +284,9 @@ impl Default for Config {
             tls: None,
             management_listen: Vec::new(),
             prometheus_listen: Vec::new(),
+            stream_listen: Vec::new(),
+            stream_advertised_host: None,
+            stream_advertised_port: None,
             http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
             http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             load_definitions: None,

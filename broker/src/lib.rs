@@ -40,6 +40,8 @@ pub mod server;
 pub mod shovel;
 pub mod stats;
 pub mod store;
+pub mod stream;
+pub mod streamproto;
 pub mod trace;
 pub mod user_limits;
 pub mod vhost;

@@ -54,6 +54,7 @@ pub enum Listener {
     Amqps,
     Management,
     Prometheus,
+    Stream,
 }
 
 impl Listener {
@@ -66,6 +67,9 @@ impl Listener {
                 ("the management API", "--management-port / WARREN_MANAGEMENT_PORT / management.tcp.port")
             }
             Listener::Prometheus => ("Prometheus", "--prometheus-port / WARREN_PROMETHEUS_PORT / prometheus.tcp.port"),
+            Listener::Stream => {
+                ("stream protocol", "--stream-port / WARREN_STREAM_PORT / stream.listeners.tcp.default")
+            }
         }
     }
 }

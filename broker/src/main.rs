@@ -101,6 +101,19 @@ struct Cli {
     /// Management HTTP API and web UI port (on the same addresses as AMQP; 0 = any free port).
     #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = config::DEFAULT_MANAGEMENT_PORT)]
     management_port: u16,
+    /// Stream protocol port (RabbitMQ's rabbitmq_stream plugin; on the same addresses as AMQP;
+    /// 0 = any free port). If it is taken, Warren runs without the stream protocol (logged).
+    #[arg(long, env = "WARREN_STREAM_PORT", default_value_t = config::DEFAULT_STREAM_PORT)]
+    stream_port: u16,
+    /// Run without the stream protocol listener (stream queues still work over AMQP 0-9-1).
+    #[arg(long, env = "WARREN_NO_STREAMS")]
+    no_streams: bool,
+    /// Host name advertised to stream clients (metadata); default: the address they connected to.
+    #[arg(long, env = "WARREN_STREAM_ADVERTISED_HOST")]
+    stream_advertised_host: Option<String>,
+    /// Port advertised to stream clients; default: the port they connected to.
+    #[arg(long, env = "WARREN_STREAM_ADVERTISED_PORT")]
+    stream_advertised_port: Option<u16>,
     /// Prometheus metrics port (`/metrics`, `/metrics/per-object`).
     #[arg(long, env = "WARREN_PROMETHEUS_PORT", default_value_t = config::DEFAULT_PROMETHEUS_PORT)]
     prometheus_port: u16,
@@ -237,6 +250,11 @@ fn start() -> anyhow::Result<()> {
         cfg.management_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.management_port)).collect();
         cfg.prometheus_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.prometheus_port)).collect();
     }
+    if !cli.no_streams {
+        cfg.stream_listen = cfg.listen.iter().map(|a| SocketAddr::new(a.ip(), cli.stream_port)).collect();
+    }
+    cfg.stream_advertised_host = cli.stream_advertised_host.filter(|h| !h.is_empty());
+    cfg.stream_advertised_port = cli.stream_advertised_port;
     if let Some(ms) = cli.http_timeout.filter(|&ms| ms > 0) {
         cfg.http_header_timeout = std::time::Duration::from_millis(ms);
         cfg.http_idle_timeout = std::time::Duration::from_millis(ms);
@@ -271,6 +289,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     for a in &handle.prometheus_addrs {
         println!("Listening for Prometheus on {a}");
+    }
+    for a in &handle.stream_addrs {
+        println!("Listening for streams on {a}");
     }
     tracing::info!("Warren {} started", env!("CARGO_PKG_VERSION"));
     // Tools (CI service health checks, test harnesses) wait for this exact line, after the
@@ -391,6 +412,15 @@ fn apply_config_file(
                 cli.management_port = parse_num(e)?
             }
             "prometheus.tcp.port" if unset("prometheus_port") => cli.prometheus_port = parse_num(e)?,
+            "stream.listeners.tcp.1" | "stream.listeners.tcp.default" | "stream.tcp_listen_options.port"
+                if unset("stream_port") =>
+            {
+                cli.stream_port = parse_num(e)?
+            }
+            "stream.advertised_host" if unset("stream_advertised_host") => cli.stream_advertised_host = Some(v),
+            "stream.advertised_port" if unset("stream_advertised_port") => {
+                cli.stream_advertised_port = Some(parse_num(e)?)
+            }
             "heartbeat" if unset("heartbeat") => cli.heartbeat = parse_num(e)?,
             "frame_max" if unset("frame_max") => cli.frame_max = parse_num(e)?,
             "channel_max" if unset("channel_max") => cli.channel_max = parse_num(e)?,

@@ -32,6 +32,8 @@ pub struct ServerHandle {
     pub management_addrs: Vec<SocketAddr>,
     /// The bound Prometheus addresses.
     pub prometheus_addrs: Vec<SocketAddr>,
+    /// The bound stream protocol addresses.
+    pub stream_addrs: Vec<SocketAddr>,
     /// Broker state.
     pub broker: Arc<Broker>,
     /// Set to true to shut down.
@@ -120,9 +122,30 @@ pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         broker: broker.clone(),
         shutdown: rx.clone(),
     }));
+    let mut stream_addrs = Vec::new();
+    for addr in &config.stream_listen {
+        // rabbitmq-compat: a stream port already in use leaves the stream protocol off (logged)
+        // instead of failing the broker: stream queues still work over AMQP 0-9-1.
+        match bind(*addr, Listener::Stream) {
+            Ok(l) => {
+                stream_addrs.push(l.local_addr()?);
+                tasks.spawn(crate::streamproto::accept_loop(l, broker.clone(), rx.clone()));
+            }
+            Err(e) => tracing::error!("cannot listen for the stream protocol on {addr}: {e:#}; it is off"),
+        }
+    }
     let (management_addrs, prometheus_addrs) =
         crate::mgmt::start(broker.clone(), &local_addrs, &tls_addrs, &mut tasks, rx.clone()).await?;
-    Ok(ServerHandle { local_addrs, tls_addrs, management_addrs, prometheus_addrs, broker, shutdown: tx, tasks })
+    Ok(ServerHandle {
+        local_addrs,
+        tls_addrs,
+        management_addrs,
+        prometheus_addrs,
+        stream_addrs,
+        broker,
+        shutdown: tx,
+        tasks,
+    })
 }
 
 async fn accept_loop(

@@ -15,6 +15,7 @@
 //! - Nothing here panics on input: every decoder returns an error for malformed bytes.
 //! - Short strings are raw bytes (RabbitMQ does not require UTF-8); tables keep order and duplicates.
 //! - A message body is never copied by decoding: frames are `Bytes` slices of the read buffer.
+pub mod amqp10;
 pub mod codec;
 pub mod constants;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod fast;
 pub mod frame;
 pub mod method;
 pub mod properties;
+pub mod stream;
 pub mod table;
 pub mod types;
 

@@ -91,7 +91,7 @@ else
   warren=${WARREN_BIN:-$root/target/debug/warren}
   [ -x "$warren" ] || { echo "no Warren binary at $warren (cargo build --bin warren)" >&2; exit 1; }
   data_dir=$(mktemp -d)
-  "$warren" --bind 127.0.0.1 --port 0 --management-port 0 --prometheus-port 0 \
+  "$warren" --bind 127.0.0.1 --port 0 --management-port 0 --prometheus-port 0 --stream-port 0 \
     --data-dir "$data_dir/data" >"$data_dir/warren.log" 2>&1 &
   warren_pid=$!
   broker_host=127.0.0.1 broker_port=

@@ -44,6 +44,8 @@ LISTEN_RE = re.compile(r"Listening for AMQP on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)
 # Management API / UI and Prometheus ports (asked as 0: each broker gets free ones).
 HTTP_RE = re.compile(r"Listening for HTTP on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 PROMETHEUS_RE = re.compile(r"Listening for Prometheus on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
+# RabbitMQ stream protocol (rabbitmq_stream's port 5552; asked as 0 like the others).
+STREAM_RE = re.compile(r"Listening for streams on ([0-9.]+|\[[0-9a-fA-F:]+\]):(\d+)")
 READY_LINE = "Server startup complete"
 
 
@@ -190,6 +192,7 @@ class WarrenProcess:
         self.port = None
         self.http_port = None           # management API / UI
         self.prometheus_port = None     # /metrics
+        self.stream_port = None         # stream protocol
         self.host = "127.0.0.1"
         self.lines = deque(maxlen=200)          # recent output, for diagnostics
         self._ready = threading.Event()
@@ -202,7 +205,8 @@ class WarrenProcess:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [self.binary, "--bind", "127.0.0.1", "--port", "0", "--management-port", "0",
-             "--prometheus-port", "0", "--data-dir", data_dir, *extra_args],
+             "--prometheus-port", "0", "--stream-port", "0", "--data-dir", data_dir,
+             *extra_args],
             cwd=data_dir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -231,6 +235,8 @@ class WarrenProcess:
                 self.http_port = int(match.group(2))
             if self.prometheus_port is None and (match := PROMETHEUS_RE.search(line)):
                 self.prometheus_port = int(match.group(2))
+            if self.stream_port is None and (match := STREAM_RE.search(line)):
+                self.stream_port = int(match.group(2))
             if READY_LINE in line:
                 self._ready.set()
         self._ready.set()   # EOF: wake up a waiter so it can report the exit

@@ -28,7 +28,7 @@ def run_failing(*args):
     Returns its stderr."""
     with tempfile.TemporaryDirectory(prefix="warren-startup-") as d:
         argv = [str(warren_binary()), "--bind", "127.0.0.1", *args]
-        for flag in ("--port", "--management-port", "--prometheus-port"):
+        for flag in ("--port", "--management-port", "--prometheus-port", "--stream-port"):
             if flag not in args:
                 argv += [flag, "0"]
         if "--data-dir" not in args:

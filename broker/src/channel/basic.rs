@@ -264,6 +264,9 @@ impl Channel {
         if self.shared.state.lock().settle(tag, multiple, &mut settled).is_none() {
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
+        if let Some(e) = settled.iter().find_map(|u| u.queue.refuses_nack()) {
+            return Err(with_method(e, m));
+        }
         if settled.first().is_some_and(|u| u.queue.journal.on()) {
             let how = if matches!(m, Method::BasicReject(_)) { "reject" } else { "nack" };
             self.journal_settled(&settled, how, requeue);
@@ -364,6 +367,10 @@ impl Channel {
         };
         let consumer = {
             let mut st = self.shared.state.lock();
+            let prefetch = st.consumer_prefetch;
+            let stream = queue
+                .stream_cursor(&c.arguments, c.no_ack, prefetch, st.channel_prefetch)
+                .map_err(|e| with_method(e, m))?;
             if st.consumers.contains_key(&tag) {
                 return Err(AmqpError::connection(
                     NOT_ALLOWED,
@@ -381,6 +388,8 @@ impl Channel {
                 prefetch: st.consumer_prefetch,
                 in_flight: AtomicU32::new(0),
                 timeout_ms,
+                arguments: c.arguments.clone(),
+                stream,
             });
             st.consumers.insert(tag.clone(), consumer.clone());
             consumer
@@ -424,7 +433,7 @@ impl Channel {
     pub(super) fn get(&mut self, ctx: &ConnCtx, g: &BasicGet, m: &Method) -> AmqpResult<()> {
         let qname = self.queue_name(&g.queue, m)?;
         let queue = ctx.vhost.readable_queue(&ctx.actor(), &qname).map_err(|e| e.at(m))?;
-        match queue.get(g.no_ack) {
+        match queue.get(g.no_ack).map_err(|e| with_method(e, m))? {
             Some((msg, remaining)) => self.shared.deliver_get(msg, &queue, g.no_ack, remaining),
             None => self.send(&BasicGetEmpty { cluster_id: ShortStr::empty() }.into()),
         }

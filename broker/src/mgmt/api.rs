@@ -95,6 +95,19 @@ pub fn router(m: Arc<Mgmt>) -> Router {
             get(super::shovels::status_one).delete(super::shovels::status_delete),
         )
         .route("/api/shovels/vhost/{vhost}/{name}/restart", delete(super::shovels::restart))
+        .route("/api/stream/connections", get(super::streams::connections))
+        .route("/api/stream/connections/{vhost}", get(super::streams::connections_in))
+        .route(
+            "/api/stream/connections/{vhost}/{name}",
+            get(super::streams::connection_one).delete(super::streams::connection_close),
+        )
+        .route("/api/stream/connections/{vhost}/{name}/publishers", get(super::streams::connection_publishers))
+        .route("/api/stream/connections/{vhost}/{name}/consumers", get(super::streams::connection_consumers))
+        .route("/api/stream/publishers", get(super::streams::publishers))
+        .route("/api/stream/publishers/{vhost}", get(super::streams::publishers_in))
+        .route("/api/stream/publishers/{vhost}/{stream}", get(super::streams::publishers_of_stream))
+        .route("/api/stream/consumers", get(super::streams::consumers))
+        .route("/api/stream/consumers/{vhost}", get(super::streams::consumers_in))
         .route("/api/policies", get(policies))
         .route("/api/policies/{vhost}", get(policies_in))
         .route("/api/policies/{vhost}/{name}", get(policy).put(policy_put).delete(policy_delete))
@@ -910,7 +923,7 @@ async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
     let mut got = Vec::new();
     for _ in 0..count {
         // rabbitmq-compat: as RabbitMQ, `ack_requeue_false` gets with no-ack.
-        match queue.get(ackmode == "ack_requeue_false") {
+        match queue.get(ackmode == "ack_requeue_false").map_err(amqp_error)? {
             Some((msg, remaining)) => got.push((msg, remaining)),
             None => break,
         }
@@ -1289,7 +1302,7 @@ async fn aliveness(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     let msg = crate::message::Message::new(ShortStr::empty(), name, Bytes::new(), Bytes::from_static(b"test_message"))
         .map_err(ApiError::bad_request)?;
     decl.queue.publish(Arc::new(msg));
-    match decl.queue.get(true) {
+    match decl.queue.get(true).ok().flatten() {
         Some(_) => ok_json(json!({"status": "ok"})),
         None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "failed", "aliveness test failed".into())),
     }

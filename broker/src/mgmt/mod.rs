@@ -32,6 +32,7 @@ pub mod names;
 pub mod operator_policies;
 pub mod serve;
 pub mod shovels;
+pub mod streams;
 pub mod ui;
 pub mod user_limits;
 pub mod views;

@@ -214,7 +214,7 @@ fn consumer_of(m: &Mgmt, v: &VHost, queue: &str, c: &Arc<crate::queue::consumer:
         "prefetch_count": c.prefetch,
         "active": true,
         "activity_status": "up",
-        "arguments": {},
+        "arguments": table_to_json(&c.arguments),
         "consumer_timeout": c.timeout_ms,
         "priority": c.priority,
     })

@@ -42,6 +42,10 @@ pub struct Consumer {
     pub in_flight: AtomicU32,
     /// Consumer acknowledgement timeout in ms (`x-consumer-timeout` or the broker default); None = off.
     pub timeout_ms: Option<u64>,
+    /// basic.consume's arguments, as given (the management API shows them).
+    pub arguments: FieldTable,
+    /// A stream consumer's position and filter (`None` for other queues).
+    pub stream: Option<crate::queue::stream::StreamCursor>,
 }
 
 /// One delivered, unacknowledged message.

@@ -20,6 +20,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod ready;
 pub mod settings;
+pub mod stream;
 
 use crate::clock::VClock;
 use crate::error::{AmqpError, AmqpResult};
@@ -62,6 +63,8 @@ pub struct QueueState {
     /// matches it is set, changed or cleared (under this lock, which every reader holds anyway).
     /// Boxed, so the state's hot fields stay on as few cache lines as before.
     pub applied: Box<Applied>,
+    /// A stream's log (`None` for other queues): it replaces `ready`.
+    pub log: Option<Box<crate::stream::Log>>,
 }
 
 /// A queue's effective settings and the (operator) policy behind them.
@@ -192,6 +195,8 @@ pub struct Queue {
     key: u64,
     /// Acknowledged deliveries.
     pub acked: AckCounter,
+    /// Streams: woken on every append, for stream protocol subscribers waiting for messages.
+    pub tick: tokio::sync::Notify,
     /// The state.
     state: Mutex<QueueState>,
 }
@@ -260,7 +265,7 @@ impl Queue {
         let levels = max_priority.map(|p| p as usize + 1).unwrap_or(1);
         let key = crate::store::queue_key(vhost, name.as_bytes());
         let persist = durable && exclusive_owner.is_none() && store.is_some();
-        Arc::new_cyclic(|me| Queue {
+        let q = Arc::new_cyclic(|me| Queue {
             store: store.clone(),
             persist,
             key,
@@ -289,9 +294,16 @@ impl Queue {
                 expiry_armed: 0,
                 counters: crate::counters::Totals::default(),
                 applied: Box::new(applied),
+                log: None,
             }),
             acked: AckCounter::default(),
-        })
+            tick: tokio::sync::Notify::new(),
+        });
+        if q.kind == settings::QueueType::Stream {
+            let log = q.open_log();
+            q.state.lock().log = log;
+        }
+        q
     }
 
     fn arc(&self) -> Option<Arc<Queue>> {
@@ -390,6 +402,10 @@ impl Queue {
         let mut st = self.state.lock();
         if st.deleted {
             return Enqueued::Gone;
+        }
+        if st.log.is_some() {
+            self.stream_publish(&mut st, &msg, lsn);
+            return Enqueued::Accepted;
         }
         let (queue_ttl, overflow, limited) = {
             let s = &st.applied.settings;
@@ -492,6 +508,9 @@ impl Queue {
     /// `now` is the caller's clock reading, if it has one (a publish passes its own, so a TTL-0
     /// message can still go to a waiting consumer).
     fn drain_at(&self, st: &mut QueueState, dead: &mut DeadLetters, mut now: Option<u64>) {
+        if st.log.is_some() {
+            return self.stream_drain(st);
+        }
         if st.consumers.is_empty() || st.ready.is_empty() {
             return;
         }
@@ -567,6 +586,12 @@ impl Queue {
             if st.deleted {
                 return;
             }
+            if st.log.is_some() {
+                // rabbitmq-compat: a stream keeps every message; a requeue only returns credit.
+                drop(msgs);
+                self.stream_drain(&mut st);
+                return;
+            }
             if let Some(limit) = st.applied.settings.delivery_limit {
                 let (over, keep): (Vec<_>, Vec<_>) = msgs.into_iter().partition(|m| m.deliveries as u64 > limit);
                 dead.extend(over.into_iter().map(|m| (m, Reason::DeliveryLimit)));
@@ -588,11 +613,14 @@ impl Queue {
         }
     }
 
-    /// basic.get: take the first unexpired ready message and the count left.
-    pub fn get(&self, no_ack: bool) -> Option<(QueuedMsg, u32)> {
+    /// basic.get: take the first unexpired ready message and the count left (refused by streams).
+    pub fn get(&self, no_ack: bool) -> AmqpResult<Option<(QueuedMsg, u32)>> {
         let mut dead = DeadLetters::new();
         let r = {
             let mut st = self.state.lock();
+            if st.log.is_some() {
+                return Err(self.stream_refusal("basic.get"));
+            }
             st.last_used = self.clock.now_ms();
             let mut r = None;
             while let Some(mut m) = st.ready.pop_front() {
@@ -620,7 +648,7 @@ impl Queue {
             r
         };
         self.dead_letter(dead);
-        r
+        Ok(r)
     }
 
     /// Subscribe a consumer (checks exclusivity) and start delivering to it.
@@ -637,10 +665,17 @@ impl Queue {
                     None,
                 ));
             }
-            if st.consumers.iter().any(|x| x.exclusive) || (c.exclusive && !st.consumers.is_empty()) {
+            // rabbitmq-compat: as RabbitMQ, a stream does not enforce exclusive consumers.
+            let exclusive_matters = st.log.is_none();
+            if exclusive_matters
+                && (st.consumers.iter().any(|x| x.exclusive) || (c.exclusive && !st.consumers.is_empty()))
+            {
                 return Err(AmqpError::channel(ACCESS_REFUSED, format!("{} in exclusive use", self.describe()), None));
             }
             on_added();
+            if let (Some(log), Some(cur)) = (st.log.as_deref(), &c.stream) {
+                cur.next.store(log.resolve(cur.start), std::sync::atomic::Ordering::Relaxed);
+            }
             let at = if self.single_active {
                 st.consumers.len() // registration order decides who is active
             } else {
@@ -726,6 +761,12 @@ impl Queue {
         let mut expired = Vec::new();
         let unused_too_long = {
             let mut st = self.state.lock();
+            if let Some(log) = st.log.as_deref_mut() {
+                if log.retention.max_age_ms.is_some() {
+                    log.apply_retention(self.clock.unix_ms());
+                }
+                return false;
+            }
             st.ready.expire_heads(now, &mut expired);
             st.applied
                 .settings
@@ -737,10 +778,16 @@ impl Queue {
     }
 
     /// Drop every ready message; returns how many.
-    pub fn purge(&self) -> u32 {
-        let (n, taken) = self.state.lock().ready.take_all();
+    pub fn purge(&self) -> AmqpResult<u32> {
+        let (n, taken) = {
+            let mut st = self.state.lock();
+            if st.log.is_some() {
+                return Err(self.stream_refusal("queue.purge"));
+            }
+            st.ready.take_all()
+        };
         self.dispose(n, taken);
-        n as u32
+        Ok(n as u32)
     }
 
     /// Drop messages taken out of the queue, after its lock is released. Millions of them take
@@ -831,8 +878,8 @@ impl Queue {
         });
         let (pn, pb) = st.ready.persistent();
         QueueSnapshot {
-            ready: st.ready.len() as u64,
-            ready_bytes: st.ready.bytes() as u64,
+            ready: st.log.as_deref().map(|l| l.len()).unwrap_or(st.ready.len() as u64),
+            ready_bytes: st.log.as_deref().map(|l| l.bytes()).unwrap_or(st.ready.bytes() as u64),
             ready_mem_bytes: st.ready.mem_bytes() as u64,
             ready_persistent: (pn as u64, pb as u64),
             head_timestamp,
@@ -842,7 +889,7 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
-        self.state.lock().ready.len() as u32
+        self.counts().0
     }
     pub fn consumer_count(&self) -> u32 {
         self.state.lock().consumers.len() as u32
@@ -850,14 +897,21 @@ impl Queue {
     /// (ready messages, consumers) in one lock.
     pub fn counts(&self) -> (u32, u32) {
         let st = self.state.lock();
-        (st.ready.len() as u32, st.consumers.len() as u32)
+        let messages = st.log.as_deref().map(|l| l.len() as u32).unwrap_or(st.ready.len() as u32);
+        (messages, st.consumers.len() as u32)
     }
 
-    /// Mark deleted, drop messages, and return the consumers to cancel and the message count.
+    /// Mark deleted, drop messages, and return the consumers to cancel and the message count
+    /// (0 for a stream, as RabbitMQ reports it).
     pub fn mark_deleted(&self) -> (Vec<Arc<Consumer>>, u32) {
         let (consumers, n, taken) = {
             let mut st = self.state.lock();
             st.deleted = true;
+            if let Some(log) = st.log.as_deref_mut() {
+                log.destroy();
+            }
+            // Stream protocol subscribers see the deletion.
+            self.tick.notify_waiters();
             let (n, taken) = st.ready.take_all();
             (std::mem::take(&mut st.consumers), n, taken)
         };

@@ -40,7 +40,7 @@ pub enum QueueType {
     Classic,
     /// Behaves as a durable classic queue plus `x-delivery-limit` and `x-delivery-count`.
     Quorum,
-    /// TODO(streams issue): accepted as a durable classic queue until streams exist.
+    /// An append-only log read non-destructively (`queue/stream.rs`, `stream/`).
     Stream,
 }
 
@@ -160,6 +160,8 @@ pub const QUEUE_EQUIV_ARGS: &[&str] = &[
     "x-queue-type",
     "x-single-active-consumer",
     "x-delivery-limit",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
 ];
 
 /// Check the types and ranges of the queue arguments RabbitMQ knows, as RabbitMQ does (406 on a bad
@@ -169,14 +171,27 @@ pub fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
         return Err(("x-dead-letter-routing-key".into(), "{routing_key_but_no_dlx_defined}".into()));
     }
     let quorum = QueueType::of(args) == QueueType::Quorum;
+    let stream = QueueType::of(args) == QueueType::Stream;
     if args.get("x-delivery-limit").is_some() && !quorum {
         return Err(("x-delivery-limit".into(), "only quorum queues support a delivery limit".into()));
     }
     for (k, v) in args.iter() {
         let key = k.to_str_lossy();
         let int = || v.as_i64().ok_or_else(|| (key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
+        if stream
+            && matches!(key.as_ref(), "x-max-length-bytes" | "x-stream-max-segment-size-bytes")
+            && v.as_i64().is_none()
+        {
+            // rabbitmq-compat: a stream's own check, with its own text.
+            return Err((key.to_string(), format!("\"expected integer, got {}\"", type_name(v))));
+        }
         match key.as_ref() {
-            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" | "x-consumer-timeout"
+            "x-message-ttl"
+            | "x-max-length"
+            | "x-max-length-bytes"
+            | "x-delivery-limit"
+            | "x-consumer-timeout"
+            | "x-stream-max-segment-size-bytes"
                 if int()? < 0 =>
             {
                 return Err((key.to_string(), format!("{{value_negative,{}}}", int()?)));
@@ -188,6 +203,14 @@ pub fn validate_queue_args(args: &FieldTable) -> Result<(), (String, String)> {
                 let p = int()?;
                 if !(0..=255).contains(&p) {
                     return Err((key.to_string(), format!("{{value_out_of_range,{p}}}")));
+                }
+            }
+            "x-max-age" => {
+                let Some(b) = v.as_bytes() else {
+                    return Err((key.to_string(), format!("{{unacceptable_type,{}}}", type_name(v))));
+                };
+                if crate::stream::offset::parse_duration(&String::from_utf8_lossy(b)).is_none() {
+                    return Err((key.to_string(), "invalid_max_age".into()));
                 }
             }
             "x-single-active-consumer" if v.as_bool().is_none() => {

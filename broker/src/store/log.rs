@@ -184,6 +184,35 @@ fn sync_segment(f: &File, seg: u32, len: u64, log: &mut Option<File>) -> io::Res
     Ok(())
 }
 
+/// Append `data` to external file `f` at its written position and sync it; a failed write is
+/// cut back (the retry writes at the same place). A dropped file is skipped.
+fn write_ext(f: &super::ExtFile, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::Ordering;
+    if f.dropped.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let mut h = f.handle.lock();
+    if h.is_none() {
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&f.path)?;
+        if let Some(dir) = f.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        *h = Some(file);
+    }
+    let Some(file) = h.as_ref() else { return Err(io::Error::other("no file")) };
+    let at = f.written.load(Ordering::Acquire);
+    if let Err(e) = file.write_all_at(data, at).and_then(|()| file.sync_data()) {
+        let _ = file.set_len(at);
+        if f.dropped.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    f.written.store(at + data.len() as u64, Ordering::Release);
+    Ok(())
+}
+
 /// The writer thread's files.
 pub struct Writer {
     /// The segment directory.
@@ -262,6 +291,18 @@ impl Writer {
             self.cur_len = end;
             pos = Some((seg as u64) << 32 | self.cur_len);
             b.data.remove(0);
+        }
+        while let Some((f, data)) = b.ext.first() {
+            write_ext(f, data)?;
+            b.ext.remove(0);
+        }
+        for path in std::mem::take(&mut b.removals) {
+            let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            if let Err(e) = r {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("message store: cannot remove {}: {e}", path.display());
+                }
+            }
         }
         let segs: Vec<u32> = b.acks.keys().copied().collect();
         for seg in segs {

@@ -108,11 +108,45 @@ struct Batch {
     deletes: Vec<u32>,
     /// LSN of the last operation in the batch.
     last_lsn: u64,
+    /// Bytes for files outside the segment log (stream segments), in append order.
+    ext: Vec<(Arc<ExtFile>, Vec<u8>)>,
+    /// Files or directories to remove (a stream's dropped segments, a deleted stream's directory).
+    removals: Vec<PathBuf>,
+}
+
+/// A file outside the segment log that the store's writer appends to (a stream's segment):
+/// appends get LSNs from the store, so they share its group commit and its confirms.
+#[derive(Debug)]
+pub struct ExtFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes written and synced (the writer's position; read by readers to know what is on disk).
+    pub written: AtomicU64,
+    /// Set when the file is dropped (retention, stream deleted): pending bytes are not written.
+    pub dropped: AtomicBool,
+    /// The writer's handle (used by the writer thread only).
+    handle: Mutex<Option<File>>,
+}
+
+impl ExtFile {
+    /// A file at `path`, `len` bytes of which already exist (recovered).
+    pub fn new(path: PathBuf, len: u64) -> Arc<ExtFile> {
+        Arc::new(ExtFile {
+            path,
+            written: AtomicU64::new(len),
+            dropped: AtomicBool::new(false),
+            handle: Mutex::new(None),
+        })
+    }
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.acks.is_empty() && self.deletes.is_empty()
+        self.data.is_empty()
+            && self.acks.is_empty()
+            && self.deletes.is_empty()
+            && self.ext.is_empty()
+            && self.removals.is_empty()
     }
 
     /// Append `later` (taken after `self`) to this batch, keeping every segment's bytes in order.
@@ -127,7 +161,19 @@ impl Batch {
             self.acks.entry(seg).or_default().extend_from_slice(&entries);
         }
         self.deletes.extend(later.deletes);
+        for (f, buf) in later.ext {
+            push_ext(&mut self.ext, &f, &buf);
+        }
+        self.removals.extend(later.removals);
         self.last_lsn = self.last_lsn.max(later.last_lsn);
+    }
+}
+
+/// Append `buf` for `f` to `ext`, joining the previous entry when it is for the same file.
+fn push_ext(ext: &mut Vec<(Arc<ExtFile>, Vec<u8>)>, f: &Arc<ExtFile>, buf: &[u8]) {
+    match ext.last_mut() {
+        Some((g, mine)) if Arc::ptr_eq(g, f) => mine.extend_from_slice(buf),
+        _ => ext.push((f.clone(), buf.to_vec())),
     }
 }
 
@@ -393,6 +439,45 @@ impl Store {
         (disk, lsn)
     }
 
+    /// Append `bytes` to external file `f` (a stream segment); returns the LSN a confirm waits
+    /// for. `fill` writes the bytes into the batch's buffer (no intermediate copy).
+    pub fn append_ext(&self, f: &Arc<ExtFile>, fill: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let mut inner = self.inner.lock();
+        inner.lsn += 1;
+        let lsn = inner.lsn;
+        let b = &mut inner.batch;
+        b.last_lsn = lsn;
+        match b.ext.last_mut() {
+            Some((g, buf)) if Arc::ptr_eq(g, f) => fill(buf),
+            _ => {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                fill(&mut buf);
+                b.ext.push((f.clone(), buf));
+            }
+        }
+        let wake = !inner.urgent;
+        inner.urgent = true;
+        drop(inner);
+        if wake {
+            self.wake.notify_one();
+        }
+        lsn
+    }
+
+    /// Remove a file or directory with the next batch (after everything appended before).
+    pub fn remove_path(&self, path: PathBuf) {
+        let mut inner = self.inner.lock();
+        inner.batch.removals.push(path);
+        inner.urgent = true;
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// The data directory's `streams` folder (stream segments live under it).
+    pub fn streams_dir(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join("streams")
+    }
+
     /// Record that the message at `seg`/`off` was delivered (so it comes back redelivered).
     pub fn mark_delivered(&self, seg: u32, off: u32) {
         self.ack_entry(seg, off, AckKind::Delivered, false);
@@ -441,6 +526,11 @@ impl Store {
     /// LSN covered by the last fsync.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.subscribe()
+    }
+
+    /// The LSN covered by the last fsync, now.
+    pub fn durable_lsn(&self) -> u64 {
+        *self.durable.borrow()
     }
 
     /// Wait until `lsn` is on disk.

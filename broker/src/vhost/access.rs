@@ -179,3 +179,8 @@ pub fn topic(g: &Grants, v: &VHost, access: Access, exchange: &ShortStr, key: &S
         _ => Ok(()),
     }
 }
+
+/// Stream protocol publish: write on the stream (a queue).
+pub fn stream_write(g: &Grants, name: &[u8]) -> Checked {
+    need(g, Access::Write, Resource::Queue, name)
+}

@@ -59,24 +59,21 @@ impl VHost {
             let ineq = |arg: &str, got: String, cur: String| {
                 AmqpError::channel(
                     PRECONDITION_FAILED,
-                    format!(
-                        "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
-                        self.ex_desc(name)
-                    ),
+                    format!("inequivalent arg '{arg}' for {}: received {got} but current is {cur}", self.ex_desc(name)),
                     None,
                 )
             };
             if ex.kind.name().as_bytes() != d.kind.as_bytes() {
-                return Err(ineq("type", d.kind.to_string(), ex.kind.name().to_string()));
+                return Err(ineq("type", format!("'{}'", d.kind), format!("'{}'", ex.kind.name())));
             }
             if ex.durable != d.durable {
-                return Err(ineq("durable", d.durable.to_string(), ex.durable.to_string()));
+                return Err(ineq("durable", format!("'{}'", d.durable), format!("'{}'", ex.durable)));
             }
             if ex.auto_delete != d.auto_delete {
-                return Err(ineq("auto_delete", d.auto_delete.to_string(), ex.auto_delete.to_string()));
+                return Err(ineq("auto_delete", format!("'{}'", d.auto_delete), format!("'{}'", ex.auto_delete)));
             }
             if ex.internal != d.internal {
-                return Err(ineq("internal", d.internal.to_string(), ex.internal.to_string()));
+                return Err(ineq("internal", format!("'{}'", d.internal), format!("'{}'", ex.internal)));
             }
             if let Some((k, got, cur)) = first_arg_difference(&d.arguments, &ex.arguments, EXCHANGE_EQUIV_ARGS) {
                 return Err(ineq(&k, got, cur));
@@ -366,7 +363,18 @@ pub(super) fn first_arg_difference(
         match (got.get(k), cur.get(k)) {
             (None, None) => {}
             (Some(a), Some(b)) if a == b || same_number(a, b) => {}
-            (a, b) => return Some((k.to_string(), fmt_value(a), fmt_value(b))),
+            // As RabbitMQ words it: `'x'` when both sides have a value, `none` and `the value
+            // 'x' of type 't'` when one side has none.
+            (Some(a), Some(b)) => {
+                return Some((k.to_string(), format!("'{}'", fmt_value(Some(a))), format!("'{}'", fmt_value(Some(b)))))
+            }
+            (a, b) => {
+                let shown = |v: Option<&FieldValue>| match v {
+                    None => "none".to_string(),
+                    Some(v) => format!("the value '{}' of type '{}'", fmt_value(Some(v)), rabbit_type(v)),
+                };
+                return Some((k.to_string(), shown(a), shown(b)));
+            }
         }
     }
     None

@@ -29,7 +29,7 @@ impl VHost {
 
     /// queue.purge: read permission, then the queue (404, 405); returns the messages purged.
     pub fn purge_queue(&self, who: &Actor, name: &ShortStr) -> AmqpResult<u32> {
-        Ok(self.readable_queue(who, name)?.purge())
+        self.readable_queue(who, name)?.purge()
     }
 
     /// queue.delete: configure permission, then the queue (`None` when it does not exist, which
@@ -73,6 +73,13 @@ impl VHost {
             who.allowed(|g| access::queue_declare(g, self, &name, &d.arguments))?;
         }
         if !d.passive {
+            if let Some(arg) = crate::queue::stream::unsupported_argument(&d.arguments) {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("invalid arg '{arg}' for {} of queue type rabbit_stream_queue", self.q_desc(&name)),
+                    None,
+                ));
+            }
             crate::queue::settings::validate_queue_args(&d.arguments).map_err(|(arg, why)| {
                 AmqpError::channel(
                     PRECONDITION_FAILED,
@@ -96,17 +103,17 @@ impl VHost {
                     AmqpError::channel(
                         PRECONDITION_FAILED,
                         format!(
-                            "inequivalent arg '{arg}' for {}: received '{got}' but current is '{cur}'",
+                            "inequivalent arg '{arg}' for {}: received {got} but current is {cur}",
                             self.q_desc(&name)
                         ),
                         None,
                     )
                 };
                 if q.durable != durable {
-                    return Err(ineq("durable", durable.to_string(), q.durable.to_string()));
+                    return Err(ineq("durable", format!("'{durable}'"), format!("'{}'", q.durable)));
                 }
                 if q.auto_delete != d.auto_delete {
-                    return Err(ineq("auto_delete", d.auto_delete.to_string(), q.auto_delete.to_string()));
+                    return Err(ineq("auto_delete", format!("'{}'", d.auto_delete), format!("'{}'", q.auto_delete)));
                 }
                 if let Some((k, got, cur)) =
                     first_arg_difference(&d.arguments, &q.arguments, crate::queue::settings::QUEUE_EQUIV_ARGS)
@@ -116,7 +123,11 @@ impl VHost {
             }
             // As RabbitMQ: any declare, passive included, renews an x-expires lease.
             q.touch();
-            let (message_count, consumer_count) = q.counts();
+            let (message_count, mut consumer_count) = q.counts();
+            if q.kind == crate::queue::settings::QueueType::Stream {
+                // rabbitmq-compat: RabbitMQ 3.10 reports no consumers of a stream on declare-ok.
+                consumer_count = 0;
+            }
             return Ok(Declared { queue: q, message_count, consumer_count, created: false });
         }
         if d.passive {
@@ -124,10 +135,10 @@ impl VHost {
         }
         if crate::queue::settings::QueueType::of(&d.arguments) != crate::queue::settings::QueueType::Classic {
             // As RabbitMQ: replicated queue types must be durable, shared and not auto-deleted.
-            let bad = if !d.durable {
-                Some("non-durable")
-            } else if d.exclusive {
+            let bad = if d.exclusive {
                 Some("exclusive-owner")
+            } else if !d.durable {
+                Some("non-durable")
             } else if d.auto_delete {
                 Some("auto-delete")
             } else {
@@ -184,9 +195,6 @@ impl VHost {
             policy,
             operator_policy,
         );
-        if q.kind == crate::queue::settings::QueueType::Stream {
-            tracing::info!("{}: stream queues are accepted as durable classic queues for now", q.describe());
-        }
         qs.insert(name, q.clone());
         drop(qs);
         self.changed(durable);

@@ -12,8 +12,8 @@ use warren::server::{start, ServerHandle};
 
 /// Flags for a `warren` process started by a test: loopback only, every port chosen by the OS
 /// (printed on startup), so tests never collide with each other or a broker on this machine.
-pub const PROCESS_ARGS: [&str; 8] =
-    ["--bind", "127.0.0.1", "--port", "0", "--management-port", "0", "--prometheus-port", "0"];
+pub const PROCESS_ARGS: [&str; 10] =
+    ["--bind", "127.0.0.1", "--port", "0", "--management-port", "0", "--prometheus-port", "0", "--stream-port", "0"];
 
 /// A broker running in this process for the duration of a test.
 pub struct TestBroker {

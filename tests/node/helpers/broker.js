@@ -64,7 +64,7 @@ function spawnWarren({ extraArgs = [] } = {}) {
   // Run from a scratch directory so whatever the broker may write (data,
   // logs) never lands in the repository and never leaks between test files.
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-node-e2e-'));
-  const child = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', '--management-port', '0', '--prometheus-port', '0', ...extraArgs], {
+  const child = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', '--management-port', '0', '--prometheus-port', '0', '--stream-port', '0', ...extraArgs], {
     cwd: workDir,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env },
