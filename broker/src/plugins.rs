@@ -19,6 +19,8 @@ pub const BUILT_IN: &[&str] = &[
     "rabbitmq_random_exchange",
     "rabbitmq_shovel",
     "rabbitmq_shovel_management",
+    "rabbitmq_stream",
+    "rabbitmq_stream_management",
     "rabbitmq_web_dispatch",
 ];
 
@@ -43,8 +45,6 @@ pub const MISSING: &[(&str, &str)] = &[
     ("rabbitmq_recent_history_exchange", "no x-recent-history exchange type"),
     ("rabbitmq_sharding", "no x-modulus-hash sharding policies"),
     ("rabbitmq_stomp", "STOMP clients cannot connect"),
-    ("rabbitmq_stream", "no stream protocol (port 5552); stream queues are classic queues"),
-    ("rabbitmq_stream_management", "no stream protocol"),
     ("rabbitmq_top", "no per-process view"),
     ("rabbitmq_tracing", "no trace log files (the firehose, rabbitmqctl trace_on, is built in)"),
     ("rabbitmq_web_mqtt", "MQTT over WebSocket clients cannot connect"),

@@ -155,6 +155,7 @@ impl Queue {
             let QueueState { log, counters, .. } = &mut *st;
             let log = log.as_deref_mut()?;
             let mut high = reference.and_then(|r| log.publishers.get(r).copied());
+            let mut fresh = Vec::new();
             for (id, filter, msg) in msgs {
                 // spec(stream.publish): a named publisher's publishing ids increase; one not
                 // above the last stored is a duplicate (confirmed, not stored).
@@ -164,11 +165,11 @@ impl Queue {
                 }
                 high = Some(id);
                 last_id = Some(id);
-                let (_, l) = log.append(Payload::Amqp10(msg), filter, now);
-                lsn = lsn.max(l);
                 stored.push((id, true));
-                counters.published += 1;
+                fresh.push((Payload::Amqp10(msg), filter));
             }
+            counters.published += fresh.len() as u64;
+            lsn = lsn.max(log.append_batch(fresh.into_iter(), now));
             if let (Some(r), Some(id)) = (reference, last_id) {
                 lsn = lsn.max(log.append_tracking(crate::stream::record::TRACK_PUBLISHER, r.clone(), id, now));
             }

@@ -264,6 +264,47 @@ impl Log {
         (offset, lsn)
     }
 
+    /// Append messages `(payload, filter)` as one batch: one store append (one lock of the
+    /// store) for all of them. Returns the LSN their confirms wait for (0: none).
+    pub fn append_batch(&mut self, items: impl Iterator<Item = (Payload, Bytes)>, ts: u64) -> u64 {
+        self.roll_if_full(ts);
+        let Some(seg) = self.segments.back_mut() else { return 0 };
+        let start = self.tail.len();
+        for (payload, filter) in items {
+            let offset = self.next;
+            let entry = Entry { offset, ts, payload, filter };
+            if (offset - seg.first).is_multiple_of(SPARSE_EVERY) {
+                seg.sparse.push((offset, seg.bytes));
+            }
+            seg.bytes += record::message_len(&entry) as u64;
+            let n = entry.payload.len();
+            seg.payload += n as u64;
+            self.bytes += n as u64;
+            self.tail_bytes += n;
+            self.next = offset + 1;
+            self.tail.push_back((entry, 0));
+        }
+        if self.tail.len() == start {
+            return 0;
+        }
+        seg.next = self.next;
+        seg.last_ts = ts;
+        let mut lsn = 0;
+        if let (Some(store), Some(f)) = (&self.store, &seg.file) {
+            let tail = &self.tail;
+            lsn = store.append_ext(f, |buf| {
+                for (e, _) in tail.range(start..) {
+                    record::encode_message(buf, e);
+                }
+            });
+            for (_, l) in self.tail.range_mut(start..) {
+                *l = lsn;
+            }
+        }
+        self.trim_tail();
+        lsn
+    }
+
     /// Append a tracking record (stored offset, publisher sequence) and remember it.
     pub fn append_tracking(&mut self, what: u8, reference: Bytes, value: u64, ts: u64) -> u64 {
         let mut lsn = 0;

@@ -120,6 +120,7 @@ pub fn publish(conn: &mut Conn, publisher_id: u8, messages: Vec<PublishedMessage
     }
     let mut stored = Vec::with_capacity(items.len());
     let n = items.len() as u64;
+    let all_ids: Vec<u64> = items.iter().map(|(id, _, _)| *id).collect();
     match p.queue.stream_append(p.reference.as_ref(), items.into_iter(), &mut stored) {
         Some(lsn) => {
             p.info.published.fetch_add(n, Ordering::Relaxed);
@@ -128,8 +129,8 @@ pub fn publish(conn: &mut Conn, publisher_id: u8, messages: Vec<PublishedMessage
             let _ = conn.confirms.send(Pending { publisher_id, info: p.info.clone(), ids, lsn });
         }
         None => {
-            let ids: Vec<u64> = stored.into_iter().map(|(id, _)| id).collect();
-            conn.tx.frame(|b| response::encode_publish_error(b, publisher_id, code::STREAM_DOES_NOT_EXIST, &ids));
+            p.info.errored.fetch_add(n, Ordering::Relaxed);
+            conn.tx.frame(|b| response::encode_publish_error(b, publisher_id, code::STREAM_DOES_NOT_EXIST, &all_ids));
         }
     }
     Ok(())

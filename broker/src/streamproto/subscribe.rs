@@ -22,6 +22,8 @@ use warren_protocol::stream::{code, key, response, ChunkMeta, OffsetSpec as Wire
 
 /// At most this many messages go in one chunk.
 const CHUNK_MESSAGES: usize = 1024;
+/// Chunks whose messages average less than this (bytes) are copied into one buffer.
+const SMALL_MESSAGE: usize = 1024;
 
 /// A subscription.
 pub struct Subscription {
@@ -138,6 +140,7 @@ pub fn subscribe(
     let sac = prop(b"single-active-consumer").is_some_and(|v| &v[..] == b"true");
     let group_name = prop(b"name").filter(|n| !n.is_empty());
     let mut activation = None;
+    let mut member = None;
     let mut group = None;
     if sac {
         let Some(group_name) = group_name else { return reply(code::PRECONDITION_FAILED) };
@@ -148,14 +151,12 @@ pub fn subscribe(
             String::from_utf8_lossy(&group_name).into_owned(),
         );
         info.active.store(false, Ordering::Relaxed);
-        activation = Some((Activation { rx: arx, pending: conn.updates.clone() }, atx, key.clone()));
+        activation = Some(Activation { rx: arx, pending: conn.updates.clone() });
+        member = Some((super::registry::Member { conn: conn.id, subscription_id, activate: atx }, key.clone()));
         group = Some(key);
     }
     reply(code::OK);
     let sem = Arc::new(Semaphore::new(credit as usize));
-    let act =
-        activation.as_mut().map(|(a, _, _)| std::mem::replace(&mut a.rx, tokio::sync::mpsc::unbounded_channel().1));
-    let pending = conn.updates.clone();
     let task = tokio::spawn(deliver_loop(
         queue.clone(),
         conn.tx.clone(),
@@ -166,10 +167,10 @@ pub fn subscribe(
         info.clone(),
         conn.deliver_v2,
         stream,
-        act.map(|rx| Activation { rx, pending }),
+        activation,
     ));
-    if let Some((_, atx, key)) = activation {
-        conn.broker.stream_conns.join(key, super::registry::Member { conn: conn.id, subscription_id, activate: atx });
+    if let Some((m, key)) = member {
+        conn.broker.stream_conns.join(key, m);
     }
     conn.info.consumers.lock().insert(subscription_id, info.clone());
     conn.subs.insert(subscription_id, Subscription { queue, credit: sem, info, task, group });
@@ -293,7 +294,13 @@ async fn deliver_loop(
                 info.credits.fetch_sub(1, Ordering::Relaxed);
                 info.consumed.fetch_add(bodies.len() as u64, Ordering::Relaxed);
                 info.offset.store(next, Ordering::Relaxed);
-                tx.pieces(frame.pieces);
+                // Small messages: one buffer (one copy beats a write per piece); large ones go
+                // as pieces, their bodies uncopied.
+                if frame.len / bodies.len().max(1) < SMALL_MESSAGE {
+                    tx.pieces(vec![frame.to_bytes()]);
+                } else {
+                    tx.pieces(frame.pieces);
+                }
             }
             Err(e) => tracing::error!("stream protocol: cannot build a chunk at offset {first}: {e}"),
         }

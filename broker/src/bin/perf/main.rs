@@ -18,6 +18,7 @@
 //! batched writes and no per-message allocation, so it is not the bottleneck (see `--sink`).
 mod client;
 mod sink;
+mod stream;
 
 use anyhow::bail;
 use bytes::BytesMut;
@@ -129,6 +130,14 @@ struct Args {
     /// Declare this many queues (durable with --persistent), print `ready`, hold them.
     #[arg(long, default_value_t = 0)]
     hold_queues: usize,
+    /// Publish with confirms and consume through the stream protocol (`--addr` is the stream
+    /// port); `--confirm` is the confirm window (default 10,000).
+    #[arg(long)]
+    stream_protocol: bool,
+    /// With --stream-protocol: publish this many messages first, then time one consumer reading
+    /// them all from the first offset.
+    #[arg(long, default_value_t = 0)]
+    catch_up: u64,
 }
 
 /// Counters shared by all tasks.
@@ -172,6 +181,45 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(cmd) = &args.startup {
         return startup(&args, cmd).await;
+    }
+    if args.stream_protocol {
+        let window = if args.confirm == 0 { 10_000 } else { args.confirm };
+        let r = stream::run(
+            args.addr,
+            &args.user,
+            &args.pass,
+            &args.vhost,
+            &base,
+            args.size,
+            args.batch,
+            window,
+            args.seconds,
+            args.catch_up,
+        )
+        .await?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"label": args.label, "confirmed_per_s": r.confirmed_per_s,
+                    "consumed_per_s": r.consumed_per_s, "seconds": r.seconds, "messages": r.messages})
+            );
+        } else if args.catch_up > 0 {
+            println!(
+                "{}: catch-up read of {} messages of {} B in {:.2} s: {:.0} msgs/s, {:.0} MB/s",
+                args.label,
+                r.messages,
+                args.size,
+                r.seconds,
+                r.consumed_per_s,
+                r.consumed_per_s * args.size as f64 / 1e6
+            );
+        } else {
+            println!(
+                "{}: stream protocol, {} B: confirmed {:.0} msgs/s, consumed {:.0} msgs/s",
+                args.label, args.size, r.confirmed_per_s, r.consumed_per_s
+            );
+        }
+        return Ok(());
     }
     if let Some(c) = args.churn {
         return churn(&args, c, &base).await;
