@@ -15,7 +15,7 @@ mkdir -p "$root/bin" "$root/usr/local/bin" "$root/var/lib/warren" "$root/var/lib
 cp "$bin" "$root/usr/local/bin/warren"
 # RabbitMQ's command-line tools, as health checks and Testcontainers call them: the same binary
 # answers to these names.
-for name in rabbitmqctl rabbitmq-diagnostics rabbitmq-plugins rabbitmqadmin rabbitmq-server; do
+for name in rabbitmqctl rabbitmq-diagnostics rabbitmq-plugins rabbitmqadmin rabbitmq-streams rabbitmq-server; do
   ln -sf warren "$root/usr/local/bin/$name"
 done
 # No shell in the image: `sh -c "rabbitmq-diagnostics -q ping"` (Docker's CMD-SHELL health

@@ -9,7 +9,10 @@
 //! - `ping`, `check_running` and `await_startup` need no credentials (any HTTP answer from the
 //!   management port means the node runs), as RabbitMQ's need none.
 //! - Exit codes follow rabbitmqctl's: 0 success, 64 usage error, 65 data error (e.g. a failed
-//!   check), 69 node unavailable (nothing answers on the management port).
+//!   check), 69 node unavailable (nothing answers on the management port), 70 for the commands
+//!   RabbitMQ ends with `exit_software` when the broker refuses them (add / delete super stream).
+//! - `add_super_stream` leaves nothing behind when it fails part way: what it created (exchange,
+//!   partition streams) is deleted again, as RabbitMQ's stream manager does.
 //! - Credentials: `--username` / `--password`, else `WARREN_CTL_USER` / `WARREN_CTL_PASSWORD`, else
 //!   `RABBITMQ_DEFAULT_USER` / `RABBITMQ_DEFAULT_PASS` (what a container was started with), else
 //!   the configuration file's `default_user` / `default_pass`, else guest / guest. The API
@@ -25,6 +28,8 @@ const EX_USAGE: i32 = 64;
 const EX_DATAERR: i32 = 65;
 /// The broker could not be reached.
 const EX_UNAVAILABLE: i32 = 69;
+/// The broker refused a super stream command (RabbitMQ's `exit_software` for them).
+const EX_SOFTWARE: i32 = 70;
 
 /// Which tool the binary runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,9 @@ pub enum Tool {
     Plugins,
     /// `rabbitmqadmin`.
     Admin,
+    /// `rabbitmq-streams`: super streams, the stream protocol's connections, publishers and
+    /// consumers, a stream's status.
+    Streams,
     /// `sh -c "..."`: health checks written as shell commands (Docker's `CMD-SHELL`, GitHub
     /// Actions' `--health-cmd`) in an image that has no shell.
     Shell,
@@ -51,6 +59,7 @@ impl Tool {
             "rabbitmq-diagnostics" => Some(Tool::Diagnostics),
             "rabbitmq-plugins" => Some(Tool::Plugins),
             "rabbitmqadmin" => Some(Tool::Admin),
+            "rabbitmq-streams" => Some(Tool::Streams),
             "sh" => Some(Tool::Shell),
             _ => None,
         }
@@ -241,6 +250,7 @@ pub fn run(tool: Tool, argv: Vec<String>) -> i32 {
         Tool::Ctl | Tool::Diagnostics => ctl(&o, &api),
         Tool::Plugins => plugins(&o),
         Tool::Admin => admin(&o, &api),
+        Tool::Streams => streams(&o, &api),
         Tool::Shell => return shell(o.args),
     };
     match r {
@@ -270,6 +280,20 @@ fn column(kind: &str, item: &Value, col: &str) -> Value {
         ("consumers", "queue_name") => return item["queue"]["name"].clone(),
         ("consumers", "channel_pid") => return item["channel_details"]["name"].clone(),
         ("users", "user") => "name",
+        // rabbitmq-streams' info keys over /api/stream's fields.
+        ("stream_connections", "conn_name") => "name",
+        ("stream_connections", "connection_state") => "state",
+        ("stream_connections", "heartbeat") => "timeout",
+        ("stream_consumers" | "stream_publishers", "connection_pid") => {
+            return item["connection_details"]["name"].clone()
+        }
+        ("stream_consumers" | "stream_publishers", "node") => return item["connection_details"]["node"].clone(),
+        ("stream_consumers" | "stream_publishers", "stream") => return item["queue"]["name"].clone(),
+        ("stream_consumers", "messages_consumed") => "consumed",
+        ("stream_consumers", "activity_status") => return activity_status(item),
+        ("stream_publishers", "messages_published") => "published",
+        ("stream_publishers", "messages_confirmed") => "confirmed",
+        ("stream_publishers", "messages_errored") => "errored",
         (_, c) => c,
     };
     item.get(key).cloned().unwrap_or(Value::Null)
@@ -376,7 +400,8 @@ fn ctl(o: &Opts, api: &Api) -> R<()> {
             Ok(())
         }
         _ => {
-            let groups = [listing, users_and_permissions, policies, queues_and_definitions, health_checks];
+            let groups =
+                [listing, users_and_permissions, policies, queues_and_definitions, health_checks, stream_commands];
             for handles in groups {
                 if handles(o, api, cmd, &v)? {
                     return Ok(());
@@ -946,6 +971,503 @@ fn status(o: &Opts, api: &Api) -> R<()> {
     Ok(())
 }
 
+// ---- rabbitmq-streams ----------------------------------------------------------------------------
+
+/// `list_stream_connections`' columns (RabbitMQ's stream `INFO_ITEMS`, and `node`).
+const STREAM_CONNECTION_COLUMNS: &[&str] = &[
+    "node",
+    "conn_name",
+    "port",
+    "peer_port",
+    "host",
+    "peer_cert_issuer",
+    "peer_cert_subject",
+    "peer_cert_validity",
+    "peer_host",
+    "user",
+    "vhost",
+    "subscriptions",
+    "ssl",
+    "ssl_cipher",
+    "ssl_hash",
+    "ssl_key_exchange",
+    "ssl_protocol",
+    "connection_state",
+    "auth_mechanism",
+    "heartbeat",
+    "frame_max",
+    "client_properties",
+    "connected_at",
+];
+/// What `list_stream_connections` shows without columns (RabbitMQ 3.10's default).
+const STREAM_CONNECTION_DEFAULTS: &[&str] = &["conn_name"];
+/// `list_stream_consumers`' columns (RabbitMQ's `CONSUMER_INFO_ITEMS`); without columns, all
+/// but `node` and `connection_pid`, as RabbitMQ.
+const STREAM_CONSUMER_COLUMNS: &[&str] = &[
+    "node",
+    "connection_pid",
+    "subscription_id",
+    "stream",
+    "messages_consumed",
+    "offset",
+    "offset_lag",
+    "credits",
+    "active",
+    "activity_status",
+    "properties",
+];
+/// `list_stream_publishers`' columns (RabbitMQ's `PUBLISHER_INFO_ITEMS`); without columns, all
+/// but `node` and `connection_pid`, as RabbitMQ.
+const STREAM_PUBLISHER_COLUMNS: &[&str] = &[
+    "node",
+    "connection_pid",
+    "publisher_id",
+    "stream",
+    "reference",
+    "messages_published",
+    "messages_confirmed",
+    "messages_errored",
+];
+/// `stream_status`' columns (one row per member; a single node has only the writer).
+const STREAM_STATUS_COLUMNS: &[&str] =
+    &["role", "node", "epoch", "offset", "committed_offset", "first_offset", "readers", "segments"];
+/// A stream on one node never changes leader: its epoch stays the first one.
+const STREAM_EPOCH: u64 = 1;
+/// Partitions of `add_super_stream` without `--partitions` or `--binding-keys` (RabbitMQ's).
+const DEFAULT_SUPER_STREAM_PARTITIONS: u32 = 3;
+/// The exchange argument that marks a super stream, and the binding argument that orders its
+/// partitions (what RabbitMQ's stream manager writes, and the stream protocol's Partitions reads).
+const SUPER_STREAM_ARG: &str = "x-super-stream";
+const PARTITION_ORDER_ARG: &str = "x-stream-partition-order";
+/// `--leader-locator`'s values (accepted; one node leads everything).
+const LEADER_LOCATORS: &[&str] = &["client-local", "random", "least-leaders"];
+
+/// A stream consumer's `activity_status`: `up`, or for a single active consumer
+/// `single_active` / `waiting`.
+fn activity_status(item: &Value) -> Value {
+    let single = item["properties"]["single-active-consumer"].as_str() == Some("true");
+    let active = item["active"].as_bool().unwrap_or(true);
+    json!(match (single, active) {
+        (false, _) => "up",
+        (true, true) => "single_active",
+        (true, false) => "waiting",
+    })
+}
+
+/// `rabbitmq-streams COMMAND`.
+fn streams(o: &Opts, api: &Api) -> R<()> {
+    let Some(cmd) = o.args.first().map(String::as_str) else {
+        return usage("no command given; try `rabbitmq-streams help`");
+    };
+    if matches!(cmd, "help" | "--help" | "-h") {
+        println!("{STREAMS_HELP}");
+        return Ok(());
+    }
+    if stream_commands(o, api, cmd, &vhost_of(o))? {
+        return Ok(());
+    }
+    usage(&format!("command '{cmd}' is not supported by Warren's rabbitmq-streams; try `rabbitmq-streams help`"))
+}
+
+/// `rabbitmq-streams` commands, also answered by `warren ctl` / rabbitmqctl (RabbitMQ's
+/// rabbitmqctl lists stream connections, consumers and publishers too). `Ok(false)` when `cmd`
+/// is not one of them.
+fn stream_commands(o: &Opts, api: &Api, cmd: &str, v: &str) -> R<bool> {
+    match cmd {
+        "add_super_stream" => add_super_stream(o, api, v),
+        "delete_super_stream" => delete_super_stream(o, api, v),
+        "list_stream_connections" => list_stream(o, api, v, "stream_connections"),
+        "list_stream_consumers" => list_stream(o, api, v, "stream_consumers"),
+        "list_stream_publishers" => list_stream(o, api, v, "stream_publishers"),
+        "stream_status" => stream_status(o, api, v),
+        _ => return Ok(false),
+    }?;
+    Ok(true)
+}
+
+/// The command's words after its name, options (`--name value` / `--name=value`) apart.
+struct CommandArgs {
+    positional: Vec<String>,
+    options: Vec<(String, String)>,
+    flags: Vec<String>,
+}
+
+/// Split `o.args[1..]`: options in `with_value` take a value, the other `-` words are flags.
+fn command_args(o: &Opts, with_value: &[&str]) -> R<CommandArgs> {
+    let mut out = CommandArgs { positional: Vec::new(), options: Vec::new(), flags: Vec::new() };
+    let mut it = o.args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if !a.starts_with('-') || a == "-" {
+            out.positional.push(a.clone());
+            continue;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        if with_value.contains(&name.as_str()) {
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    it.next().cloned().ok_or_else(|| Fail(EX_USAGE, format!("Error: option {name} needs a value")))?
+                }
+            };
+            out.options.push((name, value));
+        } else {
+            out.flags.push(name);
+        }
+    }
+    Ok(out)
+}
+
+impl CommandArgs {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.options.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A size as RabbitMQ's CLI reads one (`rabbit_resource_monitor_misc:parse_information_unit`):
+/// a number with no unit (bytes), `kb` / `mb` / `gb` (powers of 1000), `k` / `kib`, `m` / `mib`,
+/// `g` / `gib` (powers of 1024), in either case.
+fn information_unit(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "k" | "kib" => 1024,
+        "m" | "mib" => 1024 * 1024,
+        "g" | "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// An ISO 8601 duration (`PT10M30S`, `P5DT8H`, `P1Y2M`) in seconds, with RabbitMQ's CLI's
+/// year (365 days) and month (30 days). None: not one, or zero.
+fn iso8601_seconds(s: &str) -> Option<u64> {
+    let rest = s.trim().strip_prefix('P')?;
+    let (mut total, mut time, mut num, mut any) = (0u64, false, String::new(), false);
+    for c in rest.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        if c == 'T' && !time && num.is_empty() {
+            time = true;
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match (time, c) {
+            (false, 'Y') => 365 * 86_400,
+            (false, 'M') => 30 * 86_400,
+            (false, 'W') => 7 * 86_400,
+            (false, 'D') => 86_400,
+            (true, 'H') => 3600,
+            (true, 'M') => 60,
+            (true, 'S') => 1,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        any = true;
+    }
+    (num.is_empty() && any && total > 0).then_some(total)
+}
+
+/// The partition streams' queue arguments from `add_super_stream`'s options (as RabbitMQ's CLI
+/// turns them into stream arguments).
+fn partition_arguments(a: &CommandArgs) -> R<Value> {
+    let mut args = json!({"x-queue-type": "stream"});
+    let bad = |m: &str| Err(Fail(EX_USAGE, format!("Error: {m}")));
+    if let Some(v) = a.get("--max-length-bytes") {
+        let Some(n) = information_unit(v) else {
+            return bad("Invalid value for --max-length-bytes, valid example values: 100gb, 50mb");
+        };
+        args["x-max-length-bytes"] = json!(n);
+    }
+    if let Some(v) = a.get("--max-age") {
+        let Some(secs) = iso8601_seconds(v) else {
+            return bad("Invalid value for --max-age, the value must a ISO 8601 duration, e.g. PT10M30S for 10 minutes 30 seconds, P5DT8H for 5 days 8 hours.");
+        };
+        args["x-max-age"] = json!(format!("{secs}s"));
+    }
+    if let Some(v) = a.get("--stream-max-segment-size-bytes") {
+        let Some(n) = information_unit(v) else {
+            return bad("Invalid value for --stream-max-segment-size-bytes, valid example values: 100gb, 50mb");
+        };
+        args["x-stream-max-segment-size-bytes"] = json!(n);
+    }
+    if let Some(v) = a.get("--leader-locator") {
+        if !LEADER_LOCATORS.contains(&v) {
+            return bad("Invalid value for --leader-locator, valid values are client-local, random, least-leaders.");
+        }
+        args["x-queue-leader-locator"] = json!(v);
+    }
+    if let Some(v) = a.get("--initial-cluster-size") {
+        match v.parse::<u32>() {
+            Ok(n) if n > 0 => args["x-initial-cluster-size"] = json!(n),
+            _ => return bad("Invalid value for --initial-cluster-size, the value must be a positive integer."),
+        }
+    }
+    Ok(args)
+}
+
+/// A refusal of the broker as a super stream command's failure (RabbitMQ's `exit_software`);
+/// an unreachable broker stays 69.
+fn software(f: Fail) -> Fail {
+    match f {
+        Fail(EX_DATAERR, m) => Fail(EX_SOFTWARE, m),
+        other => other,
+    }
+}
+
+fn is_not_found(r: &R<Value>) -> bool {
+    matches!(r, Err(Fail(_, m)) if m.ends_with("(HTTP 404)"))
+}
+
+/// `add_super_stream NAME [--partitions N | --binding-keys a,b,c] [stream options]`: a direct
+/// exchange NAME (`x-super-stream: true`), durable streams NAME-0..N-1 (or NAME-KEY), each bound
+/// with its index (or key) as the routing key and `x-stream-partition-order: i`.
+fn add_super_stream(o: &Opts, api: &Api, v: &str) -> R<()> {
+    const WITH_VALUE: &[&str] = &[
+        "--partitions",
+        "--binding-keys",
+        "--routing-keys",
+        "--max-length-bytes",
+        "--max-age",
+        "--stream-max-segment-size-bytes",
+        "--leader-locator",
+        "--initial-cluster-size",
+    ];
+    let a = command_args(o, WITH_VALUE)?;
+    if let Some(f) = a.flags.first() {
+        return usage(&format!("add_super_stream: unknown option {f}"));
+    }
+    let name = match a.positional.as_slice() {
+        [] => return usage("not enough arguments: add_super_stream <name> [--partitions N | --binding-keys KEYS]"),
+        [n] => n.clone(),
+        _ => return usage("too many arguments: add_super_stream <name> [--partitions N | --binding-keys KEYS]"),
+    };
+    // rabbitmq-compat: --binding-keys is RabbitMQ 3.13's name, --routing-keys the older one.
+    let keys = a.get("--binding-keys").or_else(|| a.get("--routing-keys"));
+    let (partitions, keys): (Vec<String>, Vec<String>) = match (a.get("--partitions"), keys) {
+        (Some(_), Some(_)) => return usage("Specify --partitions or binding keys, not both."),
+        (None, Some(k)) => {
+            let keys: Vec<String> = k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
+            if keys.is_empty() {
+                return usage("--binding-keys needs at least one key");
+            }
+            (keys.iter().map(|k| format!("{name}-{k}")).collect(), keys)
+        }
+        (p, None) => {
+            let n: u32 = match p.map(str::parse::<i64>) {
+                None => DEFAULT_SUPER_STREAM_PARTITIONS,
+                Some(Ok(n)) if n >= 1 && n <= u32::MAX as i64 => n as u32,
+                Some(Ok(_)) => return usage("The partition number must be greater than 0"),
+                Some(Err(_)) => return usage("--partitions must be a number"),
+            };
+            ((0..n).map(|i| format!("{name}-{i}")).collect(), (0..n).map(|i| i.to_string()).collect())
+        }
+    };
+    let qargs = partition_arguments(&a)?;
+    say(o, "Adding a super stream ...");
+    // As RabbitMQ's stream manager: nothing is created when the exchange or a partition exists.
+    let x_path = format!("/exchanges/{}/{}", pct(v), pct(&name));
+    match api.get(&x_path) {
+        Ok(_) => return Err(Fail(EX_SOFTWARE, format!("Error: there is already an exchange named {name}"))),
+        r if is_not_found(&r) => {}
+        Err(e) => return Err(software(e)),
+    }
+    for p in &partitions {
+        match api.get(&format!("/queues/{}/{}", pct(v), pct(p))) {
+            Ok(_) => return Err(Fail(EX_SOFTWARE, format!("Error: there is already a queue named {p}"))),
+            r if is_not_found(&r) => {}
+            Err(e) => return Err(software(e)),
+        }
+    }
+    let xbody = json!({"type": "direct", "durable": true, "auto_delete": false, "internal": false,
+                       "arguments": {SUPER_STREAM_ARG: true}});
+    api.call("PUT", &x_path, Some(&xbody)).map_err(software)?;
+    let mut created: Vec<&String> = Vec::new();
+    let result = (|| -> R<()> {
+        for (i, (p, k)) in partitions.iter().zip(&keys).enumerate() {
+            let qbody = json!({"durable": true, "auto_delete": false, "arguments": qargs});
+            api.call("PUT", &format!("/queues/{}/{}", pct(v), pct(p)), Some(&qbody))?;
+            created.push(p);
+            let bbody = json!({"routing_key": k, "arguments": {PARTITION_ORDER_ARG: i}});
+            api.call("POST", &format!("/bindings/{}/e/{}/q/{}", pct(v), pct(&name), pct(p)), Some(&bbody))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // Undo, best effort: the failure is what gets reported.
+        for p in &created {
+            let _ = api.call("DELETE", &format!("/queues/{}/{}", pct(v), pct(p)), None);
+        }
+        let _ = api.call("DELETE", &x_path, None);
+        return Err(software(e));
+    }
+    println!("Super stream {name} has been created");
+    Ok(())
+}
+
+/// `delete_super_stream NAME`: the streams bound to exchange NAME (its partitions), then the
+/// exchange.
+fn delete_super_stream(o: &Opts, api: &Api, v: &str) -> R<()> {
+    let a = command_args(o, &[])?;
+    if let Some(f) = a.flags.first() {
+        return usage(&format!("delete_super_stream: unknown option {f}"));
+    }
+    let name = match a.positional.as_slice() {
+        [n] => n.clone(),
+        [] => return usage("not enough arguments: delete_super_stream <name>"),
+        _ => return usage("too many arguments: delete_super_stream <name>"),
+    };
+    say(o, "Deleting a super stream ...");
+    let x_path = format!("/exchanges/{}/{}", pct(v), pct(&name));
+    match api.get(&x_path) {
+        r if is_not_found(&r) => {
+            return Err(Fail(EX_SOFTWARE, format!("Error: super stream {name} does not exist in vhost {v}")));
+        }
+        r => r.map_err(software)?,
+    };
+    let bindings = api.get(&format!("{x_path}/bindings/source")).map_err(software)?;
+    let mut partitions: Vec<String> = Vec::new();
+    for b in bindings.as_array().into_iter().flatten().filter(|b| b["destination_type"] == "queue") {
+        if let Some(d) = b["destination"].as_str().filter(|d| !partitions.iter().any(|p| p == d)) {
+            partitions.push(d.to_string());
+        }
+    }
+    for p in &partitions {
+        clear_ok(api.call("DELETE", &format!("/queues/{}/{}", pct(v), pct(p)), None)).map_err(software)?;
+    }
+    api.call("DELETE", &x_path, None).map_err(software)?;
+    println!("Super stream {name} has been deleted");
+    Ok(())
+}
+
+/// `list_stream_connections` / `list_stream_consumers` / `list_stream_publishers`
+/// `[--verbose] [COLUMN ...]` of the vhost (`-p`, default `/`).
+fn list_stream(o: &Opts, api: &Api, v: &str, kind: &str) -> R<()> {
+    let (all, defaults, what): (&[&str], Vec<&str>, &str) = match kind {
+        "stream_connections" => (STREAM_CONNECTION_COLUMNS, STREAM_CONNECTION_DEFAULTS.to_vec(), "connections"),
+        "stream_consumers" => (STREAM_CONSUMER_COLUMNS, STREAM_CONSUMER_COLUMNS[2..].to_vec(), "consumers"),
+        _ => (STREAM_PUBLISHER_COLUMNS, STREAM_PUBLISHER_COLUMNS[2..].to_vec(), "publishers"),
+    };
+    let a = command_args(o, &[])?;
+    let verbose = a.flags.iter().any(|f| f == "--verbose" || f == "-V");
+    if let Some(f) = a.flags.iter().find(|f| *f != "--verbose" && *f != "-V") {
+        return usage(&format!("unknown option {f}"));
+    }
+    // Columns as separate words or comma separated, as rabbitmqctl takes them.
+    let asked: Vec<String> = a
+        .positional
+        .iter()
+        .flat_map(|c| c.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    let unknown: Vec<&str> = asked.iter().map(String::as_str).filter(|c| !all.contains(c)).collect();
+    if !unknown.is_empty() {
+        return usage(&format!(
+            "Info key(s) {} are not supported; must be one of {}",
+            unknown.join(","),
+            all.join(", ")
+        ));
+    }
+    let cols: Vec<String> = if verbose {
+        all.iter().map(|s| s.to_string()).collect()
+    } else if asked.is_empty() {
+        defaults.iter().map(|s| s.to_string()).collect()
+    } else {
+        asked
+    };
+    let items = api.get(&format!("/stream/{what}/{}", pct(v)))?;
+    let mut items = items.as_array().cloned().unwrap_or_default();
+    if kind == "stream_connections" && cols.iter().any(|c| c == "subscriptions") {
+        // A connection's subscriptions are its consumers (the API lists them apart).
+        let consumers = api.get(&format!("/stream/consumers/{}", pct(v)))?;
+        for c in &mut items {
+            let n = consumers
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["connection_details"]["name"] == c["name"])
+                .count();
+            c["subscriptions"] = json!(n);
+        }
+    }
+    print_rows(o, kind, &format!("Listing stream {what} ..."), &items, &cols);
+    Ok(())
+}
+
+/// `stream_status STREAM`: the stream's one member (this node, the writer) with its offsets,
+/// readers and segments, from the stream's queue.
+fn stream_status(o: &Opts, api: &Api, v: &str) -> R<()> {
+    let a = command_args(o, &[])?;
+    if let Some(f) = a.flags.first() {
+        // rabbitmq-compat: --tracking (the stream's stored offsets) is not served.
+        return usage(&format!("stream_status: option {f} is not supported by Warren"));
+    }
+    let name = match a.positional.as_slice() {
+        [n] => n.clone(),
+        [] => return usage("not enough arguments: stream_status <stream>"),
+        _ => return usage("too many arguments: stream_status <stream>"),
+    };
+    let q = match api.get(&format!("/queues/{}/{}", pct(v), pct(&name))) {
+        r if is_not_found(&r) => {
+            return Err(Fail(EX_DATAERR, format!("Error: stream {name} does not exist in vhost {v}")));
+        }
+        r => r?,
+    };
+    if q["type"] != "stream" {
+        return Err(Fail(EX_DATAERR, format!("Error: queue {name} in vhost {v} is not a stream")));
+    }
+    // Readers: AMQP 0-9-1 consumers and stream protocol subscriptions.
+    let subscriptions = api
+        .get(&format!("/stream/consumers/{}", pct(v)))?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["queue"]["name"] == name.as_str())
+        .count();
+    let readers = q["consumers"].as_u64().unwrap_or(0) + subscriptions as u64;
+    let row = json!({
+        "role": "writer",
+        "node": q["node"],
+        "epoch": STREAM_EPOCH,
+        "offset": q["committed_offset"],
+        "committed_offset": q["committed_offset"],
+        "first_offset": q["first_offset"],
+        "readers": readers,
+        "segments": q["segments"],
+    });
+    let cols: Vec<String> = STREAM_STATUS_COLUMNS.iter().map(|s| s.to_string()).collect();
+    let info = format!("Status of stream {name} on node {} ...", cell(&q["node"]));
+    print_rows(o, "stream_status", &info, &[row], &cols);
+    Ok(())
+}
+
+/// `rabbitmq-streams help`.
+const STREAMS_HELP: &str = "Usage: rabbitmq-streams [--host H] [--port P] [-u USER] [--password PASS] [-p VHOST] [--formatter json] [-q] COMMAND [ARGS]
+
+Warren's rabbitmq-streams talks to its management API (default 127.0.0.1:15672).
+
+Super streams: add_super_stream NAME [--partitions N | --binding-keys KEY,KEY...]
+                 [--max-length-bytes SIZE] [--max-age ISO8601] [--stream-max-segment-size-bytes SIZE]
+                 [--leader-locator client-local|random|least-leaders] [--initial-cluster-size N]
+               delete_super_stream NAME
+Listing:       list_stream_connections [--verbose] [COLUMN...], list_stream_consumers [COLUMN...],
+               list_stream_publishers [COLUMN...]
+Status:        stream_status STREAM
+Exit codes:    0 ok, 64 usage, 65 request refused, 69 broker unreachable, 70 super stream refused";
+
 /// `rabbitmq-plugins`: the truth about each plugin (`crate::plugins`). Built-in ones are always
 /// on (enable is a no-op, disable cannot turn them off); missing ones are named with what they
 /// would give; nothing is saved (there is nothing to switch).
@@ -1310,7 +1832,8 @@ fn shell(argv: Vec<String>) -> i32 {
 const HELP: &str = "Usage: warren ctl [--host H] [--port P] [-u USER] [--password PASS] [-p VHOST] [--formatter json] [-q] COMMAND [ARGS]
 
 Talks to Warren's management API (default 127.0.0.1:15672). The same binary answers as
-rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin when called by those names.
+rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins, rabbitmqadmin and rabbitmq-streams when
+called by those names.
 
 Listing:      list_queues [COLUMN...], list_exchanges, list_bindings, list_connections, list_channels,
               list_consumers, list_users, list_vhosts, list_permissions, list_user_permissions USER,
@@ -1335,9 +1858,13 @@ Shovels:      set_parameter [-p VHOST] shovel NAME JSON, clear_parameter [-p VHO
               list_parameters [-p VHOST], shovel_status, delete_shovel [-p VHOST] NAME,
               restart_shovel [-p VHOST] NAME
 Definitions:  export_definitions FILE|-, import_definitions FILE
+Streams:      list_stream_connections [COLUMN...], list_stream_consumers, list_stream_publishers,
+              stream_status STREAM, add_super_stream NAME [--partitions N | --binding-keys K,K...],
+              delete_super_stream NAME (see `rabbitmq-streams help`)
 Health:       ping, status, check_running, await_startup, check_port_connectivity, check_alarms,
               check_local_alarms, check_virtual_hosts, check_protocol_listener PROTOCOL, version
-Exit codes:   0 ok, 64 usage, 65 check failed or request refused, 69 broker unreachable";
+Exit codes:   0 ok, 64 usage, 65 check failed or request refused, 69 broker unreachable,
+              70 super stream command refused";
 
 #[cfg(test)]
 mod tests {
@@ -1354,5 +1881,23 @@ mod tests {
         assert_eq!(shell(vec!["-c".into(), "false && true || exit 3".into()]), 3);
         assert_eq!(shell(vec!["-c".into(), "curl -f http://x".into()]), 127);
         assert_eq!(shell(vec!["-c".into(), "/bin/sh -c 'false || exit 4'".into()]), 4);
+    }
+
+    #[test]
+    fn stream_option_values() {
+        assert_eq!(information_unit("20gb"), Some(20_000_000_000));
+        assert_eq!(information_unit("500MB"), Some(500_000_000));
+        assert_eq!(information_unit("1MiB"), Some(1024 * 1024));
+        assert_eq!(information_unit("2k"), Some(2048));
+        assert_eq!(information_unit("123"), Some(123));
+        assert_eq!(information_unit("lots"), None);
+        assert_eq!(information_unit("99999999999999999999gb"), None);
+        assert_eq!(iso8601_seconds("PT10M30S"), Some(630));
+        assert_eq!(iso8601_seconds("P5DT8H"), Some(5 * 86_400 + 8 * 3600));
+        assert_eq!(iso8601_seconds("P1Y2M"), Some(365 * 86_400 + 60 * 86_400));
+        for bad in ["", "P", "PT", "10m", "P1H", "PT1D", "P0D", "P1", "PT1M2"] {
+            assert_eq!(iso8601_seconds(bad), None, "{bad}");
+        }
+        assert_eq!(Tool::from_program("/usr/local/bin/rabbitmq-streams"), Some(Tool::Streams));
     }
 }

@@ -13,7 +13,7 @@ use warren::config::{self, Config};
     version,
     about,
     after_help = "Management commands: `warren ctl help` (the same binary called rabbitmqctl, \
-rabbitmq-diagnostics, rabbitmq-plugins or rabbitmqadmin acts as those tools)."
+rabbitmq-diagnostics, rabbitmq-plugins, rabbitmqadmin or rabbitmq-streams acts as those tools)."
 )]
 struct Cli {
     /// Address to listen on for AMQP; repeat for several. Default: every IPv4 and IPv6 address.
@@ -159,7 +159,8 @@ fn main() {
 
 fn start() -> anyhow::Result<()> {
     // One binary, several tools: `warren ctl ...`, and RabbitMQ's CLI names (the container links
-    // rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins and rabbitmqadmin to it).
+    // rabbitmqctl, rabbitmq-diagnostics, rabbitmq-plugins, rabbitmqadmin and rabbitmq-streams to
+    // it).
     let mut argv: Vec<String> = std::env::args().collect();
     if let Some(tool) = argv.first().and_then(|p| warren::ctl::Tool::from_program(p)) {
         std::process::exit(warren::ctl::run(tool, argv.split_off(1)));

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 BUILD_SCRIPT = REPO / "docker" / "build-prebuilt.sh"
 INSTALL_SCRIPT = REPO / "scripts" / "install-container-tools.sh"
-TOOLS = ["rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins", "rabbitmqadmin", "sh"]
+TOOLS = ["rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins", "rabbitmqadmin", "rabbitmq-streams", "sh"]
 # The image's data directory, and the other path a volume may be mounted at (docker/README.md).
 DATA_DIR = "/var/lib/rabbitmq"
 ALT_DATA_DIR = "/var/lib/warren"

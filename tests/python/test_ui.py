@@ -33,6 +33,8 @@ import pytest
 
 from conftest import (HTTP_RE, LISTEN_RE, PROMETHEUS_RE, WarrenProcess,
                       amqp_mode_is_external, eventually, get_message, warren_binary)
+from test_stream_protocol import (Confirms, Inbox, OffsetType, StreamAddr, make_consumer,
+                                  make_producer, open_client, run, spec, wait_until)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -73,6 +75,7 @@ TAB_MARKERS = {
     "Channels": ("#content th", "Prefetch"),
     "Exchanges": ("form[onsubmit^='addExchange(']", None),
     "Queues": ("#add-queue", None),
+    "Streams": ("#stream-connections", None),
     "Shovels": ("#add-shovel", None),
     "Admin": ("form[onsubmit^='addUser(']", None),
 }
@@ -448,7 +451,7 @@ def test_login(page, warren):
     _, overview = api(warren, "GET", "/overview")
     assert page.d.find_element(By.ID, "version").text == overview["product_version"]
     assert [b.text for b in page.d.find_elements(By.CSS_SELECTOR, "nav button")] == \
-        ["Overview", "Connections", "Channels", "Exchanges", "Queues", "Shovels", "Admin"]
+        ["Overview", "Connections", "Channels", "Exchanges", "Queues", "Streams", "Shovels", "Admin"]
 
     # The login survives a reload (sessionStorage); "Log out" forgets it.
     page.d.refresh()
@@ -1042,6 +1045,50 @@ def test_move_messages_and_the_shovels_tab(ui, warren, open_connection):
     assert api(warren, "GET", f"/parameters/shovel/%2F/{q(name)}")[0] == 404
     for queue in (dlq, back):
         api(warren, "DELETE", f"/queues/%2F/{q(queue)}")
+
+
+def test_streams_tab(ui, warren):
+    """The Streams tab: a stream protocol client's connection (with the name it gave), its
+    publisher and consumer with their counts, and the stream with its log; a connection that
+    closes leaves the tab at the next periodic refresh."""
+    addr = StreamAddr(warren.host, warren.stream_port, "/", "guest", "guest")
+    stream, client_name = f"ui-stream-{_uid()}", f"ui-client-{_uid()}"
+    assert api(warren, "PUT", f"/queues/%2F/{q(stream)}",
+               {"durable": True, "arguments": {"x-queue-type": "stream"}})[0] == 201
+
+    def row(kind):
+        """Cells of the tab's row for ``stream`` in the table of ``kind`` (its data- attribute)."""
+        return ui.js("""
+            const r = [...document.querySelectorAll('#content tr[data-' + arguments[0] + ']')]
+                .find(r => r.getAttribute('data-' + arguments[0]) === arguments[1]);
+            return r ? [...r.cells].map(c => c.innerText.trim()) : null;""", kind, stream)
+
+    async def scenario():
+        client = await open_client(addr, name=client_name)
+        confirms, inbox = Confirms(), Inbox()
+        try:
+            async with make_producer(addr) as producer, make_consumer(addr) as consumer:
+                await producer.send_batch(stream, [b"a", b"b", b"c"], on_publish_confirm=confirms)
+                await confirms.wait(3)
+                await consumer.subscribe(stream, inbox, offset_specification=spec(OffsetType.FIRST))
+                await wait_until(lambda: len(inbox) >= 3, what="3 messages")
+                # The browser is driven from here, the clients' connections open meanwhile.
+                ui.tab("Streams")
+                ui.wait(lambda: (ui.row(client_name, 1) or [None] * 3)[2] == "guest",
+                        f"the stream connection {client_name}", REFRESH_WAIT)
+                ui.wait(lambda: (row("stream-publisher") or [None] * 6)[5] == "3",
+                        "the publisher with 3 published", REFRESH_WAIT)
+                ui.wait(lambda: (row("stream-consumer") or [None] * 8)[7] == "3",
+                        "the consumer with 3 consumed", REFRESH_WAIT)
+                cells = row("stream")
+                assert cells[:3] == ["/", stream, "3"] and cells[4:6] == ["0", "2"], cells
+        finally:
+            await client.close()
+
+    run(scenario())
+    ui.wait(lambda: ui.row(client_name, 1) is None and row("stream-publisher") is None,
+            "the closed connections gone after a refresh", REFRESH_WAIT)
+    api(warren, "DELETE", f"/queues/%2F/{q(stream)}")
 
 
 def test_peek_and_reset_from_the_ui(ui, warren, open_connection):

@@ -189,6 +189,14 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
         "operator_policy": applied.operator_policy.as_ref().map(|p| json!(p.name)).unwrap_or(Value::Null),
         "message_stats": message_stats(&totals, &rates),
     });
+    if let Some((first, next, _, segments)) = q.stream_stats() {
+        // A stream's log, as RabbitMQ's stream queue infos: the committed offset (the last
+        // message's; -1 while empty) and the segment files. rabbitmq-compat: `first_offset` (the
+        // oldest offset retention kept) is Warren's own, for `rabbitmq-streams stream_status`.
+        o["committed_offset"] = json!(next as i64 - 1);
+        o["first_offset"] = json!(first);
+        o["segments"] = json!(segments);
+    }
     if detail {
         let consumers: Vec<Value> = snap.consumers.iter().map(|c| consumer_of(m, v, &name, c)).collect();
         o["consumer_details"] = Value::Array(consumers);

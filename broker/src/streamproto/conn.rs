@@ -137,7 +137,7 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let opened = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(&mut rd, &mut buf, &tx, &broker, id, peer, local),
+        handshake(&mut rd, &mut buf, &tx, &broker, id, peer, local, sent.clone()),
     )
     .await
     {
@@ -202,6 +202,7 @@ async fn next_request(
 }
 
 /// Peer properties, SASL, tune, open.
+#[allow(clippy::too_many_arguments)]
 async fn handshake(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut BytesMut,
@@ -210,6 +211,7 @@ async fn handshake(
     id: ConnectionId,
     peer: SocketAddr,
     local: SocketAddr,
+    sent: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Opened, Option<String>> {
     let mut client_properties = Vec::new();
     let mut user: Option<String> = None;
@@ -297,7 +299,7 @@ async fn handshake(
                     client_properties: client_properties.clone(),
                     connected_at: crate::clock::unix_ms(),
                     recv_oct: Default::default(),
-                    send_oct: Default::default(),
+                    send_oct: sent.clone(),
                     publishers: Default::default(),
                     consumers: Default::default(),
                     kill: kill_tx,

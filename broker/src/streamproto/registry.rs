@@ -11,7 +11,7 @@
 use crate::ids::ConnectionId;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// A stream protocol connection, as listed.
@@ -36,7 +36,8 @@ pub struct StreamConn {
     pub connected_at: u64,
     /// Bytes received and sent.
     pub recv_oct: AtomicU64,
-    pub send_oct: AtomicU64,
+    /// Bytes sent: the writer task's own counter.
+    pub send_oct: Arc<AtomicU64>,
     /// Publishers by id.
     pub publishers: Mutex<HashMap<u8, Arc<PublisherInfo>>>,
     /// Consumers (subscriptions) by id.
@@ -153,8 +154,5 @@ impl StreamConn {
     /// Ask the connection to close with `reason`.
     pub fn close(&self, reason: &str) {
         let _ = self.kill.send(Some(reason.to_string()));
-    }
-    pub fn sent(&self, n: usize) {
-        self.send_oct.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

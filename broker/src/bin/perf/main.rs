@@ -184,19 +184,28 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.stream_protocol {
         let window = if args.confirm == 0 { 10_000 } else { args.confirm };
-        let r = stream::run(
-            args.addr,
-            &args.user,
-            &args.pass,
-            &args.vhost,
-            &base,
-            args.size,
-            args.batch,
-            window,
-            args.seconds,
-            args.catch_up,
+        // A broker that stops answering (an alarm, a stuck stream) ends the run, not the tool.
+        let limit = Duration::from_secs(args.seconds + 120);
+        let r = match tokio::time::timeout(
+            limit,
+            stream::run(
+                args.addr,
+                &args.user,
+                &args.pass,
+                &args.vhost,
+                &base,
+                args.size,
+                args.batch,
+                window,
+                args.seconds,
+                args.catch_up,
+            ),
         )
-        .await?;
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => bail!("{}: no result within {limit:?}", args.label),
+        };
         if args.json {
             println!(
                 "{}",
