@@ -9,6 +9,7 @@
 //! - No command other than the handshake's is handled before open; a frame that does not decode
 //!   closes the connection with the protocol's code (13 unknown frame, 14 frame too large).
 //! - On every exit the connection's publishers, subscriptions and registry entry are removed.
+//! - While the broker's resource alarm is on, a connection with publishers is not read.
 use super::publish::{self, Publisher};
 use super::registry::StreamConn;
 use super::subscribe::Subscription;
@@ -376,6 +377,7 @@ async fn main_loop(
     tick.tick().await;
     let mut last_read = Instant::now();
     let mut last_sent = 0u64;
+    let mut alarm = conn.broker.alarm.subscribe();
     loop {
         // Handle every whole frame already read.
         loop {
@@ -394,14 +396,19 @@ async fn main_loop(
                 Err(e) => return Stop::Close(e.response_code(), format!("bad frame: {e}")),
             }
         }
+        // Resource alarm (memory, or a disk that is full): a connection with publishers is not
+        // read while it is on, as RabbitMQ blocks it (TCP backpressure; its confirms wait).
+        let blocked = *alarm.borrow_and_update() && !conn.publishers.is_empty();
         tokio::select! {
-            r = rd.read_buf(buf) => match r {
+            _ = alarm.changed(), if blocked => {}
+            r = rd.read_buf(buf), if !blocked => match r {
                 Ok(0) | Err(_) => return Stop::Now,
                 Ok(_) => last_read = Instant::now(),
             },
             _ = tick.tick(), if hb.is_some() => {
                 let Some(hb) = hb else { continue };
-                if last_read.elapsed() > hb * 2 {
+                // (A blocked connection is not read: its heartbeats wait in the socket.)
+                if !blocked && last_read.elapsed() > hb * 2 {
                     return Stop::Close(code::OK, "missed heartbeats".into());
                 }
                 // Send a heartbeat when nothing else went out for a whole interval.
