@@ -180,6 +180,22 @@ def test_peek_reads_ready_messages_without_taking_them(api, broker, vhost):
     conn.close()
 
 
+def test_peek_into_a_stream_reads_from_its_first_kept_message(api, broker, vhost):
+    conn = connect(broker, vhost)
+    ch = conn.channel()
+    ch.queue_declare("events", durable=True, arguments={"x-queue-type": "stream"})
+    ch.confirm_delivery()
+    for i in range(4):
+        ch.basic_publish("", "events", b"e-%d" % i, pika.BasicProperties(message_id=f"e{i}"))
+    page = api.ok(f"/api/warren/queues/{q(vhost)}/events/messages?offset=1&count=2")
+    assert page["total"] == 4
+    assert [m["payload"] for m in page["messages"]] == ["e-1", "e-2"]
+    assert [m["properties"]["headers"]["x-stream-offset"] for m in page["messages"]] == [1, 2]
+    # A stream keeps its messages: peeking again sees the same.
+    assert api.ok(f"/api/warren/queues/{q(vhost)}/events/messages")["total"] == 4
+    conn.close()
+
+
 def test_search_finds_messages_across_the_queues_of_a_vhost(api, broker, vhost):
     conn = connect(broker, vhost)
     ch = conn.channel()

@@ -717,6 +717,16 @@ impl Queue {
     pub fn peek(&self, offset: usize, count: usize) -> (Vec<Peeked>, usize) {
         let (picked, total): (Vec<_>, usize) = {
             let st = self.state.lock();
+            if let Some(log) = st.log.as_deref() {
+                // A stream: its messages from the first kept one, read without moving anyone.
+                let r = log.read(log.first() + offset as u64, count);
+                let out = r
+                    .entries
+                    .iter()
+                    .map(|e| Peeked { msg: stream::as_amqp091(e, &self.name), redelivered: false, deliveries: 0 })
+                    .collect();
+                return (out, log.len() as usize);
+            }
             let picked = st
                 .ready
                 .iter()
