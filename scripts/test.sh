@@ -3,7 +3,8 @@
 # Node amqplib suite, the Python pika suite and the client libraries' own integration suites
 # (tests/clients/run.sh: amqplib, py-amqp and kombu at pinned versions, downloaded at test time).
 # Installs what the suites need into the project's own folders (tests/node/node_modules,
-# tests/python/.venv, tests/clients/.cache), and as root Debian's chromium (UI tests) and buildah,
+# tests/python/.venv, tests/clients/.cache), and as root Debian's valgrind (the instruction-count
+# guard), chromium (UI tests) and buildah,
 # podman, runc, podman-compose (container tests); needs cargo, node/npm and python3.
 #
 # Ends with one line "N passed, N failed, N skipped" summing all suites; exits non-zero if anything
@@ -50,6 +51,17 @@ done
 step "build"
 cargo build --workspace --all-targets || exit 1
 export WARREN_BIN="$root/target/debug/warren"
+
+step "valgrind for the instruction-count guard (broker/tests/hot_path_instructions.rs)"
+if ! command -v valgrind >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null; } \
+      || echo "could not install valgrind: the instruction-count guard will fail"
+  else
+    echo "valgrind missing and not root: the instruction-count guard will fail"
+  fi
+fi
 
 step "cargo test"
 timeout --kill-after=30 "$suite_timeout" cargo test --workspace --no-fail-fast 2>&1 | tee "$log_dir/cargo.log"

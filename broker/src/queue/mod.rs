@@ -820,7 +820,7 @@ impl Queue {
     }
 
     /// Page bodies beyond the in-memory window out to the store (persistent ones always; transient
-    /// ones under memory pressure). Returns the bytes freed.
+    /// ones under memory pressure or in a long queue: `Ready::page_out`). Returns the bytes freed.
     pub fn page_out(&self, pressure: bool) -> usize {
         if self.store.is_none() {
             return 0;

@@ -15,7 +15,7 @@
 //!   nothing beyond the window is left in memory.
 use super::chunked::ChunkDeque;
 use crate::message::QueuedMsg;
-use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES};
+use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_SWEEP_MESSAGES, PAGE_TRANSIENT_ABOVE_MESSAGES};
 use std::sync::Arc;
 
 /// Ready messages.
@@ -134,19 +134,22 @@ impl Ready {
             self.persistent.1 -= gone_persistent.1;
         }
     }
-    /// Page bodies out beyond the in-memory window: persistent ones whose record is written; with
-    /// `transient`, messages without a record get one first (and are paged on a later call).
-    /// `key` identifies the queue in records. Returns the bytes freed.
-    pub fn page_out(&mut self, transient: bool, key: u64) -> usize {
+    /// Page bodies out beyond the in-memory window: persistent ones whose record is written; under
+    /// memory `pressure`, or once the queue holds more than [`PAGE_TRANSIENT_ABOVE_MESSAGES`],
+    /// transient ones too: messages without a record get one first (and are paged on a later
+    /// call). At most [`PAGE_SWEEP_MESSAGES`] per level are handled per call, oldest first. `key`
+    /// identifies the queue in records. Returns the bytes freed.
+    pub fn page_out(&mut self, pressure: bool, key: u64) -> usize {
         let Some(store) = self.store.clone() else { return 0 };
         if self.len <= PAGE_KEEP_MESSAGES && self.mem_bytes <= PAGE_KEEP_BYTES {
             return 0;
         }
+        let transient = pressure || self.len > PAGE_TRANSIENT_ABOVE_MESSAGES;
         let avg = (self.bytes / self.len.max(1)).max(1);
         let keep = PAGE_KEEP_MESSAGES.min(PAGE_KEEP_BYTES / avg).max(1);
         let mut freed = 0;
         // Under pressure, after a requeue: every message beyond the window is looked at.
-        let full = self.scattered && transient;
+        let full = self.scattered && pressure;
         let mut left = 0;
         for q in self.levels.iter_mut() {
             let beyond = q.len().saturating_sub(keep);
@@ -165,6 +168,13 @@ impl Ready {
                     break;
                 }
                 region.push(m);
+            }
+            // Oldest first, at most a sweep's worth: what is left is newer than what this sweep
+            // handles, so the next walk from the tail reaches it.
+            if region.len() > PAGE_SWEEP_MESSAGES {
+                let newer = region.len() - PAGE_SWEEP_MESSAGES;
+                left += newer;
+                region.drain(..newer);
             }
             // What this sweep only gives a record to, or cannot page yet, is still in memory.
             left += region.len();

@@ -1,6 +1,7 @@
 //! Test helpers: an in-process Warren on 127.0.0.1:0, a raw AMQP client built on the protocol
 //! crate (for exact frame-level assertions and deliberately bad input), and amqprs helpers.
 #![allow(dead_code)]
+pub mod hot_path;
 pub mod process;
 pub mod raw;
 

@@ -138,6 +138,23 @@ struct Args {
     /// them all from the first offset.
     #[arg(long, default_value_t = 0)]
     catch_up: u64,
+    /// The broker's process id: report the broker's CPU time (user + system, from
+    /// /proc/<pid>/stat) per consumed message (per published one when nothing is consumed).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// CPU time (user + system) a process has used so far, in microseconds, from /proc/<pid>/stat.
+fn process_cpu_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it start behind the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name and state).
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // The kernel reports these in USER_HZ ticks, which is 100 on every Linux ABI Warren runs on.
+    const USER_HZ: f64 = 100.0;
+    Some(ticks * 1e6 / USER_HZ)
 }
 
 /// Counters shared by all tasks.
@@ -302,6 +319,7 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move { producer(a, s, x, key, fan).await }));
     }
     let start = Instant::now();
+    let cpu_start = args.server_pid.and_then(process_cpu_us);
     let mut last = (0u64, 0u64, start);
     while start.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -319,6 +337,14 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
     stats.stop.store(true, Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     let (p, c) = (stats.published.load(Ordering::Relaxed), stats.consumed.load(Ordering::Relaxed));
+    let server_cpu_us = match (cpu_start, args.server_pid.and_then(process_cpu_us)) {
+        (Some(a), Some(b)) => Some((b - a) / (if c > 0 { c } else { p.max(1) }) as f64),
+        _ => None,
+    };
+    let server_core_share = match (cpu_start, args.server_pid.and_then(process_cpu_us)) {
+        (Some(a), Some(b)) => Some((b - a) / 1e6 / secs),
+        _ => None,
+    };
     // Consumers merge their histograms as they stop.
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_millis(500), t).await;
@@ -335,6 +361,7 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
                 "persistent": args.persistent, "no_ack": args.no_ack, "rate": args.rate,
                 "published_per_s": pub_s, "consumed_per_s": con_s,
                 "consumed_bytes_per_s": con_s * args.size as f64,
+                "server_cpu_us_per_msg": server_cpu_us, "server_cores": server_core_share,
                 "latency_us": if h.is_empty() { serde_json::Value::Null } else { serde_json::json!({
                     "p50": us(0.5), "p99": us(0.99), "p999": us(0.999), "max": h.max() as f64 / 1000.0,
                     "samples": h.len() }) },
@@ -352,8 +379,12 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
                 h.max() as f64 / 1000.0
             )
         };
+        let cpu = match (server_cpu_us, server_core_share) {
+            (Some(us), Some(cores)) => format!(", server CPU {us:.3} us/msg ({cores:.2} cores)"),
+            _ => String::new(),
+        };
         println!(
-            "{}: {} producer(s), {} consumer(s), {} queue(s){}, {} B bodies, {:.1} s: published {:.0} msgs/s, consumed {:.0} msgs/s{}",
+            "{}: {} producer(s), {} consumer(s), {} queue(s){}, {} B bodies, {:.1} s: published {:.0} msgs/s, consumed {:.0} msgs/s{}{}",
             args.label,
             args.producers,
             consumers,
@@ -363,7 +394,8 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
             secs,
             pub_s,
             con_s,
-            lat
+            lat,
+            cpu
         );
     }
     if !args.keep_queue && !args.sink {
