@@ -37,6 +37,26 @@ def test_global_prefetch_is_shared_by_the_channel(connection, channel, unique_na
     assert len(a.deliveries) + len(b.deliveries) == 3
 
 
+def test_global_prefetch_credit_freed_on_one_queue_reaches_the_other(connection, channel, unique_name):
+    """Acks of one queue's deliveries give the shared channel credit to a consumer of another
+    queue that has a backlog and no further publishes: every message is delivered."""
+    q1, q2 = fresh_queue(channel, unique_name), fresh_queue(channel, unique_name)
+    for q in (q1, q2):
+        for i in range(3):
+            channel.basic_publish("", q, f"{q}-{i}".encode())
+    channel.basic_qos(prefetch_count=1, global_qos=True)
+    got = []
+
+    def on_message(ch, method, _props, body):
+        got.append(body)
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(q1, on_message)
+    channel.basic_consume(q2, on_message)
+    eventually(lambda: len(got) == 6, connection=connection)
+    assert sorted(got) == sorted(f"{q}-{i}".encode() for q in (q1, q2) for i in range(3))
+
+
 def test_prefetch_does_not_limit_auto_ack_consumers(connection, channel, unique_name):
     queue = fresh_queue(channel, unique_name)
     channel.basic_qos(prefetch_count=1)

@@ -13,7 +13,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from conftest import (Collector, WarrenProcess, amqp_mode_is_external,
+from conftest import (Collector, quiet_period, WarrenProcess, amqp_mode_is_external,
                       channel_error, drain, eventually, fresh_queue,
                       get_message, ready_count, warren_binary)
 
@@ -340,6 +340,33 @@ def test_single_active_consumer_cancel_hands_over(connection, unique_name):
     eventually(lambda: len(b.deliveries) == 3, connection=connection)
     assert b.bodies == [b"n1", b"n2", b"n3"]
     assert len(a.deliveries) == 1 and c.deliveries == []
+
+
+@pytest.mark.skipif(amqp_mode_is_external(),
+                    reason="RabbitMQ 3.10 does not hand over to the next single active consumer "
+                           "while the cancelled one's channel is open (not after its acks, nor "
+                           "at the next publish): Warren does once the acks come")
+def test_single_active_consumer_cancel_hands_over_a_backlog_once_acked(connection, unique_name):
+    """The next consumer in line takes the messages queued while the active one held its one
+    credit once the cancelled consumer's delivery is acked, without any further publish."""
+    admin = connection.channel()
+    queue = unique_name()
+    admin.queue_declare(queue, exclusive=True,
+                        arguments={"x-single-active-consumer": True})
+    ch_a, ch_b = connection.channel(), connection.channel()
+    ch_a.basic_qos(prefetch_count=1)
+    a, b = Collector(), Collector()
+    tag_a = ch_a.basic_consume(queue, a)
+    ch_b.basic_consume(queue, b)
+    fill(admin, queue, 4, "m")
+    eventually(lambda: len(a.deliveries) == 1, connection=connection)
+    ch_a.basic_cancel(tag_a)
+    quiet_period(connection)
+    assert b.deliveries == []
+    ch_a.basic_ack(a.tags[0])
+    eventually(lambda: len(b.deliveries) == 3, connection=connection)
+    assert b.bodies == [b"m2", b"m3", b"m4"]
+    assert a.bodies == [b"m1"]
 
 
 # --------------------------------------------------------------------------

@@ -255,7 +255,24 @@ impl Channel {
             q.count_acks(n);
         }
         self.settle_buf = settled;
+        self.drive_for_channel_credit();
         Ok(())
+    }
+
+    /// With a channel-wide prefetch (basic.qos global), a settle anywhere gives credit to every
+    /// consumer of the channel: the queues of all of them are driven, not only those whose
+    /// deliveries were settled (a queue with a backlog is not driven again by its publishes).
+    fn drive_for_channel_credit(&self) {
+        let queues = {
+            let st = self.shared.state.lock();
+            if st.channel_prefetch == 0 || st.consumers.is_empty() {
+                return;
+            }
+            st.consumers.values().map(|c| c.queue.clone()).collect::<Vec<_>>()
+        };
+        for q in dedup(queues) {
+            q.drive();
+        }
     }
 
     /// basic.nack / basic.reject.
@@ -284,6 +301,7 @@ impl Channel {
                 q.drive();
             }
         }
+        self.drive_for_channel_credit();
         Ok(())
     }
 
@@ -307,6 +325,7 @@ impl Channel {
         }
         let all = self.shared.state.lock().take_all();
         requeue_grouped(all);
+        self.drive_for_channel_credit();
         if reply {
             self.send(&BasicRecoverOk.into());
         }
@@ -424,6 +443,13 @@ impl Channel {
             self.shared.consumer_event("consumer.deleted", &consumer, None, Some(&ctx.user));
             if consumer.queue.remove_consumer(&consumer) {
                 ctx.vhost.delete_queue(&consumer.queue);
+            } else if consumer.in_flight.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                // The next consumer in line (single active consumer) takes the backlog. With
+                // deliveries of the cancelled one still unacked, that waits for them to be
+                // settled (an ack drives the queue) or requeued at channel close, so requeued
+                // messages go first. rabbitmq-compat: RabbitMQ 3.10 hands over only at channel
+                // close in that case (not after the acks, nor at the next publish).
+                consumer.queue.drive();
             }
         }
         Ok(())
@@ -463,10 +489,14 @@ impl Channel {
         };
         self.send(&BasicCancel { consumer_tag: c.tag.clone(), no_wait: true }.into());
         self.shared.consumer_event("consumer.deleted", &c, None, None);
-        if c.queue.remove_consumer(&c) {
+        let deleted = c.queue.remove_consumer(&c);
+        if deleted {
             ctx.vhost.delete_queue(&c.queue);
         }
         requeue_grouped(unacked);
+        if !deleted {
+            c.queue.drive();
+        }
         Ok(())
     }
 
@@ -501,7 +531,7 @@ fn with_method(e: AmqpError, m: &Method) -> AmqpError {
     }
 }
 
-fn dedup(mut v: Vec<Arc<crate::queue::Queue>>) -> Vec<Arc<crate::queue::Queue>> {
+pub(super) fn dedup(mut v: Vec<Arc<crate::queue::Queue>>) -> Vec<Arc<crate::queue::Queue>> {
     let mut out: Vec<Arc<crate::queue::Queue>> = Vec::with_capacity(v.len());
     for q in v.drain(..) {
         if !out.iter().any(|x| Arc::ptr_eq(x, &q)) {

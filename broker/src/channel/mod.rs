@@ -132,6 +132,15 @@ impl Channel {
         self.shared.out.write(|b: &mut BytesMut| frame::encode_method(b, id, m));
     }
 
+    /// basic.publish for an open channel, decoded on the connection's fast path: what
+    /// [`Channel::handle`] does with it.
+    pub fn handle_publish(&mut self, ctx: &ConnCtx, p: BasicPublish) -> AmqpResult<()> {
+        if !matches!(self.assembly, Assembly::Idle) {
+            return self.handle(ctx, Method::BasicPublish(p));
+        }
+        self.start_publish(ctx, p)
+    }
+
     /// Handle a method for an open channel.
     pub fn handle(&mut self, ctx: &ConnCtx, m: Method) -> AmqpResult<()> {
         if !matches!(self.assembly, Assembly::Idle) {
@@ -316,13 +325,20 @@ impl Channel {
         if let Some((_, name)) = self.reply.take() {
             ctx.vhost.replies.lock().remove(&name);
         }
+        let mut kept = Vec::new();
         for c in consumers {
             self.shared.consumer_event("consumer.deleted", &c, None, Some(&ctx.user));
             if c.queue.remove_consumer(&c) {
                 ctx.vhost.delete_queue(&c.queue);
+            } else {
+                kept.push(c.queue.clone());
             }
         }
         requeue_grouped(unacked);
+        // The next consumers in line take what is left (requeued messages first).
+        for q in basic::dedup(kept) {
+            q.drive();
+        }
         self.shared.origin.events.emit("channel.closed", |f| {
             f.by(Some(&ctx.user)).str("name", self.shared.name()).int("number", self.id() as i64);
         });

@@ -454,14 +454,21 @@ impl Connection {
                 }
                 Ok(())
             }
-            FrameType::Method => {
-                let m = Method::decode(f.payload).map_err(|e| match e {
-                    // RabbitMQ's exact text, which clients and tests match on.
-                    warren_protocol::MethodError::BadUtf8 => {
-                        AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0)
+            FrameType::Method if f.channel != 0 && f.payload.starts_with(&BasicPublish::IDS) => {
+                // The hot method: decoded to its own small struct and handed to an open channel
+                // directly; anything unusual (no such channel, a closing one) takes the general
+                // path with the same method.
+                let ch = f.channel;
+                let p = BasicPublish::decode(f.payload).map_err(method_decode_error)?;
+                match self.channels.get_mut(&ch) {
+                    Some(c) if c.phase != Phase::Closing => {
+                        c.handle_publish(&self.ctx, p).map_err(|e| on_channel(e, ch))
                     }
-                    e => AmqpError::connection_ids(e.reply_code(), format!("cannot decode method frame: {e}"), 0, 0),
-                })?;
+                    _ => self.channel_method(ch, Method::BasicPublish(p)),
+                }
+            }
+            FrameType::Method => {
+                let m = Method::decode(f.payload).map_err(method_decode_error)?;
                 let ch = f.channel;
                 if ch == 0 {
                     self.connection_method(m).map_err(Failure::from)
@@ -732,4 +739,13 @@ impl From<AmqpError> for Failure {
 
 fn on_channel(e: AmqpError, id: u16) -> Failure {
     Failure(e, id)
+}
+
+/// A method frame that does not decode: a connection error, with RabbitMQ's exact text for bad
+/// UTF-8 (clients and tests match on it).
+fn method_decode_error(e: warren_protocol::MethodError) -> AmqpError {
+    match e {
+        warren_protocol::MethodError::BadUtf8 => AmqpError::connection_ids(e.reply_code(), e.to_string(), 0, 0),
+        e => AmqpError::connection_ids(e.reply_code(), format!("cannot decode method frame: {e}"), 0, 0),
+    }
 }

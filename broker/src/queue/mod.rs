@@ -446,8 +446,17 @@ impl Queue {
             }
         }
         st.counters.published += 1;
+        // A backlog means the last drain left messages that no consumer could take (no credit, its
+        // connection's buffer full, or no consumer), and every event that gives a consumer room
+        // drives the queue again (an ack, nack or requeue, basic.qos, a drained connection buffer,
+        // a new or removed consumer): a publish behind a backlog need not try every consumer again
+        // (under load that was a failed delivery attempt, two locks and a pop and push, per
+        // message).
+        let backlog = !st.ready.is_empty();
         st.ready.push_back(m);
-        self.drain_at(&mut st, dead, ttl.map(|_| now));
+        if !backlog {
+            self.drain_at(&mut st, dead, ttl.map(|_| now));
+        }
         if ttl.is_some() {
             // TTL 0 (or already past): what was not delivered just now expires now.
             let mut expired = Vec::new();
@@ -699,7 +708,9 @@ impl Queue {
     }
 
     /// Unsubscribe consumer `c`. Returns true when the queue is auto-delete and this was its last
-    /// consumer: the caller deletes it.
+    /// consumer: the caller deletes it. Otherwise the caller drives the queue once the consumer's
+    /// unacked messages are requeued (if they are): the next consumer in line (single active
+    /// consumer) takes the backlog, requeued messages first.
     pub fn remove_consumer(&self, c: &Arc<Consumer>) -> bool {
         let mut st = self.state.lock();
         let before = st.consumers.len();
