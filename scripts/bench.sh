@@ -42,8 +42,8 @@ record tool sink-64KiB "$($P --sink --seconds "$secs" --size 65536 --batch 10 --
 
 # Start to first handshake, and idle RSS.
 record warren startup "$($P --addr 127.0.0.1:$W_PORT --json --label warren \
-  --startup "./target/release/warren --bind 127.0.0.1 --port $W_PORT --management-port 0 --prometheus-port 0 --log-level warn --data-dir $wdata")"
-./target/release/warren --bind 127.0.0.1 --port $W_PORT --management-port 0 --prometheus-port 0 --log-level warn --data-dir "$wdata" >/dev/null 2>&1 &
+  --startup "./target/release/warren --bind 127.0.0.1 --port $W_PORT --management-port 0 --prometheus-port 0 --stream-port 0 --log-level warn --data-dir $wdata")"
+./target/release/warren --bind 127.0.0.1 --port $W_PORT --management-port 0 --prometheus-port 0 --stream-port 0 --log-level warn --data-dir "$wdata" >/dev/null 2>&1 &
 wpid=$!
 sleep 1
 record warren idle-rss "{\"rss_kib\": $(rss_kib $wpid)}"
@@ -89,9 +89,9 @@ scenario() { # name perf-args...
   local name=$1
   shift
   echo "== $name" >&2
-  record warren "$name" "$($P --addr 127.0.0.1:$W_PORT --seconds "$secs" --json --label warren "$@" 2>/dev/null)"
+  record warren "$name" "$($P --addr 127.0.0.1:$W_PORT --seconds "$secs" --json --label warren --server-pid "$wpid" "$@" 2>/dev/null)"
   if [ -n "$with_rabbit" ]; then
-    record rabbitmq "$name" "$($P --addr 127.0.0.1:$R_PORT --seconds "$secs" --json --label rabbitmq "$@" 2>/dev/null)"
+    record rabbitmq "$name" "$($P --addr 127.0.0.1:$R_PORT --seconds "$secs" --json --label rabbitmq --server-pid "$rpid" "$@" 2>/dev/null)"
   fi
 }
 scenario publish-only --consumers 0 --max-in-flight 0
@@ -114,6 +114,13 @@ by = {}
 for r in rows:
     by.setdefault(r["scenario"], {})[r["broker"]] = r
 def fig(s, r):
+    v, text = fig_only(s, r)
+    cpu = (r or {}).get("server_cpu_us_per_msg")
+    if cpu is not None and not s.startswith("latency"):
+        per = "delivery" if s.startswith("fanout") else "msg"
+        text += " (broker CPU %.2f us/%s)" % (cpu, per)
+    return v, text
+def fig_only(s, r):
     if r is None: return None, ""
     if s == "startup": return r["startup_ms"], "%.1f ms" % r["startup_ms"]
     if s == "idle-rss": return r["rss_kib"], "%.1f MiB" % (r["rss_kib"] / 1024)
@@ -121,7 +128,7 @@ def fig(s, r):
     if s.startswith("churn"): return r["ops_per_s"], "%.0f ops/s" % r["ops_per_s"]
     if s == "latency-10k":
         l = r.get("latency_us") or {}
-        return l.get("p99"), "p50 %.0f us, p99 %.0f us" % (l.get("p50", 0), l.get("p99", 0))
+        return l.get("p99"), "p50 %.0f us, p99 %.0f us, p99.9 %.0f us" % (l.get("p50", 0), l.get("p99", 0), l.get("p999", 0))
     if s.startswith("64KiB") or s == "sink-64KiB": return r["consumed_bytes_per_s"] if s != "sink-64KiB" else r["published_per_s"] * 65536, "%.2f GB/s" % ((r["consumed_bytes_per_s"] if s != "sink-64KiB" else r["published_per_s"] * 65536) / 1e9)
     if s in ("publish-only", "sink-16B"): return r["published_per_s"], "{:,.0f} msgs/s".format(r["published_per_s"])
     unit = "deliveries/s" if s.startswith("fanout") else "msgs/s"
