@@ -119,16 +119,6 @@ pub fn format_timestamp(ms: u64) -> String {
     crate::clock::format_utc(ms)
 }
 
-/// Ready messages whose bodies are paged out, estimated from the bytes in memory (the queue
-/// tracks bytes, not counts, of paged bodies).
-fn paged_estimate(s: &crate::queue::QueueSnapshot) -> u64 {
-    if s.ready_bytes == 0 || s.ready_mem_bytes >= s.ready_bytes {
-        return 0;
-    }
-    let paged_share = (s.ready_bytes - s.ready_mem_bytes) as f64 / s.ready_bytes as f64;
-    ((s.ready as f64) * paged_share).round() as u64
-}
-
 /// A queue.
 pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue, Unacked>, detail: bool) -> Value {
     let snap = q.snapshot();
@@ -167,8 +157,8 @@ pub fn queue(m: &Mgmt, v: &VHost, q: &Arc<Queue>, unacked: &HashMap<*const Queue
         "message_bytes_persistent": snap.ready_persistent.1 + un.persistent_bytes,
         "messages_persistent": snap.ready_persistent.0 + un.persistent,
         // Paged-out bodies are on disk; every unacked one is in memory.
-        "messages_ram": (snap.ready - paged_estimate(&snap)) + unacked_n,
-        "messages_ready_ram": snap.ready - paged_estimate(&snap),
+        "messages_ram": snap.ready_in_memory + unacked_n,
+        "messages_ready_ram": snap.ready_in_memory,
         "messages_unacknowledged_ram": unacked_n,
         // Bodies in memory plus about 200 bytes of bookkeeping per message (measured: a queued
         // 16-byte message costs about 300 bytes of RSS).

@@ -135,6 +135,8 @@ pub struct QueueSnapshot {
     pub ready_bytes: u64,
     /// Bytes of ready bodies held in memory.
     pub ready_mem_bytes: u64,
+    /// Ready messages whose body is in memory (not paged out; none for a stream).
+    pub ready_in_memory: u64,
     /// Ready persistent messages and their bytes.
     pub ready_persistent: (u64, u64),
     /// `timestamp` property of the head message, if it has one.
@@ -825,9 +827,11 @@ impl Queue {
         }
     }
 
-    /// Body bytes of the ready messages held in memory (paged-out ones are not counted).
+    /// Memory the ready messages take as the memory alarm counts it: bodies held in memory plus a
+    /// fixed overhead per message held in memory (`Ready::mem_footprint`; paged-out ones count
+    /// nothing).
     pub fn ready_bytes(&self) -> usize {
-        self.state.lock().ready.mem_bytes()
+        self.state.lock().ready.mem_footprint()
     }
 
     /// Page bodies beyond the in-memory window out to the store (persistent ones always; transient
@@ -902,6 +906,7 @@ impl Queue {
             ready: st.log.as_deref().map(|l| l.len()).unwrap_or(st.ready.len() as u64),
             ready_bytes: st.log.as_deref().map(|l| l.bytes()).unwrap_or(st.ready.bytes() as u64),
             ready_mem_bytes: st.ready.mem_bytes() as u64,
+            ready_in_memory: st.ready.mem_len() as u64,
             ready_persistent: (pn as u64, pb as u64),
             head_timestamp,
             consumers: st.consumers.clone(),

@@ -4,7 +4,8 @@
 //! # Invariants
 //! - Each level is ordered by `seq`; `pop_front` takes from the highest non-empty level.
 //! - `len` and `bytes` always equal the sums over the levels (paged-out bodies included);
-//!   `mem_bytes` is the part of `bytes` held in memory.
+//!   `mem_bytes` is the part of `bytes` held in memory, `mem_len` the number of messages whose body
+//!   is in memory.
 //! - A message leaves `Ready` with its body in memory: a paged-out head is read back (with the
 //!   paged messages after it, in one read) before it is taken.
 //! - Paging out keeps the first [`PAGE_KEEP_MESSAGES`] (and at most [`PAGE_KEEP_BYTES`]) of each
@@ -18,6 +19,12 @@ use crate::message::QueuedMsg;
 use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_SWEEP_MESSAGES, PAGE_TRANSIENT_ABOVE_MESSAGES};
 use std::sync::Arc;
 
+/// Memory a ready message takes besides its body, as the memory alarm counts it: its queue entry
+/// (40 bytes), its `Arc<Message>` (160) and the frame bytes around the body that stay alive with it
+/// in the read buffer (about 60 for a short routing key). Measured: 290 bytes of RSS per queued
+/// 16-byte message. Without it, a queue of small messages held 18 times what the alarm counted.
+pub const QUEUED_MESSAGE_OVERHEAD: usize = 256;
+
 /// Ready messages.
 pub struct Ready {
     /// FIFO per priority, index = priority.
@@ -28,6 +35,8 @@ pub struct Ready {
     bytes: usize,
     /// Body bytes in memory (not paged out).
     mem_bytes: usize,
+    /// Messages whose body is in memory (not paged out).
+    mem_len: usize,
     /// Persistent messages (`delivery_mode = 2`), and their body bytes (management API).
     persistent: (usize, usize),
     /// The message store, when the broker has one (paging).
@@ -45,6 +54,7 @@ impl Ready {
             len: 0,
             bytes: 0,
             mem_bytes: 0,
+            mem_len: 0,
             persistent: (0, 0),
             store,
             scattered: false,
@@ -53,6 +63,15 @@ impl Ready {
     /// Body bytes held in memory.
     pub fn mem_bytes(&self) -> usize {
         self.mem_bytes
+    }
+    /// Messages whose body is in memory.
+    pub fn mem_len(&self) -> usize {
+        self.mem_len
+    }
+    /// What the memory alarm counts for these messages: the bodies in memory, plus
+    /// [`QUEUED_MESSAGE_OVERHEAD`] for each message whose body is in memory.
+    pub fn mem_footprint(&self) -> usize {
+        self.mem_bytes + self.mem_len * QUEUED_MESSAGE_OVERHEAD
     }
     #[inline]
     fn count_in(&mut self, m: &QueuedMsg) {
@@ -65,6 +84,7 @@ impl Ready {
         }
         if !m.is_paged() {
             self.mem_bytes += n;
+            self.mem_len += 1;
         }
     }
     #[inline]
@@ -78,6 +98,7 @@ impl Ready {
         }
         if !m.is_paged() {
             self.mem_bytes -= n;
+            self.mem_len -= 1;
         }
     }
     /// Take the head of level `l`, reading it (and the paged messages after it) back first.
@@ -103,6 +124,7 @@ impl Ready {
             match r {
                 Ok(msg) => {
                     self.mem_bytes += msg.body.len();
+                    self.mem_len += 1;
                     m.msg = Arc::new(msg);
                     if let Some(d) = &mut m.disk {
                         d.paged = false;
@@ -191,7 +213,9 @@ impl Ready {
                     continue;
                 }
                 let n = store.page_out(m);
-                left -= (n > 0 || m.is_paged()) as usize;
+                let paged = m.is_paged();
+                left -= (n > 0 || paged) as usize;
+                self.mem_len -= paged as usize;
                 freed += n;
             }
         }
@@ -304,6 +328,7 @@ impl Ready {
         self.len = 0;
         self.bytes = 0;
         self.mem_bytes = 0;
+        self.mem_len = 0;
         self.persistent = (0, 0);
         (n, taken)
     }

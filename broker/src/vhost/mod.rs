@@ -287,8 +287,9 @@ impl VHost {
         queues.iter().map(|q| q.page_out(pressure)).sum()
     }
 
-    /// Body bytes of all ready messages in this vhost held in memory, and of the messages its
-    /// delayed-message exchanges hold (memory alarm).
+    /// Memory of all ready messages in this vhost held in memory (bodies plus a fixed overhead per
+    /// message, `Queue::ready_bytes`), and the bodies its delayed-message exchanges hold (memory
+    /// alarm).
     pub fn queued_bytes(&self) -> u64 {
         let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
         queues.iter().map(|q| q.ready_bytes() as u64).sum::<u64>() + self.timers.held_bytes()
