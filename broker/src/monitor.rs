@@ -7,6 +7,7 @@
 //! - `Broker::alarm` is true exactly while `mem_alarm` or `disk_alarm` is.
 use crate::broker::Broker;
 use crate::config::MEMORY_CHECK_INTERVAL;
+use crate::store::{PAGE_STEP_MESSAGES, PAGE_SWEEP_MESSAGES};
 use crate::vhost::VHost;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,6 +16,20 @@ use tokio::sync::watch;
 /// Transient messages are paged to disk once queued bytes exceed watermark / this (RabbitMQ's
 /// `vm_memory_high_watermark_paging_ratio` of 0.5).
 const PAGING_RATIO_DIVISOR: u64 = 2;
+
+/// One paging sweep of every queue of `v`: steps of `PAGE_STEP_MESSAGES` under the queue's lock,
+/// yielding between them, up to `PAGE_SWEEP_MESSAGES` per queue.
+async fn page_out(v: &VHost, pressure: bool) {
+    for q in v.queues_snapshot() {
+        for _ in 0..PAGE_SWEEP_MESSAGES.div_ceil(PAGE_STEP_MESSAGES) {
+            let (_, more) = q.page_out_step(pressure);
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
 
 /// Every `MEMORY_CHECK_INTERVAL`: expire messages and queues (TTL, x-expires), page out, and
 /// re-evaluate the resource alarms (memory: message bytes held in memory (ready, unacked, being
@@ -51,7 +66,7 @@ pub async fn resource_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver
             let before: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum::<u64>() + held;
             let pressure = before > limit / PAGING_RATIO_DIVISOR;
             for v in &vhosts {
-                v.page_out(pressure);
+                page_out(v, pressure).await;
             }
             if pressure {
                 held -= conns.iter().map(|c| c.page_out_unacked(store)).sum::<u64>().min(held);

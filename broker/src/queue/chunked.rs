@@ -11,10 +11,15 @@
 //! - No chunk is empty, except a sole chunk kept for reuse; every chunk holds at most [`CHUNK`]
 //!   entries; `len` is the sum.
 //! - Order is chunk order, then order within a chunk.
+//! - A [`Pos`] is valid until the next change: an entry's place `(chunk, offset)`, or the end
+//!   `(chunks, 0)`.
 use std::collections::VecDeque;
 
 /// Entries per chunk.
 pub const CHUNK: usize = 1024;
+
+/// A place in a [`ChunkDeque`]: (chunk index, offset in the chunk). Ordered like the entries.
+pub type Pos = (usize, usize);
 
 /// A chunked FIFO.
 pub struct ChunkDeque<T> {
@@ -93,6 +98,37 @@ impl<T> ChunkDeque<T> {
     pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut T> {
         self.chunks.iter_mut().flat_map(|c| c.iter_mut())
     }
+    /// The place of the first entry for which `before` is false, when the entries are partitioned
+    /// by it (every `before` one first, as entries ordered by a key compared with a bound): a
+    /// binary search, over the chunks and then within one.
+    pub fn partition_point(&self, before: impl Fn(&T) -> bool) -> Pos {
+        let c = self.chunks.partition_point(|c| c.back().is_some_and(&before));
+        match self.chunks.get(c) {
+            Some(chunk) if !chunk.is_empty() => (c, chunk.partition_point(&before)),
+            // The sole chunk kept empty: the end.
+            _ => (self.chunks.len(), 0),
+        }
+    }
+    /// The place of the entry at index `i` (the end when `i >= len`): walks the chunks from the
+    /// front, so meant for small `i`.
+    pub fn position(&self, mut i: usize) -> Pos {
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            if i < chunk.len() {
+                return (c, i);
+            }
+            i -= chunk.len();
+        }
+        (self.chunks.len(), 0)
+    }
+    /// The entries from place `p` on, mutably.
+    pub fn iter_mut_from(&mut self, p: Pos) -> impl Iterator<Item = &mut T> {
+        let (c, o) = p;
+        let start = c.min(self.chunks.len());
+        self.chunks.range_mut(start..).enumerate().flat_map(move |(k, chunk)| {
+            let from = if k == 0 { o.min(chunk.len()) } else { 0 };
+            chunk.range_mut(from..)
+        })
+    }
     /// Keep the entries for which `f` is true (order kept).
     pub fn retain(&mut self, mut f: impl FnMut(&T) -> bool) {
         for c in self.chunks.iter_mut() {
@@ -134,6 +170,30 @@ mod tests {
             }
             prop_assert!(a.iter().eq(b.iter()));
             prop_assert!(a.iter().rev().eq(b.iter().rev()));
+        }
+
+        /// On entries in increasing order, `partition_point` and `position` find the same place
+        /// as an index into a `VecDeque`, and `iter_mut_from` yields what follows it.
+        #[test]
+        fn places_match_indexes(ops in proptest::collection::vec(0u8..4, 0..5000), bound in 0usize..6000, at in 0usize..6000) {
+            let (mut a, mut b) = (ChunkDeque::default(), VecDeque::new());
+            let mut front = 0usize;
+            for (i, op) in ops.into_iter().enumerate() {
+                let v = 1_000_000 + i;
+                match op {
+                    0 | 1 => { a.push_back(v); b.push_back(v); }
+                    // Keep the order increasing: a push at the front takes a smaller value.
+                    2 => { front += 1; a.push_front(1_000_000 - front); b.push_front(1_000_000 - front); }
+                    _ => prop_assert_eq!(a.pop_front(), b.pop_front()),
+                }
+            }
+            let bound = b.get(bound % (b.len() + 1)).copied().unwrap_or(usize::MAX);
+            let i = b.partition_point(|v| *v < bound);
+            let p = a.partition_point(|v| *v < bound);
+            prop_assert!(a.iter_mut_from(p).map(|v| *v).eq(b.iter().skip(i).copied()));
+            prop_assert_eq!(p, a.position(i));
+            let p = a.position(at);
+            prop_assert!(a.iter_mut_from(p).map(|v| *v).eq(b.iter().skip(at).copied()));
         }
     }
 }

@@ -834,13 +834,15 @@ impl Queue {
         self.state.lock().ready.mem_footprint()
     }
 
-    /// Page bodies beyond the in-memory window out to the store (persistent ones always; transient
-    /// ones under memory pressure or in a long queue: `Ready::page_out`). Returns the bytes freed.
-    pub fn page_out(&self, pressure: bool) -> usize {
+    /// One step of a paging sweep: page bodies beyond the in-memory window out to the store
+    /// (persistent ones always; transient ones under memory pressure or in a long queue), walking at
+    /// most [`PAGE_STEP_MESSAGES`](crate::store::PAGE_STEP_MESSAGES) messages under the queue's
+    /// lock (`Ready::page_out`). Returns the bytes freed and whether more work is left.
+    pub fn page_out_step(&self, pressure: bool) -> (usize, bool) {
         if self.store.is_none() {
-            return 0;
+            return (0, false);
         }
-        self.state.lock().ready.page_out(pressure, self.key)
+        self.state.lock().ready.page_out(pressure, self.key, crate::store::PAGE_STEP_MESSAGES)
     }
 
     /// Identifies the queue in message records.

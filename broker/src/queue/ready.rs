@@ -9,14 +9,20 @@
 //! - A message leaves `Ready` with its body in memory: a paged-out head is read back (with the
 //!   paged messages after it, in one read) before it is taken.
 //! - Paging out keeps the first [`PAGE_KEEP_MESSAGES`] (and at most [`PAGE_KEEP_BYTES`]) of each
-//!   level in memory and pages the rest, walking back from the tail to the first one already paged
-//!   (or, without memory pressure, to the first transient one), so a sweep costs what arrived since
-//!   the last one, not the queue's length. Requeued messages can land in front of paged ones
-//!   (`scattered`): then, under memory pressure, the next sweeps walk the whole level, until
-//!   nothing beyond the window is left in memory.
+//!   level in memory and pages the rest, oldest first, in steps of a bounded number of messages
+//!   (the queue's lock is released between steps). Each level's [`Sweep`] holds where the steps
+//!   stand, as seqs: every message beyond the window below `paged` is paged out (or, while
+//!   transient messages are not paged, a transient one left in memory, the lowest of which is
+//!   `skipped`), and every one below `recorded` has its record. So a step resumes where the last
+//!   one stopped, found by a binary search, and a sweep costs what arrived since the last one, not
+//!   the queue's length.
+//! - Requeued messages in memory that land below `paged` are walked again (`again`), and so are
+//!   the `skipped` ones once transient messages are paged (memory pressure, a long queue).
+//! - Records are appended in queue order, so they are written in queue order: a step that meets
+//!   a record not yet written stops paging there, and nothing older is left unpaged behind it.
 use super::chunked::ChunkDeque;
 use crate::message::QueuedMsg;
-use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_SWEEP_MESSAGES, PAGE_TRANSIENT_ABOVE_MESSAGES};
+use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_TRANSIENT_ABOVE_MESSAGES};
 use std::sync::Arc;
 
 /// Memory a ready message takes besides its body, as the memory alarm counts it: its queue entry
@@ -41,9 +47,8 @@ pub struct Ready {
     persistent: (usize, usize),
     /// The message store, when the broker has one (paging).
     store: Option<Arc<Store>>,
-    /// Messages in memory may sit in front of paged ones (a requeue put them back there), where a
-    /// walk from the tail stops before reaching them.
-    scattered: bool,
+    /// Per level (same index): where the paging sweeps stand.
+    sweeps: Vec<Sweep>,
 }
 
 impl Ready {
@@ -57,7 +62,7 @@ impl Ready {
             mem_len: 0,
             persistent: (0, 0),
             store,
-            scattered: false,
+            sweeps: vec![Sweep::default(); levels.max(1)],
         }
     }
     /// Body bytes held in memory.
@@ -156,74 +161,58 @@ impl Ready {
             self.persistent.1 -= gone_persistent.1;
         }
     }
-    /// Page bodies out beyond the in-memory window: persistent ones whose record is written; under
-    /// memory `pressure`, or once the queue holds more than [`PAGE_TRANSIENT_ABOVE_MESSAGES`],
-    /// transient ones too: messages without a record get one first (and are paged on a later
-    /// call). At most [`PAGE_SWEEP_MESSAGES`] per level are handled per call, oldest first. `key`
-    /// identifies the queue in records. Returns the bytes freed.
-    pub fn page_out(&mut self, pressure: bool, key: u64) -> usize {
-        let Some(store) = self.store.clone() else { return 0 };
+    /// One step of a paging sweep: page bodies out beyond the in-memory window, persistent ones
+    /// whose record is written; under memory `pressure`, or once the queue holds more than
+    /// [`PAGE_TRANSIENT_ABOVE_MESSAGES`], transient ones too: messages without a record get one
+    /// first (and are paged by a later step, once it is written). At most `budget` messages are
+    /// walked, oldest first, resuming where the last step stopped. `key` identifies the queue in
+    /// records. Returns the bytes freed and whether work is left that the budget cut short.
+    pub fn page_out(&mut self, pressure: bool, key: u64, budget: usize) -> (usize, bool) {
+        let Some(store) = self.store.clone() else { return (0, false) };
         if self.len <= PAGE_KEEP_MESSAGES && self.mem_bytes <= PAGE_KEEP_BYTES {
-            return 0;
+            return (0, false);
         }
         let transient = pressure || self.len > PAGE_TRANSIENT_ABOVE_MESSAGES;
         let avg = (self.bytes / self.len.max(1)).max(1);
         let keep = PAGE_KEEP_MESSAGES.min(PAGE_KEEP_BYTES / avg).max(1);
-        let mut freed = 0;
-        // Under pressure, after a requeue: every message beyond the window is looked at.
-        let full = self.scattered && pressure;
-        let mut left = 0;
-        for q in self.levels.iter_mut() {
-            let beyond = q.len().saturating_sub(keep);
-            // The messages still in memory beyond the window: from the tail back to the first
-            // paged one (everything older is paged already), or, without memory pressure, to
-            // the first transient one (those stay in memory; not walked every sweep).
-            let mut region: Vec<&mut QueuedMsg> = Vec::new();
-            for m in q.iter_mut().rev().take(beyond) {
-                if m.is_paged() {
-                    if full {
-                        continue;
-                    }
-                    break;
+        let mut walk = Walk { store: &store, key, transient, budget, freed: 0, paged: 0 };
+        for (q, sweep) in self.levels.iter_mut().zip(self.sweeps.iter_mut()) {
+            if transient {
+                // Transient messages left in memory while they were not paged: walked again.
+                if let Some(s) = sweep.skipped.take() {
+                    sweep.paged = sweep.paged.min(s);
+                    sweep.recorded = sweep.recorded.min(s);
                 }
-                if m.disk.is_none() && !transient {
-                    break;
-                }
-                region.push(m);
             }
-            // Oldest first, at most a sweep's worth: what is left is newer than what this sweep
-            // handles, so the next walk from the tail reaches it.
-            if region.len() > PAGE_SWEEP_MESSAGES {
-                let newer = region.len() - PAGE_SWEEP_MESSAGES;
-                left += newer;
-                region.drain(..newer);
+            let window = q.position(keep);
+            // Requeued messages put back among paged ones first (usually a few, near the head).
+            if let Some((lo, hi)) = sweep.again {
+                let (undone, next) = walk.pass(q, window, (lo, hi, sweep.paged), Pass::Both, &mut sweep.skipped);
+                // What is not done yet comes before what was not walked.
+                sweep.again = undone.or(next).map(|lo| (lo, hi));
             }
-            // What this sweep only gives a record to, or cannot page yet, is still in memory.
-            left += region.len();
-            // Oldest first: records are appended, and so written, in queue order, so what is
-            // still unpaged after this sweep (not yet written) is always newer than what was
-            // paged, and the next sweep's walk from the tail reaches it before any paged message.
-            // (Walking newest first left older messages whose record was not yet written behind
-            // paged ones, where no later sweep looked: bodies stuck in memory, the alarm kept on.)
-            for m in region.into_iter().rev() {
-                if m.disk.is_none() {
-                    let expires = 0; // a paged transient message is not recovered; its expiry stays in memory
-                    let (d, _) = store.append(crate::store::log::KIND_PAGED, key, &m.msg, expires, m.priority);
-                    m.disk = Some(Box::new(d));
-                    continue;
+            // Then onwards from where the last step stopped: page what is written, stopping at the
+            // first message that cannot be paged yet...
+            let (undone, next) = walk.pass(q, window, (sweep.paged, u64::MAX, 0), Pass::Page, &mut sweep.skipped);
+            if let Some(s) = undone.or(next) {
+                sweep.paged = s;
+            } else if let Some(last) = q.iter().next_back() {
+                sweep.paged = sweep.paged.max(last.seq + 1);
+            }
+            // ...and give records to the ones after it that have none yet.
+            if transient {
+                let from = sweep.recorded.max(sweep.paged);
+                let (_, next) = walk.pass(q, window, (from, u64::MAX, 0), Pass::Record, &mut sweep.skipped);
+                if let Some(s) = next {
+                    sweep.recorded = s;
+                } else if let Some(last) = q.iter().next_back() {
+                    sweep.recorded = sweep.recorded.max(last.seq + 1);
                 }
-                let n = store.page_out(m);
-                let paged = m.is_paged();
-                left -= (n > 0 || paged) as usize;
-                self.mem_len -= paged as usize;
-                freed += n;
             }
         }
-        if full && left == 0 {
-            self.scattered = false;
-        }
-        self.mem_bytes -= freed;
-        freed
+        self.mem_bytes -= walk.freed;
+        self.mem_len -= walk.paged;
+        (walk.freed, walk.budget == 0)
     }
     pub fn len(&self) -> usize {
         self.len
@@ -280,7 +269,6 @@ impl Ready {
     }
     /// Put requeued messages back in `seq` order within their levels.
     pub fn requeue(&mut self, mut msgs: Vec<QueuedMsg>) {
-        self.scattered |= msgs.iter().any(|m| !m.is_paged());
         msgs.sort_by_key(|m| m.seq);
         for m in &msgs {
             self.count_in(m);
@@ -291,9 +279,15 @@ impl Ready {
             let l = (m.priority as usize).min(nlevels - 1);
             per_level[l].push(m);
         }
-        for (q, msgs) in self.levels.iter_mut().zip(per_level) {
+        for ((q, msgs), sweep) in self.levels.iter_mut().zip(per_level).zip(self.sweeps.iter_mut()) {
             if msgs.is_empty() {
                 continue;
+            }
+            // Messages in memory that go back behind the sweep's cursor: walked again.
+            let mut in_memory = msgs.iter().filter(|m| !m.is_paged() && m.seq < sweep.paged).map(|m| m.seq);
+            if let Some(lo) = in_memory.next() {
+                let hi = in_memory.last().unwrap_or(lo);
+                sweep.again = Some(sweep.again.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
             }
             let all_before = q.front().is_none_or(|f| msgs.last().is_some_and(|l| l.seq < f.seq));
             if all_before {
@@ -325,6 +319,7 @@ impl Ready {
         let n = self.len;
         let empty: Vec<ChunkDeque<QueuedMsg>> = (0..self.levels.len()).map(|_| ChunkDeque::default()).collect();
         let taken = std::mem::replace(&mut self.levels, empty);
+        self.sweeps.iter_mut().for_each(|s| *s = Sweep::default());
         self.len = 0;
         self.bytes = 0;
         self.mem_bytes = 0;
@@ -345,5 +340,205 @@ impl Ready {
 
     pub fn head(&self) -> Option<&QueuedMsg> {
         self.levels.iter().rev().find_map(|l| l.front())
+    }
+}
+
+/// Where the paging sweeps of one priority level stand (seqs: the level is ordered by them).
+#[derive(Clone, Copy, Debug, Default)]
+struct Sweep {
+    /// Every message beyond the in-memory window with a lower seq is done: paged out, or a
+    /// transient one left in memory while transient messages were not paged (see `skipped`);
+    /// except those in `again`.
+    paged: u64,
+    /// Every message with a lower seq that is to get a record has one.
+    recorded: u64,
+    /// Requeued messages in memory that went back among done ones: seqs `lo..=hi` to walk again,
+    /// and the messages in memory after them (pushed out of the window by them).
+    again: Option<(u64, u64)>,
+    /// The lowest seq of a transient message walked past (left in memory) while transient messages
+    /// were not paged: the cursors go back to it once they are.
+    skipped: Option<u64>,
+}
+
+/// What one pass over a level does to the messages it walks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Page out written records; stop at the first message that cannot be paged yet.
+    Page,
+    /// Give records to transient messages that have none; walk past the others.
+    Record,
+    /// Both, without stopping (a short range walked again until everything in it is done).
+    Both,
+}
+
+/// One step of a paging sweep over a queue's levels: what it may still walk and what it did.
+struct Walk<'a> {
+    store: &'a Arc<Store>,
+    /// The queue, in records.
+    key: u64,
+    /// Transient messages are paged too.
+    transient: bool,
+    /// Messages this step may still walk.
+    budget: usize,
+    /// Body bytes paged out.
+    freed: usize,
+    /// Messages paged out.
+    paged: usize,
+}
+
+impl Walk<'_> {
+    /// Walk level `q` from seq `from` (never inside the window, which ends at `window`) up to seq
+    /// `to`, and on past it while messages are in memory with seqs below `below` (after a requeue,
+    /// the messages it pushed out of the window: ones read back at the head, kept in memory
+    /// there). Returns the seq of the first message walked that is not done (`Page` stops there;
+    /// `Both` goes on), and the seq of the first one not walked for lack of budget (`None`: walked
+    /// to `to` or the end).
+    fn pass(
+        &mut self,
+        q: &mut ChunkDeque<QueuedMsg>,
+        window: crate::queue::chunked::Pos,
+        (from, to, below): (u64, u64, u64),
+        pass: Pass,
+        skipped: &mut Option<u64>,
+    ) -> (Option<u64>, Option<u64>) {
+        let start = q.partition_point(|m| m.seq < from).max(window);
+        let mut undone = None;
+        for m in q.iter_mut_from(start) {
+            if m.seq > to && (m.is_paged() || m.seq >= below) {
+                break;
+            }
+            if self.budget == 0 {
+                return (undone, Some(m.seq));
+            }
+            self.budget -= 1;
+            if m.is_paged() {
+                continue;
+            }
+            if m.disk.is_none() {
+                if !self.transient {
+                    // Left in memory: walked again if transient messages come to be paged.
+                    *skipped = Some(skipped.map_or(m.seq, |s| s.min(m.seq)));
+                    continue;
+                }
+                if pass == Pass::Page {
+                    return (Some(m.seq), None);
+                }
+                // A paged transient message is not recovered; its expiry stays in memory.
+                let (d, _) = self.store.append(crate::store::log::KIND_PAGED, self.key, &m.msg, 0, m.priority);
+                m.disk = Some(Box::new(d));
+                undone.get_or_insert(m.seq);
+                continue;
+            }
+            if pass == Pass::Record {
+                continue;
+            }
+            self.freed += self.store.page_out(m);
+            if m.is_paged() {
+                self.paged += 1;
+            } else if pass == Pass::Page {
+                // Its record is not written yet: records are written in append order, so nothing
+                // after it can be paged either.
+                return (Some(m.seq), None);
+            } else {
+                undone.get_or_insert(m.seq);
+            }
+        }
+        (undone, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use std::time::{Duration, Instant};
+
+    fn store() -> (Arc<Store>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("warren-ready-{}-{}", std::process::id(), rand::random::<u32>()));
+        let store = Store::open(&dir).expect("open");
+        store.recover(|_| true, |_, _| {}).expect("recover");
+        store.start().expect("start");
+        (store, dir)
+    }
+
+    fn msg(seq: u64) -> QueuedMsg {
+        let body = Bytes::from(seq.to_be_bytes().to_vec());
+        let props = Bytes::from_static(warren_protocol::properties::EMPTY_PROPERTIES);
+        let m = Message::new(Default::default(), Default::default(), props, body).expect("message");
+        QueuedMsg {
+            msg: Arc::new(m),
+            seq,
+            redelivered: false,
+            priority: 0,
+            expires_at: 0,
+            deliveries: 0,
+            persistent: false,
+            disk: None,
+        }
+    }
+
+    /// Steps of `budget` until nothing beyond the window is in memory (records are written by the
+    /// store's thread meanwhile). Every step but the last reports more work.
+    fn sweep_until_window_only(r: &mut Ready, pressure: bool, budget: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while r.mem_len() > PAGE_KEEP_MESSAGES.min(r.len()) {
+            assert!(Instant::now() < deadline, "{} of {} still in memory", r.mem_len(), r.len());
+            if !r.page_out(pressure, 1, budget).1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn drain_in_order(r: &mut Ready, want: impl Iterator<Item = u64>) {
+        for seq in want {
+            let m = r.pop_front().expect("a message");
+            assert_eq!(m.seq, seq);
+            assert_eq!(m.msg.body.as_ref(), seq.to_be_bytes(), "body of {seq}");
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn steps_resume_and_page_everything_beyond_the_window() {
+        let (store, dir) = store();
+        let mut r = Ready::new(1, Some(store.clone()));
+        let n = 3 * PAGE_KEEP_MESSAGES as u64;
+        (0..n).for_each(|s| r.push_back(msg(s)));
+        // Without pressure, a short queue keeps its transient messages in memory.
+        while r.page_out(false, 1, 1000).1 {}
+        assert_eq!(r.mem_len(), n as usize);
+        // Under pressure, in steps of at most 1000 (the ones walked past before come back).
+        assert!(r.page_out(true, 1, 1000).1, "a step stops at its budget");
+        sweep_until_window_only(&mut r, true, 1000);
+        // More arrive: the next steps start where the last stopped.
+        (n..n + 5000).for_each(|s| r.push_back(msg(s)));
+        sweep_until_window_only(&mut r, true, 1000);
+        assert_eq!(r.mem_footprint(), PAGE_KEEP_MESSAGES * (8 + QUEUED_MESSAGE_OVERHEAD));
+        drain_in_order(&mut r, 0..n + 5000);
+        drop(r);
+        store.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn requeued_messages_behind_the_sweep_are_paged_again() {
+        let (store, dir) = store();
+        let mut r = Ready::new(1, Some(store.clone()));
+        let n = 4 * PAGE_KEEP_MESSAGES as u64;
+        (0..n).for_each(|s| r.push_back(msg(s)));
+        sweep_until_window_only(&mut r, true, 4096);
+        // A consumer takes more than the window (read back from disk), then they are requeued:
+        // the ones beyond the window are in memory below the sweep's cursor.
+        let taken: Vec<QueuedMsg> = (0..PAGE_KEEP_MESSAGES + 3000).map(|_| r.pop_front().expect("ready")).collect();
+        sweep_until_window_only(&mut r, true, 4096);
+        let (before, back) = (r.mem_len(), taken.len());
+        r.requeue(taken);
+        assert_eq!(r.mem_len(), before + back);
+        sweep_until_window_only(&mut r, true, 4096);
+        drain_in_order(&mut r, 0..n);
+        drop(r);
+        store.close();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

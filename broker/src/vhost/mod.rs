@@ -280,13 +280,6 @@ impl VHost {
         }
     }
 
-    /// Page message bodies beyond each queue's in-memory window out to the store (transient ones
-    /// too under memory pressure). Returns the bytes freed.
-    pub fn page_out(&self, pressure: bool) -> usize {
-        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
-        queues.iter().map(|q| q.page_out(pressure)).sum()
-    }
-
     /// Memory of all ready messages in this vhost held in memory (bodies plus a fixed overhead per
     /// message, `Queue::ready_bytes`), and the bodies its delayed-message exchanges hold (memory
     /// alarm).
