@@ -353,6 +353,15 @@ fn allocator_settings() {
         // is not thread safe); the option number is mimalloc's purge delay.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
     }
+    warren::queue::set_release_freed_memory(release_freed_memory);
+}
+
+/// Return the memory that is free now to the OS, without waiting for the purge delay: called by
+/// the dropper thread after it freed a purged or deleted queue, so that work is done there.
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Listener addresses given in configuration files (`listeners.tcp.*`, `listeners.ssl.*`).

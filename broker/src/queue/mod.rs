@@ -100,18 +100,61 @@ pub struct AckCounter(pub std::sync::atomic::AtomicU64);
 /// Purged or deleted queues with at least this many messages are freed on the dropper thread.
 const DISPOSE_IN_BACKGROUND: usize = 16 * 1024;
 
+/// After freeing something, the dropper thread asks the allocator to return freed memory to the
+/// OS this often...
+const RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+/// ...for this long: the threads that own the freed memory hand its pages back to the allocator
+/// bit by bit, and the allocator returns pages to the OS (`madvise`) once they have been free for
+/// its purge delay (1 s), all that is due at once, on whichever thread is allocating then: a
+/// runtime thread, stalled for 100 ms after a 13 M-message queue was deleted. Asked often from the
+/// dropper, it does that work there, in small parts.
+const RELEASE_FOR: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The dropper thread's nice level (the lowest priority).
+const DROPPER_NICE: i32 = 19;
+
+/// The allocator's "return freed memory to the OS now" (set once by `main`, which chooses the
+/// allocator; unset, the dropper only drops).
+static RELEASE_FREED_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Give the dropper thread the allocator's "return freed memory to the OS now".
+pub fn set_release_freed_memory(f: fn()) {
+    let _ = RELEASE_FREED_MEMORY.set(f);
+}
+
 /// Hand something big to the dropper thread (started on first use) to be freed there.
-fn dispose_in_background(garbage: Box<dyn Send>) {
-    use std::sync::mpsc::{channel, Sender};
-    type Garbage = Box<dyn Send>;
+fn dispose_in_background(garbage: Garbage) {
+    use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
     static DROPPER: std::sync::OnceLock<Option<Mutex<Sender<Garbage>>>> = std::sync::OnceLock::new();
     let tx = DROPPER.get_or_init(|| {
         let (tx, rx) = channel::<Garbage>();
         std::thread::Builder::new()
             .name("warren-dropper".into())
             .spawn(move || {
-                while let Ok(g) = rx.recv() {
-                    drop(g);
+                // The lowest priority: freeing takes a core for a second or two, and the
+                // connections' threads must not wait for it.
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), DROPPER_NICE);
+                let mut release_until = None;
+                loop {
+                    let next = match release_until {
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(_) => rx.recv_timeout(RELEASE_INTERVAL),
+                    };
+                    match next {
+                        Ok(g) => {
+                            drop_messages(g);
+                            release_until = RELEASE_FREED_MEMORY.get().map(|_| std::time::Instant::now() + RELEASE_FOR);
+                        }
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Some(release) = RELEASE_FREED_MEMORY.get() {
+                                release();
+                            }
+                            if release_until.is_some_and(|t| std::time::Instant::now() >= t) {
+                                release_until = None;
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
                 }
             })
             .ok()
@@ -123,8 +166,30 @@ fn dispose_in_background(garbage: Box<dyn Send>) {
                 drop(back.0);
             }
         }
-        None => drop(garbage),
+        None => drop_messages(garbage),
     }
+}
+
+/// Messages taken out of a queue, to be freed.
+type Garbage = Vec<chunked::ChunkDeque<QueuedMsg>>;
+
+/// Store references are released in batches of this many (one lock of the store per batch).
+const RELEASE_BATCH: usize = 4096;
+
+/// Free messages taken out of a queue; their store records' ends are recorded a batch at a time.
+fn drop_messages(taken: Garbage) {
+    let mut refs = Vec::with_capacity(RELEASE_BATCH);
+    for level in taken {
+        for mut m in level {
+            if let Some(d) = m.disk.take() {
+                refs.push(d);
+                if refs.len() == RELEASE_BATCH {
+                    crate::store::DiskRef::release_batch(&mut refs);
+                }
+            }
+        }
+    }
+    crate::store::DiskRef::release_batch(&mut refs);
 }
 
 /// A queue's state as the management API shows it.
@@ -821,9 +886,9 @@ impl Queue {
     /// reports the purge or delete as durable.
     fn dispose(&self, n: usize, taken: Vec<chunked::ChunkDeque<QueuedMsg>>) {
         if n >= DISPOSE_IN_BACKGROUND && !self.persist {
-            dispose_in_background(Box::new(taken));
+            dispose_in_background(taken);
         } else {
-            drop(taken);
+            drop_messages(taken);
         }
     }
 

@@ -111,10 +111,48 @@ pub struct DiskRef {
     /// is not written to the ack file, only counted (its segment is deleted once nothing in it
     /// lives). Dropping the millions of paged messages of a deleted queue then writes nothing.
     pub transient: bool,
+    /// Its end is recorded already ([`DiskRef::release_batch`]): dropping it records nothing.
+    settled: bool,
+}
+
+impl DiskRef {
+    /// Record the end of each of `refs` (as dropping them would) taking each store's lock once
+    /// per run of refs into it, not once per ref, then drop them. Freeing a queue of millions of
+    /// paged messages took that lock millions of times, against every publisher that appends.
+    pub fn release_batch(refs: &mut Vec<Box<DiskRef>>) {
+        let mut i = 0;
+        while i < refs.len() {
+            let store = refs[i].store.clone();
+            let run = refs[i..].iter().take_while(|r| Arc::ptr_eq(&r.store, &store)).count();
+            if !store.closing.load(Ordering::Relaxed) {
+                let mut inner = store.inner.lock();
+                for r in &refs[i..i + run] {
+                    if r.settled {
+                        continue;
+                    }
+                    if r.transient {
+                        count_out(&mut inner, r.seg);
+                    } else {
+                        inner.lsn += 1;
+                        inner.batch.last_lsn = inner.lsn;
+                        if !count_out(&mut inner, r.seg) {
+                            log::encode_ack(inner.batch.acks.entry(r.seg).or_default(), r.off, AckKind::Acked);
+                        }
+                    }
+                }
+            }
+            refs[i..i + run].iter_mut().for_each(|r| r.settled = true);
+            i += run;
+        }
+        refs.clear();
+    }
 }
 
 impl Drop for DiskRef {
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         if self.transient {
             self.store.forget(self.seg);
         } else {
@@ -407,6 +445,7 @@ impl Store {
                     body_len: h.body_len,
                     paged: true,
                     transient: false,
+                    settled: false,
                 };
                 put(h.queue, RecoveredMsg { disk, header: h, delivered: state & AckKind::Delivered as u8 != 0 });
             }
@@ -490,6 +529,7 @@ impl Store {
             body_len: msg.body.len() as u32,
             paged: false,
             transient: kind == log::KIND_PAGED,
+            settled: false,
         };
         (disk, lsn)
     }
