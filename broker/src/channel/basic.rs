@@ -233,6 +233,12 @@ impl Channel {
         }
         ctx.info.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.shared.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // Stored messages: their ack entries are recorded with one lock of the store per frame,
+        // not one per message.
+        if settled.iter().any(|u| u.msg.disk.is_some()) {
+            let mut refs: Vec<_> = settled.iter_mut().filter_map(|u| u.msg.disk.take()).collect();
+            crate::store::DiskRef::release_batch(&mut refs);
+        }
         let mut last: Option<*const crate::queue::Queue> = None;
         let mut run: Option<(Arc<crate::queue::Queue>, u64)> = None;
         for u in settled.drain(..) {
