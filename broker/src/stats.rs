@@ -88,12 +88,20 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Bytes this connection holds in memory for its client: unacked bodies still in memory,
-    /// bodies being assembled, and pending outbound frames (the memory monitor's count; each
-    /// channel's lock is taken briefly, alone).
+    /// Bytes this connection holds in memory for its client: unacked bodies still in memory plus
+    /// `QUEUED_MESSAGE_OVERHEAD` per unacked message, bodies being assembled, and pending outbound
+    /// frames (the memory monitor's count; each channel's lock is taken briefly, alone).
     pub fn held_bytes(&self) -> u64 {
         let channels: Vec<Arc<ChannelShared>> = self.channels.lock().values().cloned().collect();
-        let unacked: u64 = channels.iter().map(|c| c.state.lock().unacked_bytes).sum();
+        // An unacked message costs what a ready one does besides its body.
+        let overhead = crate::queue::ready::QUEUED_MESSAGE_OVERHEAD as u64;
+        let unacked: u64 = channels
+            .iter()
+            .map(|c| {
+                let st = c.state.lock();
+                st.unacked_bytes + st.unacked_count as u64 * overhead
+            })
+            .sum();
         unacked + self.assembling.load(Ordering::Relaxed) + self.out.len() as u64
     }
 

@@ -525,6 +525,54 @@ def test_small_messages_count_with_their_overhead_against_the_memory_watermark(c
 
 
 @warren_only
+def test_small_unacked_messages_count_with_their_overhead_against_the_memory_watermark(configured_warren):
+    """Delivered but unacknowledged messages cost what ready ones do besides their bodies:
+    9,000 16-byte messages held unacked by a consumer without a prefetch limit are 144 KB of
+    bodies, far under a 2 MiB watermark, but about 2.4 MB with their bookkeeping. The publisher
+    is blocked until the consumer acks, then everything arrives."""
+    warren = configured_warren("--memory-high-watermark", str(2 * 1024 * 1024))
+    queue = "warren-pytest.unacked." + str(time.monotonic_ns())
+    n = 9_000
+    con_conn = pika.BlockingConnection(params_for(warren))
+    pub_conn = None
+    try:
+        con = con_conn.channel()
+        con.queue_declare(queue)
+        got = Collector()
+        con.basic_consume(queue, got, auto_ack=False)
+        pub_conn = pika.BlockingConnection(params_for(warren))
+        events = []
+        pub_conn.add_on_connection_blocked_callback(
+            lambda conn, frame: events.append(("blocked", frame.method.reason)))
+        pub_conn.add_on_connection_unblocked_callback(
+            lambda conn, frame: events.append(("unblocked", None)))
+        pub = pub_conn.channel()
+        for i in range(n):
+            pub.basic_publish("", queue, b"%016d" % i)
+
+        def blocked():
+            con_conn.process_data_events(time_limit=0)
+            return ("blocked", "low on memory") in events
+        eventually(blocked, timeout=15, connection=pub_conn)
+
+        acked = [0]
+
+        def all_acked_and_unblocked():
+            con_conn.process_data_events(time_limit=0)
+            pub_conn.process_data_events(time_limit=0)
+            if got.deliveries and got.tags[-1] > acked[0]:
+                acked[0] = got.tags[-1]
+                con.basic_ack(acked[0], multiple=True)
+            return len(got.deliveries) == n and ("unblocked", None) in events
+        eventually(all_acked_and_unblocked, timeout=30)
+        assert got.bodies == [b"%016d" % i for i in range(n)]
+    finally:
+        for conn in (pub_conn, con_conn):
+            if conn is not None and conn.is_open:
+                conn.close()
+
+
+@warren_only
 def test_messages_held_by_a_delayed_exchange_count_against_the_memory_watermark(configured_warren):
     # Held (not yet in any queue), their bodies are memory all the same: publishers are blocked
     # until they come due and are consumed.

@@ -29,6 +29,8 @@ use std::sync::Arc;
 /// (40 bytes), its `Arc<Message>` (160) and the frame bytes around the body that stay alive with it
 /// in the read buffer (about 60 for a short routing key). Measured: 290 bytes of RSS per queued
 /// 16-byte message. Without it, a queue of small messages held 18 times what the alarm counted.
+/// An unacked message counts it too (`ConnInfo::held_bytes`): its entry is larger, it holds the
+/// same `Arc<Message>` and read buffer.
 pub const QUEUED_MESSAGE_OVERHEAD: usize = 256;
 
 /// Ready messages.
