@@ -177,15 +177,19 @@ type Garbage = Vec<chunked::ChunkDeque<QueuedMsg>>;
 const RELEASE_BATCH: usize = 4096;
 
 /// Free messages taken out of a queue; their store records' ends are recorded a batch at a time.
-fn drop_messages(taken: Garbage) {
+fn drop_messages(mut taken: Garbage) {
+    release_records(&mut taken);
+    drop(taken);
+}
+
+/// Record the end of the store records of messages taken out of a queue, a batch at a time.
+fn release_records(taken: &mut Garbage) {
     let mut refs = Vec::with_capacity(RELEASE_BATCH);
-    for level in taken {
-        for mut m in level {
-            if let Some(d) = m.disk.take() {
-                refs.push(d);
-                if refs.len() == RELEASE_BATCH {
-                    crate::store::DiskRef::release_batch(&mut refs);
-                }
+    for m in taken.iter_mut().flat_map(|level| level.iter_mut()) {
+        if let Some(d) = m.disk.take() {
+            refs.push(d);
+            if refs.len() == RELEASE_BATCH {
+                crate::store::DiskRef::release_batch(&mut refs);
             }
         }
     }
@@ -879,17 +883,20 @@ impl Queue {
     }
 
     /// Drop messages taken out of the queue, after its lock is released. Millions of them take
-    /// seconds to free: for a queue that writes nothing to the store that happens on a background
-    /// thread, so neither this queue's lock nor the runtime thread of the client that purged or
-    /// deleted it stall (a latency spike for every other connection served there). A queue with
-    /// records in the store drops them here: the ack entries must be written before the caller
-    /// reports the purge or delete as durable.
-    fn dispose(&self, n: usize, taken: Vec<chunked::ChunkDeque<QueuedMsg>>) {
-        if n >= DISPOSE_IN_BACKGROUND && !self.persist {
-            dispose_in_background(taken);
-        } else {
+    /// seconds to free: that happens on a background thread, so neither this queue's lock nor the
+    /// runtime thread of the client that purged or deleted it stall (a latency spike for every
+    /// other connection served there). A queue with records in the store releases them here
+    /// first: the ack entries must be appended before the caller reports the purge or delete as
+    /// durable.
+    fn dispose(&self, n: usize, mut taken: Vec<chunked::ChunkDeque<QueuedMsg>>) {
+        if n < DISPOSE_IN_BACKGROUND {
             drop_messages(taken);
+            return;
         }
+        if self.persist {
+            release_records(&mut taken);
+        }
+        dispose_in_background(taken);
     }
 
     /// Memory the ready messages take as the memory alarm counts it: bodies held in memory plus a
