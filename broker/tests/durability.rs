@@ -197,7 +197,9 @@ async fn acked_messages_stay_gone_and_their_segments_are_deleted() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
+// Multi-thread: the broker releases a huge durable queue's records with its runtime thread's other
+// tasks handed to another thread (`block_in_place`), which only a multi-thread runtime does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_and_deleted_queues_do_not_resurrect_messages() {
     let dir = data_dir("purge");
     let b = TestBroker::with_config(config(&dir)).await;

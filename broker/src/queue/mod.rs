@@ -170,6 +170,16 @@ fn dispose_in_background(garbage: Garbage) {
     }
 }
 
+/// Run `f`, which blocks for a while, without holding up the runtime worker's other tasks: on a
+/// multi-thread runtime they are handed to another thread meanwhile (`block_in_place`); elsewhere
+/// (a current-thread runtime, no runtime) `f` just runs.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Messages taken out of a queue, to be freed.
 type Garbage = Vec<chunked::ChunkDeque<QueuedMsg>>;
 
@@ -894,7 +904,9 @@ impl Queue {
             return;
         }
         if self.persist {
-            release_records(&mut taken);
+            // Millions of records take a fraction of a second: the runtime's other tasks move to
+            // another thread meanwhile (another queue's p99 during a 6 M-message purge was 200 ms).
+            off_the_runtime(|| release_records(&mut taken));
         }
         dispose_in_background(taken);
     }
