@@ -288,7 +288,7 @@ impl Ready {
             // Messages in memory that go back behind the sweep's cursor: walked again.
             let mut in_memory = msgs.iter().filter(|m| !m.is_paged() && m.seq < sweep.paged).map(|m| m.seq);
             if let Some(lo) = in_memory.next() {
-                let hi = in_memory.last().unwrap_or(lo);
+                let hi = in_memory.next_back().unwrap_or(lo);
                 sweep.again = Some(sweep.again.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
             }
             let all_before = q.front().is_none_or(|f| msgs.last().is_some_and(|l| l.seq < f.seq));
