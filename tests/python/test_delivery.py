@@ -436,6 +436,17 @@ def test_channel_flow_active_false_is_not_implemented(connection, channel):
 # Memory alarm (Warren only)
 # --------------------------------------------------------------------------
 
+def blocking_events(conn):
+    """The connection.blocked / connection.unblocked notifications ``conn`` receives, as a list
+    of ("blocked", reason) and ("unblocked", None), filled in as they arrive."""
+    events = []
+    conn.add_on_connection_blocked_callback(
+        lambda c, frame: events.append(("blocked", frame.method.reason)))
+    conn.add_on_connection_unblocked_callback(
+        lambda c, frame: events.append(("unblocked", None)))
+    return events
+
+
 def memory_alarm_round_trip(warren, setup, publish_one, queue):
     """Publish 50 x 4 KiB (over a 64 KiB watermark) on a fresh connection: it is blocked; a
     consumer on another connection drains ``queue``: it is unblocked. ``setup(channel)``
@@ -443,11 +454,7 @@ def memory_alarm_round_trip(warren, setup, publish_one, queue):
     pub_conn = pika.BlockingConnection(params_for(warren))
     con_conn = None
     try:
-        events = []
-        pub_conn.add_on_connection_blocked_callback(
-            lambda conn, frame: events.append(("blocked", frame.method.reason)))
-        pub_conn.add_on_connection_unblocked_callback(
-            lambda conn, frame: events.append(("unblocked", None)))
+        events = blocking_events(pub_conn)
         pub = pub_conn.channel()
         setup(pub)
         n = 50
@@ -541,11 +548,7 @@ def test_small_unacked_messages_count_with_their_overhead_against_the_memory_wat
         got = Collector()
         con.basic_consume(queue, got, auto_ack=False)
         pub_conn = pika.BlockingConnection(params_for(warren))
-        events = []
-        pub_conn.add_on_connection_blocked_callback(
-            lambda conn, frame: events.append(("blocked", frame.method.reason)))
-        pub_conn.add_on_connection_unblocked_callback(
-            lambda conn, frame: events.append(("unblocked", None)))
+        events = blocking_events(pub_conn)
         pub = pub_conn.channel()
         for i in range(n):
             pub.basic_publish("", queue, b"%016d" % i)

@@ -187,9 +187,12 @@ impl Ready {
                 }
             }
             let window = q.position(keep);
-            // Requeued messages put back among paged ones first (usually a few, near the head).
+            // Requeued messages put back among paged ones first (usually a few, near the head),
+            // and, when transient messages are paged, the ones in memory they pushed out of the
+            // window (otherwise those are left in memory anyway: not walked at every requeue).
             if let Some((lo, hi)) = sweep.again {
-                let (undone, next) = walk.pass(q, window, (lo, hi, sweep.paged), Pass::Both, &mut sweep.skipped);
+                let below = if transient { sweep.paged } else { 0 };
+                let (undone, next) = walk.pass(q, window, (lo, hi, below), Pass::Both, &mut sweep.skipped);
                 // What is not done yet comes before what was not walked.
                 sweep.again = undone.or(next).map(|lo| (lo, hi));
             }
