@@ -459,12 +459,21 @@ mod tests {
     use bytes::Bytes;
     use std::time::{Duration, Instant};
 
-    fn store() -> (Arc<Store>, std::path::PathBuf) {
+    /// A level of `n` transient messages (seqs 0..n, each body its seq) over a fresh store.
+    fn queue_of(n: u64) -> (Ready, Arc<Store>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("warren-ready-{}-{}", std::process::id(), rand::random::<u32>()));
         let store = Store::open(&dir).expect("open");
         store.recover(|_| true, |_, _| {}).expect("recover");
         store.start().expect("start");
-        (store, dir)
+        let mut r = Ready::new(1, Some(store.clone()));
+        (0..n).for_each(|s| r.push_back(msg(s)));
+        (r, store, dir)
+    }
+
+    fn close(r: Ready, store: Arc<Store>, dir: std::path::PathBuf) {
+        drop(r);
+        store.close();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn msg(seq: u64) -> QueuedMsg {
@@ -506,10 +515,8 @@ mod tests {
 
     #[test]
     fn steps_resume_and_page_everything_beyond_the_window() {
-        let (store, dir) = store();
-        let mut r = Ready::new(1, Some(store.clone()));
         let n = 3 * PAGE_KEEP_MESSAGES as u64;
-        (0..n).for_each(|s| r.push_back(msg(s)));
+        let (mut r, store, dir) = queue_of(n);
         // Without pressure, a short queue keeps its transient messages in memory.
         while r.page_out(false, 1, 1000).1 {}
         assert_eq!(r.mem_len(), n as usize);
@@ -521,17 +528,13 @@ mod tests {
         sweep_until_window_only(&mut r, true, 1000);
         assert_eq!(r.mem_footprint(), PAGE_KEEP_MESSAGES * (8 + QUEUED_MESSAGE_OVERHEAD));
         drain_in_order(&mut r, 0..n + 5000);
-        drop(r);
-        store.close();
-        let _ = std::fs::remove_dir_all(dir);
+        close(r, store, dir);
     }
 
     #[test]
     fn requeued_messages_behind_the_sweep_are_paged_again() {
-        let (store, dir) = store();
-        let mut r = Ready::new(1, Some(store.clone()));
         let n = 4 * PAGE_KEEP_MESSAGES as u64;
-        (0..n).for_each(|s| r.push_back(msg(s)));
+        let (mut r, store, dir) = queue_of(n);
         sweep_until_window_only(&mut r, true, 4096);
         // A consumer takes more than the window (read back from disk), then they are requeued:
         // the ones beyond the window are in memory below the sweep's cursor.
@@ -542,8 +545,6 @@ mod tests {
         assert_eq!(r.mem_len(), before + back);
         sweep_until_window_only(&mut r, true, 4096);
         drain_in_order(&mut r, 0..n);
-        drop(r);
-        store.close();
-        let _ = std::fs::remove_dir_all(dir);
+        close(r, store, dir);
     }
 }
