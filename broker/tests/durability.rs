@@ -70,11 +70,15 @@ async fn drain(r: &mut Raw, q: &str) -> Vec<(Bytes, bool)> {
 }
 
 /// Wait until every publish up to `n` on channel 1 is confirmed (acks may be `multiple`).
+/// A memory alarm's connection.blocked / unblocked may arrive between the acks: a fast publisher
+/// can outrun the pager on a loaded machine, and the broker then pauses reading until paging
+/// frees memory (the publishes are confirmed all the same).
 async fn wait_confirms(r: &mut Raw, n: u64) {
     let mut acked = 0;
     while acked < n {
         match r.recv_method().await {
             (1, Method::BasicAck(a)) => acked = acked.max(a.delivery_tag),
+            (0, Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_)) => {}
             other => panic!("expected basic.ack, got {other:?}"),
         }
     }
@@ -388,6 +392,62 @@ async fn a_long_queue_pages_bodies_to_disk_and_delivers_in_order() {
         for i in 0..n {
             let d = r.recv_content().await;
             assert_eq!(d.body.len(), 200);
+            assert_eq!(u32::from_be_bytes(d.body[..4].try_into().expect("4 bytes")), i, "{q}");
+        }
+        r.call(1, BasicCancel { consumer_tag: s(q), ..Default::default() }).await;
+    }
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_memory_alarm_clears_by_paging_when_queue_windows_alone_exceed_the_watermark() {
+    let dir = data_dir("alarm-windows");
+    // Three queues of 10,000 small messages, each counted at about 360 bytes in memory: the
+    // usual in-memory windows (8 Ki messages per queue) alone hold 8.7 MB, over a 4 MiB watermark.
+    let cfg = Config { memory_high_watermark: Watermark::Absolute(4 * 1024 * 1024), ..config(&dir) };
+    let b = TestBroker::with_config(cfg).await;
+    let broker = b.handle.as_ref().expect("running").broker.clone();
+    let vhost = broker.vhost("/").expect("vhost");
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    let queues = ["w1", "w2", "w3"];
+    for q in queues {
+        r.declare(1, q).await;
+    }
+    assert!(matches!(r.call(1, ConfirmSelect::default()).await, Method::ConfirmSelectOk(_)));
+    let n = 10_000u32;
+    // The alarm blocks this publisher; paging must clear it, or this never finishes.
+    let publish_all = async {
+        for i in 0..n {
+            let mut body = i.to_be_bytes().to_vec();
+            body.resize(100, b'.');
+            for q in queues {
+                r.publish(1, "", q, &body).await;
+            }
+        }
+        wait_confirms(&mut r, queues.len() as u64 * n as u64).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(120), publish_all).await.is_err() {
+        panic!("publisher still blocked after 120 s: {} bytes held for ready messages", vhost.queued_bytes());
+    }
+    // Nothing consumes, yet the alarm clears.
+    eventually(Duration::from_secs(60), || {
+        let alarm = broker.mem_alarm.load(std::sync::atomic::Ordering::Relaxed);
+        async move { (!alarm).then_some(()) }
+    })
+    .await;
+    // A second connection reads them back (the first may still get the alarm's unblocked).
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    for q in queues {
+        assert_eq!(count(&mut r, q).await, n, "{q}");
+        assert!(matches!(
+            r.call(1, BasicConsume { queue: s(q), consumer_tag: s(q), no_ack: true, ..Default::default() }).await,
+            Method::BasicConsumeOk(_)
+        ));
+        for i in 0..n {
+            let d = r.recv_content().await;
             assert_eq!(u32::from_be_bytes(d.body[..4].try_into().expect("4 bytes")), i, "{q}");
         }
         r.call(1, BasicCancel { consumer_tag: s(q), ..Default::default() }).await;
