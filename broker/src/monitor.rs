@@ -7,6 +7,7 @@
 //! - `Broker::alarm` is true exactly while `mem_alarm` or `disk_alarm` is.
 use crate::broker::Broker;
 use crate::config::MEMORY_CHECK_INTERVAL;
+use crate::queue::ready::Pressure;
 use crate::store::{PAGE_STEP_MESSAGES, PAGE_SWEEP_MESSAGES};
 use crate::vhost::VHost;
 use std::sync::atomic::Ordering;
@@ -19,7 +20,7 @@ const PAGING_RATIO_DIVISOR: u64 = 2;
 
 /// One paging sweep of every queue of `v`: steps of `PAGE_STEP_MESSAGES` under the queue's lock,
 /// yielding between them, up to `PAGE_SWEEP_MESSAGES` per queue.
-async fn page_out(v: &VHost, pressure: bool) {
+async fn page_out(v: &VHost, pressure: Pressure) {
     for q in v.queues_snapshot() {
         for _ in 0..PAGE_SWEEP_MESSAGES.div_ceil(PAGE_STEP_MESSAGES) {
             let (_, more) = q.page_out_step(pressure);
@@ -61,14 +62,20 @@ pub async fn resource_monitor(broker: Arc<Broker>, mut shutdown: watch::Receiver
         let mut held: u64 = conns.iter().map(|c| c.held_bytes()).sum();
         // Paging: bodies beyond each queue's window go to disk; transient ones too, and unacked
         // ones whose record is written, once the total passes half the watermark (RabbitMQ's
-        // paging ratio).
+        // paging ratio); past the watermark, each queue's window shrinks too.
         if let Some(store) = &broker.store {
             let before: u64 = vhosts.iter().map(|v| v.queued_bytes()).sum::<u64>() + held;
-            let pressure = before > limit / PAGING_RATIO_DIVISOR;
+            let pressure = if before > limit {
+                Pressure::Alarm
+            } else if before > limit / PAGING_RATIO_DIVISOR {
+                Pressure::Paging
+            } else {
+                Pressure::None
+            };
             for v in &vhosts {
                 page_out(v, pressure).await;
             }
-            if pressure {
+            if pressure > Pressure::None {
                 held -= conns.iter().map(|c| c.page_out_unacked(store)).sum::<u64>().min(held);
             }
         }

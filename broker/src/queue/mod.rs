@@ -922,7 +922,7 @@ impl Queue {
     /// (persistent ones always; transient ones under memory pressure or in a long queue), walking at
     /// most [`PAGE_STEP_MESSAGES`](crate::store::PAGE_STEP_MESSAGES) messages under the queue's
     /// lock (`Ready::page_out`). Returns the bytes freed and whether more work is left.
-    pub fn page_out_step(&self, pressure: bool) -> (usize, bool) {
+    pub fn page_out_step(&self, pressure: ready::Pressure) -> (usize, bool) {
         if self.store.is_none() {
             return (0, false);
         }

@@ -18,11 +18,14 @@
 //!   the queue's length.
 //! - Requeued messages in memory that land below `paged` are walked again (`again`), and so are
 //!   the `skipped` ones once transient messages are paged (memory pressure, a long queue).
+//! - Under the memory alarm ([`Pressure::Alarm`]) the window shrinks to
+//!   [`PAGE_KEEP_UNDER_ALARM`] messages: the cursors go back to the new window's end, so what the
+//!   wider window held is paged too. Windows alone can then never hold the alarm on.
 //! - Records are appended in queue order, so they are written in queue order: a step that meets
 //!   a record not yet written stops paging there, and nothing older is left unpaged behind it.
 use super::chunked::ChunkDeque;
 use crate::message::QueuedMsg;
-use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_TRANSIENT_ABOVE_MESSAGES};
+use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_KEEP_UNDER_ALARM, PAGE_TRANSIENT_ABOVE_MESSAGES};
 use std::sync::Arc;
 
 /// Memory a ready message takes besides its body, as the memory alarm counts it: its queue entry
@@ -32,6 +35,21 @@ use std::sync::Arc;
 /// An unacked message counts it too (`ConnInfo::held_bytes`): its entry is larger, it holds the
 /// same `Arc<Message>` and read buffer.
 pub const QUEUED_MESSAGE_OVERHEAD: usize = 256;
+
+/// How hard paging presses, as the resource monitor sees memory at each tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pressure {
+    /// Below the paging ratio: persistent bodies beyond the window are paged, transient ones only
+    /// in a queue longer than [`PAGE_TRANSIENT_ABOVE_MESSAGES`].
+    None,
+    /// Past the paging ratio of the watermark: transient bodies beyond the window too.
+    Paging,
+    /// Past the watermark itself: transient bodies too, and the window shrinks to
+    /// [`PAGE_KEEP_UNDER_ALARM`] messages. With [`PAGE_KEEP_MESSAGES`] kept per queue, a few
+    /// queues of small messages under a small watermark held the alarm on by their windows alone,
+    /// and their publishers stayed blocked until a consumer came.
+    Alarm,
+}
 
 /// Ready messages.
 pub struct Ready {
@@ -51,6 +69,9 @@ pub struct Ready {
     store: Option<Arc<Store>>,
     /// Per level (same index): where the paging sweeps stand.
     sweeps: Vec<Sweep>,
+    /// The window (messages kept in memory at the head of each level) the last step used: when a
+    /// step's is smaller, the cursors go back to its end.
+    keep: usize,
 }
 
 impl Ready {
@@ -65,6 +86,7 @@ impl Ready {
             persistent: (0, 0),
             store,
             sweeps: vec![Sweep::default(); levels.max(1)],
+            keep: PAGE_KEEP_MESSAGES,
         }
     }
     /// Body bytes held in memory.
@@ -169,16 +191,26 @@ impl Ready {
     /// first (and are paged by a later step, once it is written). At most `budget` messages are
     /// walked, oldest first, resuming where the last step stopped. `key` identifies the queue in
     /// records. Returns the bytes freed and whether work is left that the budget cut short.
-    pub fn page_out(&mut self, pressure: bool, key: u64, budget: usize) -> (usize, bool) {
+    pub fn page_out(&mut self, pressure: Pressure, key: u64, budget: usize) -> (usize, bool) {
         let Some(store) = self.store.clone() else { return (0, false) };
-        if self.len <= PAGE_KEEP_MESSAGES && self.mem_bytes <= PAGE_KEEP_BYTES {
+        let max_keep = if pressure == Pressure::Alarm { PAGE_KEEP_UNDER_ALARM } else { PAGE_KEEP_MESSAGES };
+        if self.len <= max_keep && self.mem_bytes <= PAGE_KEEP_BYTES {
             return (0, false);
         }
-        let transient = pressure || self.len > PAGE_TRANSIENT_ABOVE_MESSAGES;
+        let transient = pressure > Pressure::None || self.len > PAGE_TRANSIENT_ABOVE_MESSAGES;
         let avg = (self.bytes / self.len.max(1)).max(1);
-        let keep = PAGE_KEEP_MESSAGES.min(PAGE_KEEP_BYTES / avg).max(1);
+        let keep = max_keep.min(PAGE_KEEP_BYTES / avg).max(1);
+        let narrower = keep < self.keep;
+        self.keep = keep;
         let mut walk = Walk { store: &store, key, transient, budget, freed: 0, paged: 0 };
         for (q, sweep) in self.levels.iter_mut().zip(self.sweeps.iter_mut()) {
+            if narrower {
+                // What the wider window held is beyond this one: the cursors go back to its end.
+                if let Some(edge) = q.iter().nth(keep).map(|m| m.seq) {
+                    sweep.paged = sweep.paged.min(edge);
+                    sweep.recorded = sweep.recorded.min(edge);
+                }
+            }
             if transient {
                 // Transient messages left in memory while they were not paged: walked again.
                 if let Some(s) = sweep.skipped.take() {
@@ -494,9 +526,15 @@ mod tests {
 
     /// Steps of `budget` until nothing beyond the window is in memory (records are written by the
     /// store's thread meanwhile). Every step but the last reports more work.
-    fn sweep_until_window_only(r: &mut Ready, pressure: bool, budget: usize) {
+    fn sweep_until_window_only(r: &mut Ready, pressure: Pressure, budget: usize) {
+        let keep = if pressure == Pressure::Alarm { PAGE_KEEP_UNDER_ALARM } else { PAGE_KEEP_MESSAGES };
+        sweep_until_in_memory(r, pressure, budget, keep);
+    }
+
+    /// Steps of `budget` until at most `keep` messages are in memory.
+    fn sweep_until_in_memory(r: &mut Ready, pressure: Pressure, budget: usize, keep: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while r.mem_len() > PAGE_KEEP_MESSAGES.min(r.len()) {
+        while r.mem_len() > keep.min(r.len()) {
             assert!(Instant::now() < deadline, "{} of {} still in memory", r.mem_len(), r.len());
             if !r.page_out(pressure, 1, budget).1 {
                 std::thread::sleep(Duration::from_millis(1));
@@ -518,16 +556,33 @@ mod tests {
         let n = 3 * PAGE_KEEP_MESSAGES as u64;
         let (mut r, store, dir) = queue_of(n);
         // Without pressure, a short queue keeps its transient messages in memory.
-        while r.page_out(false, 1, 1000).1 {}
+        while r.page_out(Pressure::None, 1, 1000).1 {}
         assert_eq!(r.mem_len(), n as usize);
         // Under pressure, in steps of at most 1000 (the ones walked past before come back).
-        assert!(r.page_out(true, 1, 1000).1, "a step stops at its budget");
-        sweep_until_window_only(&mut r, true, 1000);
+        assert!(r.page_out(Pressure::Paging, 1, 1000).1, "a step stops at its budget");
+        sweep_until_window_only(&mut r, Pressure::Paging, 1000);
         // More arrive: the next steps start where the last stopped.
         (n..n + 5000).for_each(|s| r.push_back(msg(s)));
-        sweep_until_window_only(&mut r, true, 1000);
+        sweep_until_window_only(&mut r, Pressure::Paging, 1000);
         assert_eq!(r.mem_footprint(), PAGE_KEEP_MESSAGES * (8 + QUEUED_MESSAGE_OVERHEAD));
         drain_in_order(&mut r, 0..n + 5000);
+        close(r, store, dir);
+    }
+
+    #[test]
+    fn the_window_shrinks_under_the_alarm_and_grows_back() {
+        let n = 2 * PAGE_KEEP_MESSAGES as u64;
+        let (mut r, store, dir) = queue_of(n);
+        sweep_until_window_only(&mut r, Pressure::Paging, 4096);
+        assert_eq!(r.mem_len(), PAGE_KEEP_MESSAGES);
+        // The alarm: what the wide window held beyond the narrow one is paged too.
+        sweep_until_window_only(&mut r, Pressure::Alarm, 4096);
+        assert_eq!(r.mem_footprint(), PAGE_KEEP_UNDER_ALARM * (8 + QUEUED_MESSAGE_OVERHEAD));
+        // Cleared: the wide window's paged messages are not read back before a consumer takes
+        // them, and new ones beyond it are paged as before.
+        (n..n + 100).for_each(|s| r.push_back(msg(s)));
+        sweep_until_in_memory(&mut r, Pressure::Paging, 4096, PAGE_KEEP_UNDER_ALARM);
+        drain_in_order(&mut r, 0..n + 100);
         close(r, store, dir);
     }
 
@@ -535,15 +590,15 @@ mod tests {
     fn requeued_messages_behind_the_sweep_are_paged_again() {
         let n = 4 * PAGE_KEEP_MESSAGES as u64;
         let (mut r, store, dir) = queue_of(n);
-        sweep_until_window_only(&mut r, true, 4096);
+        sweep_until_window_only(&mut r, Pressure::Paging, 4096);
         // A consumer takes more than the window (read back from disk), then they are requeued:
         // the ones beyond the window are in memory below the sweep's cursor.
         let taken: Vec<QueuedMsg> = (0..PAGE_KEEP_MESSAGES + 3000).map(|_| r.pop_front().expect("ready")).collect();
-        sweep_until_window_only(&mut r, true, 4096);
+        sweep_until_window_only(&mut r, Pressure::Paging, 4096);
         let (before, back) = (r.mem_len(), taken.len());
         r.requeue(taken);
         assert_eq!(r.mem_len(), before + back);
-        sweep_until_window_only(&mut r, true, 4096);
+        sweep_until_window_only(&mut r, Pressure::Paging, 4096);
         drain_in_order(&mut r, 0..n);
         close(r, store, dir);
     }

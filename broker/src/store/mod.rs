@@ -54,6 +54,11 @@ const MAX_OPEN_FILES: usize = 64;
 pub const PAGE_KEEP_MESSAGES: usize = 8 * 1024;
 /// ...and at most this many body bytes of them.
 pub const PAGE_KEEP_BYTES: usize = 16 * 1024 * 1024;
+/// Under the memory alarm the window shrinks to this many messages, so that queues' windows
+/// cannot hold the alarm on by themselves (at 8 Ki messages of ~450 B counted each, two queues
+/// held a 6 MiB watermark's alarm on for good). A consumer then reads most messages back from
+/// disk, one read per [`PAGE_IN_MESSAGES`].
+pub const PAGE_KEEP_UNDER_ALARM: usize = 256;
 /// A queue holding more ready messages than this pages its transient ones beyond the window too,
 /// without memory pressure (RabbitMQ's lazy mode, from a threshold): a queue that grows to tens of
 /// millions of small messages keeps its publish rate and about 80 bytes of memory per message,
