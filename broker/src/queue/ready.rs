@@ -69,9 +69,12 @@ pub struct Ready {
     store: Option<Arc<Store>>,
     /// Per level (same index): where the paging sweeps stand.
     sweeps: Vec<Sweep>,
-    /// The window (messages kept in memory at the head of each level) the last step used: when a
-    /// step's is smaller, the cursors go back to its end.
-    keep: usize,
+    /// The message bound of the window (messages kept in memory at the head of each level) the
+    /// last step used: [`PAGE_KEEP_MESSAGES`], or [`PAGE_KEEP_UNDER_ALARM`] under the alarm. When a
+    /// step's is smaller, the cursors go back to its window's end. The byte bound is not compared:
+    /// it moves with the average body size, and following it would rewalk paged messages at
+    /// every small drift.
+    max_keep: usize,
 }
 
 impl Ready {
@@ -86,7 +89,7 @@ impl Ready {
             persistent: (0, 0),
             store,
             sweeps: vec![Sweep::default(); levels.max(1)],
-            keep: PAGE_KEEP_MESSAGES,
+            max_keep: PAGE_KEEP_MESSAGES,
         }
     }
     /// Body bytes held in memory.
@@ -200,8 +203,8 @@ impl Ready {
         let transient = pressure > Pressure::None || self.len > PAGE_TRANSIENT_ABOVE_MESSAGES;
         let avg = (self.bytes / self.len.max(1)).max(1);
         let keep = max_keep.min(PAGE_KEEP_BYTES / avg).max(1);
-        let narrower = keep < self.keep;
-        self.keep = keep;
+        let narrower = max_keep < self.max_keep;
+        self.max_keep = max_keep;
         let mut walk = Walk { store: &store, key, transient, budget, freed: 0, paged: 0 };
         for (q, sweep) in self.levels.iter_mut().zip(self.sweeps.iter_mut()) {
             if narrower {
@@ -583,6 +586,35 @@ mod tests {
         (n..n + 100).for_each(|s| r.push_back(msg(s)));
         sweep_until_in_memory(&mut r, Pressure::Paging, 4096, PAGE_KEEP_UNDER_ALARM);
         drain_in_order(&mut r, 0..n + 100);
+        close(r, store, dir);
+    }
+
+    #[test]
+    fn a_drifting_average_body_size_does_not_rewalk_paged_messages() {
+        // 64 KiB bodies: the window is bounded by bytes (256 messages), not by count.
+        let big = |seq: u64, len: usize| {
+            let mut m = msg(seq);
+            let mut body = vec![0u8; len];
+            body[..8].copy_from_slice(&seq.to_be_bytes());
+            let props = Bytes::from_static(warren_protocol::properties::EMPTY_PROPERTIES);
+            m.msg = Arc::new(
+                Message::new(Default::default(), Default::default(), props, Bytes::from(body)).expect("message"),
+            );
+            m
+        };
+        let (mut r, store, dir) = queue_of(0);
+        (0..600).for_each(|s| r.push_back(big(s, 64 * 1024)));
+        sweep_until_in_memory(&mut r, Pressure::Paging, 100, PAGE_KEEP_BYTES / (64 * 1024));
+        while r.page_out(Pressure::Paging, 1, 100).1 {}
+        // A larger one moves the average up, so the byte bound drops by one message: the step
+        // walks the new message only, not the 344 paged ones behind the window (more than its
+        // budget of 100).
+        r.push_back(big(600, 80 * 1024));
+        assert!(!r.page_out(Pressure::Paging, 1, 100).1, "paged messages walked again");
+        for seq in 0..601u64 {
+            let m = r.pop_front().expect("a message");
+            assert_eq!((m.seq, &m.msg.body[..8]), (seq, &seq.to_be_bytes()[..]));
+        }
         close(r, store, dir);
     }
 
