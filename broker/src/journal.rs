@@ -260,7 +260,7 @@ impl Journal {
     /// Record `event` for the message with raw `properties`, if it has an identity, at the time
     /// `clock` (the vhost's) says.
     #[inline]
-    pub fn record(&self, properties: &Bytes, clock: &crate::clock::VClock, event: impl FnOnce() -> Event) {
+    pub fn record(&self, properties: &[u8], clock: &crate::clock::VClock, event: impl FnOnce() -> Event) {
         if !self.on() {
             return;
         }
@@ -286,7 +286,7 @@ impl Journal {
             }
         }
         // Not cached: decoded outside the lock (once per message while it stays cached).
-        let ids = Ids::of(properties);
+        let ids = Ids::of(&Bytes::copy_from_slice(properties));
         let cached = cacheable.then(|| {
             let mut c = Box::new(Cached { len: properties.len() as u8, props: [0; CACHE_MAX_PROPS], ids: ids.clone() });
             c.props[..properties.len()].copy_from_slice(properties);

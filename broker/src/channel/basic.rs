@@ -156,8 +156,8 @@ impl Channel {
         let id = self.id();
         self.shared.out.write_content(
             id,
-            |b| fast::basic_return(b, id, NO_ROUTE, b"NO_ROUTE", msg.exchange.as_bytes(), msg.routing_key.as_bytes()),
-            &msg.properties,
+            |b| fast::basic_return(b, id, NO_ROUTE, b"NO_ROUTE", msg.exchange_bytes(), msg.routing_key_bytes()),
+            msg.properties_bytes(),
             &msg.body,
         );
     }
@@ -314,7 +314,7 @@ impl Channel {
     /// Message trace: `settled` were acked, nacked or rejected.
     fn journal_settled(&self, settled: &[crate::queue::consumer::Unacked], how: &'static str, requeue: bool) {
         for u in settled {
-            u.queue.journal.record(&u.msg.msg.properties, &u.queue.clock, || crate::journal::Event::Settled {
+            u.queue.journal.record(u.msg.msg.properties_bytes(), &u.queue.clock, || crate::journal::Event::Settled {
                 queue: crate::journal::owned(&u.queue.name),
                 connection: self.shared.origin.connection.clone(),
                 how,

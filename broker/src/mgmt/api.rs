@@ -959,11 +959,11 @@ pub(super) fn message_json(msg: &crate::message::Message, encoding: &str, trunca
             (base64::engine::general_purpose::STANDARD.encode(shown), "base64")
         }
     };
-    let props = warren_protocol::BasicProperties::decode(msg.properties.clone()).unwrap_or_default();
+    let props = warren_protocol::BasicProperties::decode(msg.properties()).unwrap_or_default();
     let mut o = Map::new();
     o.insert("payload_bytes".into(), json!(body.len()));
-    o.insert("exchange".into(), json!(msg.exchange.to_str_lossy()));
-    o.insert("routing_key".into(), json!(msg.routing_key.to_str_lossy()));
+    o.insert("exchange".into(), json!(msg.exchange().to_str_lossy()));
+    o.insert("routing_key".into(), json!(msg.routing_key().to_str_lossy()));
     o.insert("properties".into(), properties_json(&props));
     o.insert("payload".into(), json!(payload));
     o.insert("payload_encoding".into(), json!(enc));

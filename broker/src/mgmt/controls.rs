@@ -287,7 +287,7 @@ pub async fn search(
         let Ok(queue) = readable(&m, &u, &v, &queue.name.to_str_lossy()) else { continue };
         let (msgs, _) = queue.peek(0, SEARCH_SCAN_PER_QUEUE);
         for (i, p) in msgs.iter().enumerate() {
-            let props = warren_protocol::BasicProperties::decode(p.msg.properties.clone()).unwrap_or_default();
+            let props = warren_protocol::BasicProperties::decode(p.msg.properties()).unwrap_or_default();
             let text = |x: &Option<warren_protocol::ShortStr>, want: &String| {
                 x.as_ref().is_some_and(|x| x.as_bytes() == want.as_bytes())
             };

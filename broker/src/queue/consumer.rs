@@ -193,11 +193,11 @@ impl ChannelShared {
                     c.tag.as_bytes(),
                     tag,
                     redelivered,
-                    msg.exchange.as_bytes(),
-                    msg.routing_key.as_bytes(),
+                    msg.exchange_bytes(),
+                    msg.routing_key_bytes(),
                 )
             },
-            &msg.properties,
+            msg.properties_bytes(),
             &msg.body,
         );
         drop(st);
@@ -209,12 +209,13 @@ impl ChannelShared {
     /// Firehose: copy a delivery from `queue` while its vhost traces.
     #[inline]
     fn trace_delivery(&self, msg: &crate::message::Message, queue: &Queue, redelivered: bool) {
-        if self.origin.tracer.on() && Traced::traceable(&msg.exchange) {
+        if self.origin.tracer.on() && Traced::traceable(&msg.exchange()) {
+            let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
             let m = Traced {
-                exchange: &msg.exchange,
-                routing_key: &msg.routing_key,
-                properties: &msg.properties,
-                sent_properties: &msg.properties,
+                exchange: &exchange,
+                routing_key: &routing_key,
+                properties: &properties,
+                sent_properties: &properties,
                 body: &msg.body,
             };
             self.origin.delivered(&m, &queue.name, redelivered, self.id);
@@ -224,7 +225,7 @@ impl ChannelShared {
     /// Message trace: a delivery from `queue` (`tag` empty: basic.get).
     #[inline]
     fn journal_delivery(&self, msg: &crate::message::Message, queue: &Queue, tag: &ShortStr, redelivered: bool) {
-        queue.journal.record(&msg.properties, &queue.clock, || crate::journal::Event::Delivered {
+        queue.journal.record(msg.properties_bytes(), &queue.clock, || crate::journal::Event::Delivered {
             queue: crate::journal::owned(&queue.name),
             connection: self.origin.connection.clone(),
             channel: self.id,
@@ -252,18 +253,8 @@ impl ChannelShared {
         }
         self.out.write_content(
             self.id,
-            |b| {
-                fast::get_ok(
-                    b,
-                    self.id,
-                    tag,
-                    redelivered,
-                    msg.exchange.as_bytes(),
-                    msg.routing_key.as_bytes(),
-                    remaining,
-                )
-            },
-            &msg.properties,
+            |b| fast::get_ok(b, self.id, tag, redelivered, msg.exchange_bytes(), msg.routing_key_bytes(), remaining),
+            msg.properties_bytes(),
             &msg.body,
         );
         drop(st);
@@ -318,11 +309,11 @@ impl ChannelShared {
                     consumer_tag.as_bytes(),
                     tag,
                     false,
-                    msg.exchange.as_bytes(),
-                    msg.routing_key.as_bytes(),
+                    msg.exchange_bytes(),
+                    msg.routing_key_bytes(),
                 )
             },
-            &msg.properties,
+            msg.properties_bytes(),
             &msg.body,
         );
         true

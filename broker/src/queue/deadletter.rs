@@ -47,9 +47,9 @@ pub fn dead_letter(
     dlrk: Option<&ShortStr>,
     now_secs: u64,
 ) -> (Message, Vec<FieldValue>) {
-    let mut props = BasicProperties::decode(msg.properties.clone()).unwrap_or_default();
+    let mut props = BasicProperties::decode(msg.properties()).unwrap_or_default();
     let mut headers = props.headers.take().unwrap_or_default();
-    let mut routing_keys = vec![s(msg.routing_key.as_bytes())];
+    let mut routing_keys = vec![s(msg.routing_key_bytes())];
     if let Some(FieldValue::Array(cc)) = headers.get("CC") {
         routing_keys.extend(cc.iter().filter_map(|v| v.as_bytes()).map(s));
     }
@@ -82,7 +82,7 @@ pub fn dead_letter(
         t.insert("reason", s(reason.as_str().as_bytes()));
         t.insert("queue", s(queue.as_bytes()));
         t.insert("time", FieldValue::Timestamp(now_secs));
-        t.insert("exchange", s(msg.exchange.as_bytes()));
+        t.insert("exchange", s(msg.exchange_bytes()));
         t.insert("routing-keys", FieldValue::Array(routing_keys));
         if let Some(e) = &props.expiration {
             t.insert("original-expiration", s(e.as_bytes()));
@@ -93,23 +93,21 @@ pub fn dead_letter(
     // is a property of a delivery, not of the message.
     headers.0.retain(|(k, _)| k != "CC" && k != "BCC" && k != "x-delivery-count");
     if headers.get("x-first-death-reason").is_none() {
-        headers.insert("x-first-death-exchange", s(msg.exchange.as_bytes()));
+        headers.insert("x-first-death-exchange", s(msg.exchange_bytes()));
         headers.insert("x-first-death-queue", s(queue.as_bytes()));
         headers.insert("x-first-death-reason", s(reason.as_str().as_bytes()));
     }
     headers.insert("x-death", FieldValue::Array(deaths.clone()));
     props.headers = Some(headers);
     props.expiration = None;
-    let routing_key = dlrk.cloned().unwrap_or_else(|| msg.routing_key.clone());
-    let out = Message {
-        exchange: dlx.clone(),
+    let routing_key = dlrk.map_or(msg.routing_key_bytes(), |k| k.as_bytes());
+    let out = Message::from_parts(
+        dlx.as_bytes(),
         routing_key,
-        properties: props.to_bytes(),
-        body: msg.body.clone(),
-        ttl_ms: crate::message::MsgTtl::NONE,
-        priority: msg.priority,
-        persistent: msg.persistent,
-    };
+        &props.to_bytes(),
+        msg.body.clone(),
+        (crate::message::MsgTtl::NONE, msg.priority, msg.persistent),
+    );
     (out, deaths)
 }
 
@@ -128,7 +126,7 @@ pub fn is_cycle(target: &[u8], deaths: &[FieldValue]) -> bool {
     false
 }
 
-/// A dead-lettered message on its way to its dead-letter exchange (`msg.exchange`, with the
+/// A dead-lettered message on its way to its dead-letter exchange (`msg.exchange()`, with the
 /// routing key already chosen).
 pub struct DeadLetter {
     /// The message as it is republished (x-death added, expiration removed).

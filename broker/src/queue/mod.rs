@@ -509,7 +509,7 @@ impl Queue {
         let mut m =
             QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
         if overflow != Overflow::DropHead && self.full_for(&st, &m) {
-            self.journal.record(&m.msg.properties, &self.clock, || crate::journal::Event::Refused {
+            self.journal.record(m.msg.properties_bytes(), &self.clock, || crate::journal::Event::Refused {
                 queue: crate::journal::owned(&self.name),
                 reason: "maxlen",
             });
@@ -984,9 +984,10 @@ impl Queue {
     /// consumer tags with their channels, idle since ms on `now_ms`'s clock).
     pub fn snapshot(&self) -> QueueSnapshot {
         let st = self.state.lock();
-        let head_timestamp = st.ready.head().filter(|m| !m.is_paged()).and_then(|m| {
-            warren_protocol::BasicProperties::decode(m.msg.properties.clone()).ok().and_then(|p| p.timestamp)
-        });
+        let head_timestamp =
+            st.ready.head().filter(|m| !m.is_paged()).and_then(|m| {
+                warren_protocol::BasicProperties::decode(m.msg.properties()).ok().and_then(|p| p.timestamp)
+            });
         let (pn, pb) = st.ready.persistent();
         QueueSnapshot {
             ready: st.log.as_deref().map(|l| l.len()).unwrap_or(st.ready.len() as u64),
@@ -1043,7 +1044,7 @@ impl Queue {
         };
         if self.journal.on() {
             for (m, reason) in &dead {
-                self.journal.record(&m.msg.properties, &self.clock, || crate::journal::Event::Left {
+                self.journal.record(m.msg.properties_bytes(), &self.clock, || crate::journal::Event::Left {
                     queue: crate::journal::owned(&self.name),
                     reason: reason.as_str(),
                     dlx: dlx.as_ref().map(crate::journal::owned),

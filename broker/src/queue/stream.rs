@@ -88,7 +88,7 @@ pub fn retention(args: &FieldTable) -> Retention {
 
 /// `m` as stored in a stream: with its `x-stream-offset` header, and its filter value.
 fn stamp(m: &Message, offset: u64) -> (Message, Bytes) {
-    let mut p = warren_protocol::BasicProperties::decode(m.properties.clone()).unwrap_or_default();
+    let mut p = warren_protocol::BasicProperties::decode(m.properties()).unwrap_or_default();
     let headers = p.headers.get_or_insert_with(Default::default);
     let filter = headers
         .get("x-stream-filter-value")
@@ -96,15 +96,13 @@ fn stamp(m: &Message, offset: u64) -> (Message, Bytes) {
         .map(|b| Bytes::copy_from_slice(&b[..b.len().min(255)]))
         .unwrap_or_default();
     headers.insert("x-stream-offset", FieldValue::I64(offset as i64));
-    let stamped = Message {
-        exchange: m.exchange.clone(),
-        routing_key: m.routing_key.clone(),
-        properties: p.to_bytes(),
-        body: m.body.clone(),
-        ttl_ms: crate::message::MsgTtl::NONE,
-        priority: 0,
-        persistent: m.persistent,
-    };
+    let stamped = Message::from_parts(
+        m.exchange_bytes(),
+        m.routing_key_bytes(),
+        &p.to_bytes(),
+        m.body.clone(),
+        (crate::message::MsgTtl::NONE, 0, m.persistent),
+    );
     (stamped, filter)
 }
 

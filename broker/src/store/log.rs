@@ -57,7 +57,7 @@ pub struct RecordHeader {
 
 /// Bytes a record for `m` takes.
 pub fn record_len(m: &Message) -> u32 {
-    (FIXED + 1 + m.exchange.len() + 1 + m.routing_key.len() + 4 + m.properties.len() + m.body.len()) as u32
+    (FIXED + m.encoded_parts_len()) as u32
 }
 
 /// Append the record for `m` to `buf`.
@@ -71,13 +71,7 @@ pub fn encode(buf: &mut Vec<u8>, kind: u8, queue: u64, m: &Message, expires_unix
     buf.extend_from_slice(&queue.to_le_bytes());
     buf.extend_from_slice(&expires_unix_ms.to_le_bytes());
     buf.push(priority);
-    buf.push(m.exchange.len() as u8);
-    buf.extend_from_slice(m.exchange.as_bytes());
-    buf.push(m.routing_key.len() as u8);
-    buf.extend_from_slice(m.routing_key.as_bytes());
-    buf.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&m.properties);
-    buf.extend_from_slice(&m.body);
+    m.encode_parts(buf);
     let crc = crc32fast::hash(&buf[start + 8..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }

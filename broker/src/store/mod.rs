@@ -365,15 +365,13 @@ impl Store {
     pub fn open(data_dir: &Path) -> io::Result<Arc<Store>> {
         let dir = data_dir.join("msgs");
         std::fs::create_dir_all(&dir)?;
-        let placeholder = Arc::new(Message {
-            exchange: Default::default(),
-            routing_key: Default::default(),
-            properties: bytes::Bytes::from_static(warren_protocol::properties::EMPTY_PROPERTIES),
-            body: bytes::Bytes::new(),
-            ttl_ms: crate::message::MsgTtl::NONE,
-            priority: 0,
-            persistent: false,
-        });
+        let placeholder = Arc::new(Message::from_parts(
+            b"",
+            b"",
+            warren_protocol::properties::EMPTY_PROPERTIES,
+            bytes::Bytes::new(),
+            (crate::message::MsgTtl::NONE, 0, false),
+        ));
         Ok(Arc::new(Store {
             dir,
             inner: Mutex::new(Inner {

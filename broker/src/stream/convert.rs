@@ -23,22 +23,14 @@ pub fn to_amqp091(raw: &Bytes, offset: u64, stream: &warren_protocol::ShortStr) 
     };
     p.headers.get_or_insert_with(Default::default).insert("x-stream-offset", FieldValue::I64(offset as i64));
     let persistent = p.delivery_mode == Some(2);
-    Message {
-        exchange: Default::default(),
-        routing_key: stream.clone(),
-        properties: p.to_bytes(),
-        body,
-        ttl_ms: MsgTtl::NONE,
-        priority: 0,
-        persistent,
-    }
+    Message::from_parts(b"", stream.as_bytes(), &p.to_bytes(), body, (MsgTtl::NONE, 0, persistent))
 }
 
 /// The AMQP 1.0 encoding of a message published through AMQP 0-9-1 (the body is copied once).
 pub fn to_amqp10(m: &Message) -> Bytes {
-    let mut p = BasicProperties::decode(m.properties.clone()).unwrap_or_default();
+    let mut p = BasicProperties::decode(m.properties()).unwrap_or_default();
     if let Some(h) = p.headers.as_mut() {
         h.0.retain(|(k, _)| k.as_bytes() != b"x-stream-offset");
     }
-    amqp10::convert::from_amqp091_routed(&p, &m.body, m.exchange.as_bytes(), m.routing_key.as_bytes())
+    amqp10::convert::from_amqp091_routed(&p, &m.body, m.exchange_bytes(), m.routing_key_bytes())
 }

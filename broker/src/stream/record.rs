@@ -48,7 +48,7 @@ impl Payload {
     /// Body bytes (what retention and memory accounting count).
     pub fn len(&self) -> usize {
         match self {
-            Payload::Amqp091(m) => m.body.len() + m.properties.len(),
+            Payload::Amqp091(m) => m.body.len() + m.properties_bytes().len(),
             Payload::Amqp10(b) => b.len(),
         }
     }
@@ -83,9 +83,7 @@ pub fn message_len(e: &Entry) -> usize {
         + 1
         + e.filter.len()
         + match &e.payload {
-            Payload::Amqp091(m) => {
-                1 + m.exchange.len() + 1 + m.routing_key.len() + 4 + m.properties.len() + m.body.len()
-            }
+            Payload::Amqp091(m) => m.encoded_parts_len(),
             Payload::Amqp10(b) => b.len(),
         }
 }
@@ -117,13 +115,7 @@ pub fn encode_message(buf: &mut Vec<u8>, e: &Entry) {
     buf.extend_from_slice(&e.filter);
     match &e.payload {
         Payload::Amqp091(m) => {
-            buf.push(m.exchange.len() as u8);
-            buf.extend_from_slice(m.exchange.as_bytes());
-            buf.push(m.routing_key.len() as u8);
-            buf.extend_from_slice(m.routing_key.as_bytes());
-            buf.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&m.properties);
-            buf.extend_from_slice(&m.body);
+            m.encode_parts(buf);
         }
         Payload::Amqp10(b) => buf.extend_from_slice(b),
     }
@@ -222,7 +214,7 @@ mod tests {
                 assert_eq!((d.offset, d.ts, &d.filter[..]), (7, 99, &b"f"[..]));
                 let Payload::Amqp091(m) = d.payload else { panic!() };
                 assert_eq!(&m.body[..], b"body");
-                assert_eq!(m.routing_key.as_bytes(), b"k");
+                assert_eq!(m.routing_key_bytes(), b"k");
             }
             _ => panic!("not a message"),
         }

@@ -211,8 +211,8 @@ impl QueueHost for VHost {
 
     fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
         let DeadLetter { msg, deaths, reason } = dl;
-        let Message { exchange, routing_key, properties, body, .. } = msg;
-        let p = Publish { exchange, routing_key, properties, body, mandatory: false, channel: 0 };
+        let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
+        let p = Publish { exchange, routing_key, properties, body: msg.body, mandatory: false, channel: 0 };
         let mut routed = Routed::default();
         match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {

@@ -125,15 +125,13 @@ impl Timers {
         let mut held: Vec<(u64, u64, &Message)> =
             h.0.iter()
                 .filter_map(|r| match &r.0.work {
-                    Work::Deliver(m, _) if m.exchange.as_bytes() == name => Some((r.0.due, r.0.seq, m)),
+                    Work::Deliver(m, _) if m.exchange_bytes() == name => Some((r.0.due, r.0.seq, m)),
                     _ => None,
                 })
                 .collect();
         held.sort_unstable_by_key(|(due, seq, _)| (*due, *seq));
         let total = held.len();
-        let copy = |m: &Message| {
-            Message::new(m.exchange.clone(), m.routing_key.clone(), m.properties.clone(), m.body.clone()).ok()
-        };
+        let copy = |m: &Message| Message::new(m.exchange(), m.routing_key(), m.properties(), m.body.clone()).ok();
         let page = held.into_iter().skip(offset).take(count).filter_map(|(due, _, m)| Some((due, copy(m)?))).collect();
         (page, total)
     }
@@ -144,7 +142,7 @@ impl Timers {
             .lock()
             .0
             .iter()
-            .filter(|h| matches!(&h.0.work, Work::Deliver(m, _) if m.exchange.as_bytes() == name))
+            .filter(|h| matches!(&h.0.work, Work::Deliver(m, _) if m.exchange_bytes() == name))
             .count()
     }
 }
@@ -168,7 +166,7 @@ impl VHost {
         let (disk, lsn) = match (&self.store, durable && msg.persistent) {
             (Some(store), true) => {
                 let due_unix = self.clock.unix_ms().saturating_add(delay);
-                let key = crate::store::delayed_key(&self.name, msg.exchange.as_bytes());
+                let key = crate::store::delayed_key(&self.name, msg.exchange_bytes());
                 let (d, lsn) = store.append(crate::store::log::KIND_PERSISTENT, key, &msg, due_unix, 0);
                 (Some(d), lsn)
             }
@@ -225,19 +223,20 @@ impl VHost {
         self.timers.held_bytes.fetch_sub(msg.body.len() as u64, Ordering::Relaxed);
         // As the plugin: the delivered message carries `x-delay` negated, so a consumer that
         // forwards it with its headers does not delay it again.
-        let msg = match negate_delay(&msg.properties) {
-            Some(p) => Message { properties: p, ..msg },
+        let msg = match negate_delay(&msg.properties()) {
+            Some(p) => msg.with_properties(&p),
             None => msg,
         };
         let mut routed = Routed::default();
-        match self.route_with(&msg.exchange, &msg.routing_key, &msg.properties, &mut routed, false) {
+        let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
+        match self.route_with(&exchange, &routing_key, &properties, &mut routed, false) {
             Ok(replaced) => {
                 let msg = match replaced {
-                    Some(p) => Message { properties: p, ..msg },
+                    Some(p) => msg.with_properties(&p),
                     None => msg,
                 };
-                self.journal.record(&msg.properties, &self.clock, || crate::journal::Event::Released {
-                    exchange: msg.exchange.to_str_lossy().into_owned(),
+                self.journal.record(msg.properties_bytes(), &self.clock, || crate::journal::Event::Released {
+                    exchange: exchange.to_str_lossy().into_owned(),
                     queues: routed.queues.iter().map(|q| crate::journal::owned(&q.name)).collect(),
                 });
                 VHost::enqueue(&mut routed.queues, &Arc::new(msg), |_| false);
