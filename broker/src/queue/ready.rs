@@ -29,11 +29,13 @@ use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_KEEP_UNDER_A
 use std::sync::Arc;
 
 /// Memory a ready message takes besides its body, as the memory alarm counts it: its queue entry
-/// (40 bytes), its `Arc<Message>` (160) and the frame bytes around the body that stay alive with it
-/// in the read buffer (about 60 for a short routing key). Measured: 290 bytes of RSS per queued
-/// 16-byte message. Without it, a queue of small messages held 18 times what the alarm counted.
-/// An unacked message counts it too (`ConnInfo::held_bytes`): its entry is larger, it holds the
-/// same `Arc<Message>` and read buffer.
+/// (40 bytes), its `Arc<Message>` (96) and its head in the arena (exchange, routing key and
+/// properties, about 30 for a short routing key), with allocator slack. Measured: 190 bytes of RSS
+/// per queued 16-byte message (290 when this was set, with a 160-byte `Arc<Message>` and the
+/// read buffer's frame bytes kept alive): the count is now about 80 bytes high, on the safe side
+/// (publishers are blocked a little early). Without it, a queue of small messages held 18 times
+/// what the alarm counted. An unacked message counts it too (`ConnInfo::held_bytes`): its entry is
+/// larger, it holds the same `Arc<Message>`.
 pub const QUEUED_MESSAGE_OVERHEAD: usize = 256;
 
 /// How hard paging presses, as the resource monitor sees memory at each tick.
