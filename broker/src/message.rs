@@ -1,41 +1,58 @@
 //! A published message as the broker holds it: routing info, raw properties and body.
 //!
 //! # Invariants
-//! - One `Arc<Message>` per publish, shared by every queue the message was routed to; the body is
-//!   the `Bytes` slice of the publisher's read buffer (or one concatenation of several body frames)
-//!   and is never copied again until it is written to a consumer's socket buffer. The exception
-//!   is a small message (all its parts at most [`COMPACT_MAX`] bytes): its body is copied once,
-//!   at build, into the building thread's arena, after the message's head (see [`compact`]).
-//! - The head (exchange, routing key, properties) is always one buffer of its own, copied at
-//!   build: `exchange_len` and `routing_key_len` say where its parts end.
+//! - One [`Message`] (a thin shared pointer) per publish, shared by every queue the message was
+//!   routed to; cloning it is one reference count increment.
+//! - A message is one allocation: the reference count, its [`Meta`], then its bytes: exchange,
+//!   routing key and properties one after the other (copied at build), and the body after them
+//!   when all of it is at most [`INLINE_MAX`] bytes. A larger body is not copied: it stays the
+//!   `Bytes` slice of the publisher's read buffer (or one concatenation of several body frames)
+//!   until it is written to a consumer's socket buffer.
 //! - `properties` are the publisher's property bytes (flags included), written back unchanged.
 use bytes::Bytes;
+use triomphe::ThinArc;
 use warren_protocol::ShortStr;
 
-#[derive(Debug)]
-pub struct Message {
-    /// Exchange name, routing key and raw content-header properties (flags + values), one after
-    /// the other in one buffer (read with [`Message::exchange`], [`Message::routing_key`],
-    /// [`Message::properties`]): one `Bytes` where three took 96 bytes.
-    head: Bytes,
-    /// Whole body.
-    pub body: Bytes,
+/// A message: one shared allocation holding its [`Meta`] and its bytes (see the module docs).
+/// 8 bytes, cloned by a reference count increment.
+#[derive(Clone)]
+pub struct Message(ThinArc<Meta, u8>);
+
+/// What a message holds besides its bytes (exchange | routing key | properties | small body).
+struct Meta {
     /// Per-message TTL from the `expiration` property, ms (parsed once at publish).
-    pub ttl_ms: MsgTtl,
-    /// Length of the exchange name at the start of `head` (empty for the default exchange).
+    ttl_ms: MsgTtl,
+    /// A body longer than [`INLINE_MAX`] allows inline: shared, not copied. Boxed so that small
+    /// messages, whose body is in the bytes, pay 8 bytes for it here and not 32.
+    large_body: Option<Box<Bytes>>,
+    /// Length of the properties, after the exchange name and the routing key.
+    properties_len: u32,
+    /// Length of the exchange name at the start of the bytes (empty for the default exchange).
     exchange_len: u8,
-    /// Length of the routing key after it; the properties are the rest of `head`.
+    /// Length of the routing key after it.
     routing_key_len: u8,
     /// `priority` property (0 when absent), for priority queues.
-    pub priority: u8,
+    priority: u8,
     /// `delivery_mode = 2`: written to disk when it goes to a durable queue.
-    pub persistent: bool,
+    persistent: bool,
 }
 
-/// A per-message TTL in ms, or none. 8 bytes where `Option<u64>` takes 16: every queued message
-/// holds one `Message`, and 8 bytes less keeps `Arc<Message>` at 96 bytes instead of 104 (it
-/// first kept it in mimalloc's 160-byte size class instead of the 192-byte one; publish-only
-/// throughput is bound by touching fresh memory).
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("exchange", &String::from_utf8_lossy(self.exchange_bytes()))
+            .field("routing_key", &String::from_utf8_lossy(self.routing_key_bytes()))
+            .field("properties_len", &self.meta().properties_len)
+            .field("body_len", &self.body().len())
+            .field("ttl_ms", &self.meta().ttl_ms)
+            .field("priority", &self.meta().priority)
+            .field("persistent", &self.meta().persistent)
+            .finish()
+    }
+}
+
+/// A per-message TTL in ms, or none. 8 bytes where `Option<u64>` takes 16 (every message holds
+/// one in its [`Meta`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsgTtl(u64);
 
@@ -90,14 +107,15 @@ impl Message {
         self.with_properties(&p.to_bytes())
     }
 
-    /// A copy with other raw `properties` (TTL, priority and persistence kept; the body is shared).
+    /// A copy with other raw `properties` (TTL, priority and persistence kept; a large body is
+    /// shared, a small one copied with the rest).
     pub fn with_properties(&self, properties: &[u8]) -> Message {
-        Message::from_parts(
-            self.exchange_bytes(),
-            self.routing_key_bytes(),
-            properties,
-            self.body.clone(),
-            (self.ttl_ms, self.priority, self.persistent),
+        let m = self.meta();
+        Message::build(
+            [self.exchange_bytes(), self.routing_key_bytes(), properties],
+            self.body(),
+            m.large_body.as_deref(),
+            (m.ttl_ms, m.priority, m.persistent),
         )
     }
 
@@ -132,132 +150,179 @@ impl Message {
 
     /// A message from its parts as they are, nothing checked: `(ttl_ms, priority, persistent)`
     /// are taken as given. Exchange and routing key longer than 255 bytes are cut (they come from
-    /// short strings). The head is copied (see [`compact`]); the body too when it is small.
+    /// short strings). The head is copied; the body too when the whole is at most [`INLINE_MAX`].
     pub fn from_parts(
         exchange: &[u8],
         routing_key: &[u8],
         properties: &[u8],
         body: Bytes,
+        flags: (MsgTtl, u8, bool),
+    ) -> Message {
+        let inline = exchange.len() + routing_key.len() + properties.len() + body.len() <= INLINE_MAX;
+        if inline {
+            Message::build([exchange, routing_key, properties], &body, None, flags)
+        } else {
+            Message::build([exchange, routing_key, properties], &[], Some(&body), flags)
+        }
+    }
+
+    /// The one allocation: `head` parts then `body` (empty when `large` is given) copied after
+    /// the [`Meta`]. Goes through a stack buffer: the allocation takes one slice to copy.
+    fn build(
+        head: [&[u8]; 3],
+        body: &[u8],
+        large: Option<&Bytes>,
         (ttl_ms, priority, persistent): (MsgTtl, u8, bool),
     ) -> Message {
+        let [exchange, routing_key, properties] = head;
         let exchange = &exchange[..exchange.len().min(u8::MAX as usize)];
         let routing_key = &routing_key[..routing_key.len().min(u8::MAX as usize)];
-        let (head, body) = compact([exchange, routing_key, properties], body);
-        Message {
-            head,
-            body,
+        let parts = [exchange, routing_key, properties, body];
+        let meta = Meta {
             ttl_ms,
+            large_body: large.map(|b| Box::new(b.clone())),
+            properties_len: properties.len() as u32,
             exchange_len: exchange.len() as u8,
             routing_key_len: routing_key.len() as u8,
             priority,
             persistent,
+        };
+        let total = exchange.len() + routing_key.len() + properties.len() + body.len();
+        if total <= INLINE_MAX {
+            let mut buf = [0u8; INLINE_MAX];
+            let mut at = 0;
+            for p in parts {
+                let end = at + p.len();
+                buf[at..end].copy_from_slice(p);
+                at = end;
+            }
+            Message(ThinArc::from_header_and_slice(meta, &buf[..total]))
+        } else {
+            Message(ThinArc::from_header_and_slice(meta, &parts.concat()))
+        }
+    }
+
+    /// The allocation's contents: `.header.header` is the [`Meta`], `.slice` the bytes. Each
+    /// accessor dereferences once (a thin pointer's dereference reads the length first).
+    #[inline]
+    fn inner(&self) -> &triomphe::HeaderSlice<triomphe::HeaderWithLength<Meta>, [u8]> {
+        &self.0
+    }
+    #[inline]
+    fn meta(&self) -> &Meta {
+        &self.inner().header.header
+    }
+
+    /// Per-message TTL from the `expiration` property.
+    #[inline]
+    pub fn ttl_ms(&self) -> MsgTtl {
+        self.meta().ttl_ms
+    }
+    /// `priority` property (0 when absent).
+    #[inline]
+    pub fn priority(&self) -> u8 {
+        self.meta().priority
+    }
+    /// `delivery_mode = 2`.
+    #[inline]
+    pub fn persistent(&self) -> bool {
+        self.meta().persistent
+    }
+    /// The whole body.
+    #[inline]
+    pub fn body(&self) -> &[u8] {
+        let i = self.inner();
+        let m = &i.header.header;
+        match &m.large_body {
+            Some(b) => b,
+            None => {
+                let head = m.exchange_len as usize + m.routing_key_len as usize + m.properties_len as usize;
+                &i.slice[head..]
+            }
+        }
+    }
+    /// A large body, shared with the message (none for a small one: its body is in
+    /// [`Message::body`] only): what is written to sockets without a copy.
+    #[inline]
+    pub fn large_body(&self) -> Option<&Bytes> {
+        self.meta().large_body.as_deref()
+    }
+    /// The body as `Bytes`: shared when large, a copy when small (cold paths only).
+    pub fn body_owned(&self) -> Bytes {
+        match self.large_body() {
+            Some(b) => b.clone(),
+            None => Bytes::copy_from_slice(self.body()),
         }
     }
 
     /// Exchange the message was published to (empty for the default exchange).
     #[inline]
     pub fn exchange_bytes(&self) -> &[u8] {
-        &self.head[..self.exchange_len as usize]
+        let i = self.inner();
+        &i.slice[..i.header.header.exchange_len as usize]
     }
     /// Routing key given at publish.
     #[inline]
     pub fn routing_key_bytes(&self) -> &[u8] {
-        let from = self.exchange_len as usize;
-        &self.head[from..from + self.routing_key_len as usize]
+        let i = self.inner();
+        let from = i.header.header.exchange_len as usize;
+        &i.slice[from..from + i.header.header.routing_key_len as usize]
     }
     /// Raw content-header property bytes (flags + values), as the publisher sent them.
     #[inline]
     pub fn properties_bytes(&self) -> &[u8] {
-        &self.head[self.exchange_len as usize + self.routing_key_len as usize..]
+        let i = self.inner();
+        let m = &i.header.header;
+        let from = m.exchange_len as usize + m.routing_key_len as usize;
+        &i.slice[from..from + m.properties_len as usize]
     }
-    /// [`Message::exchange_bytes`] as a short string (shares the buffer).
+    /// [`Message::exchange_bytes`] as a short string (a copy).
     pub fn exchange(&self) -> ShortStr {
-        ShortStr::from_bytes(self.head.slice(..self.exchange_len as usize)).unwrap_or_default()
+        ShortStr::from_bytes(Bytes::copy_from_slice(self.exchange_bytes())).unwrap_or_default()
     }
-    /// [`Message::routing_key_bytes`] as a short string (shares the buffer).
+    /// [`Message::routing_key_bytes`] as a short string (a copy).
     pub fn routing_key(&self) -> ShortStr {
-        let from = self.exchange_len as usize;
-        ShortStr::from_bytes(self.head.slice(from..from + self.routing_key_len as usize)).unwrap_or_default()
+        ShortStr::from_bytes(Bytes::copy_from_slice(self.routing_key_bytes())).unwrap_or_default()
+    }
+    /// [`Message::properties_bytes`] as `Bytes` (a copy).
+    pub fn properties(&self) -> Bytes {
+        Bytes::copy_from_slice(self.properties_bytes())
     }
     /// Bytes [`Message::encode_parts`] writes.
     pub fn encoded_parts_len(&self) -> usize {
-        1 + self.exchange_len as usize
+        1 + self.exchange_bytes().len()
             + 1
-            + self.routing_key_len as usize
+            + self.routing_key_bytes().len()
             + 4
             + self.properties_bytes().len()
-            + self.body.len()
+            + self.body().len()
     }
     /// Append exchange and routing key (each after its length byte), the properties (after their
     /// length, u32 little-endian) and the body: how the message store and streams record it.
     pub fn encode_parts(&self, buf: &mut Vec<u8>) {
-        buf.push(self.exchange_len);
+        let m = self.meta();
+        buf.push(m.exchange_len);
         buf.extend_from_slice(self.exchange_bytes());
-        buf.push(self.routing_key_len);
+        buf.push(m.routing_key_len);
         buf.extend_from_slice(self.routing_key_bytes());
-        buf.extend_from_slice(&(self.properties_bytes().len() as u32).to_le_bytes());
+        buf.extend_from_slice(&m.properties_len.to_le_bytes());
         buf.extend_from_slice(self.properties_bytes());
-        buf.extend_from_slice(&self.body);
-    }
-    /// [`Message::properties_bytes`] as `Bytes` (shares the buffer).
-    pub fn properties(&self) -> Bytes {
-        self.head.slice(self.exchange_len as usize + self.routing_key_len as usize..)
+        buf.extend_from_slice(self.body());
     }
 }
 
-/// A body this short, with its message's head, is copied next to the head (see [`compact`]).
-/// Measured: a queue of 1 M 16-byte messages took 313 bytes of RSS per message, 274 with the
-/// copy (190 with the one-buffer head as well), and the throughput figures did not move (the
-/// copy is one short `memcpy` per part).
-const COMPACT_MAX: usize = 256;
-/// The arena grows in chunks of this size (one allocation per ~1,600 small messages).
-const ARENA_CHUNK: usize = 64 * 1024;
-/// A head longer than this (large header tables) gets its own allocation, not arena space.
-const ARENA_HEAD_MAX: usize = 4 * 1024;
-
-thread_local! {
-    /// Where this thread copies messages' heads (and small bodies): chunks of [`ARENA_CHUNK`],
-    /// each freed once no message in it is left.
-    static ARENA: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
-}
-
-/// Copies a message's head (exchange, routing key, properties) next to each other into this
-/// thread's arena, and its body after them when all of it is at most [`COMPACT_MAX`]: a queued
-/// message then does not keep the publisher's read buffer alive (its frames' headers and padding,
-/// about 80 bytes for a 16-byte body, and the buffer cannot be reused for the next reads). A
-/// larger body keeps its slice: for it the frame overhead is small and a copy costs.
-fn compact(head: [&[u8]; 3], body: Bytes) -> (Bytes, Bytes) {
-    let head_len: usize = head.iter().map(|p| p.len()).sum();
-    let small = head_len + body.len() <= COMPACT_MAX;
-    if head_len > ARENA_HEAD_MAX {
-        return (Bytes::from(head.concat()), body);
-    }
-    let total = head_len + if small { body.len() } else { 0 };
-    // Where the arena cannot be had (a thread being torn down), the head gets its own buffer.
-    let copied = ARENA.try_with(|cell| {
-        let mut a = cell.try_borrow_mut().ok()?;
-        if a.capacity() - a.len() < total {
-            *a = bytes::BytesMut::with_capacity(ARENA_CHUNK.max(total));
-        }
-        head.iter().for_each(|p| a.extend_from_slice(p));
-        let h = a.split().freeze();
-        if small && !body.is_empty() {
-            a.extend_from_slice(&body);
-            return Some((h, Some(a.split().freeze())));
-        }
-        Some((h, None))
-    });
-    match copied {
-        Ok(Some((h, copy))) => (h, copy.unwrap_or(body)),
-        _ => (Bytes::from(head.concat()), body),
-    }
-}
+/// A message this short in all (exchange, routing key, properties and body) is one allocation
+/// with its body copied in; a longer one keeps its body where it was read. Measured on a queue
+/// of 1 M 16-byte messages (RSS per message): 313 bytes with the parts slicing the read buffer,
+/// 274 with a copy into a per-thread arena, 190 with the head in one arena buffer, 140 with this
+/// single allocation (BENCHMARKS.md); throughput did not drop (the copy is one short `memcpy`).
+const INLINE_MAX: usize = 256;
 
 /// A message in a queue (ready or delivered-unacked).
 #[derive(Debug)]
 pub struct QueuedMsg {
     /// The shared message.
-    pub msg: std::sync::Arc<Message>,
+    pub msg: Message,
     /// Position in the queue, assigned at enqueue, increasing; requeued messages keep theirs so they
     /// go back to their original place.
     pub seq: u64,
@@ -284,7 +349,7 @@ impl QueuedMsg {
     pub fn body_len(&self) -> usize {
         match &self.disk {
             Some(d) if d.paged => d.body_len as usize,
-            _ => self.msg.body.len(),
+            _ => self.msg.body().len(),
         }
     }
     /// Whether the body is on disk only (`msg` is a placeholder until it is read back).
@@ -294,10 +359,11 @@ impl QueuedMsg {
     }
 }
 
-// The sizes the publish path's memory figures rest on (a queued message is one `Arc<Message>`
-// allocation plus one entry in its queue's chunk): checked at compile time so a new field that
-// pushes either into a larger allocation class is a deliberate choice.
-const _: () = assert!(std::mem::size_of::<Message>() <= 80);
+// The sizes the publish path's memory figures rest on (a queued message is one allocation of
+// its `Meta`, reference count, length and bytes, plus one entry in its queue's chunk): checked at
+// compile time so a new field that grows either is a deliberate choice.
+const _: () = assert!(std::mem::size_of::<Message>() == 8);
+const _: () = assert!(std::mem::size_of::<Meta>() <= 24);
 const _: () = assert!(std::mem::size_of::<QueuedMsg>() <= 40);
 
 #[cfg(test)]
@@ -322,36 +388,42 @@ mod tests {
         let (ex, key, props, body) = parts(&buf, 10..26);
         let m = Message::new(ex.clone(), key.clone(), props.clone(), body.clone()).expect("message");
         assert_eq!(
-            (m.exchange(), m.routing_key(), m.properties(), &m.body),
-            (ex.clone(), key.clone(), props.clone(), &body)
+            (m.exchange(), m.routing_key(), m.properties(), m.body()),
+            (ex.clone(), key.clone(), props.clone(), &body[..])
         );
-        for part in [m.exchange_bytes(), m.routing_key_bytes(), m.properties_bytes(), &m.body] {
+        assert!(m.large_body().is_none(), "a small body is kept apart");
+        for part in [m.exchange_bytes(), m.routing_key_bytes(), m.properties_bytes(), m.body()] {
             assert!(!inside(part, &buf), "a small message's part still points into the read buffer");
         }
-        let (ex, key, props, body) = parts(&buf, 10..10 + COMPACT_MAX);
+        let (ex, key, props, body) = parts(&buf, 10..10 + INLINE_MAX);
         let m = Message::new(ex.clone(), key.clone(), props.clone(), body.clone()).expect("message");
-        assert_eq!((m.exchange(), m.routing_key(), m.properties(), &m.body), (ex, key, props, &body));
+        assert_eq!((m.exchange(), m.routing_key(), m.properties(), m.body()), (ex, key, props, &body[..]));
         assert!(!inside(m.properties_bytes(), &buf), "the head still points into the read buffer");
-        assert!(inside(&m.body, &buf), "a large body was copied");
+        assert!(inside(m.body(), &buf), "a large body was copied");
+        assert_eq!(m.large_body(), Some(&body));
     }
 
     #[test]
     fn the_head_keeps_its_parts_apart() {
         let m = Message::new("".into(), "k".into(), Bytes::from_static(&[0, 0]), Bytes::new()).expect("message");
         assert_eq!(
-            (m.exchange_bytes(), m.routing_key_bytes(), m.properties_bytes()),
-            (&b""[..], &b"k"[..], &[0u8, 0][..])
+            (m.exchange_bytes(), m.routing_key_bytes(), m.properties_bytes(), m.body()),
+            (&b""[..], &b"k"[..], &[0u8, 0][..], &b""[..])
         );
-        let big = Bytes::from(vec![7u8; 2 * ARENA_HEAD_MAX]);
+        let big = Bytes::from(vec![7u8; 4 * INLINE_MAX]);
         let m = Message::new("x".into(), "".into(), big.clone(), Bytes::from_static(b"b")).expect("message");
         assert_eq!(
-            (m.exchange_bytes(), m.routing_key_bytes(), m.properties(), &m.body[..]),
+            (m.exchange_bytes(), m.routing_key_bytes(), m.properties(), m.body()),
             (&b"x"[..], &b""[..], big, &b"b"[..])
         );
         let copy = m.with_properties(&[0, 0]);
         assert_eq!(
-            (copy.exchange_bytes(), copy.properties_bytes(), &copy.body[..]),
+            (copy.exchange_bytes(), copy.properties_bytes(), copy.body()),
             (&b"x"[..], &[0u8, 0][..], &b"b"[..])
         );
+        let mut rec = Vec::new();
+        copy.encode_parts(&mut rec);
+        assert_eq!(rec, [&[1u8, b'x', 0, 2, 0, 0, 0, 0, 0][..], b"b"].concat());
+        assert_eq!(rec.len(), copy.encoded_parts_len());
     }
 }

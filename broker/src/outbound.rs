@@ -13,6 +13,7 @@
 //! - Queues that skipped a consumer because this buffer was over [`HIGH_WATER`] are remembered in
 //!   `waiting` and re-driven by the writer once the buffer falls under [`LOW_WATER`]. A queue never
 //!   waits for a connection.
+use crate::message::Message;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -109,36 +110,39 @@ impl Outbound {
         }
     }
 
-    /// Append a whole message delivery: method frame (by `method`), content header and body frames.
+    /// Append a whole message delivery: method frame (by `method`), content header and body frames
+    /// (a large body as shared slices, written without a copy; a smaller one copied).
     #[inline]
-    pub fn write_content(&self, channel: u16, method: impl FnOnce(&mut BytesMut), properties: &[u8], body: &Bytes) {
+    pub fn write_content(&self, channel: u16, method: impl FnOnce(&mut BytesMut), msg: &Message) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
         let frame_max = self.frame_max.load(Ordering::Relaxed);
+        let body = msg.body();
         let mut p = self.pending.lock();
         let before_cur = p.cur.len();
         let mut moved = 0;
         method(&mut p.cur);
-        fast::header(&mut p.cur, channel, body.len() as u64, properties);
-        if body.len() < LARGE_BODY {
-            fast::body(&mut p.cur, channel, body, frame_max);
-        } else {
-            let chunk = fast::max_body_chunk(frame_max);
-            let mut off = 0;
-            while off < body.len() {
-                let end = (off + chunk).min(body.len());
-                let at = frame::begin(&mut p.cur, frame::FrameType::Body, channel);
-                let size = (end - off) as u32;
-                p.cur[at + 3..at + 7].copy_from_slice(&size.to_be_bytes());
-                let head = p.cur.split().freeze();
-                moved += head.len();
-                p.chunks.push(head);
-                p.chunks.push(body.slice(off..end));
-                moved += end - off;
-                p.cur.put_u8(FRAME_END);
-                off = end;
+        fast::header(&mut p.cur, channel, body.len() as u64, msg.properties_bytes());
+        match msg.large_body() {
+            Some(shared) if body.len() >= LARGE_BODY => {
+                let chunk = fast::max_body_chunk(frame_max);
+                let mut off = 0;
+                while off < body.len() {
+                    let end = (off + chunk).min(body.len());
+                    let at = frame::begin(&mut p.cur, frame::FrameType::Body, channel);
+                    let size = (end - off) as u32;
+                    p.cur[at + 3..at + 7].copy_from_slice(&size.to_be_bytes());
+                    let head = p.cur.split().freeze();
+                    moved += head.len();
+                    p.chunks.push(head);
+                    p.chunks.push(shared.slice(off..end));
+                    moved += end - off;
+                    p.cur.put_u8(FRAME_END);
+                    off = end;
+                }
             }
+            _ => fast::body(&mut p.cur, channel, body, frame_max),
         }
         let added = p.cur.len() + moved - before_cur;
         self.added(p, added);

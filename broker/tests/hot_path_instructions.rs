@@ -25,7 +25,9 @@ const N: u64 = 5_000;
 /// four runs, a spread of 2.7 % (hash seeds; which frame finds the consumer's writer already
 /// woken); 33,400-33,700 over three runs once basic.publish skipped the `Method` enum. The limit
 /// is 1.2 times the highest: it cannot be reached by the spread, and fails on a fifth more work
-/// per message.
+/// per message. Later: 37,860 with small messages copied at build, 38,588 with each message one
+/// `ThinArc` allocation (the debug build does not inline its dereference); release builds got
+/// no slower (BENCHMARKS.md).
 const MAX_INSTRUCTIONS_PER_MESSAGE: u64 = 40_500;
 
 /// Marks the end of the warm-up: callgrind zeroes its counters when this is entered.

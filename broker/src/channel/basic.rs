@@ -157,8 +157,7 @@ impl Channel {
         self.shared.out.write_content(
             id,
             |b| fast::basic_return(b, id, NO_ROUTE, b"NO_ROUTE", msg.exchange_bytes(), msg.routing_key_bytes()),
-            msg.properties_bytes(),
-            &msg.body,
+            msg,
         );
     }
 
@@ -186,7 +185,7 @@ impl Channel {
     pub(super) fn enqueue(
         &mut self,
         queues: &mut Vec<Arc<crate::queue::Queue>>,
-        msg: Arc<Message>,
+        msg: Message,
         mandatory: bool,
     ) -> Outcome {
         let outcome = VHost::enqueue(queues, &msg, |_| false);

@@ -26,7 +26,7 @@ pub enum TxOp {
         /// Queues it was routed to.
         queues: Vec<Arc<Queue>>,
         /// The message.
-        msg: Arc<Message>,
+        msg: Message,
         /// basic.return at commit if no queue takes it.
         mandatory: bool,
     },

@@ -947,7 +947,7 @@ async fn queue_get(State(m): St, Extension(u): U, Path((vhost, name)): Path<(Str
 /// A message as RabbitMQ's `/get` shows it: payload (text with `encoding` `auto` when it is
 /// UTF-8, else base64; cut to `truncate` bytes), its size, exchange, routing key, properties.
 pub(super) fn message_json(msg: &crate::message::Message, encoding: &str, truncate: Option<u64>) -> Map<String, Value> {
-    let body = &msg.body[..];
+    let body = msg.body();
     let shown = match truncate {
         Some(t) if (t as usize) < body.len() => &body[..t as usize],
         _ => body,
@@ -1301,7 +1301,7 @@ async fn aliveness(State(m): St, Extension(u): U, Path(vhost): Path<String>) -> 
     let decl = v.declare_queue(&Actor::BROKER, &d).map_err(amqp_error)?;
     let msg = crate::message::Message::new(ShortStr::empty(), name, Bytes::new(), Bytes::from_static(b"test_message"))
         .map_err(ApiError::bad_request)?;
-    decl.queue.publish(Arc::new(msg));
+    decl.queue.publish(msg);
     match decl.queue.get(true).ok().flatten() {
         Some(_) => ok_json(json!({"status": "ok"})),
         None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "failed", "aliveness test failed".into())),

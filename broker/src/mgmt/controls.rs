@@ -183,7 +183,7 @@ fn peeked_json(p: &crate::queue::Peeked, position: usize, encoding: &str) -> Val
     o.insert("position".into(), json!(position));
     o.insert("redelivered".into(), json!(p.redelivered));
     o.insert("delivery_count".into(), json!(p.deliveries));
-    if let Ok(v) = serde_json::from_slice::<Value>(&p.msg.body) {
+    if let Ok(v) = serde_json::from_slice::<Value>(p.msg.body()) {
         if v.is_object() || v.is_array() {
             o.insert("payload_json".into(), v);
         }
@@ -293,7 +293,7 @@ pub async fn search(
             };
             let ok = mid.is_none_or(|w| text(&props.message_id, w))
                 && cid.is_none_or(|w| text(&props.correlation_id, w))
-                && body.is_none_or(|w| p.msg.body.windows(w.len().max(1)).any(|x| x == w.as_bytes()))
+                && body.is_none_or(|w| p.msg.body().windows(w.len().max(1)).any(|x| x == w.as_bytes()))
                 && header.is_none_or(|(k, want)| {
                     props.headers.as_ref().and_then(|h| h.get(k)).is_some_and(|x| match x.as_bytes() {
                         Some(b) => b == want.as_bytes(),

@@ -175,7 +175,7 @@ impl ChannelShared {
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
-            st.unacked_bytes += m.msg.body.len() as u64;
+            st.unacked_bytes += m.msg.body().len() as u64;
             let delivered_ms = if c.timeout_ms.is_some() { queue.clock.now_ms() } else { 0 };
             st.unacked.push_back(Some(Unacked {
                 msg: m,
@@ -197,8 +197,7 @@ impl ChannelShared {
                     msg.routing_key_bytes(),
                 )
             },
-            msg.properties_bytes(),
-            &msg.body,
+            &msg,
         );
         drop(st);
         self.trace_delivery(&msg, queue, redelivered);
@@ -211,12 +210,13 @@ impl ChannelShared {
     fn trace_delivery(&self, msg: &crate::message::Message, queue: &Queue, redelivered: bool) {
         if self.origin.tracer.on() && Traced::traceable(&msg.exchange()) {
             let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
+            let body = msg.body_owned();
             let m = Traced {
                 exchange: &exchange,
                 routing_key: &routing_key,
                 properties: &properties,
                 sent_properties: &properties,
-                body: &msg.body,
+                body: &body,
             };
             self.origin.delivered(&m, &queue.name, redelivered, self.id);
         }
@@ -248,14 +248,13 @@ impl ChannelShared {
         } else {
             st.counted.got += 1;
             st.unacked_count += 1;
-            st.unacked_bytes += m.msg.body.len() as u64;
+            st.unacked_bytes += m.msg.body().len() as u64;
             st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: None, delivered_ms: 0 }));
         }
         self.out.write_content(
             self.id,
             |b| fast::get_ok(b, self.id, tag, redelivered, msg.exchange_bytes(), msg.routing_key_bytes(), remaining),
-            msg.properties_bytes(),
-            &msg.body,
+            &msg,
         );
         drop(st);
         self.trace_delivery(&msg, queue, redelivered);
@@ -313,8 +312,7 @@ impl ChannelShared {
                     msg.routing_key_bytes(),
                 )
             },
-            msg.properties_bytes(),
-            &msg.body,
+            msg,
         );
         true
     }
@@ -393,7 +391,7 @@ impl Deliveries {
     /// Give back the credit an unacked entry held.
     fn release(&mut self, u: &Unacked) {
         self.unacked_count -= 1;
-        self.unacked_bytes -= u.msg.msg.body.len() as u64;
+        self.unacked_bytes -= u.msg.msg.body().len() as u64;
         if let Some(c) = &u.consumer {
             c.in_flight.fetch_sub(1, Ordering::Relaxed);
             self.global_in_flight -= 1;

@@ -105,8 +105,8 @@ pub fn dead_letter(
         dlx.as_bytes(),
         routing_key,
         &props.to_bytes(),
-        msg.body.clone(),
-        (crate::message::MsgTtl::NONE, msg.priority, msg.persistent),
+        msg.body_owned(),
+        (crate::message::MsgTtl::NONE, msg.priority(), msg.persistent()),
     );
     (out, deaths)
 }

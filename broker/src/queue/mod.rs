@@ -283,7 +283,7 @@ pub struct Queue {
 }
 
 fn m_has_ttl(m: &Message) -> bool {
-    m.ttl_ms.get().is_some()
+    m.ttl_ms().get().is_some()
 }
 
 /// Dead letters collected under the lock, republished after it.
@@ -292,7 +292,7 @@ type DeadLetters = Vec<(QueuedMsg, Reason)>;
 /// A ready message as `Queue::peek` shows it.
 pub struct Peeked {
     /// The message (its body read back if it was paged out).
-    pub msg: Arc<Message>,
+    pub msg: Message,
     /// It was delivered before and requeued.
     pub redelivered: bool,
     /// Times delivered so far.
@@ -426,14 +426,14 @@ impl Queue {
 
     /// Enqueue a published message and deliver what can be delivered.
     #[inline]
-    pub fn publish(&self, msg: Arc<Message>) -> Enqueued {
+    pub fn publish(&self, msg: Message) -> Enqueued {
         self.publish_durably(msg, &mut 0)
     }
 
     /// As [`Queue::publish`]; when the message is written to the store, `lsn` is raised to its
     /// record's LSN (a publisher confirm waits for that LSN to be fsynced).
     #[inline]
-    pub fn publish_durably(&self, msg: Arc<Message>, lsn: &mut u64) -> Enqueued {
+    pub fn publish_durably(&self, msg: Message, lsn: &mut u64) -> Enqueued {
         let mut dead = DeadLetters::new();
         let mut arm = None;
         let r = self.publish_locked(msg, &mut dead, lsn, &mut arm);
@@ -473,13 +473,7 @@ impl Queue {
         }
     }
 
-    fn publish_locked(
-        &self,
-        msg: Arc<Message>,
-        dead: &mut DeadLetters,
-        lsn: &mut u64,
-        arm: &mut Option<u64>,
-    ) -> Enqueued {
+    fn publish_locked(&self, msg: Message, dead: &mut DeadLetters, lsn: &mut u64, arm: &mut Option<u64>) -> Enqueued {
         let mut st = self.state.lock();
         if st.deleted {
             return Enqueued::Gone;
@@ -492,10 +486,10 @@ impl Queue {
             let s = &st.applied.settings;
             (s.message_ttl, s.overflow, s.has_limits())
         };
-        let priority = self.max_priority.map(|max| msg.priority.min(max)).unwrap_or(0);
+        let priority = self.max_priority.map(|max| msg.priority().min(max)).unwrap_or(0);
         // Read the clock only when something in this queue can expire.
-        let now = if queue_ttl.is_some() || msg.ttl_ms.get().is_some() { self.clock.now_ms() } else { 0 };
-        let ttl = match (queue_ttl, msg.ttl_ms.get()) {
+        let now = if queue_ttl.is_some() || msg.ttl_ms().get().is_some() { self.clock.now_ms() } else { 0 };
+        let ttl = match (queue_ttl, msg.ttl_ms().get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -505,7 +499,7 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let persistent = msg.persistent;
+        let persistent = msg.persistent();
         let mut m =
             QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
         if overflow != Overflow::DropHead && self.full_for(&st, &m) {
@@ -518,7 +512,7 @@ impl Queue {
             }
             return Enqueued::Rejected;
         }
-        if self.persist && m.msg.persistent {
+        if self.persist && m.msg.persistent() {
             if let Some(store) = &self.store {
                 let expires_unix = ttl.map(|t| self.clock.unix_ms() + t).unwrap_or(0);
                 let (d, l) = store.append(KIND_PERSISTENT, self.key, &m.msg, expires_unix, priority);
@@ -565,7 +559,7 @@ impl Queue {
     fn full_for(&self, st: &QueueState, m: &QueuedMsg) -> bool {
         let s = &st.applied.settings;
         s.max_length.is_some_and(|max| st.ready.len() as u64 >= max)
-            || s.max_length_bytes.is_some_and(|max| (st.ready.bytes() + m.msg.body.len()) as u64 > max)
+            || s.max_length_bytes.is_some_and(|max| (st.ready.bytes() + m.msg.body().len()) as u64 > max)
     }
 
     /// drop-head: remove the oldest messages while over a length limit.
@@ -660,7 +654,7 @@ impl Queue {
     fn mark_redelivery(&self, m: &mut QueuedMsg, for_get: bool) {
         if self.kind == settings::QueueType::Quorum && (for_get || m.deliveries > 0) {
             let n = warren_protocol::FieldValue::I64(m.deliveries as i64);
-            m.msg = Arc::new(m.msg.with_header("x-delivery-count", n));
+            m.msg = m.msg.with_header("x-delivery-count", n);
         }
     }
 
@@ -836,7 +830,7 @@ impl Queue {
             .map(|(msg, paged, redelivered, deliveries)| {
                 let msg = match (paged, &self.store) {
                     (Some(r), Some(store)) => match store.page_in(&[r]).pop() {
-                        Some(Ok(m)) => Arc::new(m),
+                        Some(Ok(m)) => m,
                         _ => msg,
                     },
                     _ => msg,

@@ -29,13 +29,14 @@ use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_KEEP_UNDER_A
 use std::sync::Arc;
 
 /// Memory a ready message takes besides its body, as the memory alarm counts it: its queue entry
-/// (40 bytes), its `Arc<Message>` (96) and its head in the arena (exchange, routing key and
-/// properties, about 30 for a short routing key), with allocator slack. Measured: 190 bytes of RSS
-/// per queued 16-byte message (290 when this was set, with a 160-byte `Arc<Message>` and the
-/// read buffer's frame bytes kept alive): the count is now about 80 bytes high, on the safe side
-/// (publishers are blocked a little early). Without it, a queue of small messages held 18 times
-/// what the alarm counted. An unacked message counts it too (`ConnInfo::held_bytes`): its entry is
-/// larger, it holds the same `Arc<Message>`.
+/// (40 bytes) and its `Message` allocation (reference count, 24 bytes of metadata, length, then
+/// exchange, routing key and properties: about 60 bytes for a short routing key), with allocator
+/// slack. Measured: 140 bytes of RSS per queued 16-byte message (290 when this was set, with a
+/// 160-byte `Arc<Message>` and the read buffer's frame bytes kept alive): the count is now about
+/// 130 bytes high, on the safe side (publishers are blocked a little early; the memory tests'
+/// watermarks rest on it). Without it, a queue of small messages held 18 times what the alarm
+/// counted. An unacked message counts it too (`ConnInfo::held_bytes`): its entry is larger, it
+/// holds the same `Message`.
 pub const QUEUED_MESSAGE_OVERHEAD: usize = 256;
 
 /// How hard paging presses, as the resource monitor sees memory at each tick.
@@ -157,9 +158,9 @@ impl Ready {
         for (m, r) in q.iter_mut().zip(store.page_in(&refs)) {
             match r {
                 Ok(msg) => {
-                    self.mem_bytes += msg.body.len();
+                    self.mem_bytes += msg.body().len();
                     self.mem_len += 1;
-                    m.msg = Arc::new(msg);
+                    m.msg = msg;
                     if let Some(d) = &mut m.disk {
                         d.paged = false;
                     }
@@ -518,7 +519,7 @@ mod tests {
         let props = Bytes::from_static(warren_protocol::properties::EMPTY_PROPERTIES);
         let m = Message::new(Default::default(), Default::default(), props, body).expect("message");
         QueuedMsg {
-            msg: Arc::new(m),
+            msg: m,
             seq,
             redelivered: false,
             priority: 0,
@@ -551,7 +552,7 @@ mod tests {
         for seq in want {
             let m = r.pop_front().expect("a message");
             assert_eq!(m.seq, seq);
-            assert_eq!(m.msg.body.as_ref(), seq.to_be_bytes(), "body of {seq}");
+            assert_eq!(m.msg.body(), seq.to_be_bytes(), "body of {seq}");
         }
         assert!(r.is_empty());
     }
@@ -599,9 +600,7 @@ mod tests {
             let mut body = vec![0u8; len];
             body[..8].copy_from_slice(&seq.to_be_bytes());
             let props = Bytes::from_static(warren_protocol::properties::EMPTY_PROPERTIES);
-            m.msg = Arc::new(
-                Message::new(Default::default(), Default::default(), props, Bytes::from(body)).expect("message"),
-            );
+            m.msg = Message::new(Default::default(), Default::default(), props, Bytes::from(body)).expect("message");
             m
         };
         let (mut r, store, dir) = queue_of(0);
@@ -615,7 +614,7 @@ mod tests {
         assert!(!r.page_out(Pressure::Paging, 1, 100).1, "paged messages walked again");
         for seq in 0..601u64 {
             let m = r.pop_front().expect("a message");
-            assert_eq!((m.seq, &m.msg.body[..8]), (seq, &seq.to_be_bytes()[..]));
+            assert_eq!((m.seq, &m.msg.body()[..8]), (seq, &seq.to_be_bytes()[..]));
         }
         close(r, store, dir);
     }

@@ -16,7 +16,6 @@ use crate::stream::record::{Entry, Payload};
 use crate::stream::{Log, Retention};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use warren_protocol::constants::{NOT_IMPLEMENTED, PRECONDITION_FAILED};
 use warren_protocol::{FieldTable, FieldValue};
 
@@ -100,17 +99,17 @@ fn stamp(m: &Message, offset: u64) -> (Message, Bytes) {
         m.exchange_bytes(),
         m.routing_key_bytes(),
         &p.to_bytes(),
-        m.body.clone(),
-        (crate::message::MsgTtl::NONE, 0, m.persistent),
+        m.body_owned(),
+        (crate::message::MsgTtl::NONE, 0, m.persistent()),
     );
     (stamped, filter)
 }
 
 /// An entry of stream `stream` as an AMQP 0-9-1 message (with its `x-stream-offset` header).
-pub fn as_amqp091(e: &Entry, stream: &warren_protocol::ShortStr) -> Arc<Message> {
+pub fn as_amqp091(e: &Entry, stream: &warren_protocol::ShortStr) -> Message {
     match &e.payload {
         Payload::Amqp091(m) => m.clone(),
-        Payload::Amqp10(raw) => Arc::new(crate::stream::convert::to_amqp091(raw, e.offset, stream)),
+        Payload::Amqp10(raw) => crate::stream::convert::to_amqp091(raw, e.offset, stream),
     }
 }
 
@@ -125,7 +124,7 @@ impl Queue {
     pub(super) fn stream_publish(&self, st: &mut QueueState, msg: &Message, lsn: &mut u64) {
         let Some(log) = st.log.as_deref_mut() else { return };
         let (stamped, filter) = stamp(msg, log.next());
-        let (_, l) = log.append(Payload::Amqp091(Arc::new(stamped)), filter, self.clock.unix_ms());
+        let (_, l) = log.append(Payload::Amqp091(stamped), filter, self.clock.unix_ms());
         *lsn = (*lsn).max(l);
         st.counters.published += 1;
         self.stream_drain(st);

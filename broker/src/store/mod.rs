@@ -307,7 +307,7 @@ pub struct Store {
     /// The writer thread, joined by `close`.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Stand-in `Message` of paged-out entries.
-    placeholder: Arc<Message>,
+    placeholder: Message,
 }
 
 impl std::fmt::Debug for Store {
@@ -365,13 +365,13 @@ impl Store {
     pub fn open(data_dir: &Path) -> io::Result<Arc<Store>> {
         let dir = data_dir.join("msgs");
         std::fs::create_dir_all(&dir)?;
-        let placeholder = Arc::new(Message::from_parts(
+        let placeholder = Message::from_parts(
             b"",
             b"",
             warren_protocol::properties::EMPTY_PROPERTIES,
             bytes::Bytes::new(),
             (crate::message::MsgTtl::NONE, 0, false),
-        ));
+        );
         Ok(Arc::new(Store {
             dir,
             inner: Mutex::new(Inner {
@@ -529,7 +529,7 @@ impl Store {
             seg,
             off,
             len,
-            body_len: msg.body.len() as u32,
+            body_len: msg.body().len() as u32,
             paged: false,
             transient: kind == log::KIND_PAGED,
             settled: false,
@@ -640,7 +640,7 @@ impl Store {
     }
 
     /// The stand-in message of paged-out entries.
-    pub fn placeholder(&self) -> Arc<Message> {
+    pub fn placeholder(&self) -> Message {
         self.placeholder.clone()
     }
 
@@ -649,7 +649,7 @@ impl Store {
         match &mut m.disk {
             Some(d) if !d.paged && self.is_written(d) => {
                 d.paged = true;
-                let n = m.msg.body.len();
+                let n = m.msg.body().len();
                 m.msg = self.placeholder.clone();
                 n
             }
@@ -662,7 +662,7 @@ impl Store {
     pub fn read_back(&self, m: &mut QueuedMsg) -> io::Result<()> {
         let Some(d) = m.disk.as_mut().filter(|d| d.paged) else { return Ok(()) };
         let msg = self.page_in(&[(d.seg, d.off, d.len)]).pop().unwrap_or_else(|| Err(io::Error::other("no record")))?;
-        m.msg = Arc::new(msg);
+        m.msg = msg;
         d.paged = false;
         Ok(())
     }

@@ -32,5 +32,5 @@ pub fn to_amqp10(m: &Message) -> Bytes {
     if let Some(h) = p.headers.as_mut() {
         h.0.retain(|(k, _)| k.as_bytes() != b"x-stream-offset");
     }
-    amqp10::convert::from_amqp091_routed(&p, &m.body, m.exchange_bytes(), m.routing_key_bytes())
+    amqp10::convert::from_amqp091_routed(&p, &m.body_owned(), m.exchange_bytes(), m.routing_key_bytes())
 }

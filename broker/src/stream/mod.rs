@@ -555,7 +555,7 @@ mod tests {
             Bytes::from(vec![b'x'; n]),
         )
         .expect("message");
-        Payload::Amqp091(Arc::new(m))
+        Payload::Amqp091(m)
     }
 
     #[test]

@@ -19,7 +19,6 @@
 //! - Decoding never copies a body: messages are slices of the buffer read from disk.
 use crate::message::Message;
 use bytes::Bytes;
-use std::sync::Arc;
 use warren_protocol::ShortStr;
 
 /// Record kinds.
@@ -39,7 +38,7 @@ const MAX_RECORD: usize = 600 * 1024 * 1024;
 #[derive(Clone, Debug)]
 pub enum Payload {
     /// Published through AMQP 0-9-1 (its properties carry the `x-stream-offset` header).
-    Amqp091(Arc<Message>),
+    Amqp091(Message),
     /// Published through the stream protocol: an AMQP 1.0 encoded message.
     Amqp10(Bytes),
 }
@@ -48,7 +47,7 @@ impl Payload {
     /// Body bytes (what retention and memory accounting count).
     pub fn len(&self) -> usize {
         match self {
-            Payload::Amqp091(m) => m.body.len() + m.properties_bytes().len(),
+            Payload::Amqp091(m) => m.body().len() + m.properties_bytes().len(),
             Payload::Amqp10(b) => b.len(),
         }
     }
@@ -186,7 +185,7 @@ pub fn decode(r: Bytes) -> Option<Record> {
             at += pl;
             let body = r.slice(at..);
             let m = Message::new(exchange, routing_key, props, body).ok()?;
-            Some(Record::Message(Entry { offset, ts, payload: Payload::Amqp091(Arc::new(m)), filter }))
+            Some(Record::Message(Entry { offset, ts, payload: Payload::Amqp091(m), filter }))
         }
         KIND_10 => {
             let filter = short(&mut at)?;
@@ -203,7 +202,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let m = Message::new("x".into(), "k".into(), Bytes::from_static(&[0, 0]), Bytes::from_static(b"body")).unwrap();
-        let e = Entry { offset: 7, ts: 99, payload: Payload::Amqp091(Arc::new(m)), filter: Bytes::from_static(b"f") };
+        let e = Entry { offset: 7, ts: 99, payload: Payload::Amqp091(m), filter: Bytes::from_static(b"f") };
         let mut buf = Vec::new();
         encode_message(&mut buf, &e);
         encode_tracking(&mut buf, 8, 100, TRACK_OFFSET, b"ref", 5);
@@ -213,7 +212,7 @@ mod tests {
             Some(Record::Message(d)) => {
                 assert_eq!((d.offset, d.ts, &d.filter[..]), (7, 99, &b"f"[..]));
                 let Payload::Amqp091(m) = d.payload else { panic!() };
-                assert_eq!(&m.body[..], b"body");
+                assert_eq!(m.body(), b"body");
                 assert_eq!(m.routing_key_bytes(), b"k");
             }
             _ => panic!("not a message"),

@@ -9,7 +9,7 @@
 //! # Invariants
 //! - Nothing is enqueued until every check passed: [`VHost::prepare`] routes and checks, and only
 //!   [`VHost::enqueue`] touches queues (a transaction prepares at publish and enqueues at commit).
-//! - One `Arc<Message>` is shared by every queue the message reaches (no body copy).
+//! - One `Message` (one shared allocation) is shared by every queue the message reaches (no body copy).
 //! - `Outcome::durable_lsn` is the highest store LSN the message's records need: a door that
 //!   confirms or answers "routed" waits for that LSN to be fsynced first.
 use super::access::{self, Actor};
@@ -73,7 +73,7 @@ impl VHost {
     }
 
     /// Check `who` may publish `p` ([`VHost::authorize_publish`]), then [`VHost::route_checked`].
-    pub fn prepare(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Arc<Message>>> {
+    pub fn prepare(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Message>> {
         self.authorize_publish(who, &p.exchange, &p.routing_key)?;
         self.route_checked(who, p, routed)
     }
@@ -82,7 +82,7 @@ impl VHost {
     /// `expiration` 406); `routed.queues` ends up holding its queues. Returns the message, or
     /// `None` when no queue takes it and it is not mandatory (nothing is built then). Publish
     /// permissions are [`VHost::prepare`]'s.
-    pub fn route_checked(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Arc<Message>>> {
+    pub fn route_checked(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Message>> {
         let replaced = self.route(&p.exchange, &p.routing_key, &p.properties, routed)?;
         // rabbitmq-compat: a `user_id` property must name the authenticated user unless the user
         // is tagged `impersonator` (checked after the exchange lookup, as RabbitMQ does). The
@@ -113,7 +113,7 @@ impl VHost {
         }
         let properties = replaced.unwrap_or(p.properties);
         match Message::new(p.exchange, p.routing_key, properties, p.body) {
-            Ok(m) => Ok(Some(Arc::new(m))),
+            Ok(m) => Ok(Some(m)),
             Err(why) => {
                 routed.clear();
                 Err(AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))
@@ -139,7 +139,7 @@ impl VHost {
     }
 
     /// Enqueue `msg` into `queues` (drained), skipping those `skip` names.
-    pub fn enqueue(queues: &mut Vec<Arc<Queue>>, msg: &Arc<Message>, skip: impl Fn(&Queue) -> bool) -> Outcome {
+    pub fn enqueue(queues: &mut Vec<Arc<Queue>>, msg: &Message, skip: impl Fn(&Queue) -> bool) -> Outcome {
         let mut out = Outcome::default();
         for q in queues.drain(..) {
             if skip(&q) {
@@ -164,14 +164,14 @@ impl VHost {
             return false;
         }
         match Message::new(p.exchange, p.routing_key, p.properties, p.body) {
-            Ok(m) => VHost::enqueue(&mut routed.queues, &Arc::new(m), |_| false).routed,
+            Ok(m) => VHost::enqueue(&mut routed.queues, &m, |_| false).routed,
             Err(_) => false,
         }
     }
 
     /// [`VHost::prepare`] then [`VHost::enqueue`]: the whole publish, for doors that do not
     /// defer (HTTP, dead letters).
-    pub fn publish(&self, who: &Actor, p: Publish) -> AmqpResult<(Option<Arc<Message>>, Outcome)> {
+    pub fn publish(&self, who: &Actor, p: Publish) -> AmqpResult<(Option<Message>, Outcome)> {
         let mut routed = Routed::default();
         let msg = self.prepare(who, p, &mut routed)?;
         let out = match &msg {
@@ -212,7 +212,7 @@ impl QueueHost for VHost {
     fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
         let DeadLetter { msg, deaths, reason } = dl;
         let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
-        let p = Publish { exchange, routing_key, properties, body: msg.body, mandatory: false, channel: 0 };
+        let p = Publish { exchange, routing_key, properties, body: msg.body_owned(), mandatory: false, channel: 0 };
         let mut routed = Routed::default();
         match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {

@@ -97,7 +97,7 @@ impl Timers {
         };
         for g in &gone {
             if let Work::Deliver(m, _) = &g.work {
-                self.held_bytes.fetch_sub(m.body.len() as u64, Ordering::Relaxed);
+                self.held_bytes.fetch_sub(m.body().len() as u64, Ordering::Relaxed);
             }
         }
         gone.len()
@@ -131,7 +131,7 @@ impl Timers {
                 .collect();
         held.sort_unstable_by_key(|(due, seq, _)| (*due, *seq));
         let total = held.len();
-        let copy = |m: &Message| Message::new(m.exchange(), m.routing_key(), m.properties(), m.body.clone()).ok();
+        let copy = |m: &Message| Message::new(m.exchange(), m.routing_key(), m.properties(), m.body_owned()).ok();
         let page = held.into_iter().skip(offset).take(count).filter_map(|(due, _, m)| Some((due, copy(m)?))).collect();
         (page, total)
     }
@@ -163,7 +163,7 @@ impl VHost {
     /// returns the LSN its publisher's confirm waits for (0: not stored).
     pub(super) fn hold(&self, delay_ms: u64, msg: Message, durable: bool) -> u64 {
         let delay = Duration::from_millis(delay_ms).min(MAX_DELAY).as_millis() as u64;
-        let (disk, lsn) = match (&self.store, durable && msg.persistent) {
+        let (disk, lsn) = match (&self.store, durable && msg.persistent()) {
             (Some(store), true) => {
                 let due_unix = self.clock.unix_ms().saturating_add(delay);
                 let key = crate::store::delayed_key(&self.name, msg.exchange_bytes());
@@ -172,7 +172,7 @@ impl VHost {
             }
             _ => (None, 0),
         };
-        self.timers.held_bytes.fetch_add(msg.body.len() as u64, Ordering::Relaxed);
+        self.timers.held_bytes.fetch_add(msg.body().len() as u64, Ordering::Relaxed);
         self.set_timer(self.clock.now_ms().saturating_add(delay), Work::Deliver(msg, disk));
         lsn
     }
@@ -182,7 +182,7 @@ impl VHost {
     pub fn hold_recovered(&self, due_unix_ms: u64, msg: Message, disk: crate::store::DiskRef) {
         let wait = due_unix_ms.saturating_sub(self.clock.unix_ms());
         let delay = Duration::from_millis(wait).min(MAX_DELAY).as_millis() as u64;
-        self.timers.held_bytes.fetch_add(msg.body.len() as u64, Ordering::Relaxed);
+        self.timers.held_bytes.fetch_add(msg.body().len() as u64, Ordering::Relaxed);
         self.set_timer(self.clock.now_ms().saturating_add(delay), Work::Deliver(msg, Some(disk)));
     }
 
@@ -220,7 +220,7 @@ impl VHost {
 
     /// Route a message that came due: as its exchange routes now (no delay again).
     fn deliver_due(&self, msg: Message, disk: Option<crate::store::DiskRef>) {
-        self.timers.held_bytes.fetch_sub(msg.body.len() as u64, Ordering::Relaxed);
+        self.timers.held_bytes.fetch_sub(msg.body().len() as u64, Ordering::Relaxed);
         // As the plugin: the delivered message carries `x-delay` negated, so a consumer that
         // forwards it with its headers does not delay it again.
         let msg = match negate_delay(&msg.properties()) {
@@ -239,7 +239,7 @@ impl VHost {
                     exchange: exchange.to_str_lossy().into_owned(),
                     queues: routed.queues.iter().map(|q| crate::journal::owned(&q.name)).collect(),
                 });
-                VHost::enqueue(&mut routed.queues, &Arc::new(msg), |_| false);
+                VHost::enqueue(&mut routed.queues, &msg, |_| false);
             }
             Err(e) => tracing::debug!("delayed message dropped: {}", e.reply_text()),
         }
