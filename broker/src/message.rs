@@ -212,6 +212,13 @@ impl Message {
     fn meta(&self) -> &Meta {
         &self.inner().header.header
     }
+    /// Bytes of exchange, routing key and properties: what the message holds in memory besides
+    /// its body and a fixed overhead (the memory alarm counts them).
+    #[inline]
+    pub fn head_len(&self) -> usize {
+        let m = self.meta();
+        m.exchange_len as usize + m.routing_key_len as usize + m.properties_len as usize
+    }
 
     /// Per-message TTL from the `expiration` property.
     #[inline]
@@ -356,6 +363,16 @@ impl QueuedMsg {
     #[inline]
     pub fn is_paged(&self) -> bool {
         self.disk.as_ref().is_some_and(|d| d.paged)
+    }
+    /// Bytes of its message held in memory (head and body; 0 once paged out), what the memory
+    /// alarm counts besides a fixed overhead per message.
+    #[inline]
+    pub fn mem_size(&self) -> usize {
+        if self.is_paged() {
+            0
+        } else {
+            self.msg.head_len() + self.msg.body().len()
+        }
     }
 }
 

@@ -88,8 +88,8 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Bytes this connection holds in memory for its client: unacked bodies still in memory plus
-    /// `QUEUED_MESSAGE_OVERHEAD` per unacked message, bodies being assembled, and pending outbound
+    /// Bytes this connection holds in memory for its client: unacked bodies and heads still in
+    /// memory plus `QUEUED_MESSAGE_OVERHEAD` per unacked message, bodies being assembled, and pending outbound
     /// frames (the memory monitor's count; each channel's lock is taken briefly, alone).
     pub fn held_bytes(&self) -> u64 {
         let channels: Vec<Arc<ChannelShared>> = self.channels.lock().values().cloned().collect();

@@ -199,6 +199,45 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
 }
 
 #[tokio::test]
+async fn the_memory_alarm_counts_header_tables_not_only_bodies() {
+    // 100 messages of a 1-byte body and a 2 KiB header table under a 64 KiB watermark: about
+    // 220 KB held in memory. Counting bodies and a fixed overhead alone (25 KB) the alarm never
+    // fired, and a queue of header-heavy messages (Celery's, say) grew past the watermark unseen.
+    let cfg = warren::config::Config {
+        memory_high_watermark: warren::config::Watermark::Absolute(64 * 1024),
+        ..warren::config::Config::loopback(0)
+    };
+    let b = TestBroker::with_config(cfg).await;
+    let (mut publisher, q) = setup_queue(&b, "alarm-headers").await;
+    let mut headers = FieldTable::default();
+    headers.insert("trace", FieldValue::LongStr(vec![b'h'; 2048].into()));
+    let props = BasicProperties { headers: Some(headers), ..Default::default() };
+    for _ in 0..100 {
+        publisher.publish_props(1, "", &q, b"x", props.clone()).await;
+    }
+    match publisher.recv_method().await {
+        (0, Method::ConnectionBlocked(bl)) => assert_eq!(bl.reason.to_string(), "low on memory"),
+        other => panic!("expected connection.blocked, got {other:?}"),
+    }
+    // Drained, the alarm clears and every message arrives with its headers.
+    let mut consumer = b.raw().await;
+    consumer.open_channel(1).await;
+    consumer.call(1, BasicConsume { queue: s(&q), no_ack: true, ..Default::default() }).await;
+    let mut got = 0;
+    while got < 100 {
+        let d = consumer.recv_content().await;
+        let p = BasicProperties::decode(d.properties).expect("properties");
+        assert_eq!((&d.body[..], p.headers), (&b"x"[..], props.headers.clone()));
+        got += 1;
+    }
+    match publisher.recv_method().await {
+        (0, Method::ConnectionUnblocked(_)) => {}
+        other => panic!("expected connection.unblocked, got {other:?}"),
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn consumer_ack_timeout_cancels_and_requeues() {
     let b = TestBroker::start().await;
     let mut r = b.raw().await;

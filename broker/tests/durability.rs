@@ -403,8 +403,9 @@ async fn a_long_queue_pages_bodies_to_disk_and_delivers_in_order() {
 #[tokio::test]
 async fn the_memory_alarm_clears_by_paging_when_queue_windows_alone_exceed_the_watermark() {
     let dir = data_dir("alarm-windows");
-    // Three queues of 10,000 small messages, each counted at about 360 bytes in memory: the
-    // usual in-memory windows (8 Ki messages per queue) alone hold 8.7 MB, over a 4 MiB watermark.
+    // Three queues of 10,000 small messages, each counted at about 240 bytes in memory (body,
+    // head and overhead): the usual in-memory windows (8 Ki messages per queue) alone hold 5.9 MB,
+    // over a 4 MiB watermark.
     let cfg = Config { memory_high_watermark: Watermark::Absolute(4 * 1024 * 1024), ..config(&dir) };
     let b = TestBroker::with_config(cfg).await;
     let broker = b.handle.as_ref().expect("running").broker.clone();

@@ -26,9 +26,11 @@ const N: u64 = 5_000;
 /// woken); 33,400-33,700 over three runs once basic.publish skipped the `Method` enum. The limit
 /// is 1.2 times the highest: it cannot be reached by the spread, and fails on a fifth more work
 /// per message. Later: 37,860 with small messages copied at build, 38,588 with each message one
-/// `ThinArc` allocation (the debug build does not inline its dereference); release builds got
-/// no slower (BENCHMARKS.md).
-const MAX_INSTRUCTIONS_PER_MESSAGE: u64 = 40_500;
+/// `ThinArc` allocation (the debug build does not inline its dereference), 39,026-39,455 (three
+/// runs) with message heads counted for the memory alarm: deliberate changes that release builds
+/// did not pay for (BENCHMARKS.md), which left the old limit (40,500) within 3 % of the count, too
+/// near for a guard that must not flake. Re-based on the same rule: 1.2 times the highest.
+const MAX_INSTRUCTIONS_PER_MESSAGE: u64 = 47_300;
 
 /// Marks the end of the warm-up: callgrind zeroes its counters when this is entered.
 #[inline(never)]

@@ -498,8 +498,8 @@ def test_memory_alarm_blocks_publisher_until_drained(configured_warren):
 @warren_only
 def test_small_messages_count_with_their_overhead_against_the_memory_watermark(configured_warren):
     """The memory alarm counts what a queued message costs besides its body: 30,000 16-byte
-    messages are 480 KB of bodies, far under half a 4 MiB watermark, but about 8 MB with their
-    bookkeeping, so the queue pages them out beyond its in-memory window (counting bodies only,
+    messages are 480 KB of bodies, far under half a 4 MiB watermark, but about 6 MB with their
+    routing keys and bookkeeping, so the queue pages them out beyond its in-memory window (counting bodies only,
     all of them stayed in memory) and nothing is lost."""
     import base64
     import json
@@ -534,12 +534,13 @@ def test_small_messages_count_with_their_overhead_against_the_memory_watermark(c
 @warren_only
 def test_small_unacked_messages_count_with_their_overhead_against_the_memory_watermark(configured_warren):
     """Delivered but unacknowledged messages cost what ready ones do besides their bodies:
-    9,000 16-byte messages held unacked by a consumer without a prefetch limit are 144 KB of
-    bodies, far under a 2 MiB watermark, but about 2.4 MB with their bookkeeping. The publisher
+    14,000 16-byte messages held unacked by a consumer without a prefetch limit are 224 KB of
+    bodies, far under a 2 MiB watermark, but about 2.6 MB with their routing keys and
+    bookkeeping. The publisher
     is blocked until the consumer acks, then everything arrives."""
     warren = configured_warren("--memory-high-watermark", str(2 * 1024 * 1024))
     queue = "warren-pytest.unacked." + str(time.monotonic_ns())
-    n = 9_000
+    n = 14_000
     con_conn = pika.BlockingConnection(params_for(warren))
     pub_conn = None
     try:

@@ -70,8 +70,8 @@ pub struct Deliveries {
     pub unacked: VecDeque<Option<Unacked>>,
     /// Number of `Some` in `unacked`.
     pub unacked_count: u32,
-    /// Body bytes of the `unacked` entries still in memory (paged-out ones count 0): part of
-    /// what the memory alarm counts.
+    /// Bytes of the `unacked` entries still in memory, bodies and heads ([`QueuedMsg::mem_size`];
+    /// paged-out ones count 0): part of what the memory alarm counts.
     pub unacked_bytes: u64,
     /// Prefetch applied to consumers created from now on (basic.qos global=false); 0 = unlimited.
     pub consumer_prefetch: u32,
@@ -175,7 +175,7 @@ impl ChannelShared {
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
-            st.unacked_bytes += m.msg.body().len() as u64;
+            st.unacked_bytes += m.mem_size() as u64;
             let delivered_ms = if c.timeout_ms.is_some() { queue.clock.now_ms() } else { 0 };
             st.unacked.push_back(Some(Unacked {
                 msg: m,
@@ -248,7 +248,7 @@ impl ChannelShared {
         } else {
             st.counted.got += 1;
             st.unacked_count += 1;
-            st.unacked_bytes += m.msg.body().len() as u64;
+            st.unacked_bytes += m.mem_size() as u64;
             st.unacked.push_back(Some(Unacked { msg: m, queue: queue.clone(), consumer: None, delivered_ms: 0 }));
         }
         self.out.write_content(
@@ -391,7 +391,7 @@ impl Deliveries {
     /// Give back the credit an unacked entry held.
     fn release(&mut self, u: &Unacked) {
         self.unacked_count -= 1;
-        self.unacked_bytes -= u.msg.msg.body().len() as u64;
+        self.unacked_bytes -= u.msg.mem_size() as u64;
         if let Some(c) = &u.consumer {
             c.in_flight.fetch_sub(1, Ordering::Relaxed);
             self.global_in_flight -= 1;

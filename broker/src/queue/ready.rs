@@ -5,7 +5,7 @@
 //! - Each level is ordered by `seq`; `pop_front` takes from the highest non-empty level.
 //! - `len` and `bytes` always equal the sums over the levels (paged-out bodies included);
 //!   `mem_bytes` is the part of `bytes` held in memory, `mem_len` the number of messages whose body
-//!   is in memory.
+//!   is in memory, `mem_size` their bytes in memory with their heads ([`QueuedMsg::mem_size`]).
 //! - A message leaves `Ready` with its body in memory: a paged-out head is read back (with the
 //!   paged messages after it, in one read) before it is taken.
 //! - Paging out keeps the first [`PAGE_KEEP_MESSAGES`] (and at most [`PAGE_KEEP_BYTES`]) of each
@@ -28,16 +28,15 @@ use crate::message::QueuedMsg;
 use crate::store::{Store, PAGE_KEEP_BYTES, PAGE_KEEP_MESSAGES, PAGE_KEEP_UNDER_ALARM, PAGE_TRANSIENT_ABOVE_MESSAGES};
 use std::sync::Arc;
 
-/// Memory a ready message takes besides its body, as the memory alarm counts it: its queue entry
-/// (40 bytes) and its `Message` allocation (reference count, 24 bytes of metadata, length, then
-/// exchange, routing key and properties: about 60 bytes for a short routing key), with allocator
-/// slack. Measured: 140 bytes of RSS per queued 16-byte message (290 when this was set, with a
-/// 160-byte `Arc<Message>` and the read buffer's frame bytes kept alive): the count is now about
-/// 130 bytes high, on the safe side (publishers are blocked a little early; the memory tests'
-/// watermarks rest on it). Without it, a queue of small messages held 18 times what the alarm
-/// counted. An unacked message counts it too (`ConnInfo::held_bytes`): its entry is larger, it
-/// holds the same `Message`.
-pub const QUEUED_MESSAGE_OVERHEAD: usize = 256;
+/// Memory a ready message takes besides its body and head (exchange, routing key and properties,
+/// counted by their length: [`QueuedMsg::mem_size`]), as the memory alarm counts it: its queue
+/// entry (40 bytes), its `Message` allocation's fixed part (reference count, 24 bytes of metadata,
+/// length: 40) and the allocator's size-class rounding and slack. Measured: 135-140 bytes of RSS
+/// per queued 16-byte message with a 20-byte head, so about 100 besides body and head; 128 keeps
+/// a margin (a large body's box and the read buffer it slices are not counted otherwise). It was
+/// 256 while heads were not counted: a message with a large header table then took several times
+/// what the alarm counted. An unacked message counts the same (`ConnInfo::held_bytes`).
+pub const QUEUED_MESSAGE_OVERHEAD: usize = 128;
 
 /// How hard paging presses, as the resource monitor sees memory at each tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,6 +65,9 @@ pub struct Ready {
     mem_bytes: usize,
     /// Messages whose body is in memory (not paged out).
     mem_len: usize,
+    /// Their bodies and heads (exchange, routing key, properties): what the memory alarm counts
+    /// of them besides [`QUEUED_MESSAGE_OVERHEAD`] each.
+    mem_size: usize,
     /// Persistent messages (`delivery_mode = 2`), and their body bytes (management API).
     persistent: (usize, usize),
     /// The message store, when the broker has one (paging).
@@ -89,6 +91,7 @@ impl Ready {
             bytes: 0,
             mem_bytes: 0,
             mem_len: 0,
+            mem_size: 0,
             persistent: (0, 0),
             store,
             sweeps: vec![Sweep::default(); levels.max(1)],
@@ -103,10 +106,10 @@ impl Ready {
     pub fn mem_len(&self) -> usize {
         self.mem_len
     }
-    /// What the memory alarm counts for these messages: the bodies in memory, plus
+    /// What the memory alarm counts for these messages: the bodies and heads in memory, plus
     /// [`QUEUED_MESSAGE_OVERHEAD`] for each message whose body is in memory.
     pub fn mem_footprint(&self) -> usize {
-        self.mem_bytes + self.mem_len * QUEUED_MESSAGE_OVERHEAD
+        self.mem_size + self.mem_len * QUEUED_MESSAGE_OVERHEAD
     }
     #[inline]
     fn count_in(&mut self, m: &QueuedMsg) {
@@ -120,6 +123,7 @@ impl Ready {
         if !m.is_paged() {
             self.mem_bytes += n;
             self.mem_len += 1;
+            self.mem_size += n + m.msg.head_len();
         }
     }
     #[inline]
@@ -134,6 +138,7 @@ impl Ready {
         if !m.is_paged() {
             self.mem_bytes -= n;
             self.mem_len -= 1;
+            self.mem_size -= n + m.msg.head_len();
         }
     }
     /// Take the head of level `l`, reading it (and the paged messages after it) back first.
@@ -158,12 +163,13 @@ impl Ready {
         for (m, r) in q.iter_mut().zip(store.page_in(&refs)) {
             match r {
                 Ok(msg) => {
-                    self.mem_bytes += msg.body().len();
-                    self.mem_len += 1;
                     m.msg = msg;
                     if let Some(d) = &mut m.disk {
                         d.paged = false;
                     }
+                    self.mem_bytes += m.msg.body().len();
+                    self.mem_len += 1;
+                    self.mem_size += m.mem_size();
                 }
                 Err(e) => {
                     tracing::error!("message store: cannot read back a message: {e}; it is dropped");
@@ -208,7 +214,7 @@ impl Ready {
         let keep = max_keep.min(PAGE_KEEP_BYTES / avg).max(1);
         let narrower = max_keep < self.max_keep;
         self.max_keep = max_keep;
-        let mut walk = Walk { store: &store, key, transient, budget, freed: 0, paged: 0 };
+        let mut walk = Walk { store: &store, key, transient, budget, freed: 0, freed_bodies: 0, paged: 0 };
         for (q, sweep) in self.levels.iter_mut().zip(self.sweeps.iter_mut()) {
             if narrower {
                 // What the wider window held is beyond this one: the cursors go back to its end.
@@ -253,7 +259,8 @@ impl Ready {
                 }
             }
         }
-        self.mem_bytes -= walk.freed;
+        self.mem_bytes -= walk.freed_bodies;
+        self.mem_size -= walk.freed;
         self.mem_len -= walk.paged;
         (walk.freed, walk.budget == 0)
     }
@@ -367,6 +374,7 @@ impl Ready {
         self.bytes = 0;
         self.mem_bytes = 0;
         self.mem_len = 0;
+        self.mem_size = 0;
         self.persistent = (0, 0);
         (n, taken)
     }
@@ -423,8 +431,10 @@ struct Walk<'a> {
     transient: bool,
     /// Messages this step may still walk.
     budget: usize,
-    /// Body bytes paged out.
+    /// Bytes paged out (bodies and heads, [`QueuedMsg::mem_size`]).
     freed: usize,
+    /// The bodies' part of `freed`.
+    freed_bodies: usize,
     /// Messages paged out.
     paged: usize,
 }
@@ -475,8 +485,10 @@ impl Walk<'_> {
             if pass == Pass::Record {
                 continue;
             }
+            let body = m.msg.body().len();
             self.freed += self.store.page_out(m);
             if m.is_paged() {
+                self.freed_bodies += body;
                 self.paged += 1;
             } else if pass == Pass::Page {
                 // Its record is not written yet: records are written in append order, so nothing
@@ -513,6 +525,9 @@ mod tests {
         store.close();
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// What [`msg`]'s messages hold in memory: an 8-byte body and empty properties.
+    const MSG_MEM_SIZE: usize = 8 + warren_protocol::properties::EMPTY_PROPERTIES.len();
 
     fn msg(seq: u64) -> QueuedMsg {
         let body = Bytes::from(seq.to_be_bytes().to_vec());
@@ -555,6 +570,8 @@ mod tests {
             assert_eq!(m.msg.body(), seq.to_be_bytes(), "body of {seq}");
         }
         assert!(r.is_empty());
+        // Whatever was paged out and read back on the way, the counts come back to nothing.
+        assert_eq!((r.mem_footprint(), r.mem_bytes(), r.mem_len()), (0, 0, 0));
     }
 
     #[test]
@@ -570,7 +587,7 @@ mod tests {
         // More arrive: the next steps start where the last stopped.
         (n..n + 5000).for_each(|s| r.push_back(msg(s)));
         sweep_until_window_only(&mut r, Pressure::Paging, 1000);
-        assert_eq!(r.mem_footprint(), PAGE_KEEP_MESSAGES * (8 + QUEUED_MESSAGE_OVERHEAD));
+        assert_eq!(r.mem_footprint(), PAGE_KEEP_MESSAGES * (MSG_MEM_SIZE + QUEUED_MESSAGE_OVERHEAD));
         drain_in_order(&mut r, 0..n + 5000);
         close(r, store, dir);
     }
@@ -583,7 +600,7 @@ mod tests {
         assert_eq!(r.mem_len(), PAGE_KEEP_MESSAGES);
         // The alarm: what the wide window held beyond the narrow one is paged too.
         sweep_until_window_only(&mut r, Pressure::Alarm, 4096);
-        assert_eq!(r.mem_footprint(), PAGE_KEEP_UNDER_ALARM * (8 + QUEUED_MESSAGE_OVERHEAD));
+        assert_eq!(r.mem_footprint(), PAGE_KEEP_UNDER_ALARM * (MSG_MEM_SIZE + QUEUED_MESSAGE_OVERHEAD));
         // Cleared: the wide window's paged messages are not read back before a consumer takes
         // them, and new ones beyond it are paged as before.
         (n..n + 100).for_each(|s| r.push_back(msg(s)));

@@ -644,14 +644,15 @@ impl Store {
         self.placeholder.clone()
     }
 
-    /// Drop `m`'s body from memory if its record can be read back. Returns the bytes freed.
+    /// Drop `m`'s body from memory if its record can be read back. Returns the bytes freed (body
+    /// and head: [`QueuedMsg::mem_size`]).
     pub fn page_out(&self, m: &mut QueuedMsg) -> usize {
+        let size = m.mem_size();
         match &mut m.disk {
             Some(d) if !d.paged && self.is_written(d) => {
                 d.paged = true;
-                let n = m.msg.body().len();
                 m.msg = self.placeholder.clone();
-                n
+                size
             }
             _ => 0,
         }
