@@ -11,7 +11,7 @@
 use crate::constants::{FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD};
 use crate::error::FrameError;
 use crate::method::Method;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Most bytes `decode` reserves ahead for an incomplete frame.
 const MAX_RESERVE: usize = 1024 * 1024;
@@ -71,7 +71,9 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
         return Err(FrameError::BadFrameEnd(end));
     }
     let mut frame = buf.split_to(total);
-    let _ = frame.split_to(FRAME_HEADER_SIZE);
+    // Moved past, not split off: a split takes and drops a reference to the read buffer, two
+    // atomic operations per frame (three frames per published message).
+    frame.advance(FRAME_HEADER_SIZE);
     frame.truncate(size as usize);
     Ok(Some(Frame { kind, channel, payload: frame.freeze() }))
 }

@@ -11,7 +11,7 @@ use crate::codec::{put_shortstr, Reader};
 use crate::error::MethodError;
 use crate::table::FieldTable;
 use crate::types::ShortStr;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// A decoded content header with raw properties.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +23,7 @@ pub struct ContentHeader {
 }
 
 impl ContentHeader {
-    pub fn decode(payload: Bytes) -> Result<ContentHeader, MethodError> {
+    pub fn decode(mut payload: Bytes) -> Result<ContentHeader, MethodError> {
         if payload.len() < 14 {
             return Err(MethodError::Truncated);
         }
@@ -31,7 +31,9 @@ impl ContentHeader {
         let mut s = [0u8; 8];
         s.copy_from_slice(&payload[4..12]);
         let body_size = u64::from_be_bytes(s);
-        Ok(ContentHeader { class_id, body_size, properties: payload.slice(12..) })
+        // The payload itself becomes the properties (no new reference to the read buffer).
+        payload.advance(12);
+        Ok(ContentHeader { class_id, body_size, properties: payload })
     }
 
     /// Encode the header frame payload (class, weight 0, size, raw properties).
