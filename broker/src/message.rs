@@ -111,12 +111,21 @@ impl Message {
     /// shared, a small one copied with the rest).
     pub fn with_properties(&self, properties: &[u8]) -> Message {
         let m = self.meta();
-        Message::build(
-            [self.exchange_bytes(), self.routing_key_bytes(), properties],
-            self.body(),
-            m.large_body.as_deref(),
-            (m.ttl_ms, m.priority, m.persistent),
-        )
+        self.rebuilt(self.exchange_bytes(), self.routing_key_bytes(), properties, (m.ttl_ms, m.priority, m.persistent))
+    }
+
+    /// This message's body under another head, `(ttl_ms, priority, persistent)` as given (dead
+    /// letters, stream stamps): a large body is shared, a small one copied straight in.
+    pub fn rebuilt(
+        &self,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        flags: (MsgTtl, u8, bool),
+    ) -> Message {
+        let large = self.large_body();
+        let body = if large.is_some() { &[][..] } else { self.body() };
+        Message::build([exchange, routing_key, properties], body, large, flags)
     }
 
     /// Build a message, decoding the properties only if they carry an expiration or a priority.
@@ -438,6 +447,21 @@ mod tests {
             (copy.exchange_bytes(), copy.properties_bytes(), copy.body()),
             (&b"x"[..], &[0u8, 0][..], &b"b"[..])
         );
+        // Under a head that takes it past the inline size, a small body is still its own.
+        let small = Message::new("".into(), "k".into(), Bytes::from_static(&[0, 0]), Bytes::from_static(b"b"));
+        let dead = small.expect("message").rebuilt(b"dlx", &[b'k'; 200], &[0u8; 300], (MsgTtl::NONE, 3, true));
+        assert_eq!(
+            (dead.exchange_bytes(), dead.routing_key_bytes(), dead.properties_bytes().len(), dead.body()),
+            (&b"dlx"[..], &[b'k'; 200][..], 300, &b"b"[..])
+        );
+        assert_eq!(
+            (dead.ttl_ms(), dead.priority(), dead.persistent(), dead.large_body()),
+            (MsgTtl::NONE, 3, true, None)
+        );
+        let large = Bytes::from(vec![9u8; 2 * INLINE_MAX]);
+        let m = Message::new("".into(), "k".into(), Bytes::from_static(&[0, 0]), large.clone()).expect("message");
+        let dead = m.rebuilt(b"", b"", &[0, 0], (MsgTtl::NONE, 0, false));
+        assert_eq!(dead.large_body().map(|b| b.as_ptr()), Some(large.as_ptr()), "a large body is shared");
         let mut rec = Vec::new();
         copy.encode_parts(&mut rec);
         assert_eq!(rec, [&[1u8, b'x', 0, 2, 0, 0, 0, 0, 0][..], b"b"].concat());

@@ -101,11 +101,10 @@ pub fn dead_letter(
     props.headers = Some(headers);
     props.expiration = None;
     let routing_key = dlrk.map_or(msg.routing_key_bytes(), |k| k.as_bytes());
-    let out = Message::from_parts(
+    let out = msg.rebuilt(
         dlx.as_bytes(),
         routing_key,
         &props.to_bytes(),
-        msg.body_owned(),
         (crate::message::MsgTtl::NONE, msg.priority(), msg.persistent()),
     );
     (out, deaths)

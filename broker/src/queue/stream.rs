@@ -95,11 +95,10 @@ fn stamp(m: &Message, offset: u64) -> (Message, Bytes) {
         .map(|b| Bytes::copy_from_slice(&b[..b.len().min(255)]))
         .unwrap_or_default();
     headers.insert("x-stream-offset", FieldValue::I64(offset as i64));
-    let stamped = Message::from_parts(
+    let stamped = m.rebuilt(
         m.exchange_bytes(),
         m.routing_key_bytes(),
         &p.to_bytes(),
-        m.body_owned(),
         (crate::message::MsgTtl::NONE, 0, m.persistent()),
     );
     (stamped, filter)
