@@ -228,6 +228,12 @@ impl Message {
         let m = self.meta();
         m.exchange_len as usize + m.routing_key_len as usize + m.properties_len as usize
     }
+    /// Head and body bytes: what the memory alarm counts of a message held in memory, besides a
+    /// fixed overhead.
+    #[inline]
+    pub fn mem_size(&self) -> usize {
+        self.head_len() + self.body().len()
+    }
 
     /// Per-message TTL from the `expiration` property.
     #[inline]
@@ -380,7 +386,7 @@ impl QueuedMsg {
         if self.is_paged() {
             0
         } else {
-            self.msg.head_len() + self.msg.body().len()
+            self.msg.mem_size()
         }
     }
 }

@@ -79,8 +79,14 @@ pub struct Timers {
     wake: Notify,
     /// The task has been spawned.
     started: AtomicBool,
-    /// Body bytes of the messages held (they count against the memory watermark).
+    /// What the messages held count against the memory watermark ([`held_cost`]).
     held_bytes: AtomicU64,
+}
+
+/// What a held message counts against the memory watermark: its head and body, and the fixed
+/// overhead a queued message counts (its timer entry is of the same order).
+fn held_cost(m: &Message) -> u64 {
+    (m.mem_size() + crate::queue::ready::QUEUED_MESSAGE_OVERHEAD) as u64
 }
 
 impl Timers {
@@ -97,7 +103,7 @@ impl Timers {
         };
         for g in &gone {
             if let Work::Deliver(m, _) = &g.work {
-                self.held_bytes.fetch_sub(m.body().len() as u64, Ordering::Relaxed);
+                self.held_bytes.fetch_sub(held_cost(m), Ordering::Relaxed);
             }
         }
         gone.len()
@@ -108,7 +114,7 @@ impl Timers {
         self.wake.notify_one();
     }
 
-    /// Body bytes of the messages held (memory alarm).
+    /// What the messages held count against the memory watermark.
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes.load(Ordering::Relaxed)
     }
@@ -172,7 +178,7 @@ impl VHost {
             }
             _ => (None, 0),
         };
-        self.timers.held_bytes.fetch_add(msg.body().len() as u64, Ordering::Relaxed);
+        self.timers.held_bytes.fetch_add(held_cost(&msg), Ordering::Relaxed);
         self.set_timer(self.clock.now_ms().saturating_add(delay), Work::Deliver(msg, disk));
         lsn
     }
@@ -182,7 +188,7 @@ impl VHost {
     pub fn hold_recovered(&self, due_unix_ms: u64, msg: Message, disk: crate::store::DiskRef) {
         let wait = due_unix_ms.saturating_sub(self.clock.unix_ms());
         let delay = Duration::from_millis(wait).min(MAX_DELAY).as_millis() as u64;
-        self.timers.held_bytes.fetch_add(msg.body().len() as u64, Ordering::Relaxed);
+        self.timers.held_bytes.fetch_add(held_cost(&msg), Ordering::Relaxed);
         self.set_timer(self.clock.now_ms().saturating_add(delay), Work::Deliver(msg, Some(disk)));
     }
 
@@ -220,7 +226,7 @@ impl VHost {
 
     /// Route a message that came due: as its exchange routes now (no delay again).
     fn deliver_due(&self, msg: Message, disk: Option<crate::store::DiskRef>) {
-        self.timers.held_bytes.fetch_sub(msg.body().len() as u64, Ordering::Relaxed);
+        self.timers.held_bytes.fetch_sub(held_cost(&msg), Ordering::Relaxed);
         // As the plugin: the delivered message carries `x-delay` negated, so a consumer that
         // forwards it with its headers does not delay it again.
         let msg = match negate_delay(&msg.properties()) {
