@@ -67,8 +67,9 @@ pub struct ConnInfo {
     pub channels: Mutex<HashMap<u16, Arc<ChannelShared>>>,
     /// The connection's outbound buffer (its pending bytes count against the memory watermark).
     pub out: Arc<crate::outbound::Outbound>,
-    /// Body bytes of publishes being assembled (multi-frame bodies not yet complete), over all
-    /// channels: written only by this connection's reader (see `channel::HeldBytes`).
+    /// Body bytes of publishes being assembled (multi-frame bodies not yet complete) and what the
+    /// messages buffered in uncommitted transactions count, over all channels: written only by
+    /// this connection's reader (see `channel::HeldBytes`).
     pub assembling: AtomicU64,
     /// Set while the connection is blocked by the memory alarm.
     pub blocked: AtomicBool,
@@ -89,7 +90,8 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     /// Bytes this connection holds in memory for its client: unacked bodies and heads still in
-    /// memory plus `QUEUED_MESSAGE_OVERHEAD` per unacked message, bodies being assembled, and pending outbound
+    /// memory plus `QUEUED_MESSAGE_OVERHEAD` per unacked message, bodies being assembled, messages
+    /// buffered in uncommitted transactions, and pending outbound
     /// frames (the memory monitor's count; each channel's lock is taken briefly, alone).
     pub fn held_bytes(&self) -> u64 {
         let channels: Vec<Arc<ChannelShared>> = self.channels.lock().values().cloned().collect();

@@ -155,23 +155,33 @@ async fn direct_reply_to_rpc() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn memory_alarm_blocks_publishers_until_consumers_drain() {
+/// A broker whose memory alarm goes off past 64 KiB held for messages.
+async fn broker_with_a_64_kib_watermark() -> TestBroker {
     let cfg = warren::config::Config {
         memory_high_watermark: warren::config::Watermark::Absolute(64 * 1024),
         ..warren::config::Config::loopback(0)
     };
-    let b = TestBroker::with_config(cfg).await;
+    TestBroker::with_config(cfg).await
+}
+
+/// The next method `publisher` gets is the memory alarm's connection.blocked.
+async fn expect_blocked_low_on_memory(publisher: &mut Raw) {
+    match publisher.recv_method().await {
+        (0, Method::ConnectionBlocked(bl)) => assert_eq!(bl.reason.to_string(), "low on memory"),
+        other => panic!("expected connection.blocked, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn memory_alarm_blocks_publishers_until_consumers_drain() {
+    let b = broker_with_a_64_kib_watermark().await;
     let (mut publisher, q) = setup_queue(&b, "alarm").await;
     let body = vec![7u8; 1024];
     for _ in 0..100 {
         publisher.publish(1, "", &q, &body).await;
     }
     // Over the watermark: the publisher is told, and from then on its frames are not read.
-    match publisher.recv_method().await {
-        (0, Method::ConnectionBlocked(bl)) => assert_eq!(bl.reason.to_string(), "low on memory"),
-        other => panic!("expected connection.blocked, got {other:?}"),
-    }
+    expect_blocked_low_on_memory(&mut publisher).await;
     for _ in 0..10 {
         publisher.publish(1, "", &q, &body).await;
     }
@@ -199,15 +209,37 @@ async fn memory_alarm_blocks_publishers_until_consumers_drain() {
 }
 
 #[tokio::test]
+async fn messages_buffered_in_an_uncommitted_transaction_count_against_the_memory_watermark() {
+    // 100 KiB published in a transaction never committed, under a 64 KiB watermark: the
+    // publisher is blocked (the buffered messages used to count nothing, and a client could hold
+    // any amount that way). Once it goes away its buffer is dropped and the alarm clears.
+    let b = broker_with_a_64_kib_watermark().await;
+    let (mut publisher, q) = setup_queue(&b, "alarm-tx").await;
+    assert!(matches!(publisher.call(1, TxSelect).await, Method::TxSelectOk(_)));
+    let body = vec![7u8; 1024];
+    for _ in 0..100 {
+        publisher.publish(1, "", &q, &body).await;
+    }
+    expect_blocked_low_on_memory(&mut publisher).await;
+    let mut consumer = b.raw().await;
+    consumer.open_channel(1).await;
+    assert_eq!(consumer.declare(1, &q).await.message_count, 0, "nothing committed, nothing queued");
+    drop(publisher);
+    // A new publisher's message goes through: the alarm cleared with the old one's buffer.
+    let mut next = b.raw().await;
+    next.open_channel(1).await;
+    next.publish(1, "", &q, b"after").await;
+    consumer.call(1, BasicConsume { queue: s(&q), no_ack: true, ..Default::default() }).await;
+    assert_eq!(&consumer.recv_content().await.body[..], b"after");
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn the_memory_alarm_counts_header_tables_not_only_bodies() {
     // 100 messages of a 1-byte body and a 2 KiB header table under a 64 KiB watermark: about
     // 220 KB held in memory. Counting bodies and a fixed overhead alone (25 KB) the alarm never
     // fired, and a queue of header-heavy messages (Celery's, say) grew past the watermark unseen.
-    let cfg = warren::config::Config {
-        memory_high_watermark: warren::config::Watermark::Absolute(64 * 1024),
-        ..warren::config::Config::loopback(0)
-    };
-    let b = TestBroker::with_config(cfg).await;
+    let b = broker_with_a_64_kib_watermark().await;
     let (mut publisher, q) = setup_queue(&b, "alarm-headers").await;
     let mut headers = FieldTable::default();
     headers.insert("trace", FieldValue::LongStr(vec![b'h'; 2048].into()));
@@ -215,10 +247,7 @@ async fn the_memory_alarm_counts_header_tables_not_only_bodies() {
     for _ in 0..100 {
         publisher.publish_props(1, "", &q, b"x", props.clone()).await;
     }
-    match publisher.recv_method().await {
-        (0, Method::ConnectionBlocked(bl)) => assert_eq!(bl.reason.to_string(), "low on memory"),
-        other => panic!("expected connection.blocked, got {other:?}"),
-    }
+    expect_blocked_low_on_memory(&mut publisher).await;
     // Drained, the alarm clears and every message arrives with its headers.
     let mut consumer = b.raw().await;
     consumer.open_channel(1).await;

@@ -101,11 +101,7 @@ impl Channel {
         if let Some(msg) = msg {
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.
-                Some(tx) => tx.ops.push(TxOp::Publish {
-                    queues: routed.queues.drain(..).collect(),
-                    msg,
-                    mandatory: p.mandatory,
-                }),
+                Some(tx) => tx.publish(routed.queues.drain(..).collect(), msg, p.mandatory),
                 None => outcome = self.enqueue(&mut routed.queues, msg, p.mandatory),
             }
         }

@@ -51,9 +51,10 @@ pub enum Assembly {
     },
 }
 
-/// Body bytes a connection holds for publishes still being assembled: added to the connection's
-/// `assembling` count (which the memory alarm reads) and taken off again when dropped, whichever
-/// way the assembly ends (complete, channel closed, connection gone).
+/// Bytes a connection holds for publishes still being assembled, or buffered in an uncommitted
+/// transaction: added to the connection's `assembling` count (which the memory alarm reads) and
+/// taken off again when dropped, whichever way the assembly or transaction ends (complete or
+/// committed, rolled back, channel closed, connection gone).
 pub struct HeldBytes {
     /// The connection whose count this is.
     info: Arc<crate::stats::ConnInfo>,

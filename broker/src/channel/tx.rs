@@ -10,7 +10,9 @@
 //! - Everything buffered is applied at commit in arrival order, before tx.commit-ok is written.
 //! - A channel is either transactional or in confirm mode, never both (406).
 //! - Closing the channel discards the buffer; its unacked deliveries are requeued as usual.
-use super::Channel;
+//! - Buffered messages count against the memory watermark (`TxState::held`) until commit
+//!   enqueues them (queues count them from then on) or rollback or close drops them.
+use super::{Channel, HeldBytes};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::queue::Queue;
@@ -35,10 +37,32 @@ pub enum TxOp {
 }
 
 /// A transactional channel's buffer.
-#[derive(Default)]
 pub struct TxState {
     /// Operations since the last commit or rollback.
     pub ops: Vec<TxOp>,
+    /// The buffered messages' memory, counted in the connection's held bytes: what a queued
+    /// message counts (head, body and the fixed overhead). A client publishing in a transaction
+    /// it never commits is blocked by the memory alarm like any other.
+    held: HeldBytes,
+}
+
+impl TxState {
+    fn new(info: &Arc<crate::stats::ConnInfo>) -> TxState {
+        TxState { ops: Vec::new(), held: HeldBytes::new(info) }
+    }
+
+    /// Buffer a routed publish until commit.
+    pub fn publish(&mut self, queues: Vec<Arc<Queue>>, msg: Message, mandatory: bool) {
+        self.held.add((msg.mem_size() + crate::queue::ready::QUEUED_MESSAGE_OVERHEAD) as u64);
+        self.ops.push(TxOp::Publish { queues, msg, mandatory });
+    }
+
+    /// Everything buffered, in arrival order, and their count handed over (dropped once the
+    /// caller has applied them).
+    fn take(&mut self) -> (Vec<TxOp>, HeldBytes) {
+        let held = HeldBytes::new(&self.held.info);
+        (std::mem::take(&mut self.ops), std::mem::replace(&mut self.held, held))
+    }
 }
 
 impl Channel {
@@ -52,7 +76,7 @@ impl Channel {
                         Some(m),
                     ));
                 }
-                self.tx.get_or_insert_with(TxState::default);
+                self.tx.get_or_insert_with(|| TxState::new(&ctx.info));
                 self.shared.mode.store(crate::counters::MODE_TX, std::sync::atomic::Ordering::Relaxed);
                 self.send(&TxSelectOk.into());
             }
@@ -60,7 +84,8 @@ impl Channel {
                 let Some(tx) = &mut self.tx else {
                     return Err(AmqpError::channel(PRECONDITION_FAILED, "channel is not transactional", Some(m)));
                 };
-                let ops = std::mem::take(&mut tx.ops);
+                // Counted until they are in their queues (dropped at the end of this arm).
+                let (ops, _held) = tx.take();
                 let mut lsn = 0;
                 for op in ops {
                     match op {
@@ -85,7 +110,7 @@ impl Channel {
                 let Some(tx) = &mut self.tx else {
                     return Err(AmqpError::channel(PRECONDITION_FAILED, "channel is not transactional", Some(m)));
                 };
-                tx.ops.clear();
+                drop(tx.take());
                 self.send(&TxRollbackOk.into());
             }
             _ => {}
