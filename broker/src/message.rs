@@ -37,6 +37,14 @@ struct Meta {
     persistent: bool,
 }
 
+impl Meta {
+    /// Length of exchange, routing key and properties: where a small body starts in the bytes.
+    #[inline]
+    fn head_len(&self) -> usize {
+        self.exchange_len as usize + self.routing_key_len as usize + self.properties_len as usize
+    }
+}
+
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Message")
@@ -225,8 +233,7 @@ impl Message {
     /// its body and a fixed overhead (the memory alarm counts them).
     #[inline]
     pub fn head_len(&self) -> usize {
-        let m = self.meta();
-        m.exchange_len as usize + m.routing_key_len as usize + m.properties_len as usize
+        self.meta().head_len()
     }
     /// Head and body bytes: what the memory alarm counts of a message held in memory, besides a
     /// fixed overhead.
@@ -257,10 +264,7 @@ impl Message {
         let m = &i.header.header;
         match &m.large_body {
             Some(b) => b,
-            None => {
-                let head = m.exchange_len as usize + m.routing_key_len as usize + m.properties_len as usize;
-                &i.slice[head..]
-            }
+            None => &i.slice[m.head_len()..],
         }
     }
     /// A large body, shared with the message (none for a small one: its body is in
