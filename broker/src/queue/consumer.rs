@@ -165,12 +165,18 @@ impl ChannelShared {
         let tag = st.next_tag;
         st.next_tag += 1;
         let redelivered = m.redelivered;
-        let msg = m.msg.clone();
         st.counted.redelivered += redelivered as u64;
-        if c.no_ack {
+        // The message written out: a no-ack delivery's own (settled now, dropped after the
+        // write), else a second handle, the first kept for redelivery.
+        let settled: QueuedMsg;
+        let kept: crate::message::Message;
+        let msg = if c.no_ack {
             st.counted.delivered_no_ack += 1;
             st.push_settled();
+            settled = m;
+            &settled.msg
         } else {
+            kept = m.msg.clone();
             st.counted.delivered += 1;
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             st.global_in_flight += 1;
@@ -183,7 +189,8 @@ impl ChannelShared {
                 consumer: Some(c.clone()),
                 delivered_ms,
             }));
-        }
+            &kept
+        };
         self.out.write_content(
             self.id,
             |b| {
@@ -197,11 +204,11 @@ impl ChannelShared {
                     msg.routing_key_bytes(),
                 )
             },
-            &msg,
+            msg,
         );
         drop(st);
-        self.trace_delivery(&msg, queue, redelivered);
-        self.journal_delivery(&msg, queue, &c.tag, redelivered);
+        self.trace_delivery(msg, queue, redelivered);
+        self.journal_delivery(msg, queue, &c.tag, redelivered);
         Ok(())
     }
 

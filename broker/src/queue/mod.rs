@@ -527,10 +527,20 @@ impl Queue {
         // a new or removed consumer): a publish behind a backlog need not try every consumer again
         // (under load that was a failed delivery attempt, two locks and a pop and push, per
         // message).
+        //
+        // An empty queue with consumers hands the message to one straight away (no push and pop):
+        // the same outcome as queueing it and draining, which is what the end-to-end path does
+        // for every message when consumers keep up.
         let backlog = !st.ready.is_empty();
-        st.ready.push_back(m);
-        if !backlog {
-            self.drain_at(&mut st, dead, ttl.map(|_| now));
+        if backlog || st.consumers.is_empty() {
+            st.ready.push_back(m);
+        } else if let Some(me) = self.arc() {
+            let mut now = ttl.map(|_| now);
+            if let Some(back) = self.offer(&mut st, &me, m, &mut now, dead) {
+                st.ready.push_back(back);
+            }
+        } else {
+            st.ready.push_back(m);
         }
         if ttl.is_some() {
             // TTL 0 (or already past): what was not delivered just now expires now.
@@ -599,53 +609,69 @@ impl Queue {
             return;
         }
         let Some(me) = self.arc() else { return };
-        'outer: while let Some(mut m) = st.ready.pop_front() {
-            if m.expires_at != 0 && *now.get_or_insert_with(|| self.clock.now_ms()) > m.expires_at {
-                dead.push((m, Reason::Expired));
-                continue;
+        while let Some(m) = st.ready.pop_front() {
+            if let Some(back) = self.offer(st, &me, m, &mut now, dead) {
+                st.ready.push_front(back);
+                break;
             }
-            self.mark_redelivery(&mut m, false);
-            // A stored message's first delivery is recorded, so it comes back redelivered.
-            let mark = if m.redelivered { None } else { m.disk.as_ref().map(|d| (d.seg, d.off)) };
-            // Single active consumer: only the first in registration order is considered.
-            let n = if self.single_active { 1 } else { st.consumers.len() };
-            let mut start = 0;
-            while start < n {
-                // The group of consumers sharing this priority: [start, end).
-                let p = st.consumers[start].priority;
-                let end = start + st.consumers[start..n].iter().take_while(|c| c.priority == p).count();
-                let len = end - start;
-                for k in 0..len {
-                    let pos = (st.rr + k) % len;
-                    let c = &st.consumers[start + pos];
-                    m.deliveries += 1;
-                    let no_ack = c.no_ack;
-                    let again = m.redelivered;
-                    match c.channel.try_deliver(c, m, &me) {
-                        Ok(()) => {
-                            if no_ack {
-                                st.counters.delivered_no_ack += 1;
-                            } else {
-                                st.counters.delivered += 1;
-                            }
-                            st.counters.redelivered += again as u64;
-                            if let (Some((seg, off)), Some(store), false) = (mark, &self.store, no_ack) {
-                                store.mark_delivered(seg, off);
-                            }
-                            st.rr = pos + 1;
-                            continue 'outer;
+        }
+    }
+
+    /// Offer `m` to the consumers in turn (priority groups first, round robin within one):
+    /// `None` once one took it (or it had expired: then it is in `dead`), `Some(m)` back when none
+    /// could take it (no credit, a full connection buffer).
+    fn offer(
+        &self,
+        st: &mut QueueState,
+        me: &Arc<Queue>,
+        mut m: QueuedMsg,
+        now: &mut Option<u64>,
+        dead: &mut DeadLetters,
+    ) -> Option<QueuedMsg> {
+        if m.expires_at != 0 && *now.get_or_insert_with(|| self.clock.now_ms()) > m.expires_at {
+            dead.push((m, Reason::Expired));
+            return None;
+        }
+        self.mark_redelivery(&mut m, false);
+        // A stored message's first delivery is recorded, so it comes back redelivered.
+        let mark = if m.redelivered { None } else { m.disk.as_ref().map(|d| (d.seg, d.off)) };
+        // Single active consumer: only the first in registration order is considered.
+        let n = if self.single_active { 1 } else { st.consumers.len() };
+        let mut start = 0;
+        while start < n {
+            // The group of consumers sharing this priority: [start, end).
+            let p = st.consumers[start].priority;
+            let end = start + st.consumers[start..n].iter().take_while(|c| c.priority == p).count();
+            let len = end - start;
+            for k in 0..len {
+                let pos = (st.rr + k) % len;
+                let c = &st.consumers[start + pos];
+                m.deliveries += 1;
+                let no_ack = c.no_ack;
+                let again = m.redelivered;
+                match c.channel.try_deliver(c, m, me) {
+                    Ok(()) => {
+                        if no_ack {
+                            st.counters.delivered_no_ack += 1;
+                        } else {
+                            st.counters.delivered += 1;
                         }
-                        Err(back) => {
-                            m = back;
-                            m.deliveries -= 1;
+                        st.counters.redelivered += again as u64;
+                        if let (Some((seg, off)), Some(store), false) = (mark, &self.store, no_ack) {
+                            store.mark_delivered(seg, off);
                         }
+                        st.rr = pos + 1;
+                        return None;
+                    }
+                    Err(back) => {
+                        m = back;
+                        m.deliveries -= 1;
                     }
                 }
-                start = end;
             }
-            st.ready.push_front(m);
-            break;
+            start = end;
         }
+        Some(m)
     }
 
     /// Quorum queues tell consumers how often a message was delivered before (`x-delivery-count`).
