@@ -7,6 +7,8 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::{IpAddr, SocketAddr};
 use warren::config::{self, Config};
 
+mod allocator;
+
 /// Warren: an AMQP 0-9-1 message broker, a drop-in for RabbitMQ in development and CI.
 #[derive(Parser, Debug)]
 #[command(
@@ -149,7 +151,7 @@ struct Cli {
 }
 
 fn main() {
-    allocator_settings();
+    allocator::settings();
     // A user's mistake (a busy port, a bad flag value, an unreadable file) is one line on stderr
     // and exit code 1: never a backtrace, whatever RUST_BACKTRACE says.
     if let Err(e) = start() {
@@ -325,43 +327,6 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// mimalloc returns freed memory to the OS (a queue of expired or consumed messages does not keep
-/// its pages), and is at least as fast as the system allocator on the message path. It is built
-/// with `no_thp` (no transparent huge pages): idle RSS 5 MiB instead of 13 MiB.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// How long mimalloc keeps freed memory before it returns it to the OS, in milliseconds (its
-/// default is 10). Large bodies are read into 1 MiB buffers that live until every body in them is
-/// delivered; with 10 ms each new buffer landed on pages just returned, so every read faulted its
-/// pages in again and cleared them (64 KiB bodies end to end: 12-14 k msgs/s and 73-83 us of broker
-/// CPU per message; with 1 s: 19-23 k msgs/s and 38-46 us). Memory freed by an emptied queue is
-/// still returned, one second later.
-const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 1000;
-
-/// mimalloc's option number of `purge_delay` (`mi_option_purge_delay` in mimalloc.h, v2 and v3).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Allocator options, before any thread starts. An environment variable `MIMALLOC_PURGE_DELAY`
-/// given by the user wins.
-#[allow(unsafe_code)]
-fn allocator_settings() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: called once at the start of main, before any other thread exists (the function
-        // is not thread safe); the option number is mimalloc's purge delay.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
-    }
-    warren::queue::set_release_freed_memory(release_freed_memory);
-}
-
-/// Return the memory that is free now to the OS, without waiting for the purge delay: called by
-/// the dropper thread after it freed a purged or deleted queue, so that work is done there.
-#[allow(unsafe_code)]
-fn release_freed_memory() {
-    // SAFETY: `mi_collect` may be called from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Listener addresses given in configuration files (`listeners.tcp.*`, `listeners.ssl.*`).
