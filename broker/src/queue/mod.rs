@@ -426,14 +426,14 @@ impl Queue {
 
     /// Enqueue a published message and deliver what can be delivered.
     #[inline]
-    pub fn publish(&self, msg: Message) -> Enqueued {
+    pub fn publish(self: &Arc<Self>, msg: Message) -> Enqueued {
         self.publish_durably(msg, &mut 0)
     }
 
     /// As [`Queue::publish`]; when the message is written to the store, `lsn` is raised to its
     /// record's LSN (a publisher confirm waits for that LSN to be fsynced).
     #[inline]
-    pub fn publish_durably(&self, msg: Message, lsn: &mut u64) -> Enqueued {
+    pub fn publish_durably(self: &Arc<Self>, msg: Message, lsn: &mut u64) -> Enqueued {
         let mut dead = DeadLetters::new();
         let mut arm = None;
         let r = self.publish_locked(msg, &mut dead, lsn, &mut arm);
@@ -473,7 +473,13 @@ impl Queue {
         }
     }
 
-    fn publish_locked(&self, msg: Message, dead: &mut DeadLetters, lsn: &mut u64, arm: &mut Option<u64>) -> Enqueued {
+    fn publish_locked(
+        self: &Arc<Self>,
+        msg: Message,
+        dead: &mut DeadLetters,
+        lsn: &mut u64,
+        arm: &mut Option<u64>,
+    ) -> Enqueued {
         let mut st = self.state.lock();
         if st.deleted {
             return Enqueued::Gone;
@@ -534,13 +540,11 @@ impl Queue {
         let backlog = !st.ready.is_empty();
         if backlog || st.consumers.is_empty() {
             st.ready.push_back(m);
-        } else if let Some(me) = self.arc() {
+        } else {
             let mut now = ttl.map(|_| now);
-            if let Some(back) = self.offer(&mut st, &me, m, &mut now, dead) {
+            if let Some(back) = self.offer(&mut st, self, m, &mut now, dead) {
                 st.ready.push_back(back);
             }
-        } else {
-            st.ready.push_back(m);
         }
         if ttl.is_some() {
             // TTL 0 (or already past): what was not delivered just now expires now.
