@@ -2,7 +2,8 @@
 //! counted by callgrind (valgrind) instead of timed. The test runs itself under callgrind: the
 //! child (the same test binary, told so by [`CHILD_ENV`]) starts an in-process Warren and moves
 //! 16-byte messages through real sockets (the workload of `hot_path_allocations.rs`); callgrind
-//! counts only the instructions executed inside `Connection::handle_frame` (publish -> route ->
+//! counts only the instructions executed inside `Connection::handle_frame` and (the same pattern:
+//! callgrind takes one) `Connection::handle_frames_of_publish`, a whole publish in one step (publish -> route ->
 //! enqueue -> encode the delivery -> ack: everything per frame, without the socket reads and
 //! writes, whose batching depends on timing). A count of instructions does not depend on the
 //! machine's load or speed, so a change that makes each message cost much more fails here.

@@ -39,6 +39,33 @@ impl Channel {
         Ok(())
     }
 
+    /// A whole publish at once (the method, its content header and the one body frame, found
+    /// together in the read buffer): what [`Channel::handle_publish`], [`Channel::on_header`] and
+    /// [`Channel::on_body`] would do for the three frames when every check passes, without the
+    /// assembly states in between. `None` when one would not pass (or a publish is already being
+    /// assembled): nothing was done, and the frames go those three ways, which report it.
+    pub fn publish_whole(
+        &mut self,
+        ctx: &ConnCtx,
+        method: bytes::Bytes,
+        header: bytes::Bytes,
+        body: bytes::Bytes,
+    ) -> Option<AmqpResult<()>> {
+        if !matches!(self.assembly, Assembly::Idle) {
+            return None;
+        }
+        let p = BasicPublish::decode(method).ok().filter(|p| !p.immediate)?;
+        let h = warren_protocol::properties::ContentHeader::decode(header).ok()?;
+        if h.class_id != CLASS_BASIC
+            || h.body_size != body.len() as u64
+            || h.body_size > ctx.max_message_size
+            || warren_protocol::properties::validate(&h.properties).is_err()
+        {
+            return None;
+        }
+        Some(self.finish_publish(ctx, p, h.properties, body))
+    }
+
     /// The message is complete: route, enqueue, return if unroutable, confirm.
     pub(super) fn finish_publish(
         &mut self,

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_protocol::constants::CONNECTION_FORCED;
-use warren_protocol::frame;
+use warren_protocol::{frame, Frame, FrameType};
 
 /// How often unacked deliveries are checked against consumer acknowledgement timeouts.
 const ACK_TIMEOUT_CHECK: Duration = Duration::from_millis(250);
@@ -145,22 +145,45 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
         }
     }
 
-    /// Handle every complete frame in the buffer.
+    /// Handle every complete frame in the buffer. A whole publish (method, header and one body
+    /// frame, the shape nearly every publish has) goes to its channel in one step; when that
+    /// channel cannot take it that way, its three frames go one by one like any others.
     fn handle_frames(&mut self) -> Step {
         loop {
             if self.conn.state == State::Closed {
                 return Step::Stop;
             }
+            if self.info.drop_after_frames.load(Ordering::Relaxed) == 0 {
+                if let Some(run) = frame::publish_run(&self.buf, self.conn.frame_max) {
+                    let frames = self.buf.split_to(run.len).freeze();
+                    match self.conn.handle_frames_of_publish(frames.clone(), &run) {
+                        Some(r) => {
+                            if let Err(e) = r {
+                                self.conn.fail(e);
+                            }
+                            self.after_frame();
+                        }
+                        None => {
+                            let parts = [
+                                (FrameType::Method, run.method),
+                                (FrameType::Header, run.header),
+                                (FrameType::Body, run.body),
+                            ];
+                            for (kind, at) in parts {
+                                let f = Frame { kind, channel: run.channel, payload: frames.slice(at) };
+                                if self.handle_frame(f) == Step::Stop {
+                                    return Step::Stop;
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             match frame::decode(&mut self.buf, self.conn.frame_max) {
                 Ok(Some(f)) => {
-                    if let Err(e) = self.conn.handle_frame(f) {
-                        self.conn.fail(e);
-                    }
-                    if self.drop_by_fault() {
+                    if self.handle_frame(f) == Step::Stop {
                         return Step::Stop;
-                    }
-                    if matches!(self.conn.state, State::Closing | State::Draining) && self.close_deadline.is_none() {
-                        self.close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
                     }
                 }
                 Ok(None) => return Step::Go,
@@ -174,6 +197,25 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
                     return Step::Stop;
                 }
             }
+        }
+    }
+
+    /// One frame: handled, then the test fault and the close deadline checked.
+    fn handle_frame(&mut self, f: Frame) -> Step {
+        if let Err(e) = self.conn.handle_frame(f) {
+            self.conn.fail(e);
+        }
+        if self.drop_by_fault() {
+            return Step::Stop;
+        }
+        self.after_frame();
+        Step::Go
+    }
+
+    /// After a frame: a close under way gets its deadline for the client's close-ok.
+    fn after_frame(&mut self) {
+        if matches!(self.conn.state, State::Closing | State::Draining) && self.close_deadline.is_none() {
+            self.close_deadline = Some(tokio::time::Instant::now() + CLOSE_OK_TIMEOUT);
         }
     }
 
