@@ -120,6 +120,55 @@ async fn publish_to_missing_exchange_is_404_and_immediate_is_540() {
     b.stop().await;
 }
 
+/// basic.publish, its content header and its body, encoded together as clients write them (the
+/// broker finds such a whole publish in its read buffer and handles it in one step).
+fn whole_publish(ch: u16, exchange: &str, key: &str, immediate: bool, props: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    let m: Method = BasicPublish { exchange: s(exchange), routing_key: s(key), immediate, ..Default::default() }.into();
+    warren_protocol::frame::encode_method(&mut b, ch, &m);
+    warren_protocol::fast::header(&mut b, ch, body.len() as u64, props);
+    warren_protocol::fast::body(&mut b, ch, body, 0);
+    b.to_vec()
+}
+
+/// A whole publish that fails a check is refused exactly as its frames one by one would be: the
+/// one-step path declines it and the frames take the general way, which reports the error.
+#[tokio::test]
+async fn whole_publishes_that_fail_a_check_get_the_frame_by_frame_errors() {
+    use tokio::io::AsyncWriteExt;
+    let b = TestBroker::start().await;
+    let none = warren_protocol::properties::EMPTY_PROPERTIES;
+
+    let (mut r, q) = setup_queue(&b, "whole-immediate").await;
+    r.sock.write_all(&whole_publish(1, "", &q, true, none, b"x")).await.expect("write");
+    assert_eq!(r.expect_connection_close().await.reply_code, NOT_IMPLEMENTED);
+
+    // The content-type flag set, and no content type after it.
+    let (mut r, q) = setup_queue(&b, "whole-properties").await;
+    r.sock.write_all(&whole_publish(1, "", &q, false, &[0x80, 0], b"x")).await.expect("write");
+    let c = r.expect_connection_close().await;
+    assert_eq!(c.reply_code, INTERNAL_ERROR);
+    assert!(c.reply_text.to_string().contains("malformed content header properties"), "{c:?}");
+
+    let (mut r, q) = setup_queue(&b, "whole-channel").await;
+    r.sock.write_all(&whole_publish(7, "", &q, false, none, b"x")).await.expect("write");
+    assert_eq!(r.expect_connection_close().await.reply_code, CHANNEL_ERROR);
+
+    // A publish behind one that closes its channel, in the same write, is discarded with the
+    // closing channel; once reopened, a whole publish that passes is queued.
+    let (mut r, q) = setup_queue(&b, "whole-closing").await;
+    let mut w = whole_publish(1, "no-such-exchange", "k", false, none, b"x");
+    w.extend(whole_publish(1, "", &q, false, none, b"discarded"));
+    r.sock.write_all(&w).await.expect("write");
+    assert_eq!(r.expect_channel_close(1).await.reply_code, NOT_FOUND);
+    r.open_channel(1).await;
+    assert_eq!(r.declare_passive(1, &q).await, 0);
+    r.sock.write_all(&whole_publish(1, "", &q, false, none, b"kept")).await.expect("write");
+    assert_eq!(r.declare_passive(1, &q).await, 1);
+    assert_eq!(&get(&mut r, &q).await.body[..], b"kept");
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn prefetch_per_consumer_and_per_channel() {
     let b = TestBroker::start().await;
