@@ -7,10 +7,12 @@
 //! # Invariants
 //! - Steps run in this order every round, so a whole read buffer of frames is handled before the
 //!   next read and confirms go out once per batch.
+//! - After a read of at least [`YIELD_AFTER_BYTES`] the task yields its runtime thread once (see
+//!   there), so a connection streaming large bodies does not keep other connections' tasks waiting.
 //! - A step that ends the connection returns [`Step::Stop`]; [`Reader::finish`] then tears down
 //!   (channels, exclusive queues, registry entry, outbound buffer) exactly once.
 use super::writer::{self, Liveness};
-use super::{discard_until_eof, durable_moved, peer, Connection, State, CLOSE_OK_TIMEOUT, READ_BUF};
+use super::{discard_until_eof, durable_moved, peer, Connection, State, CLOSE_OK_TIMEOUT, READ_BUF, YIELD_AFTER_BYTES};
 use crate::broker::Broker;
 use crate::error::AmqpError;
 use crate::ids::ConnectionId;
@@ -322,6 +324,9 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
                     self.info.counters.recv_cnt.fetch_add(1, Ordering::Relaxed);
                     if n == spare && self.read_size < READ_BUF {
                         self.read_size *= 2;
+                    }
+                    if n >= YIELD_AFTER_BYTES {
+                        tokio::task::yield_now().await;
                     }
                 }
             },

@@ -6,6 +6,8 @@
 //! # Invariants
 //! - One `write_vectored` loop per batch: everything appended while the previous write ran goes out
 //!   together (no per-frame syscall under load).
+//! - After a batch of at least `YIELD_AFTER_BYTES` the task yields its runtime thread once, so a
+//!   connection streaming large bodies does not keep other connections' tasks waiting.
 //! - A heartbeat is sent when nothing was written for half the heartbeat interval; the peer is
 //!   declared dead when nothing was read for two intervals (`abort` is notified).
 use crate::outbound::Outbound;
@@ -84,6 +86,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             info.counters.send_oct.fetch_add(n as u64, Ordering::Relaxed);
             info.counters.send_cnt.fetch_add(1, Ordering::Relaxed);
             out.written(n);
+            if n >= super::YIELD_AFTER_BYTES {
+                tokio::task::yield_now().await;
+            }
         }
         if out.is_closed() && out.is_empty() {
             let _ = sock.shutdown().await;
