@@ -42,12 +42,34 @@ pub trait Redrive: Send + Sync {
     fn redrive(&self);
 }
 
+/// Room kept for the method and header frames of a delivery besides its body and properties
+/// (basic.deliver with a consumer tag, exchange and routing key of up to 255 bytes each).
+const DELIVERY_FRAMES_ROOM: usize = 1024;
+/// Room kept for the frames of one [`Outbound::write`] (acks, confirms, replies; a larger one
+/// still fits, by growing the buffer).
+const WRITE_ROOM: usize = 256;
+
 /// Frames waiting for the writer.
 struct Pending {
     /// Chunks complete and ordered before `cur`.
     chunks: Vec<Bytes>,
     /// Small frames appended since the last chunk boundary.
     cur: BytesMut,
+}
+
+impl Pending {
+    /// Make room for `need` more bytes in `cur` without copying what it holds: a buffer that
+    /// cannot take them becomes a chunk and a new one starts. Growing `cur` in place copied it
+    /// whole at each doubling while the writer fell behind (up to [`HIGH_WATER`]): about 5 % of
+    /// the broker's instructions at 2.6 M msgs/s end to end.
+    #[inline]
+    fn room(&mut self, need: usize) {
+        if self.cur.capacity() - self.cur.len() < need && !self.cur.is_empty() {
+            let full = self.cur.split().freeze();
+            self.chunks.push(full);
+            self.cur.reserve(need.max(BUF_CAPACITY));
+        }
+    }
 }
 
 /// Shared outbound state of one connection.
@@ -92,6 +114,7 @@ impl Outbound {
             return;
         }
         let mut p = self.pending.lock();
+        p.room(WRITE_ROOM);
         let before = p.cur.len();
         f(&mut p.cur);
         let added = p.cur.len() - before;
@@ -120,6 +143,8 @@ impl Outbound {
         let frame_max = self.frame_max.load(Ordering::Relaxed);
         let body = msg.body();
         let mut p = self.pending.lock();
+        let copied = if msg.large_body().is_some() && body.len() >= LARGE_BODY { 0 } else { body.len() };
+        p.room(DELIVERY_FRAMES_ROOM + msg.properties_bytes().len() + copied);
         let before_cur = p.cur.len();
         let mut moved = 0;
         method(&mut p.cur);
