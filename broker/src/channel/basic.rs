@@ -29,10 +29,7 @@ const REPLY_TO_FLAG_HIGH_BYTE: u8 = 0x02;
 impl Channel {
     /// basic.publish method frame: check the exchange now, then wait for the content.
     pub(super) fn start_publish(&mut self, ctx: &ConnCtx, p: BasicPublish) -> AmqpResult<()> {
-        if p.immediate {
-            // rabbitmq-compat: RabbitMQ 3.x does not implement immediate and closes the connection.
-            return Err(AmqpError::connection_ids(NOT_IMPLEMENTED, "immediate=true", 60, 40));
-        }
+        refuse_immediate(&p)?;
         // The exchange is checked once the content is complete, as RabbitMQ does.
         let _ = ctx;
         self.assembly = Assembly::Header(p);
@@ -54,15 +51,8 @@ impl Channel {
         if !matches!(self.assembly, Assembly::Idle) {
             return None;
         }
-        let p = BasicPublish::decode(method).ok().filter(|p| !p.immediate)?;
-        let h = warren_protocol::properties::ContentHeader::decode(header).ok()?;
-        if h.class_id != CLASS_BASIC
-            || h.body_size != body.len() as u64
-            || h.body_size > ctx.max_message_size
-            || warren_protocol::properties::validate(&h.properties).is_err()
-        {
-            return None;
-        }
+        let p = BasicPublish::decode(method).ok().filter(|p| refuse_immediate(p).is_ok())?;
+        let h = super::checked_header(ctx, header).ok().filter(|h| h.body_size == body.len() as u64)?;
         Some(self.finish_publish(ctx, p, h.properties, body))
     }
 
@@ -567,4 +557,13 @@ pub(super) fn dedup(mut v: Vec<Arc<crate::queue::Queue>>) -> Vec<Arc<crate::queu
         }
     }
     out
+}
+
+/// basic.publish with immediate set is refused (by the frame-by-frame path and a whole publish).
+/// rabbitmq-compat: RabbitMQ 3.x does not implement immediate and closes the connection.
+fn refuse_immediate(p: &BasicPublish) -> AmqpResult<()> {
+    if p.immediate {
+        return Err(AmqpError::connection_ids(NOT_IMPLEMENTED, "immediate=true", 60, 40));
+    }
+    Ok(())
 }

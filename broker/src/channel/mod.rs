@@ -208,39 +208,7 @@ impl Channel {
                 return Err(AmqpError::connection_ids(UNEXPECTED_FRAME, "unexpected content header frame", 60, 40));
             }
         };
-        let h = ContentHeader::decode(payload)
-            .map_err(|e| AmqpError::connection_ids(e.reply_code(), format!("malformed content header: {e}"), 60, 40))?;
-        if h.class_id != CLASS_BASIC {
-            return Err(AmqpError::connection_ids(
-                UNEXPECTED_FRAME,
-                format!("expected content header for class 60, got one for class {}", h.class_id),
-                60,
-                40,
-            ));
-        }
-        // A property list that clients cannot decode would be stored and then kill every
-        // consumer it reaches (again after each restart): refused here, with one allocation-free
-        // walk. rabbitmq-compat: RabbitMQ closes the connection with 541 and the bare text
-        // "INTERNAL_ERROR" (its channel crashes decoding them); Warren says what was wrong.
-        if let Err(e) = warren_protocol::properties::validate(&h.properties) {
-            return Err(AmqpError::connection_ids(
-                INTERNAL_ERROR,
-                format!("malformed content header properties: {e}"),
-                0,
-                0,
-            ));
-        }
-        if h.body_size > ctx.max_message_size {
-            // Refused at the header, before any of the body is buffered (a client announcing a
-            // huge body cannot make the broker hold it); the body frames that follow are
-            // discarded with the closing channel.
-            return Err(AmqpError::channel_ids(
-                PRECONDITION_FAILED,
-                format!("message size {} is larger than configured max size {}", h.body_size, ctx.max_message_size),
-                60,
-                40,
-            ));
-        }
+        let h = checked_header(ctx, payload)?;
         if h.body_size == 0 {
             return self.finish_publish(ctx, publish, h.properties, Bytes::new());
         }
@@ -363,4 +331,43 @@ pub fn group_by_queue(unacked: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMsg>)
         }
     }
     groups
+}
+
+/// A content header frame's payload, decoded and checked: class basic, properties that clients can
+/// decode, a body within the size limit. Shared by the frame-by-frame path and a whole publish.
+fn checked_header(ctx: &ConnCtx, payload: Bytes) -> AmqpResult<ContentHeader> {
+    let h = ContentHeader::decode(payload)
+        .map_err(|e| AmqpError::connection_ids(e.reply_code(), format!("malformed content header: {e}"), 60, 40))?;
+    if h.class_id != CLASS_BASIC {
+        return Err(AmqpError::connection_ids(
+            UNEXPECTED_FRAME,
+            format!("expected content header for class 60, got one for class {}", h.class_id),
+            60,
+            40,
+        ));
+    }
+    // A property list that clients cannot decode would be stored and then kill every
+    // consumer it reaches (again after each restart): refused here, with one allocation-free
+    // walk. rabbitmq-compat: RabbitMQ closes the connection with 541 and the bare text
+    // "INTERNAL_ERROR" (its channel crashes decoding them); Warren says what was wrong.
+    if let Err(e) = warren_protocol::properties::validate(&h.properties) {
+        return Err(AmqpError::connection_ids(
+            INTERNAL_ERROR,
+            format!("malformed content header properties: {e}"),
+            0,
+            0,
+        ));
+    }
+    if h.body_size > ctx.max_message_size {
+        // Refused at the header, before any of the body is buffered (a client announcing a
+        // huge body cannot make the broker hold it); the body frames that follow are
+        // discarded with the closing channel.
+        return Err(AmqpError::channel_ids(
+            PRECONDITION_FAILED,
+            format!("message size {} is larger than configured max size {}", h.body_size, ctx.max_message_size),
+            60,
+            40,
+        ));
+    }
+    Ok(h)
 }
