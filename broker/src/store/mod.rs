@@ -171,8 +171,9 @@ impl Drop for DiskRef {
 struct Batch {
     /// Record bytes per segment, in append order.
     data: Vec<(u32, Vec<u8>)>,
-    /// Ack / delivered entries per segment.
-    acks: HashMap<u32, Vec<u8>>,
+    /// Ack / delivered entries per segment (Fx: two lookups per persistent message, a delivered
+    /// mark and an ack; SipHash took ~120 instructions each).
+    acks: FxHashMap<u32, Vec<u8>>,
     /// Sealed segments to delete (every record acked).
     deletes: Vec<u32>,
     /// LSN of the last operation in the batch.
