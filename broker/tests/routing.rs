@@ -248,3 +248,48 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
     assert_eq!(r.expect_channel_close(1).await.reply_code, NOT_FOUND);
     b.stop().await;
 }
+
+/// A channel keeps the last queue and exchange it published to between publishes (no vhost lock
+/// per message): a queue or exchange deleted and declared again by another connection must be
+/// what that channel's very next publish reaches, and a deleted exchange must refuse it.
+#[tokio::test]
+async fn the_publish_after_a_queue_or_exchange_is_replaced_reaches_the_new_one() {
+    let b = TestBroker::start().await;
+    let mut p = setup_channel(&b).await;
+    let mut o = setup_channel(&b).await;
+    let q = unique("replaced");
+    o.declare(1, &q).await;
+    p.publish(1, "", &q, b"one").await;
+    assert_eq!(p.declare_passive(1, &q).await, 1);
+    let delete_queue = || QueueDelete { queue: s(&q), ..Default::default() };
+    assert!(matches!(o.call(1, delete_queue()).await, Method::QueueDeleteOk(_)));
+    o.declare(1, &q).await;
+    p.publish(1, "", &q, b"two").await;
+    assert_eq!(p.declare_passive(1, &q).await, 1, "the publish after the queue was replaced reached the new one");
+    // Deleted again: the next publish is unroutable, and a queue declared after it is empty.
+    assert!(matches!(o.call(1, delete_queue()).await, Method::QueueDeleteOk(_)));
+    p.publish(1, "", &q, b"three").await;
+    assert_eq!(p.declare(1, &q).await.message_count, 0);
+
+    let x = unique("replaced-x");
+    exchange(&mut o, &x, "direct", FieldTable::new()).await;
+    let qa = queue_bound(&mut o, &x, "k").await;
+    p.publish(1, &x, "k", b"a").await;
+    assert_eq!(p.declare_passive(1, &qa).await, 1);
+    let delete_exchange = || ExchangeDelete { exchange: s(&x), ..Default::default() };
+    assert!(matches!(o.call(1, delete_exchange()).await, Method::ExchangeDeleteOk(_)));
+    exchange(&mut o, &x, "fanout", FieldTable::new()).await;
+    let qb = queue_bound(&mut o, &x, "").await;
+    p.publish(1, &x, "k", b"b").await;
+    assert_eq!(
+        p.declare_passive(1, &qb).await,
+        1,
+        "the publish after the exchange was replaced went through the new one"
+    );
+    assert_eq!(p.declare_passive(1, &qa).await, 1, "the old exchange's queue got nothing more");
+    assert!(matches!(o.call(1, delete_exchange()).await, Method::ExchangeDeleteOk(_)));
+    p.publish(1, &x, "k", b"c").await;
+    let close = p.expect_channel_close(1).await;
+    assert_eq!(close.reply_code, NOT_FOUND, "a publish to the deleted exchange: {close:?}");
+    b.stop().await;
+}

@@ -225,6 +225,61 @@ pub struct Routed {
     /// alternate exchanges, `true` for an alternate), in the order they were taken; filled only
     /// when there were any (the message trace shows them).
     pub via: Vec<(ShortStr, bool)>,
+    /// The channel's last lookups, kept from one publish to the next (not cleared).
+    pub names: NameCache,
+}
+
+/// One channel's last queue (default exchange) and exchange looked up by name in its vhost, and
+/// the vhost's [names epoch](crate::vhost::VHost::names_at) when they were: while that has not
+/// moved, a publish to the same name takes them without the vhost's map locks. Every publish
+/// took a read lock on a vhost-wide map, an atomic add on one reader count: with two connections
+/// publishing on two cores that cache line moved between them on every message (route_with was
+/// 18.7 % of the broker's time with two pairs, 2.3 % with one).
+///
+/// # Invariants
+/// - An entry is used only while the epoch it was taken at is current: any change of the vhost's
+///   queue or exchange maps moves the epoch (under the map's write lock), so a cached entry is
+///   always what a lookup would return.
+/// - Strong references: a deleted queue or exchange can be held here until the channel's next
+///   lookup or its close (never used: its deletion moved the epoch).
+#[derive(Default)]
+pub struct NameCache {
+    /// The vhost's identity and names epoch when the entries were taken.
+    taken: (usize, u64),
+    /// The queue the default exchange routed the last routing key to.
+    queue: Option<Arc<Queue>>,
+    /// The exchange last published to.
+    exchange: Option<Arc<Exchange>>,
+}
+
+impl NameCache {
+    /// The cached queue named `name`, if the cache is current (`at`, see
+    /// [`crate::vhost::VHost::names_at`]).
+    #[inline]
+    pub fn queue(&self, at: (usize, u64), name: &ShortStr) -> Option<&Arc<Queue>> {
+        self.queue.as_ref().filter(|q| self.taken == at && q.name == *name)
+    }
+    /// The cached exchange named `name`, if the cache is current.
+    #[inline]
+    pub fn exchange(&self, at: (usize, u64), name: &ShortStr) -> Option<&Arc<Exchange>> {
+        self.exchange.as_ref().filter(|e| self.taken == at && e.name == *name)
+    }
+    /// Keep `q`, looked up at `at` (read under the map's lock).
+    pub fn keep_queue(&mut self, at: (usize, u64), q: &Arc<Queue>) {
+        self.retake(at);
+        self.queue = Some(q.clone());
+    }
+    /// Keep `e`, looked up at `at` (read under the map's lock).
+    pub fn keep_exchange(&mut self, at: (usize, u64), e: &Arc<Exchange>) {
+        self.retake(at);
+        self.exchange = Some(e.clone());
+    }
+    /// Entries of another epoch are dropped before one of `at` is kept.
+    fn retake(&mut self, at: (usize, u64)) {
+        if self.taken != at {
+            *self = NameCache { taken: at, queue: None, exchange: None };
+        }
+    }
 }
 
 impl Routed {

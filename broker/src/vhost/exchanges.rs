@@ -94,7 +94,7 @@ impl VHost {
             // rabbitmq-compat: RabbitMQ closes the connection with 503 for an unknown type.
             AmqpError::connection(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind), None)
         })?;
-        let mut exs = self.exchanges.write();
+        let mut exs = self.exchanges_write();
         let mut created = false;
         exs.entry(name.clone()).or_insert_with(|| {
             created = true;
@@ -154,7 +154,7 @@ impl VHost {
     /// `by` asked for it (`None`: the broker).
     pub(super) fn remove_exchange(&self, ex: &Arc<Exchange>, by: Option<&str>) {
         {
-            let mut exs = self.exchanges.write();
+            let mut exs = self.exchanges_write();
             match exs.get(&ex.name) {
                 Some(x) if Arc::ptr_eq(x, ex) => {
                     exs.remove(&ex.name);

@@ -8,7 +8,10 @@
 //!
 //! # Invariants
 //! - Topology maps are `RwLock`s: routing takes read locks only and holds none of them while it
-//!   enqueues. Declares and deletes take the write lock of one map at a time (LOCKS.md).
+//!   enqueues. Declares and deletes take the write lock of one map at a time (LOCKS.md), through
+//!   `queues_write` / `exchanges_write`, which move the names epoch: a channel's cached lookups
+//!   ([`crate::exchange::NameCache`], routing without the map locks) are valid only at the epoch
+//!   they were taken at.
 //! - The default exchange (`""`) is implicit: every queue is bound to it by name; it cannot be
 //!   bound, unbound or deleted.
 //! - Standard exchanges (`amq.direct`, `amq.fanout`, `amq.topic`, `amq.headers`, `amq.match`, and
@@ -33,9 +36,10 @@ use crate::ids::ConnectionId;
 use crate::queue::Queue;
 pub use access::Actor;
 pub use exchanges::rabbit_type;
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 pub use publish::{Outcome, Publish};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use warren_protocol::{FieldTable, ShortStr};
 
@@ -47,6 +51,9 @@ pub struct VHost {
     exchanges: RwLock<NameMap<Arc<Exchange>>>,
     /// Queues by name.
     queues: RwLock<NameMap<Arc<Queue>>>,
+    /// Moved on every write lock of `exchanges` or `queues` (while it is held): channels' cached
+    /// lookups ([`crate::exchange::NameCache`]) taken at another value are not used.
+    names_epoch: AtomicU64,
     /// Direct reply-to consumers by their generated reply queue name.
     pub replies: parking_lot::Mutex<HashMap<ShortStr, ReplyTarget>>,
     /// `Weak` to itself, handed to queues for dead-lettering.
@@ -173,6 +180,7 @@ impl VHost {
             name: name.to_string(),
             exchanges: RwLock::new(ex),
             queues: RwLock::new(NameMap::default()),
+            names_epoch: AtomicU64::new(0),
             replies: Default::default(),
             me: me.clone(),
             store,
@@ -188,6 +196,29 @@ impl VHost {
             tracer: Default::default(),
             events,
         })
+    }
+
+    /// The queue map, to change it: moves the names epoch (see [`VHost::names_at`]).
+    fn queues_write(&self) -> RwLockWriteGuard<'_, NameMap<Arc<Queue>>> {
+        let g = self.queues.write();
+        self.names_epoch.fetch_add(1, Ordering::Release);
+        g
+    }
+
+    /// The exchange map, to change it: moves the names epoch.
+    fn exchanges_write(&self) -> RwLockWriteGuard<'_, NameMap<Arc<Exchange>>> {
+        let g = self.exchanges.write();
+        self.names_epoch.fetch_add(1, Ordering::Release);
+        g
+    }
+
+    /// This vhost's identity and names epoch now: what a channel's [`crate::exchange::NameCache`]
+    /// is valid for. Read under a map's read lock when an entry is kept (no write can move it
+    /// then), without a lock when one is used (an entry used just as a change lands is a lookup
+    /// made just before it).
+    #[inline]
+    pub fn names_at(&self) -> (usize, u64) {
+        (self as *const VHost as usize, self.names_epoch.load(Ordering::Acquire))
     }
 
     /// Test control: move this vhost's clock forward by `ms`; what that makes due (delayed

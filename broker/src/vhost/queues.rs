@@ -152,7 +152,7 @@ impl VHost {
                 ));
             }
         }
-        let mut qs = self.queues.write();
+        let mut qs = self.queues_write();
         // Re-check under the write lock: another connection may have won the race.
         if qs.contains_key(&name) {
             drop(qs);
@@ -252,7 +252,7 @@ impl VHost {
         by: Option<&str>,
     ) -> (u32, Vec<Arc<crate::queue::consumer::Consumer>>) {
         {
-            let mut qs = self.queues.write();
+            let mut qs = self.queues_write();
             match qs.get(&q.name) {
                 Some(x) if Arc::ptr_eq(x, q) => {
                     qs.remove(&q.name);

@@ -5,7 +5,8 @@
 //!
 //! # Invariants
 //! - Takes topology read locks only and holds none of them when it returns: the caller enqueues
-//!   with no vhost lock held.
+//!   with no vhost lock held. A publish to the queue or exchange its channel looked up last, in
+//!   the same names epoch, takes no map lock at all (`Routed::names`).
 //! - Each exchange is visited once per message, so exchange cycles neither loop nor duplicate.
 use super::{rabbit_type, VHost};
 use crate::error::{AmqpError, AmqpResult};
@@ -94,16 +95,39 @@ impl VHost {
         }
         let keys: &[ShortStr] = if cc_keys.is_empty() { std::slice::from_ref(routing_key) } else { &cc_keys };
         if exchange.is_empty() {
-            let qs = self.queues.read();
-            for k in keys {
-                if let Some(q) = qs.get(k) {
-                    if !out.queues.iter().any(|x| Arc::ptr_eq(x, q)) {
-                        out.queues.push(q.clone());
+            // One routing key: the channel's cached queue when it is still current.
+            let cached = match keys {
+                [k] => out.names.queue(self.names_at(), k).cloned(),
+                _ => None,
+            };
+            if let Some(q) = cached {
+                out.queues.push(q);
+            } else {
+                let qs = self.queues.read();
+                let at = self.names_at();
+                for k in keys {
+                    if let Some(q) = qs.get(k) {
+                        if keys.len() == 1 {
+                            out.names.keep_queue(at, q);
+                        }
+                        if !out.queues.iter().any(|x| Arc::ptr_eq(x, q)) {
+                            out.queues.push(q.clone());
+                        }
                     }
                 }
             }
         } else {
-            let start = self.exchanges.read().get(exchange).cloned();
+            let start = match out.names.exchange(self.names_at(), exchange) {
+                Some(e) => Some(e.clone()),
+                None => {
+                    let exs = self.exchanges.read();
+                    let e = exs.get(exchange).cloned();
+                    if let Some(e) = &e {
+                        out.names.keep_exchange(self.names_at(), e);
+                    }
+                    e
+                }
+            };
             let start = match start {
                 None => {
                     return Err(AmqpError::channel_ids(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), 60, 40))
