@@ -1057,11 +1057,19 @@ impl Queue {
     }
 
     /// Hand dead letters to the vhost, which publishes them to the dead-letter exchange (no
-    /// queue lock held).
+    /// queue lock held). Inlined to the emptiness check: every enqueue and settle calls it, almost
+    /// always with none (the call and the drop of an empty list were ~40 instructions each time,
+    /// 3 % of a fanout delivery's).
+    #[inline]
     fn dead_letter(&self, dead: DeadLetters) {
-        if dead.is_empty() {
-            return;
+        if !dead.is_empty() {
+            self.dead_letter_some(dead);
         }
+    }
+
+    /// [`Queue::dead_letter`] with at least one.
+    #[inline(never)]
+    fn dead_letter_some(&self, dead: DeadLetters) {
         let (dlx, dlrk) = {
             let st = self.state.lock();
             (st.applied.settings.dlx.clone(), st.applied.settings.dlrk.clone())
