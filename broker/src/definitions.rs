@@ -130,7 +130,7 @@ fn export_with(broker: &Broker, transient: bool) -> Definitions {
                     arguments: table_to_json(&x.arguments),
                 });
             }
-            for b in x.bindings.read().all.iter() {
+            for b in x.bindings().all.iter() {
                 let (destination, destination_type) = match &b.dest {
                     Dest::Queue(q) if (transient || q.durable) && q.exclusive_owner.is_none() => {
                         (q.name.to_str_lossy(), "queue")

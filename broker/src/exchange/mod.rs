@@ -11,6 +11,7 @@
 //!   a no-op, unbinding a missing binding is not an error.
 //! - The direct index and the topic trie always hold exactly the destinations of `all`.
 use crate::queue::Queue;
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -259,20 +260,26 @@ impl NameCache {
     pub fn queue(&self, at: (usize, u64), name: &ShortStr) -> Option<&Arc<Queue>> {
         self.queue.as_ref().filter(|q| self.taken == at && q.name == *name)
     }
-    /// The cached exchange named `name`, if the cache is current.
+    /// The cached exchange named `name`, taken out, if the cache is current (put it back with
+    /// [`NameCache::keep_exchange`] at the same `at`).
     #[inline]
-    pub fn exchange(&self, at: (usize, u64), name: &ShortStr) -> Option<&Arc<Exchange>> {
-        self.exchange.as_ref().filter(|e| self.taken == at && e.name == *name)
+    pub fn take_exchange(&mut self, at: (usize, u64), name: &ShortStr) -> Option<Arc<Exchange>> {
+        if self.taken == at && self.exchange.as_ref().is_some_and(|e| e.name == *name) {
+            self.exchange.take()
+        } else {
+            None
+        }
     }
     /// Keep `q`, looked up at `at` (read under the map's lock).
     pub fn keep_queue(&mut self, at: (usize, u64), q: &Arc<Queue>) {
         self.retake(at);
         self.queue = Some(q.clone());
     }
-    /// Keep `e`, looked up at `at` (read under the map's lock).
-    pub fn keep_exchange(&mut self, at: (usize, u64), e: &Arc<Exchange>) {
+    /// Keep `e`, looked up (under the map's lock) or found current at `at`.
+    #[inline]
+    pub fn keep_exchange(&mut self, at: (usize, u64), e: Arc<Exchange>) {
         self.retake(at);
-        self.exchange = Some(e.clone());
+        self.exchange = Some(e);
     }
     /// Entries of another epoch are dropped before one of `at` is kept.
     fn retake(&mut self, at: (usize, u64)) {
@@ -327,20 +334,67 @@ pub struct Exchange {
     /// The policy that applies and what it decides (re-applied when a matching policy changes;
     /// read on the unroutable path only).
     pub applied: RwLock<ExchangeApplied>,
-    /// Bindings where this exchange is the source.
-    pub bindings: RwLock<Bindings>,
+    /// Bindings where this exchange is the source (read through [`Exchange::bindings`]). Every
+    /// publish to the exchange reads them, from every publishing connection at once: sharded, so
+    /// that a read locks its thread's shard only (a bind locks them all). With one `RwLock`, its
+    /// reader count moved between cores on every message: two connections publishing through one
+    /// direct exchange spent 11 % of the broker's time on that line.
+    bindings: ShardedLock<Bindings>,
     /// Messages published to it, and of those, routed to at least one queue (management API).
     pub counters: ExchangeCounters,
 }
 
-/// An exchange's message counters, on a cache line of their own.
+/// Stripes of an exchange's counters: one per runtime thread on machines up to this size (more
+/// threads share stripes, which stays correct).
+const COUNTER_STRIPES: usize = 8;
+
+/// The stripe of the calling thread: threads take stripes in turn as they first count.
+#[inline]
+fn counter_stripe() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % COUNTER_STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+/// An exchange's message counters, striped: every connection publishing to the exchange adds to
+/// them, so each thread adds on a cache line of its own and readers add the stripes up.
+#[derive(Default)]
+pub struct ExchangeCounters {
+    /// One per thread (see [`counter_stripe`]).
+    stripes: [CounterStripe; COUNTER_STRIPES],
+}
+
+/// One stripe of [`ExchangeCounters`], on a cache line of its own.
 #[derive(Default)]
 #[repr(align(64))]
-pub struct ExchangeCounters {
+struct CounterStripe {
     /// Messages published to this exchange.
-    pub publish_in: std::sync::atomic::AtomicU64,
+    publish_in: std::sync::atomic::AtomicU64,
     /// Of those, messages routed to at least one queue.
-    pub publish_out: std::sync::atomic::AtomicU64,
+    publish_out: std::sync::atomic::AtomicU64,
+}
+
+impl ExchangeCounters {
+    /// Count a message published to the exchange; `routed`: it reached at least one queue.
+    #[inline]
+    pub fn count(&self, routed: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stripes[counter_stripe()];
+        s.publish_in.fetch_add(1, Relaxed);
+        if routed {
+            s.publish_out.fetch_add(1, Relaxed);
+        }
+    }
+    /// Messages published to the exchange.
+    pub fn publish_in(&self) -> u64 {
+        self.stripes.iter().map(|s| s.publish_in.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+    /// Of those, messages routed to at least one queue.
+    pub fn publish_out(&self) -> u64 {
+        self.stripes.iter().map(|s| s.publish_out.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
 }
 
 /// What an exchange's arguments and policy decide.
@@ -392,7 +446,7 @@ impl Exchange {
             ExchangeKind::DelayedMessage => delayed_type(&arguments).unwrap_or(ExchangeKind::Direct),
             k => k,
         };
-        let bindings = RwLock::new(Bindings::new(route_kind, &arguments));
+        let bindings = ShardedLock::new(Bindings::new(route_kind, &arguments));
         Arc::new(Exchange {
             applied,
             name,
@@ -407,9 +461,19 @@ impl Exchange {
         })
     }
 
+    /// Its bindings, to read.
+    pub fn bindings(&self) -> ShardedLockReadGuard<'_, Bindings> {
+        self.bindings.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Its bindings, to change.
+    fn bindings_mut(&self) -> ShardedLockWriteGuard<'_, Bindings> {
+        self.bindings.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Add a binding; false if an identical one exists.
     pub fn bind(&self, b: Binding) -> bool {
-        let mut bs = self.bindings.write();
+        let mut bs = self.bindings_mut();
         if bs.all.iter().any(|x| x.dest.same(&b.dest) && x.routing_key == b.routing_key && x.arguments == b.arguments) {
             return false;
         }
@@ -425,7 +489,7 @@ impl Exchange {
 
     /// Remove a binding; false if there was none.
     pub fn unbind(&self, dest: &Dest, routing_key: &ShortStr, arguments: &FieldTable) -> bool {
-        let mut bs = self.bindings.write();
+        let mut bs = self.bindings_mut();
         let Some(i) =
             bs.all.iter().position(|x| x.dest.same(dest) && x.routing_key == *routing_key && x.arguments == *arguments)
         else {
@@ -445,7 +509,7 @@ impl Exchange {
     /// Remove every binding to `dest` (it was deleted). Returns the bindings removed, and whether
     /// none are left (when some were removed).
     pub fn unbind_dest(&self, dest: &Dest) -> (Vec<Binding>, bool) {
-        let mut bs = self.bindings.write();
+        let mut bs = self.bindings_mut();
         if !bs.all.iter().any(|x| x.dest.same(dest)) {
             return (Vec::new(), false);
         }
@@ -464,11 +528,11 @@ impl Exchange {
 
     /// Drop every binding (the exchange was deleted).
     pub fn clear_bindings(&self) {
-        *self.bindings.write() = Bindings::new(self.route_kind, &self.arguments);
+        *self.bindings_mut() = Bindings::new(self.route_kind, &self.arguments);
     }
 
     pub fn has_bindings(&self) -> bool {
-        !self.bindings.read().all.is_empty()
+        !self.bindings().all.is_empty()
     }
 
     /// Destinations for a message with routing `keys` (the routing key plus CC/BCC), `headers`
@@ -482,7 +546,7 @@ impl Exchange {
         properties: &bytes::Bytes,
         out: &mut Routed,
     ) -> bool {
-        let bs = self.bindings.read();
+        let bs = self.bindings();
         let (q0, e0) = (out.queues.len(), out.exchanges.len());
         let any = match (&bs.index, self.route_kind) {
             (Index::Direct(d), _) => d.route(keys, out),
@@ -494,5 +558,32 @@ impl Exchange {
             (Index::Scan, _) => fanout::route(&bs.all, out),
         };
         any || out.queues.len() != q0 || out.exchanges.len() != e0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn striped_counters_add_up_across_threads() {
+        let c = Arc::new(ExchangeCounters::default());
+        // More threads than stripes, so some share one.
+        let threads: Vec<_> = (0..COUNTER_STRIPES + 3)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        c.count((i + t) % 2 == 0);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("counting thread");
+        }
+        let n = (COUNTER_STRIPES + 3) as u64;
+        assert_eq!(c.publish_in(), n * 1000);
+        assert_eq!(c.publish_out(), n * 500);
     }
 }

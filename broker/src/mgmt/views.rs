@@ -252,12 +252,7 @@ pub fn exchange_key(vhost: &str, name: &str) -> String {
 
 /// An exchange's counters as a `Totals` (published = publish_in, delivered = publish_out).
 pub fn exchange_totals(x: &Exchange) -> Totals {
-    use std::sync::atomic::Ordering::Relaxed;
-    Totals {
-        published: x.counters.publish_in.load(Relaxed),
-        delivered: x.counters.publish_out.load(Relaxed),
-        ..Totals::default()
-    }
+    Totals { published: x.counters.publish_in(), delivered: x.counters.publish_out(), ..Totals::default() }
 }
 
 fn exchange_stats(m: &Mgmt, v: &VHost, x: &Exchange) -> Value {
@@ -420,7 +415,7 @@ pub fn bindings(v: &VHost) -> Vec<Value> {
     xs.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     for x in xs {
         let src = x.name.to_str_lossy().into_owned();
-        for b in x.bindings.read().all.iter() {
+        for b in x.bindings().all.iter() {
             let (dest, dt) = match &b.dest {
                 Dest::Queue(q) => (q.name.to_str_lossy().into_owned(), "queue"),
                 Dest::Exchange(e) => (e.name.to_str_lossy().into_owned(), "exchange"),

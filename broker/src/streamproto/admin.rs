@@ -271,8 +271,7 @@ fn metadata(conn: &Conn, correlation_id: u32, streams: Vec<Bytes>) {
 fn partitions(conn: &Conn, super_stream: &Bytes) -> Result<Vec<(Bytes, Bytes)>, u16> {
     let ex = conn.vhost.exchange(&ShortStr::truncating(super_stream.clone())).ok_or(code::STREAM_DOES_NOT_EXIST)?;
     let mut routes: Vec<(i64, Bytes, Bytes)> = ex
-        .bindings
-        .read()
+        .bindings()
         .all
         .iter()
         .filter_map(|b| match &b.dest {

@@ -117,22 +117,22 @@ impl VHost {
                 }
             }
         } else {
-            let start = match out.names.exchange(self.names_at(), exchange) {
-                Some(e) => Some(e.clone()),
+            // The channel's cached exchange when it is still current (taken out and put back,
+            // so that no reference count shared with other publishers moves per message).
+            let at = self.names_at();
+            let start = match out.names.take_exchange(at, exchange) {
+                Some(e) => Some((e, at)),
                 None => {
                     let exs = self.exchanges.read();
-                    let e = exs.get(exchange).cloned();
-                    if let Some(e) = &e {
-                        out.names.keep_exchange(self.names_at(), e);
-                    }
-                    e
+                    let at = self.names_at();
+                    exs.get(exchange).map(|e| (e.clone(), at))
                 }
             };
-            let start = match start {
+            let (start, at) = match start {
                 None => {
                     return Err(AmqpError::channel_ids(NOT_FOUND, format!("no {}", self.ex_desc(exchange)), 60, 40))
                 }
-                Some(e) if e.internal => {
+                Some((e, _)) if e.internal => {
                     return Err(AmqpError::channel_ids(
                         ACCESS_REFUSED,
                         format!("cannot publish to internal {}", self.ex_desc(exchange)),
@@ -140,23 +140,21 @@ impl VHost {
                         40,
                     ))
                 }
-                Some(e) => e,
+                Some(found) => found,
             };
             if may_delay && start.kind == ExchangeKind::DelayedMessage {
                 if let Some(d) = super::timers::delay_of(headers.as_ref()) {
-                    start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    start.counters.count(false);
                     out.delay_ms = Some(d);
                     out.delay_durable = start.durable;
+                    out.names.keep_exchange(at, start);
                     return Ok(None);
                 }
             }
             self.walk(&start, keys, headers.as_ref(), properties, out);
-            // One relaxed add on the exchange's own cache line (contended only when several
-            // connections publish to the same exchange at once).
-            start.counters.publish_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !out.queues.is_empty() {
-                start.counters.publish_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            // Relaxed adds on this thread's stripe of the exchange's counters.
+            start.counters.count(!out.queues.is_empty());
+            out.names.keep_exchange(at, start);
         }
         Ok(if has_bcc && !out.queues.is_empty() { Some(strip_bcc(properties)) } else { None })
     }

@@ -63,6 +63,10 @@ struct Args {
     /// Publish to a fanout exchange bound to this many queues, one consumer each (0 = off).
     #[arg(long, default_value_t = 0)]
     fanout: usize,
+    /// Publish through one direct exchange, each queue bound by its name (many services
+    /// publishing to one exchange), instead of the default exchange.
+    #[arg(long)]
+    direct_exchange: bool,
     /// Body size in bytes (the first 8 carry the send time when the body has room).
     #[arg(long, default_value_t = 16)]
     size: usize,
@@ -274,7 +278,13 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
         latency: Mutex::new(histogram()),
     });
     let queues = queue_names(&args, &base);
-    let exchange = if args.fanout > 0 { format!("{base}-fanout") } else { String::new() };
+    let exchange = if args.fanout > 0 {
+        format!("{base}-fanout")
+    } else if args.direct_exchange {
+        format!("{base}-direct")
+    } else {
+        String::new()
+    };
     let mut setup = Client::connect(args.addr, &args.user, &args.pass, &args.vhost).await?;
     let mut arguments = FieldTable::new();
     if let Some(ttl) = args.message_ttl {
@@ -289,16 +299,21 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
         };
         setup.call(1, d.into()).await?;
     }
-    if args.fanout > 0 {
+    if !exchange.is_empty() {
         let x = ExchangeDeclare {
             exchange: exchange.clone().into(),
-            kind: "fanout".into(),
+            kind: if args.fanout > 0 { "fanout" } else { "direct" }.into(),
             durable: args.persistent,
             ..Default::default()
         };
         setup.call(1, x.into()).await?;
         for q in &queues {
-            let b = QueueBind { queue: q.clone().into(), exchange: exchange.clone().into(), ..Default::default() };
+            let b = QueueBind {
+                queue: q.clone().into(),
+                exchange: exchange.clone().into(),
+                routing_key: if args.fanout > 0 { String::new() } else { q.clone() }.into(),
+                ..Default::default()
+            };
             setup.call(1, b.into()).await?;
         }
     }
@@ -314,7 +329,7 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
         let (x, key) = if args.fanout > 0 {
             (exchange.clone(), String::new())
         } else {
-            (String::new(), queues[i % queues.len()].clone())
+            (exchange.clone(), queues[i % queues.len()].clone())
         };
         tasks.push(tokio::spawn(async move { producer(a, s, x, key, fan).await }));
     }
@@ -402,7 +417,7 @@ async fn throughput(args: Args, base: String) -> anyhow::Result<()> {
         for q in &queues {
             setup.call(1, QueueDelete { queue: q.clone().into(), ..Default::default() }.into()).await?;
         }
-        if args.fanout > 0 {
+        if !exchange.is_empty() {
             setup.call(1, ExchangeDelete { exchange: exchange.into(), ..Default::default() }.into()).await?;
         }
     }
