@@ -258,6 +258,15 @@ impl Writer {
 
     fn segment(&mut self, seg: u32) -> io::Result<&mut File> {
         if self.cur.as_ref().is_none_or(|(s, _)| *s != seg) {
+            // The sealed segment is written and synced whole: its pages are clean, so the page
+            // cache may drop them. A growing queue pages millions of records through here, which
+            // otherwise stay cached until their segment is deleted (0.6-2 GB for 20 M messages);
+            // reading a paged message back then reads the disk, as fast here as from the cache
+            // (draining 20 M paged messages: 1.84 M msgs/s against 1.85-1.94 M). Advice only: a
+            // failure changes nothing.
+            if let Some((_, old)) = &self.cur {
+                let _ = rustix::fs::fadvise(old, 0, None, rustix::fs::Advice::DontNeed);
+            }
             // Not O_APPEND: records are written at the offsets the appenders gave them
             // (`write_all_at`), so a retried write lands where the failed one began.
             let f =
