@@ -133,16 +133,26 @@ impl BasicPublish {
     /// [`Method`]: the broker's hot path takes it straight to the channel (a `Method` is several
     /// hundred bytes, moved a few times on the way). Same result as [`Method::decode`].
     pub fn decode(payload: Bytes) -> Result<BasicPublish, MethodError> {
-        let mut r = Reader::new(payload);
+        Self::decode_ids_and_fields(&mut Reader::new(payload))
+    }
+
+    /// Decode the basic.publish method frame payload at `buf[at]` (ids included) in place: the
+    /// strings are slices of `buf`, and nothing else takes a reference to it. Same result as
+    /// [`BasicPublish::decode`] of that slice.
+    pub fn decode_within(buf: &Bytes, at: std::ops::Range<usize>) -> Result<BasicPublish, MethodError> {
+        Self::decode_ids_and_fields(&mut Reader::within(buf, at))
+    }
+
+    fn decode_ids_and_fields<B: std::borrow::Borrow<Bytes>>(r: &mut Reader<B>) -> Result<BasicPublish, MethodError> {
         let (class, method) = (r.u16()?, r.u16()?);
         if (class, method) != (Self::CLASS_ID, Self::METHOD_ID) {
             return Err(MethodError::Unknown { class, method });
         }
-        Self::decode_fields(&mut r)
+        Self::decode_fields(r)
     }
 
     /// The arguments, after the ids.
-    fn decode_fields(r: &mut Reader) -> Result<BasicPublish, MethodError> {
+    fn decode_fields<B: std::borrow::Borrow<Bytes>>(r: &mut Reader<B>) -> Result<BasicPublish, MethodError> {
         let ticket = r.u16()?;
         let exchange = r.shortstr()?;
         let routing_key = r.shortstr()?;

@@ -24,16 +24,28 @@ pub struct ContentHeader {
 
 impl ContentHeader {
     pub fn decode(mut payload: Bytes) -> Result<ContentHeader, MethodError> {
-        if payload.len() < 14 {
-            return Err(MethodError::Truncated);
-        }
-        let class_id = u16::from_be_bytes([payload[0], payload[1]]);
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&payload[4..12]);
-        let body_size = u64::from_be_bytes(s);
+        let (class_id, body_size) = Self::fixed_fields(&payload)?;
         // The payload itself becomes the properties (no new reference to the read buffer).
         payload.advance(12);
         Ok(ContentHeader { class_id, body_size, properties: payload })
+    }
+
+    /// Decode the content header frame payload at `buf[at]` in place: the properties are one
+    /// slice of `buf`. Same result as [`ContentHeader::decode`] of that slice.
+    pub fn decode_within(buf: &Bytes, at: std::ops::Range<usize>) -> Result<ContentHeader, MethodError> {
+        let (class_id, body_size) = Self::fixed_fields(buf.get(at.clone()).unwrap_or_default())?;
+        Ok(ContentHeader { class_id, body_size, properties: buf.slice(at.start + 12..at.end) })
+    }
+
+    /// Class and body size of a payload at least 14 bytes long (class, weight, size, flags).
+    fn fixed_fields(p: &[u8]) -> Result<(u16, u64), MethodError> {
+        if p.len() < 14 {
+            return Err(MethodError::Truncated);
+        }
+        let class_id = u16::from_be_bytes([p[0], p[1]]);
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&p[4..12]);
+        Ok((class_id, u64::from_be_bytes(s)))
     }
 
     /// Encode the header frame payload (class, weight 0, size, raw properties).

@@ -106,6 +106,48 @@ proptest! {
         drain_frames(&wire, 4096);
     }
 
+    /// The in-place decoders of the broker's whole-publish path read `buf[at]` exactly as the
+    /// owned decoders read that slice, for valid and mutated publishes and headers, and a range
+    /// reaching past the buffer reads as truncated instead of panicking.
+    #[test]
+    fn in_place_decoders_match_the_owned_ones(
+        m in any_method(Flavor::Raw),
+        props in properties(Flavor::Raw),
+        size in any::<u64>(),
+        e in edits(),
+        cut in any::<prop::sample::Index>(),
+        pad in (0usize..8, 0usize..8),
+        over in 0usize..4,
+    ) {
+        let mut publish = BytesMut::new();
+        let m = match m {
+            Method::BasicPublish(p) => Method::BasicPublish(p),
+            _ => Method::BasicPublish(Default::default()),
+        };
+        m.encode(&mut publish);
+        let mut header = BytesMut::new();
+        ContentHeader::encode_payload(&mut header, 60, size, &props.to_bytes());
+        for payload in [publish.freeze(), header.freeze()] {
+            for payload in [payload.clone(), mutated(payload, e.clone(), cut)] {
+                let mut buf = BytesMut::new();
+                buf.put_bytes(0xAA, pad.0);
+                buf.put_slice(&payload);
+                buf.put_bytes(0x55, pad.1);
+                let buf = buf.freeze();
+                let at = pad.0..pad.0 + payload.len();
+                prop_assert_eq!(
+                    warren_protocol::method::BasicPublish::decode_within(&buf, at.clone()),
+                    warren_protocol::method::BasicPublish::decode(payload.clone())
+                );
+                prop_assert_eq!(ContentHeader::decode_within(&buf, at.clone()), ContentHeader::decode(payload.clone()));
+                // Past the end: at most what is there, never a panic.
+                let past = at.start..buf.len() + 1 + over;
+                let _ = warren_protocol::method::BasicPublish::decode_within(&buf, past.clone());
+                let _ = ContentHeader::decode_within(&buf, past);
+            }
+        }
+    }
+
     #[test]
     fn mutated_methods_never_panic(
         m in any_method(Flavor::Raw),

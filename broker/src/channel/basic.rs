@@ -16,11 +16,13 @@ use crate::ids::random_suffix;
 use crate::message::Message;
 use crate::queue::consumer::Consumer;
 use crate::vhost::{Outcome, Publish, VHost, REPLY_TO};
+use bytes::Buf;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use warren_protocol::constants::*;
+use warren_protocol::frame::PublishRun;
 use warren_protocol::method::*;
-use warren_protocol::{fast, BasicProperties, Method, ShortStr};
+use warren_protocol::{fast, BasicProperties, ContentHeader, Method, ShortStr};
 
 /// Prefix of generated direct reply-to names.
 const REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
@@ -37,23 +39,37 @@ impl Channel {
     }
 
     /// A whole publish at once (the method, its content header and the one body frame, found
-    /// together in the read buffer): what [`Channel::handle_publish`], [`Channel::on_header`] and
-    /// [`Channel::on_body`] would do for the three frames when every check passes, without the
-    /// assembly states in between. `None` when one would not pass (or a publish is already being
-    /// assembled): nothing was done, and the frames go those three ways, which report it.
+    /// together in the read buffer: `frames` starts with them, `run` says where each payload is):
+    /// what [`Channel::handle_publish`], [`Channel::on_header`] and [`Channel::on_body`] would do
+    /// for the three frames when every check passes, without the assembly states in between.
+    /// The method and the header are decoded in place, and `frames` itself becomes the body: the
+    /// read buffer gains no reference but the routing key's and the properties' (each one an
+    /// atomic increment and decrement; there were five). `Err(frames)` when a check would not
+    /// pass (or a publish is already being assembled): nothing was done, and the frames go those
+    /// three ways, which report it.
     pub fn publish_whole(
         &mut self,
         ctx: &ConnCtx,
-        method: bytes::Bytes,
-        header: bytes::Bytes,
-        body: bytes::Bytes,
-    ) -> Option<AmqpResult<()>> {
+        frames: bytes::Bytes,
+        run: &PublishRun,
+    ) -> Result<AmqpResult<()>, bytes::Bytes> {
         if !matches!(self.assembly, Assembly::Idle) {
-            return None;
+            return Err(frames);
         }
-        let p = BasicPublish::decode(method).ok().filter(|p| refuse_immediate(p).is_ok())?;
-        let h = super::checked_header(ctx, header).ok().filter(|h| h.body_size == body.len() as u64)?;
-        Some(self.finish_publish(ctx, p, h.properties, body))
+        let Some(p) =
+            BasicPublish::decode_within(&frames, run.method.clone()).ok().filter(|p| refuse_immediate(p).is_ok())
+        else {
+            return Err(frames);
+        };
+        let body_len = run.body.len() as u64;
+        let header = ContentHeader::decode_within(&frames, run.header.clone());
+        let Some(h) = super::checked_header(ctx, header).ok().filter(|h| h.body_size == body_len) else {
+            return Err(frames);
+        };
+        let mut body = frames;
+        body.truncate(run.body.end);
+        body.advance(run.body.start);
+        Ok(self.finish_publish(ctx, p, h.properties, body))
     }
 
     /// The message is complete: route, enqueue, return if unroutable, confirm.

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{frame, ContentHeader, Method, ShortStr};
+use warren_protocol::{frame, ContentHeader, Method, MethodError, ShortStr};
 
 /// Content being assembled for a basic.publish.
 pub enum Assembly {
@@ -208,7 +208,7 @@ impl Channel {
                 return Err(AmqpError::connection_ids(UNEXPECTED_FRAME, "unexpected content header frame", 60, 40));
             }
         };
-        let h = checked_header(ctx, payload)?;
+        let h = checked_header(ctx, ContentHeader::decode(payload))?;
         if h.body_size == 0 {
             return self.finish_publish(ctx, publish, h.properties, Bytes::new());
         }
@@ -333,10 +333,10 @@ pub fn group_by_queue(unacked: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMsg>)
     groups
 }
 
-/// A content header frame's payload, decoded and checked: class basic, properties that clients can
+/// A content header frame's payload, decoded (here or in place) and checked: class basic, properties that clients can
 /// decode, a body within the size limit. Shared by the frame-by-frame path and a whole publish.
-fn checked_header(ctx: &ConnCtx, payload: Bytes) -> AmqpResult<ContentHeader> {
-    let h = ContentHeader::decode(payload)
+fn checked_header(ctx: &ConnCtx, decoded: Result<ContentHeader, MethodError>) -> AmqpResult<ContentHeader> {
+    let h = decoded
         .map_err(|e| AmqpError::connection_ids(e.reply_code(), format!("malformed content header: {e}"), 60, 40))?;
     if h.class_id != CLASS_BASIC {
         return Err(AmqpError::connection_ids(

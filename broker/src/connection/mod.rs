@@ -30,7 +30,7 @@ use crate::ids::ConnectionId;
 use crate::outbound::Outbound;
 use crate::queue::consumer::ChannelShared;
 use crate::vhost::VHost;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -513,30 +513,27 @@ impl Connection {
     }
 
     /// The three frames of a whole publish (`frames` starts with them; `run` says where each
-    /// payload is), handled in one step by an open channel of an open connection. `None` when
-    /// this is not the plain case: then nothing was done and the caller hands the three frames to
-    /// [`Connection::handle_frame`] one by one, which also reports what is wrong.
+    /// payload is), handled in one step by an open channel of an open connection.
+    /// `Err(frames)` when this is not the plain case: then nothing was done and the caller hands
+    /// the three frames to [`Connection::handle_frame`] one by one, which also reports what is
+    /// wrong.
     fn handle_frames_of_publish(
         &mut self,
         frames: bytes::Bytes,
         run: &frame::PublishRun,
-    ) -> Option<Result<(), Failure>> {
+    ) -> Result<Result<(), Failure>, bytes::Bytes> {
         if self.state != State::Open {
-            return None;
+            return Err(frames);
         }
-        let ch = self.channels.get_mut(&run.channel).filter(|c| c.phase == Phase::Open)?;
-        let method = frames.slice(run.method.clone());
-        let header = frames.slice(run.header.clone());
-        // The body keeps the handle on the frames (no third reference).
-        let mut body = frames;
-        body.truncate(run.body.end);
-        body.advance(run.body.start);
-        let r = ch.publish_whole(&self.ctx, method, header, body)?;
+        let Some(ch) = self.channels.get_mut(&run.channel).filter(|c| c.phase == Phase::Open) else {
+            return Err(frames);
+        };
+        let r = ch.publish_whole(&self.ctx, frames, run)?;
         self.published = true;
         if ch.confirm.is_some() && !self.confirm_dirty.contains(&run.channel) {
             self.confirm_dirty.push(run.channel);
         }
-        Some(r.map_err(|e| on_channel(e, run.channel)))
+        Ok(r.map_err(|e| on_channel(e, run.channel)))
     }
 
     fn connection_method(&mut self, m: Method) -> Result<(), AmqpError> {

@@ -158,14 +158,14 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
             if self.info.drop_after_frames.load(Ordering::Relaxed) == 0 {
                 if let Some(run) = frame::publish_run(&self.buf, self.conn.frame_max) {
                     let frames = self.buf.split_to(run.len).freeze();
-                    match self.conn.handle_frames_of_publish(frames.clone(), &run) {
-                        Some(r) => {
+                    match self.conn.handle_frames_of_publish(frames, &run) {
+                        Ok(r) => {
                             if let Err(e) = r {
                                 self.conn.fail(e);
                             }
                             self.after_frame();
                         }
-                        None => {
+                        Err(frames) => {
                             let parts = [
                                 (FrameType::Method, run.method),
                                 (FrameType::Header, run.header),
