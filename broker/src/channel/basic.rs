@@ -256,7 +256,7 @@ impl Channel {
         }
         // Credit was released: queues with waiting messages may deliver again. Acks are counted
         // once per run of the same queue (one atomic add for a whole multiple-ack).
-        if settled.first().is_some_and(|u| u.queue.journal.on()) {
+        if settled.first().is_some_and(|u| u.queue().journal.on()) {
             self.journal_settled(&settled, "ack", false);
         }
         ctx.info.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -270,18 +270,18 @@ impl Channel {
         let mut last: Option<*const crate::queue::Queue> = None;
         let mut run: Option<(Arc<crate::queue::Queue>, u64)> = None;
         for u in settled.drain(..) {
-            let p = Arc::as_ptr(&u.queue);
+            let p = Arc::as_ptr(u.queue());
             match &mut run {
-                Some((q, n)) if Arc::ptr_eq(q, &u.queue) => *n += 1,
+                Some((q, n)) if Arc::ptr_eq(q, u.queue()) => *n += 1,
                 _ => {
                     if let Some((q, n)) = run.take() {
                         q.count_acks(n);
                     }
-                    run = Some((u.queue.clone(), 1));
+                    run = Some((u.queue().clone(), 1));
                 }
             }
-            if last != Some(p) && u.consumer.is_some() {
-                u.queue.drive();
+            if last != Some(p) && u.consumer().is_some() {
+                u.queue().drive();
                 last = Some(p);
             }
         }
@@ -315,10 +315,10 @@ impl Channel {
         if self.shared.state.lock().settle(tag, multiple, &mut settled).is_none() {
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
-        if let Some(e) = settled.iter().find_map(|u| u.queue.refuses_nack()) {
+        if let Some(e) = settled.iter().find_map(|u| u.queue().refuses_nack()) {
             return Err(with_method(e, m));
         }
-        if settled.first().is_some_and(|u| u.queue.journal.on()) {
+        if settled.first().is_some_and(|u| u.queue().journal.on()) {
             let how = if matches!(m, Method::BasicReject(_)) { "reject" } else { "nack" };
             self.journal_settled(&settled, how, requeue);
         }
@@ -326,7 +326,7 @@ impl Channel {
             requeue_grouped(settled);
         } else {
             // Dropped, or dead-lettered when the queue has a dead-letter exchange.
-            let queues: Vec<_> = settled.iter().filter(|u| u.consumer.is_some()).map(|u| u.queue.clone()).collect();
+            let queues: Vec<_> = settled.iter().filter(|u| u.consumer().is_some()).map(|u| u.queue().clone()).collect();
             let groups = super::group_by_queue(settled);
             for (q, msgs) in groups {
                 q.rejected(msgs);
@@ -342,11 +342,13 @@ impl Channel {
     /// Message trace: `settled` were acked, nacked or rejected.
     fn journal_settled(&self, settled: &[crate::queue::consumer::Unacked], how: &'static str, requeue: bool) {
         for u in settled {
-            u.queue.journal.record(u.msg.msg.properties_bytes(), &u.queue.clock, || crate::journal::Event::Settled {
-                queue: crate::journal::owned(&u.queue.name),
-                connection: self.shared.origin.connection.clone(),
-                how,
-                requeue,
+            u.queue().journal.record(u.msg.msg.properties_bytes(), &u.queue().clock, || {
+                crate::journal::Event::Settled {
+                    queue: crate::journal::owned(&u.queue().name),
+                    connection: self.shared.origin.connection.clone(),
+                    how,
+                    requeue,
+                }
             });
         }
     }

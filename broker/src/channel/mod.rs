@@ -325,9 +325,9 @@ pub fn requeue_grouped(unacked: Vec<Unacked>) {
 pub fn group_by_queue(unacked: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMsg>)> {
     let mut groups: Vec<(Arc<Queue>, Vec<QueuedMsg>)> = Vec::new();
     for u in unacked {
-        match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+        match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, u.queue())) {
             Some((_, v)) => v.push(u.msg),
-            None => groups.push((u.queue, vec![u.msg])),
+            None => groups.push((u.queue().clone(), vec![u.msg])),
         }
     }
     groups

@@ -87,7 +87,7 @@ pub fn unacked_by_queue(b: &Broker) -> HashMap<*const Queue, Unacked> {
         for ch in chans {
             let st = ch.state.lock();
             for u in st.unacked.iter().flatten() {
-                let e = out.entry(Arc::as_ptr(&u.queue)).or_default();
+                let e = out.entry(Arc::as_ptr(u.queue())).or_default();
                 let n = u.msg.body_len() as u64;
                 e.count += 1;
                 e.bytes += n;
