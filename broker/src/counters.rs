@@ -9,7 +9,17 @@
 //!   out), so counting is an uncontended relaxed add.
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-/// Counters of one connection.
+/// Add `n` to a counter that only one task writes (each [`ConnCounters`] field has one writer:
+/// the connection's reader, or for `send_*` its writer): a plain load and store instead of a locked
+/// read-modify-write, which costs ~20 cycles even uncontended and ran twice per publish. A task
+/// that moves between threads is synchronized by the move, so its own writes never race; readers
+/// (the management API) see whole values either way.
+#[inline]
+pub fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Counters of one connection. Each field has one writer task (see [`bump`]).
 #[derive(Default)]
 #[repr(align(64))]
 pub struct ConnCounters {

@@ -115,17 +115,16 @@ impl Channel {
                 return Err(e);
             }
         };
-        use std::sync::atomic::Ordering::Relaxed;
         let counters = &ctx.info.counters;
-        counters.published.fetch_add(1, Relaxed);
-        self.shared.counters.published.fetch_add(1, Relaxed);
+        crate::counters::bump(&counters.published, 1);
+        crate::counters::bump(&self.shared.counters.published, 1);
         if routed.queues.is_empty() && routed.delay_ms.is_none() && self.tx.is_none() {
             if p.mandatory {
-                counters.returned.fetch_add(1, Relaxed);
-                self.shared.counters.returned.fetch_add(1, Relaxed);
+                crate::counters::bump(&counters.returned, 1);
+                crate::counters::bump(&self.shared.counters.returned, 1);
             } else {
-                counters.dropped.fetch_add(1, Relaxed);
-                self.shared.counters.dropped.fetch_add(1, Relaxed);
+                crate::counters::bump(&counters.dropped, 1);
+                crate::counters::bump(&self.shared.counters.dropped, 1);
             }
         }
         // A message held by a durable delayed-message exchange is confirmed once its record is
@@ -140,8 +139,8 @@ impl Channel {
         }
         self.route_buf = routed;
         if self.confirm.is_some() && !outcome.rejected {
-            counters.confirmed.fetch_add(1, Relaxed);
-            self.shared.counters.confirmed.fetch_add(1, Relaxed);
+            crate::counters::bump(&counters.confirmed, 1);
+            crate::counters::bump(&self.shared.counters.confirmed, 1);
         }
         self.confirm_published(outcome.rejected, outcome.durable_lsn);
         Ok(())
@@ -259,8 +258,8 @@ impl Channel {
         if settled.first().is_some_and(|u| u.queue().journal.on()) {
             self.journal_settled(&settled, "ack", false);
         }
-        ctx.info.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.shared.counters.acked.fetch_add(settled.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        crate::counters::bump(&ctx.info.counters.acked, settled.len() as u64);
+        crate::counters::bump(&self.shared.counters.acked, settled.len() as u64);
         // Stored messages: their ack entries are recorded with one lock of the store per frame,
         // not one per message.
         if settled.iter().any(|u| u.msg.disk.is_some()) {

@@ -320,8 +320,8 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
                 }
                 Ok(n) => {
                     self.live.last_read.store(writer::millis_since(self.live.epoch), Ordering::Relaxed);
-                    self.info.counters.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
-                    self.info.counters.recv_cnt.fetch_add(1, Ordering::Relaxed);
+                    crate::counters::bump(&self.info.counters.recv_oct, n as u64);
+                    crate::counters::bump(&self.info.counters.recv_cnt, 1);
                     if n == spare && self.read_size < READ_BUF {
                         self.read_size *= 2;
                     }

@@ -83,8 +83,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 return;
             }
             last_write = Instant::now();
-            info.counters.send_oct.fetch_add(n as u64, Ordering::Relaxed);
-            info.counters.send_cnt.fetch_add(1, Ordering::Relaxed);
+            crate::counters::bump(&info.counters.send_oct, n as u64);
+            crate::counters::bump(&info.counters.send_cnt, 1);
             out.written(n);
             if n >= super::YIELD_AFTER_BYTES {
                 tokio::task::yield_now().await;
