@@ -38,7 +38,8 @@ pub struct Consumer {
     pub priority: i64,
     /// Per-consumer prefetch (basic.qos global=false at consume time); 0 = unlimited.
     pub prefetch: u32,
-    /// Unacked deliveries of this consumer (changed only under the channel's `state` lock).
+    /// Unacked deliveries of this consumer. Changed only under its channel's `state` lock (so by
+    /// a plain load and store); read without it.
     pub in_flight: AtomicU32,
     /// Consumer acknowledgement timeout in ms (`x-consumer-timeout` or the broker default); None = off.
     pub timeout_ms: Option<u64>,
@@ -206,7 +207,8 @@ impl ChannelShared {
         } else {
             kept = m.msg.clone();
             st.counted.delivered += 1;
-            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            // Written only under its channel's `state` lock (held here): no locked add needed.
+            c.in_flight.store(c.in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             st.global_in_flight += 1;
             st.unacked_count += 1;
             st.unacked_bytes += m.mem_size() as u64;
@@ -424,7 +426,8 @@ impl Deliveries {
         self.unacked_count -= 1;
         self.unacked_bytes -= u.msg.mem_size() as u64;
         if let Some(c) = u.consumer() {
-            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // Written only under its channel's `state` lock (`&mut self` is behind it).
+            c.in_flight.store(c.in_flight.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
             self.global_in_flight -= 1;
         }
     }
