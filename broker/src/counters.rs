@@ -6,7 +6,7 @@
 //!
 //! # Invariants
 //! - A counter is written by one task only (its connection's reader, or its writer for bytes
-//!   out), so counting is an uncontended relaxed add.
+//!   out), so counting is a relaxed load and store ([`bump`]), not even a locked add.
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Add `n` to a counter that only one task writes (each [`ConnCounters`] field has one writer:

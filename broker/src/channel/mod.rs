@@ -333,8 +333,9 @@ pub fn group_by_queue(unacked: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMsg>)
     groups
 }
 
-/// A content header frame's payload, decoded (here or in place) and checked: class basic, properties that clients can
-/// decode, a body within the size limit. Shared by the frame-by-frame path and a whole publish.
+/// A content header frame's payload, decoded (by the caller: from its own frame, or in place in
+/// a whole publish) and checked: class basic, properties that clients can decode, a body within
+/// the size limit. Shared by the frame-by-frame path and a whole publish.
 fn checked_header(ctx: &ConnCtx, decoded: Result<ContentHeader, MethodError>) -> AmqpResult<ContentHeader> {
     let h = decoded
         .map_err(|e| AmqpError::connection_ids(e.reply_code(), format!("malformed content header: {e}"), 60, 40))?;
