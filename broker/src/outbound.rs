@@ -6,6 +6,8 @@
 //!
 //! # Invariants
 //! - Frames are appended whole under the lock, so frames of concurrent producers never interleave.
+//!   A run ([`Outbound::run`]) appends several deliveries under one hold of the lock and raises
+//!   `len` once, before it releases the lock.
 //! - `len` counts appended bytes before the lock is released, so it is never less than what the
 //!   writer (which takes under the same lock) has yet to report written.
 //! - The writer is woken only on the empty -> non-empty transition (one wakeup per batch, not per frame).
@@ -71,6 +73,81 @@ impl Pending {
             let full = self.cur.split().freeze();
             self.chunks.push(full);
             self.cur.reserve(need.max((capacity * 2).min(BUF_CAPACITY)));
+        }
+    }
+
+    /// Append a whole delivery (see [`Outbound::write_content`]); returns the bytes added.
+    #[inline]
+    fn content(&mut self, channel: u16, method: impl FnOnce(&mut BytesMut), msg: &Message, frame_max: u32) -> usize {
+        let body = msg.body();
+        let copied = if msg.large_body().is_some() && body.len() >= LARGE_BODY { 0 } else { body.len() };
+        self.room(DELIVERY_FRAMES_ROOM + msg.properties_bytes().len() + copied);
+        let before_cur = self.cur.len();
+        let mut moved = 0;
+        method(&mut self.cur);
+        fast::header(&mut self.cur, channel, body.len() as u64, msg.properties_bytes());
+        match msg.large_body() {
+            Some(shared) if body.len() >= LARGE_BODY => {
+                let chunk = fast::max_body_chunk(frame_max);
+                let mut off = 0;
+                while off < body.len() {
+                    let end = (off + chunk).min(body.len());
+                    let at = frame::begin(&mut self.cur, frame::FrameType::Body, channel);
+                    let size = (end - off) as u32;
+                    self.cur[at + 3..at + 7].copy_from_slice(&size.to_be_bytes());
+                    let head = self.cur.split().freeze();
+                    moved += head.len();
+                    self.chunks.push(head);
+                    self.chunks.push(shared.slice(off..end));
+                    moved += end - off;
+                    self.cur.put_u8(FRAME_END);
+                    off = end;
+                }
+            }
+            _ => fast::body(&mut self.cur, channel, body, frame_max),
+        }
+        self.cur.len() + moved - before_cur
+    }
+}
+
+/// A run of appends under one lock of the buffer ([`Outbound::run`]): the pending count is raised
+/// once, when the run ends (dropped), and the writer woken then if the buffer was empty.
+pub struct Run<'a> {
+    /// The buffer appended to.
+    out: &'a Outbound,
+    /// Its lock, held for the run (`None` when the connection is closing, and while dropping).
+    p: Option<parking_lot::MutexGuard<'a, Pending>>,
+    /// Negotiated frame_max, read once.
+    frame_max: u32,
+    /// Pending bytes when the run began.
+    before: usize,
+    /// Bytes appended by the run so far.
+    added: usize,
+}
+
+impl Run<'_> {
+    /// Append a whole delivery, as [`Outbound::write_content`].
+    #[inline]
+    pub fn content(&mut self, channel: u16, method: impl FnOnce(&mut BytesMut), msg: &Message) {
+        if let Some(p) = self.p.as_mut() {
+            self.added += p.content(channel, method, msg, self.frame_max);
+        }
+    }
+
+    /// Whether the buffer, with this run's appends, is over [`HIGH_WATER`] (the writer may have
+    /// taken some since the run began: then this errs high, and the queue waits for the drain).
+    #[inline]
+    pub fn over_high_water(&self) -> bool {
+        self.before + self.added > HIGH_WATER
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.p.take() {
+            if self.added > 0 {
+                self.out.added(p, self.added);
+            }
         }
     }
 }
@@ -144,38 +221,20 @@ impl Outbound {
             return;
         }
         let frame_max = self.frame_max.load(Ordering::Relaxed);
-        let body = msg.body();
         let mut p = self.pending.lock();
-        let copied = if msg.large_body().is_some() && body.len() >= LARGE_BODY { 0 } else { body.len() };
-        p.room(DELIVERY_FRAMES_ROOM + msg.properties_bytes().len() + copied);
-        let before_cur = p.cur.len();
-        let mut moved = 0;
-        method(&mut p.cur);
-        fast::header(&mut p.cur, channel, body.len() as u64, msg.properties_bytes());
-        match msg.large_body() {
-            Some(shared) if body.len() >= LARGE_BODY => {
-                let chunk = fast::max_body_chunk(frame_max);
-                let mut off = 0;
-                while off < body.len() {
-                    let end = (off + chunk).min(body.len());
-                    let at = frame::begin(&mut p.cur, frame::FrameType::Body, channel);
-                    let size = (end - off) as u32;
-                    p.cur[at + 3..at + 7].copy_from_slice(&size.to_be_bytes());
-                    let head = p.cur.split().freeze();
-                    moved += head.len();
-                    p.chunks.push(head);
-                    p.chunks.push(shared.slice(off..end));
-                    moved += end - off;
-                    p.cur.put_u8(FRAME_END);
-                    off = end;
-                }
-            }
-            _ => fast::body(&mut p.cur, channel, body, frame_max),
-        }
-        let added = p.cur.len() + moved - before_cur;
+        let added = p.content(channel, method, msg, frame_max);
         self.added(p, added);
     }
 
+    /// Hold the buffer for a run of appends ([`Run::content`]): one lock, and one update of the
+    /// pending count, for all of them. Once the connection is closing, the run appends nothing.
+    #[inline]
+    pub fn run(&self) -> Run<'_> {
+        let frame_max = self.frame_max.load(Ordering::Relaxed);
+        let p = (!self.closed.load(Ordering::Relaxed)).then(|| self.pending.lock());
+        let before = self.len.load(Ordering::Acquire);
+        Run { out: self, p, frame_max, before, added: 0 }
+    }
     /// Bytes waiting to be written.
     #[inline]
     pub fn len(&self) -> usize {

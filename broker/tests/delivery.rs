@@ -5,6 +5,7 @@ use common::raw::Raw;
 use common::{s, setup_queue, unique, TestBroker};
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
+use warren_protocol::properties::EMPTY_PROPERTIES;
 use warren_protocol::{BasicProperties, FieldTable, FieldValue, Method};
 
 #[tokio::test]
@@ -99,6 +100,50 @@ async fn single_active_consumer_fails_over_in_registration_order() {
     bad.insert("x-single-active-consumer", FieldValue::LongStr("yes".into()));
     r.send(1, QueueDeclare { queue: s(&unique("sacbad")), arguments: bad, ..Default::default() }).await;
     assert_eq!(r.expect_channel_close(1).await.reply_code, PRECONDITION_FAILED);
+    b.stop().await;
+}
+
+/// Publishes that arrive in one read with other frames: Warren hands a queue's one consumer the
+/// messages of a run of publishes at the end of the run, and every reply or close that follows
+/// them in the read still comes after their deliveries (a passive declare is a barrier), on the
+/// publishing channel and on another one.
+#[tokio::test]
+async fn replies_and_closes_in_the_same_read_follow_the_deliveries() {
+    use bytes::BytesMut;
+    let b = TestBroker::start().await;
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    let q = unique("runs");
+    r.declare(1, &q).await;
+    r.call(1, BasicConsume { queue: s(&q), consumer_tag: s("c"), no_ack: true, ..Default::default() }).await;
+    let bodies = |ds: &[common::raw::Delivery]| -> Vec<Vec<u8>> { ds.iter().map(|d| d.body.to_vec()).collect() };
+    let passive = |q: &str| -> Method { QueueDeclare { queue: s(q), passive: true, ..Default::default() }.into() };
+    for ch in [1u16, 2] {
+        // Three publishes on `ch`, then a passive declare on the other channel, in one write.
+        let other = 3 - ch;
+        let mut w = BytesMut::new();
+        for i in 0..3u8 {
+            w.extend_from_slice(&r.publish_frames(ch, "", &q, &[ch as u8, i], EMPTY_PROPERTIES, false));
+        }
+        warren_protocol::frame::encode_method(&mut w, other, &passive(&q));
+        r.send_bytes(&w).await;
+        let (reply, got) = r.collect_until_method().await;
+        assert!(matches!(reply, Method::QueueDeclareOk(_)), "got {reply:?}");
+        assert_eq!(bodies(&got), [[ch as u8, 0], [ch as u8, 1], [ch as u8, 2]], "deliveries before the reply");
+    }
+    // Two publishes, then one to a missing exchange (a 404 that closes channel 2): the channel.close
+    // comes after the two deliveries.
+    let mut w = BytesMut::new();
+    for i in 0..2u8 {
+        w.extend_from_slice(&r.publish_frames(2, "", &q, &[9, i], EMPTY_PROPERTIES, false));
+    }
+    w.extend_from_slice(&r.publish_frames(2, "no-such-exchange", &q, b"x", EMPTY_PROPERTIES, false));
+    r.send_bytes(&w).await;
+    let (close, got) = r.collect_until_method().await;
+    assert!(matches!(close, Method::ChannelClose(ref c) if c.reply_code == NOT_FOUND), "got {close:?}");
+    assert_eq!(bodies(&got), [[9, 0], [9, 1]], "deliveries before the channel.close");
+    r.send(2, ChannelCloseOk).await;
     b.stop().await;
 }
 

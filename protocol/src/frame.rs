@@ -46,6 +46,19 @@ pub struct Frame {
     pub payload: Bytes,
 }
 
+impl Frame {
+    /// Whether this frame is part of a basic.publish: its method frame, or a content header or
+    /// body frame (only a publish carries content from a client).
+    #[inline]
+    pub fn is_publish_part(&self) -> bool {
+        match self.kind {
+            FrameType::Header | FrameType::Body => true,
+            FrameType::Method => self.payload.starts_with(&crate::method::BasicPublish::IDS),
+            _ => false,
+        }
+    }
+}
+
 /// Decode one frame from the front of `buf`. `frame_max` is the negotiated maximum total frame size
 /// (header + payload + end byte); 0 means no limit.
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {

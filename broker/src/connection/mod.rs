@@ -647,8 +647,10 @@ impl Connection {
         }
     }
 
-    /// The one place errors become close frames.
+    /// The one place errors become close frames (after the deliveries deferred so far: the
+    /// client sees them before the close, as it would without deferral).
     fn fail(&mut self, e: impl Into<Failure>) {
+        crate::queue::defer::flush();
         let Failure(e, ch_id) = e.into();
         // A refusal that no handler gave ids to becomes the channel error it stands for.
         match Failure(e.at_ids(0, 0), ch_id) {

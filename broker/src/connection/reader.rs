@@ -150,7 +150,11 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
     /// Handle every complete frame in the buffer. A whole publish (method, header and one body
     /// frame, the shape nearly every publish has) goes to its channel in one step; when that
     /// channel cannot take it that way, its three frames go one by one like any others.
+    ///
+    /// Deliveries to a queue's one consumer are deferred to the end of the batch and made in runs
+    /// (`queue::defer`): the guard drives those queues when this returns.
     fn handle_frames(&mut self) -> Step {
+        let _deliveries = crate::queue::defer::begin();
         loop {
             if self.conn.state == State::Closed {
                 return Step::Stop;
@@ -202,8 +206,12 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
         }
     }
 
-    /// One frame: handled, then the test fault and the close deadline checked.
+    /// One frame: handled, then the test fault and the close deadline checked. Any frame but a
+    /// publish's is handled after the deliveries deferred so far (`queue::defer::flush`).
     fn handle_frame(&mut self, f: Frame) -> Step {
+        if !f.is_publish_part() {
+            crate::queue::defer::flush();
+        }
         if let Err(e) = self.conn.handle_frame(f) {
             self.conn.fail(e);
         }

@@ -15,9 +15,14 @@
 //!   under the lock and republished after it is released (so dead-letter cycles cannot deadlock).
 //! - An expired message is never delivered: the head is checked before every delivery and get.
 //! - One channel's publishes reach the queue in publish order (the reader enqueues synchronously).
+//! - Inside a reader's batch, a publish to a plain queue with one consumer to consider is queued
+//!   and the queue driven once the batch's run of publishes ends (`defer`, `drive_pending`): its
+//!   consumer gets them in runs (`drain_runs`). A queue whose `drive_pending` is set is driven
+//!   before that reader handles any other frame.
 pub mod chunked;
 pub mod consumer;
 pub mod deadletter;
+pub mod defer;
 pub mod ready;
 pub mod settings;
 pub mod stream;
@@ -55,6 +60,9 @@ pub struct QueueState {
     last_used: u64,
     /// When the expiry timer asked of the host fires (`now_ms` clock); 0 = none armed.
     expiry_armed: u64,
+    /// A reader's batch deferred a delivery and will drive this queue when it ends (see
+    /// [`defer`]): a publish meanwhile only queues.
+    drive_pending: bool,
     /// Message counters (management API, Prometheus), kept under this lock (no atomics on the
     /// publish path): published, delivered (ack / no-ack), got (ack / no-ack), get_empty,
     /// redelivered.
@@ -96,6 +104,12 @@ impl Applied {
 #[derive(Default)]
 #[repr(align(64))]
 pub struct AckCounter(pub std::sync::atomic::AtomicU64);
+
+/// Most messages a queue hands to one consumer under one lock of its channel and of its
+/// connection's buffer ([`Queue::drain_runs`]): long enough to take those locks' cost (cache lines
+/// the consumer's core takes too) off each message, short enough that the consumer's own replies
+/// and its writer wait a few microseconds at most.
+const DRAIN_RUN: usize = 64;
 
 /// Purged or deleted queues with at least this many messages are freed on the dropper thread.
 const DISPOSE_IN_BACKGROUND: usize = 16 * 1024;
@@ -373,6 +387,7 @@ impl Queue {
                 deleted: false,
                 last_used: clock.now_ms(),
                 expiry_armed: 0,
+                drive_pending: false,
                 counters: crate::counters::Totals::default(),
                 applied: Box::new(applied),
                 log: None,
@@ -537,9 +552,25 @@ impl Queue {
         // An empty queue with consumers hands the message to one straight away (no push and pop):
         // the same outcome as queueing it and draining, which is what the end-to-end path does
         // for every message when consumers keep up.
+        //
+        // Inside a reader's batch, a plain queue (no TTL, length limit or priorities, whose
+        // delivery order and drops do not depend on when a message leaves) with one consumer to
+        // consider queues the message and is driven once when the batch ends ([`defer`]): its
+        // consumer gets the batch's messages as runs, one lock of its channel per run.
         let backlog = !st.ready.is_empty();
         if backlog || st.consumers.is_empty() {
             st.ready.push_back(m);
+        } else if ttl.is_none()
+            && !limited
+            && self.max_priority.is_none()
+            && (self.single_active || st.consumers.len() == 1)
+            && defer::active()
+        {
+            st.ready.push_back(m);
+            if !st.drive_pending {
+                st.drive_pending = true;
+                defer::add(self.clone());
+            }
         } else {
             let mut now = ttl.map(|_| now);
             if let Some(back) = self.offer(&mut st, self, m, &mut now, dead) {
@@ -599,6 +630,17 @@ impl Queue {
         self.dead_letter(dead);
     }
 
+    /// The end of a reader's batch that deferred a delivery here ([`defer`]): drive.
+    fn drive_deferred(&self) {
+        let mut dead = DeadLetters::new();
+        {
+            let mut st = self.state.lock();
+            st.drive_pending = false;
+            self.drain(&mut st, &mut dead);
+        }
+        self.dead_letter(dead);
+    }
+
     fn drain(&self, st: &mut QueueState, dead: &mut DeadLetters) {
         self.drain_at(st, dead, None)
     }
@@ -613,10 +655,49 @@ impl Queue {
             return;
         }
         let Some(me) = self.arc() else { return };
+        if self.single_active || st.consumers.len() == 1 {
+            return self.drain_runs(st, &me, &mut now, dead);
+        }
         while let Some(m) = st.ready.pop_front() {
             if let Some(back) = self.offer(st, &me, m, &mut now, dead) {
                 st.ready.push_front(back);
                 break;
+            }
+        }
+    }
+
+    /// [`Queue::drain_at`] with one consumer to consider (the only one, or the single active
+    /// one): deliver in runs of up to [`DRAIN_RUN`] messages, each under one lock of the
+    /// consumer's channel and one of its connection's buffer, instead of both locks per message.
+    fn drain_runs(&self, st: &mut QueueState, me: &Arc<Queue>, now: &mut Option<u64>, dead: &mut DeadLetters) {
+        let c = st.consumers[0].clone();
+        let no_ack = c.no_ack;
+        loop {
+            let mut took = 0;
+            let delivered = c.channel.deliver_run::<DRAIN_RUN>(&c, me, || loop {
+                let mut m = st.ready.pop_front()?;
+                if m.expires_at != 0 && *now.get_or_insert_with(|| self.clock.now_ms()) > m.expires_at {
+                    dead.push((m, Reason::Expired));
+                    continue;
+                }
+                self.mark_redelivery(&mut m, false);
+                m.deliveries += 1;
+                took += 1;
+                if no_ack {
+                    st.counters.delivered_no_ack += 1;
+                } else {
+                    st.counters.delivered += 1;
+                }
+                st.counters.redelivered += m.redelivered as u64;
+                // A stored message's first delivery is recorded, so it comes back redelivered.
+                if let (Some(d), Some(store), false, false) = (&m.disk, &self.store, m.redelivered, no_ack) {
+                    store.mark_delivered(d.seg, d.off);
+                }
+                return Some(m);
+            });
+            debug_assert_eq!(delivered, took, "a run delivers every message it takes");
+            if delivered < DRAIN_RUN {
+                return;
             }
         }
     }

@@ -261,6 +261,20 @@ impl Raw {
         props: &[u8],
         mandatory: bool,
     ) {
+        let b = self.publish_frames(ch, exchange, key, body, props, mandatory);
+        self.sock.write_all(&b).await.expect("write");
+    }
+
+    /// The frames of a basic.publish (to send several frames in one write).
+    pub fn publish_frames(
+        &self,
+        ch: u16,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: &[u8],
+        mandatory: bool,
+    ) -> BytesMut {
         let mut b = BytesMut::new();
         let m: Method = BasicPublish {
             ticket: 0,
@@ -273,7 +287,7 @@ impl Raw {
         frame::encode_method(&mut b, ch, &m);
         fast::header(&mut b, ch, body.len() as u64, props);
         fast::body(&mut b, ch, body, self.frame_max);
-        self.sock.write_all(&b).await.expect("write");
+        b
     }
 
     pub async fn publish_props(&mut self, ch: u16, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
@@ -286,6 +300,11 @@ impl Raw {
     /// barrier: after it, every delivery already due has been seen.
     pub async fn sync_collect(&mut self, ch: u16, m: impl Into<Method>) -> (Method, Vec<Delivery>) {
         self.send(ch, m).await;
+        self.collect_until_method().await
+    }
+
+    /// The deliveries that arrive before the next method without content, and that method.
+    pub async fn collect_until_method(&mut self) -> (Method, Vec<Delivery>) {
         let mut got = Vec::new();
         loop {
             let (_, m) = self.recv_method().await;
