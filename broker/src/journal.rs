@@ -257,6 +257,13 @@ impl Journal {
         self.cap > 0
     }
 
+    /// Whether [`Journal::record`] may record an event for a message with raw `properties` (only
+    /// the flags are read): else a caller need not keep the message for it.
+    #[inline]
+    pub fn wants(&self, properties: &[u8]) -> bool {
+        self.on() && may_have_ids(properties)
+    }
+
     /// Record `event` for the message with raw `properties`, if it has an identity, at the time
     /// `clock` (the vhost's) says.
     #[inline]

@@ -199,9 +199,11 @@ impl ChannelShared {
         mut next: impl FnMut() -> Option<QueuedMsg>,
     ) -> usize {
         // Messages to trace or drop after the locks: a no-ack delivery's own (settled now), a
-        // second handle of a manual-ack one only while the firehose or the journal is on.
+        // second handle of a manual-ack one only for the firehose or the journal (which is on by
+        // default, but records only messages with an identity).
         let mut after: [(Option<crate::message::Message>, bool); N] = [const { (None, false) }; N];
-        let traced = self.origin.tracer.on() || queue.journal.on();
+        let tracing = self.origin.tracer.on();
+        let mut traced = tracing;
         let mut n = 0;
         let mut st = self.state.lock();
         if st.closed {
@@ -234,12 +236,14 @@ impl ChannelShared {
             let (exchange, routing_key) = (m.msg.exchange_bytes(), m.msg.routing_key_bytes());
             run.content(channel, |b| fast::deliver(b, channel, ctag, tag, redelivered, exchange, routing_key), &m.msg);
             after[n].1 = redelivered;
+            let keep = tracing || queue.journal.wants(m.msg.properties_bytes());
+            traced |= keep;
             if c.no_ack {
                 st.counted.delivered_no_ack += 1;
                 st.push_settled();
                 after[n].0 = Some(m.msg);
             } else {
-                if traced {
+                if keep {
                     after[n].0 = Some(m.msg.clone());
                 }
                 st.counted.delivered += 1;
