@@ -106,7 +106,8 @@ async fn single_active_consumer_fails_over_in_registration_order() {
 /// Publishes that arrive in one read with other frames: Warren hands a queue's one consumer the
 /// messages of a run of publishes at the end of the run, and every reply or close that follows
 /// them in the read still comes after their deliveries (a passive declare is a barrier), on the
-/// publishing channel and on another one.
+/// publishing channel and on another one, a channel.close for a later bad publish and a
+/// tx.commit-ok included.
 #[tokio::test]
 async fn replies_and_closes_in_the_same_read_follow_the_deliveries() {
     use bytes::BytesMut;
@@ -144,6 +145,18 @@ async fn replies_and_closes_in_the_same_read_follow_the_deliveries() {
     assert!(matches!(close, Method::ChannelClose(ref c) if c.reply_code == NOT_FOUND), "got {close:?}");
     assert_eq!(bodies(&got), [[9, 0], [9, 1]], "deliveries before the channel.close");
     r.send(2, ChannelCloseOk).await;
+    // A transaction's publishes and its commit in one write: delivered before the commit-ok.
+    r.open_channel(2).await;
+    r.call(2, TxSelect).await;
+    let mut w = BytesMut::new();
+    for i in 0..2u8 {
+        w.extend_from_slice(&r.publish_frames(2, "", &q, &[7, i], EMPTY_PROPERTIES, false));
+    }
+    warren_protocol::frame::encode_method(&mut w, 2, &TxCommit.into());
+    r.send_bytes(&w).await;
+    let (ok, got) = r.collect_until_method().await;
+    assert!(matches!(ok, Method::TxCommitOk(_)), "got {ok:?}");
+    assert_eq!(bodies(&got), [[7, 0], [7, 1]], "deliveries before the tx.commit-ok");
     b.stop().await;
 }
 

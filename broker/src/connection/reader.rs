@@ -207,12 +207,15 @@ impl<R: AsyncRead + peer::PeerClosed + Unpin + Send + 'static> Reader<R> {
     }
 
     /// One frame: handled, then the test fault and the close deadline checked. Any frame but a
-    /// publish's is handled after the deliveries deferred so far (`queue::defer::flush`).
+    /// publish's is handled after the deliveries deferred so far, deferring none of its own
+    /// (`queue::defer::outside`).
     fn handle_frame(&mut self, f: Frame) -> Step {
-        if !f.is_publish_part() {
-            crate::queue::defer::flush();
-        }
-        if let Err(e) = self.conn.handle_frame(f) {
+        let r = if f.is_publish_part() {
+            self.conn.handle_frame(f)
+        } else {
+            crate::queue::defer::outside(|| self.conn.handle_frame(f))
+        };
+        if let Err(e) = r {
             self.conn.fail(e);
         }
         if self.drop_by_fault() {

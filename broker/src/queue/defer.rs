@@ -17,9 +17,10 @@
 //! - What a deferral changes is only when, within a run of publishes, a message leaves the queue:
 //!   every publish still reaches the queue in order, confirms and returns are decided as before,
 //!   and the deferred queues are driven ([`flush`]) before any other frame of the batch is handled
-//!   and before an error closes a channel or the connection, so every reply the client gets after
-//!   a publish still comes after that publish's deliveries (a passive queue.declare as a barrier).
-//!   Confirms are sent after the batch, so after the drive too.
+//!   (which then defers nothing: [`outside`]) and before an error closes a channel or the
+//!   connection, so every reply the client gets after a publish still comes after that publish's
+//!   deliveries (a passive queue.declare as a barrier, a tx.commit-ok). Confirms are sent after
+//!   the batch, so after the drive too.
 use super::Queue;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -78,6 +79,17 @@ pub fn flush() {
             q.drive_deferred();
         }
     }
+}
+
+/// Run `f` (the handling of a frame other than a publish's) after the deliveries deferred so far
+/// and without deferring: whatever it enqueues (a tx.commit's messages) is delivered before the
+/// reply it writes, as without deferral.
+pub fn outside<T>(f: impl FnOnce() -> T) -> T {
+    flush();
+    let was = DEFERRED.with(|d| std::mem::replace(&mut d.borrow_mut().active, false));
+    let r = f();
+    DEFERRED.with(|d| d.borrow_mut().active = was);
+    r
 }
 
 impl Drop for Batch {
