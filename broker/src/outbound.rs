@@ -235,6 +235,7 @@ impl Outbound {
         let before = self.len.load(Ordering::Acquire);
         Run { out: self, p, frame_max, before, added: 0 }
     }
+
     /// Bytes waiting to be written.
     #[inline]
     pub fn len(&self) -> usize {

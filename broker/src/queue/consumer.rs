@@ -169,9 +169,9 @@ impl ChannelShared {
         })
     }
 
-    /// Try to deliver `m` to `c`. Called by the queue under its lock. Returns false when the consumer
-    /// has no credit, the channel is closed, or the connection's buffer is full (then the
-    /// queue is registered to be re-driven when it drains).
+    /// Try to deliver `m` to `c` (a run of one). Called by the queue under its lock. Gives `m`
+    /// back when the consumer has no credit, the channel is closed, or the connection's buffer is
+    /// full (then the queue is registered to be re-driven when it drains).
     #[inline]
     pub fn try_deliver(&self, c: &Arc<Consumer>, m: QueuedMsg, queue: &Arc<Queue>) -> Result<(), QueuedMsg> {
         let mut m = Some(m);
