@@ -50,15 +50,16 @@ fn time(label: &str, mut f: impl FnMut() -> usize) -> f64 {
 }
 
 fn main() {
-    let keys: Vec<ShortStr> = vec![ShortStr::from_static("orders.svc7.created")];
+    let keys: Vec<&[u8]> = vec![b"orders.svc7.created"];
     let mut out = Routed::default();
-    let props = bytes::Bytes::new();
+    let no_props = bytes::Bytes::new();
+    let props = warren::lent::Lent::all(&no_props);
     let mut trie = Vec::new();
     for n in [10usize, 100, 1000, 10_000] {
         let (x, _) = exchange_with(ExchangeKind::Topic, n);
         trie.push(time(&format!("topic trie, {n} bindings"), || {
             out.clear();
-            x.route_into(black_box(&keys), None, &props, &mut out);
+            x.route_into(black_box(&keys), None, props, &mut out);
             out.queues.len()
         }));
     }
@@ -71,17 +72,17 @@ fn main() {
     }
     for n in [10usize, 10_000] {
         let (x, _) = exchange_with(ExchangeKind::Direct, n);
-        let k = vec![ShortStr::from_static("key5")];
+        let k: Vec<&[u8]> = vec![b"key5"];
         time(&format!("direct, {n} bindings"), || {
             out.clear();
-            x.route_into(black_box(&k), None, &props, &mut out);
+            x.route_into(black_box(&k), None, props, &mut out);
             out.queues.len()
         });
     }
     let (x, _) = exchange_with(ExchangeKind::Fanout, 10);
     time("fanout, 10 bindings", || {
         out.clear();
-        x.route_into(&keys, None, &props, &mut out);
+        x.route_into(&keys, None, props, &mut out);
         out.queues.len()
     });
     println!(

@@ -287,11 +287,12 @@ impl Broker {
             while let Some(e) = rx.recv().await {
                 let Some(b) = me.upgrade() else { return };
                 let Some(v) = b.vhost(&b.config.default_vhost) else { continue };
+                let (routing_key, no_body) = (e.routing_key(), bytes::Bytes::new());
                 v.publish_internal(crate::vhost::Publish {
-                    exchange: warren_protocol::ShortStr::from_static(crate::events::EVENT_EXCHANGE),
-                    routing_key: e.routing_key(),
-                    properties: e.properties,
-                    body: bytes::Bytes::new(),
+                    exchange: crate::events::EVENT_EXCHANGE.as_bytes(),
+                    routing_key: routing_key.as_bytes(),
+                    properties: crate::lent::Lent::all(&e.properties),
+                    body: crate::lent::Lent::all(&no_body),
                     mandatory: false,
                     channel: 0,
                 });

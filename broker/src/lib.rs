@@ -26,6 +26,7 @@ pub mod exchange;
 pub mod faults;
 pub mod ids;
 pub mod journal;
+pub mod lent;
 pub mod listen;
 pub mod message;
 pub mod mgmt;

@@ -9,6 +9,7 @@
 //!   `Bytes` slice of the publisher's read buffer (or one concatenation of several body frames)
 //!   until it is written to a consumer's socket buffer.
 //! - `properties` are the publisher's property bytes (flags included), written back unchanged.
+use crate::lent::Lent;
 use bytes::Bytes;
 use triomphe::ThinArc;
 use warren_protocol::ShortStr;
@@ -133,15 +134,21 @@ impl Message {
     ) -> Message {
         let large = self.large_body();
         let body = if large.is_some() { &[][..] } else { self.body() };
-        Message::build([exchange, routing_key, properties], body, large, flags)
+        Message::build([exchange, routing_key, properties], body, large.cloned(), flags)
     }
 
     /// Build a message, decoding the properties only if they carry an expiration or a priority.
     /// An expiration that is not a non-negative integer is refused with RabbitMQ's reason text.
     pub fn new(exchange: ShortStr, routing_key: ShortStr, properties: Bytes, body: Bytes) -> Result<Message, String> {
+        Message::lent(exchange.as_bytes(), routing_key.as_bytes(), Lent::all(&properties), Lent::all(&body))
+    }
+
+    /// [`Message::new`] from parts the caller lends: a small message copies them, a large body
+    /// is shared (a new handle on the caller's buffer), not copied.
+    pub fn lent(exchange: &[u8], routing_key: &[u8], properties: Lent<'_>, body: Lent<'_>) -> Result<Message, String> {
         let (mut ttl_ms, mut priority) = (MsgTtl::NONE, 0);
         if properties.first().is_some_and(|f| f & (EXPIRATION_FLAG_HIGH_BYTE | PRIORITY_FLAG_HIGH_BYTE) != 0) {
-            if let Ok(p) = warren_protocol::BasicProperties::decode(properties.clone()) {
+            if let Ok(p) = warren_protocol::BasicProperties::decode(properties.share()) {
                 if let Some(e) = p.expiration {
                     let text = e.to_str_lossy().into_owned();
                     ttl_ms = MsgTtl::ms(match text.parse::<i64>() {
@@ -156,13 +163,7 @@ impl Message {
             }
         }
         let persistent = is_persistent(&properties);
-        Ok(Message::from_parts(
-            exchange.as_bytes(),
-            routing_key.as_bytes(),
-            &properties,
-            body,
-            (ttl_ms, priority, persistent),
-        ))
+        Ok(Message::from_parts(exchange, routing_key, &properties, body, (ttl_ms, priority, persistent)))
     }
 
     /// A message from its parts as they are, nothing checked: `(ttl_ms, priority, persistent)`
@@ -172,14 +173,14 @@ impl Message {
         exchange: &[u8],
         routing_key: &[u8],
         properties: &[u8],
-        body: Bytes,
+        body: Lent<'_>,
         flags: (MsgTtl, u8, bool),
     ) -> Message {
         let inline = exchange.len() + routing_key.len() + properties.len() + body.len() <= INLINE_MAX;
         if inline {
             Message::build([exchange, routing_key, properties], &body, None, flags)
         } else {
-            Message::build([exchange, routing_key, properties], &[], Some(&body), flags)
+            Message::build([exchange, routing_key, properties], &[], Some(body.share()), flags)
         }
     }
 
@@ -188,7 +189,7 @@ impl Message {
     fn build(
         head: [&[u8]; 3],
         body: &[u8],
-        large: Option<&Bytes>,
+        large: Option<Bytes>,
         (ttl_ms, priority, persistent): (MsgTtl, u8, bool),
     ) -> Message {
         let [exchange, routing_key, properties] = head;
@@ -197,7 +198,7 @@ impl Message {
         let parts = [exchange, routing_key, properties, body];
         let meta = Meta {
             ttl_ms,
-            large_body: large.map(|b| Box::new(b.clone())),
+            large_body: large.map(Box::new),
             properties_len: properties.len() as u32,
             exchange_len: exchange.len() as u8,
             routing_key_len: routing_key.len() as u8,

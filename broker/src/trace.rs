@@ -19,6 +19,7 @@
 //! - Copies of one connection reach the tracer task in the order they were made (one channel).
 //! - At most `TRACE_BACKLOG` copies wait for the tracer task; beyond, copies are dropped and
 //!   counted (RabbitMQ's tracer slows publishers down instead; Warren keeps the hot path free).
+use crate::lent::Lent;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -101,24 +102,24 @@ impl Tracer {
 /// What a traced message looked like when it was published.
 pub struct Traced<'a> {
     /// Exchange published to.
-    pub exchange: &'a ShortStr,
+    pub exchange: &'a [u8],
     /// Routing key published with.
-    pub routing_key: &'a ShortStr,
+    pub routing_key: &'a [u8],
     /// Raw properties (as delivered: without BCC).
-    pub properties: &'a Bytes,
+    pub properties: Lent<'a>,
     /// Raw properties as published, whose CC and BCC headers `routing_keys` lists.
     // rabbitmq-compat: a delivered message keeps no BCC header, so deliver copies list the
     // routing key and CC entries only (RabbitMQ's list the BCC ones too).
-    pub sent_properties: &'a Bytes,
+    pub sent_properties: Lent<'a>,
     /// Body.
-    pub body: &'a Bytes,
+    pub body: Lent<'a>,
 }
 
 impl Traced<'_> {
     /// Never trace what goes to (or came from) the trace exchange.
     #[inline]
-    pub fn traceable(exchange: &ShortStr) -> bool {
-        exchange.as_bytes() != TRACE_EXCHANGE.as_bytes()
+    pub fn traceable(exchange: &[u8]) -> bool {
+        exchange != TRACE_EXCHANGE.as_bytes()
     }
 }
 
@@ -129,7 +130,7 @@ impl Origin {
         let queues =
             routed.iter().map(|q| FieldValue::LongStr(LongStr(Bytes::copy_from_slice(q.as_bytes())))).collect();
         h.insert("routed_queues", FieldValue::Array(queues));
-        self.tracer.send(copy(format!("publish.{}", m.exchange.to_str_lossy()), h, m.body));
+        self.tracer.send(copy(format!("publish.{}", String::from_utf8_lossy(m.exchange)), h, m.body));
     }
 
     /// Copy a delivery from `queue`: `deliver.<queue>`.
@@ -141,13 +142,13 @@ impl Origin {
 
     /// The headers both copies carry, in RabbitMQ's order.
     fn headers(&self, m: &Traced, channel: u16, user: Option<&str>) -> FieldTable {
-        let props = BasicProperties::decode(m.properties.clone()).ok();
-        let sent = if std::ptr::eq(m.sent_properties, m.properties) {
+        let props = BasicProperties::decode(m.properties.share()).ok();
+        let sent = if std::ptr::eq(m.sent_properties.bytes(), m.properties.bytes()) {
             None
         } else {
-            BasicProperties::decode(m.sent_properties.clone()).ok()
+            BasicProperties::decode(m.sent_properties.share()).ok()
         };
-        let mut keys = vec![long(m.routing_key.as_bytes())];
+        let mut keys = vec![long(m.routing_key)];
         if let Some(h) = sent.as_ref().or(props.as_ref()).and_then(|p| p.headers.as_ref()) {
             for k in ["CC", "BCC"] {
                 if let Some(FieldValue::Array(a)) = h.get(k) {
@@ -156,7 +157,7 @@ impl Origin {
             }
         }
         let mut h = FieldTable::new();
-        h.insert("exchange_name", long(m.exchange.as_bytes()));
+        h.insert("exchange_name", long(m.exchange));
         h.insert("routing_keys", FieldValue::Array(keys));
         h.insert("properties", FieldValue::Table(props.as_ref().map(properties_table).unwrap_or_default()));
         h.insert("node", long(crate::node::name().as_bytes()));
@@ -168,9 +169,9 @@ impl Origin {
     }
 }
 
-fn copy(routing_key: String, headers: FieldTable, body: &Bytes) -> TraceCopy {
+fn copy(routing_key: String, headers: FieldTable, body: Lent<'_>) -> TraceCopy {
     let props = BasicProperties { headers: Some(headers), ..Default::default() };
-    TraceCopy { routing_key: ShortStr::from(routing_key), properties: props.to_bytes(), body: body.clone() }
+    TraceCopy { routing_key: ShortStr::from(routing_key), properties: props.to_bytes(), body: body.share() }
 }
 
 fn long(b: &[u8]) -> FieldValue {

@@ -30,6 +30,6 @@ pub mod types;
 pub use error::{FrameError, MethodError};
 pub use frame::{Frame, FrameType};
 pub use method::Method;
-pub use properties::{BasicProperties, ContentHeader};
+pub use properties::{BasicProperties, ContentHeader, ContentHeaderRef};
 pub use table::{FieldTable, FieldValue};
 pub use types::{LongStr, ShortStr};

@@ -136,11 +136,27 @@ impl BasicPublish {
         Self::decode_ids_and_fields(&mut Reader::new(payload))
     }
 
-    /// Decode the basic.publish method frame payload at `buf[at]` (ids included) in place: the
-    /// strings are slices of `buf`, and nothing else takes a reference to it. Same result as
-    /// [`BasicPublish::decode`] of that slice.
-    pub fn decode_within(buf: &Bytes, at: std::ops::Range<usize>) -> Result<BasicPublish, MethodError> {
-        Self::decode_ids_and_fields(&mut Reader::within(buf, at))
+    /// Read a basic.publish method frame's payload (ids included) in place: the names are
+    /// borrowed from `payload`, so no reference to the buffer is taken. The same fields as
+    /// [`BasicPublish::decode`] (bytes after them are ignored, as there).
+    pub fn decode_ref(payload: &[u8]) -> Result<BasicPublishRef<'_>, MethodError> {
+        let ids = payload.get(..4).ok_or(MethodError::Truncated)?;
+        let (class, method) = (u16::from_be_bytes([ids[0], ids[1]]), u16::from_be_bytes([ids[2], ids[3]]));
+        if (class, method) != (Self::CLASS_ID, Self::METHOD_ID) {
+            return Err(MethodError::Unknown { class, method });
+        }
+        // ticket (2), then the two short strings and the bits.
+        let mut at = 6;
+        let shortstr = |at: &mut usize| -> Result<&[u8], MethodError> {
+            let n = *payload.get(*at).ok_or(MethodError::Truncated)? as usize;
+            let s = payload.get(*at + 1..*at + 1 + n).ok_or(MethodError::Truncated)?;
+            *at += 1 + n;
+            Ok(s)
+        };
+        let exchange = shortstr(&mut at)?;
+        let routing_key = shortstr(&mut at)?;
+        let bits = *payload.get(at).ok_or(MethodError::Truncated)?;
+        Ok(BasicPublishRef { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
     }
 
     fn decode_ids_and_fields<B: std::borrow::Borrow<Bytes>>(r: &mut Reader<B>) -> Result<BasicPublish, MethodError> {
@@ -162,6 +178,15 @@ impl BasicPublish {
         Ok(BasicPublish { ticket, exchange, routing_key, mandatory, immediate })
     }
 }
+/// `basic.publish`'s arguments read in place ([`BasicPublish::decode_ref`]); the ticket is not kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BasicPublishRef<'a> {
+    pub exchange: &'a [u8],
+    pub routing_key: &'a [u8],
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
 impl From<BasicPublish> for Method {
     fn from(m: BasicPublish) -> Method {
         Method::BasicPublish(m)

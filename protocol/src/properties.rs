@@ -22,6 +22,15 @@ pub struct ContentHeader {
     pub properties: Bytes,
 }
 
+/// A content header read in place ([`ContentHeader::decode_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContentHeaderRef<'a> {
+    pub class_id: u16,
+    pub body_size: u64,
+    /// Property flags and property values, raw.
+    pub properties: &'a [u8],
+}
+
 impl ContentHeader {
     pub fn decode(mut payload: Bytes) -> Result<ContentHeader, MethodError> {
         let (class_id, body_size) = Self::fixed_fields(&payload)?;
@@ -30,11 +39,16 @@ impl ContentHeader {
         Ok(ContentHeader { class_id, body_size, properties: payload })
     }
 
-    /// Decode the content header frame payload at `buf[at]` in place: the properties are one
-    /// slice of `buf`. Same result as [`ContentHeader::decode`] of that slice.
-    pub fn decode_within(buf: &Bytes, at: std::ops::Range<usize>) -> Result<ContentHeader, MethodError> {
-        let (class_id, body_size) = Self::fixed_fields(buf.get(at.clone()).unwrap_or_default())?;
-        Ok(ContentHeader { class_id, body_size, properties: buf.slice(at.start + 12..at.end) })
+    /// Read a content header frame payload in place: the properties are borrowed from
+    /// `payload`. Same fields as [`ContentHeader::decode`].
+    pub fn decode_ref(payload: &[u8]) -> Result<ContentHeaderRef<'_>, MethodError> {
+        let (class_id, body_size) = Self::fixed_fields(payload)?;
+        Ok(ContentHeaderRef { class_id, body_size, properties: &payload[12..] })
+    }
+
+    /// The same header, borrowed.
+    pub fn as_ref(&self) -> ContentHeaderRef<'_> {
+        ContentHeaderRef { class_id: self.class_id, body_size: self.body_size, properties: &self.properties }
     }
 
     /// Class and body size of a payload at least 14 bytes long (class, weight, size, flags).

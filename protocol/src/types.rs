@@ -60,6 +60,19 @@ impl ShortStr {
     }
 }
 
+// A short string hashes and compares as its bytes (`Bytes` does), so maps keyed by `ShortStr`
+// can be searched with a borrowed `&[u8]` (a routing key read in place).
+impl std::borrow::Borrow<[u8]> for ShortStr {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+impl AsRef<[u8]> for ShortStr {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl From<&'static str> for ShortStr {
     fn from(s: &'static str) -> ShortStr {
         ShortStr::from_static(s)

@@ -13,10 +13,10 @@ use super::{requeue_grouped, Assembly, Channel};
 use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
+use crate::lent::Lent;
 use crate::message::Message;
 use crate::queue::consumer::Consumer;
 use crate::vhost::{Outcome, Publish, VHost, REPLY_TO};
-use bytes::Buf;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use warren_protocol::constants::*;
@@ -42,11 +42,11 @@ impl Channel {
     /// together in the read buffer: `frames` starts with them, `run` says where each payload is):
     /// what [`Channel::handle_publish`], [`Channel::on_header`] and [`Channel::on_body`] would do
     /// for the three frames when every check passes, without the assembly states in between.
-    /// The method and the header are decoded in place, and `frames` itself becomes the body: the
-    /// read buffer gains no reference but the routing key's and the properties' (each one an
-    /// atomic increment and decrement; there were five). `Err(frames)` when a check would not
-    /// pass (or a publish is already being assembled): nothing was done, and the frames go those
-    /// three ways, which report it.
+    /// The method, the header and the body are read in place in `frames`: the read buffer gains
+    /// no reference unless the message keeps its body by reference (a large one), each an atomic
+    /// increment and decrement (there were five, then three). `Err(frames)` when a check would
+    /// not pass (or a publish is already being assembled): nothing was done, and the frames go
+    /// those three ways, which report it.
     pub fn publish_whole(
         &mut self,
         ctx: &ConnCtx,
@@ -56,42 +56,61 @@ impl Channel {
         if !matches!(self.assembly, Assembly::Idle) {
             return Err(frames);
         }
-        let Some(p) =
-            BasicPublish::decode_within(&frames, run.method.clone()).ok().filter(|p| refuse_immediate(p).is_ok())
-        else {
+        let method = frames.get(run.method.clone()).and_then(|m| BasicPublish::decode_ref(m).ok());
+        let Some(p) = method.filter(|p| !p.immediate) else {
             return Err(frames);
         };
         let body_len = run.body.len() as u64;
-        let header = ContentHeader::decode_within(&frames, run.header.clone());
-        let Some(h) = super::checked_header(ctx, header).ok().filter(|h| h.body_size == body_len) else {
+        let header = frames.get(run.header.clone()).and_then(|h| ContentHeader::decode_ref(h).ok());
+        let Some(h) = header.filter(|h| h.body_size == body_len && super::check_header(ctx, *h).is_ok()) else {
             return Err(frames);
         };
-        let mut body = frames;
-        body.truncate(run.body.end);
-        body.advance(run.body.start);
-        Ok(self.finish_publish(ctx, p, h.properties, body))
+        let publish = Publish {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            // The properties end the header's payload.
+            properties: Lent::part(&frames, run.header.end - h.properties.len()..run.header.end),
+            body: Lent::part(&frames, run.body.clone()),
+            mandatory: p.mandatory,
+            channel: self.id(),
+        };
+        Ok(self.finish_publish(ctx, publish))
     }
 
-    /// The message is complete: route, enqueue, return if unroutable, confirm.
-    pub(super) fn finish_publish(
+    /// A publish assembled frame by frame: [`Channel::finish_publish`] of its parts.
+    pub(super) fn finish_assembled(
         &mut self,
         ctx: &ConnCtx,
         p: BasicPublish,
         properties: bytes::Bytes,
         body: bytes::Bytes,
     ) -> AmqpResult<()> {
+        let publish = Publish {
+            exchange: p.exchange.as_bytes(),
+            routing_key: p.routing_key.as_bytes(),
+            properties: Lent::all(&properties),
+            body: Lent::all(&body),
+            mandatory: p.mandatory,
+            channel: self.id(),
+        };
+        self.finish_publish(ctx, publish)
+    }
+
+    /// The message is complete: route, enqueue, return if unroutable, confirm.
+    fn finish_publish(&mut self, ctx: &ConnCtx, p: Publish<'_>) -> AmqpResult<()> {
         // Checked with the content complete, as RabbitMQ does (two branches for a user who may
         // write everywhere and has no topic permissions).
-        ctx.vhost.authorize_publish(&ctx.actor(), &p.exchange, &p.routing_key).map_err(|e| e.at_ids(60, 40))?;
+        ctx.vhost.authorize_publish(&ctx.actor(), p.exchange, p.routing_key).map_err(|e| e.at_ids(60, 40))?;
         // Direct reply-to: a request names the pseudo-queue; the broker substitutes this channel's
         // reply name. Only decoded when the reply-to property is present at all.
-        let properties = if properties.first().is_some_and(|f| f & REPLY_TO_FLAG_HIGH_BYTE != 0) {
-            self.substitute_reply_to(properties)?
+        let replaced = if p.properties.first().is_some_and(|f| f & REPLY_TO_FLAG_HIGH_BYTE != 0) {
+            self.substitute_reply_to(p.properties)?
         } else {
-            properties
+            None
         };
-        if p.exchange.is_empty() && p.routing_key.as_bytes().starts_with(REPLY_PREFIX.as_bytes()) {
-            return self.publish_reply(ctx, p, properties, body);
+        let p = Publish { properties: replaced.as_ref().map_or(p.properties, Lent::all), ..p };
+        if p.exchange.is_empty() && p.routing_key.starts_with(REPLY_PREFIX.as_bytes()) {
+            return self.publish_reply(ctx, p);
         }
         if self.confirm.is_some() && ctx.vhost.take_fault_nack() {
             // Test fault (`--test-controls`): this publish is nacked and goes nowhere.
@@ -100,15 +119,7 @@ impl Channel {
         }
         let mut routed = std::mem::take(&mut self.route_buf);
         let who = ctx.actor();
-        let publish = Publish {
-            exchange: p.exchange,
-            routing_key: p.routing_key,
-            properties,
-            body,
-            mandatory: p.mandatory,
-            channel: self.id(),
-        };
-        let msg = match ctx.vhost.route_checked(&who, publish, &mut routed) {
+        let msg = match ctx.vhost.route_checked(&who, p, &mut routed) {
             Ok(m) => m,
             Err(e) => {
                 self.route_buf = routed;
@@ -146,29 +157,24 @@ impl Channel {
         Ok(())
     }
 
-    /// Replace `reply_to = amq.rabbitmq.reply-to` by this channel's reply name (406 if it has none).
-    fn substitute_reply_to(&self, properties: bytes::Bytes) -> AmqpResult<bytes::Bytes> {
-        let Ok(mut props) = BasicProperties::decode(properties.clone()) else { return Ok(properties) };
+    /// Replace `reply_to = amq.rabbitmq.reply-to` by this channel's reply name (406 if it has
+    /// none): the properties to publish instead, if any.
+    fn substitute_reply_to(&self, properties: Lent<'_>) -> AmqpResult<Option<bytes::Bytes>> {
+        let Ok(mut props) = BasicProperties::decode(properties.share()) else { return Ok(None) };
         if props.reply_to.as_ref().is_none_or(|r| r != REPLY_TO) {
-            return Ok(properties);
+            return Ok(None);
         }
         let Some((_, name)) = &self.reply else {
             return Err(AmqpError::channel_ids(PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40));
         };
         props.reply_to = Some(name.clone());
-        Ok(props.to_bytes())
+        Ok(Some(props.to_bytes()))
     }
 
     /// A reply published to `amq.rabbitmq.reply-to.*`: straight to the requester's channel.
-    fn publish_reply(
-        &mut self,
-        ctx: &ConnCtx,
-        p: BasicPublish,
-        properties: bytes::Bytes,
-        body: bytes::Bytes,
-    ) -> AmqpResult<()> {
-        let target = ctx.vhost.replies.lock().get(&p.routing_key).map(|t| (t.channel.clone(), t.consumer_tag.clone()));
-        let msg = Message::new(p.exchange, p.routing_key, properties, body)
+    fn publish_reply(&mut self, ctx: &ConnCtx, p: Publish<'_>) -> AmqpResult<()> {
+        let target = ctx.vhost.replies.lock().get(p.routing_key).map(|t| (t.channel.clone(), t.consumer_tag.clone()));
+        let msg = Message::lent(p.exchange, p.routing_key, p.properties, p.body)
             .map_err(|why| AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))?;
         let delivered =
             target.and_then(|(ch, tag)| ch.upgrade().map(|ch| ch.deliver_direct(&tag, &msg))).unwrap_or(false);

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use warren_protocol::constants::*;
 use warren_protocol::method::*;
-use warren_protocol::{frame, ContentHeader, Method, MethodError, ShortStr};
+use warren_protocol::{frame, ContentHeader, ContentHeaderRef, Method, MethodError, ShortStr};
 
 /// Content being assembled for a basic.publish.
 pub enum Assembly {
@@ -210,7 +210,7 @@ impl Channel {
         };
         let h = checked_header(ctx, ContentHeader::decode(payload))?;
         if h.body_size == 0 {
-            return self.finish_publish(ctx, publish, h.properties, Bytes::new());
+            return self.finish_assembled(ctx, publish, h.properties, Bytes::new());
         }
         self.assembly = Assembly::Body {
             publish,
@@ -231,7 +231,7 @@ impl Channel {
         if *received == 0 && payload.len() as u64 == *size {
             // The common case, the whole body in one frame: no parts list at all.
             if let Assembly::Body { publish, properties, .. } = std::mem::replace(&mut self.assembly, Assembly::Idle) {
-                return self.finish_publish(ctx, publish, properties, payload);
+                return self.finish_assembled(ctx, publish, properties, payload);
             }
             return Ok(());
         }
@@ -269,7 +269,7 @@ impl Channel {
             }
             b.freeze()
         };
-        self.finish_publish(ctx, publish, properties, body)
+        self.finish_assembled(ctx, publish, properties, body)
     }
 
     /// Close from our side: send channel.close and tear down.
@@ -333,12 +333,17 @@ pub fn group_by_queue(unacked: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMsg>)
     groups
 }
 
-/// A content header frame's payload, decoded (by the caller: from its own frame, or in place in
-/// a whole publish) and checked: class basic, properties that clients can decode, a body within
-/// the size limit. Shared by the frame-by-frame path and a whole publish.
+/// A content header frame's payload, decoded and checked ([`check_header`]).
 fn checked_header(ctx: &ConnCtx, decoded: Result<ContentHeader, MethodError>) -> AmqpResult<ContentHeader> {
     let h = decoded
         .map_err(|e| AmqpError::connection_ids(e.reply_code(), format!("malformed content header: {e}"), 60, 40))?;
+    check_header(ctx, h.as_ref())?;
+    Ok(h)
+}
+
+/// A content header's checks: class basic, properties that clients can decode, a body within
+/// the size limit. Shared by the frame-by-frame path and a whole publish (read in place).
+fn check_header(ctx: &ConnCtx, h: ContentHeaderRef<'_>) -> AmqpResult<()> {
     if h.class_id != CLASS_BASIC {
         return Err(AmqpError::connection_ids(
             UNEXPECTED_FRAME,
@@ -351,7 +356,7 @@ fn checked_header(ctx: &ConnCtx, decoded: Result<ContentHeader, MethodError>) ->
     // consumer it reaches (again after each restart): refused here, with one allocation-free
     // walk. rabbitmq-compat: RabbitMQ closes the connection with 541 and the bare text
     // "INTERNAL_ERROR" (its channel crashes decoding them); Warren says what was wrong.
-    if let Err(e) = warren_protocol::properties::validate(&h.properties) {
+    if let Err(e) = warren_protocol::properties::validate(h.properties) {
         return Err(AmqpError::connection_ids(
             INTERNAL_ERROR,
             format!("malformed content header properties: {e}"),
@@ -370,5 +375,5 @@ fn checked_header(ctx: &ConnCtx, decoded: Result<ContentHeader, MethodError>) ->
             40,
         ));
     }
-    Ok(h)
+    Ok(())
 }

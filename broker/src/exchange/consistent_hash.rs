@@ -14,7 +14,7 @@
 //! - Positions depend only on the destination's name, the binding key and the point's index, so
 //!   a restart (bindings restored from the definitions file) rebuilds the same ring.
 use super::{Binding, Dest, Routed};
-use bytes::Bytes;
+use crate::lent::Lent;
 use std::hash::BuildHasher;
 use warren_protocol::{BasicProperties, FieldTable, FieldValue, ShortStr};
 
@@ -115,12 +115,12 @@ impl Ring {
     }
 
     /// The destination of a message; whether there was one (an empty ring routes nowhere).
-    pub fn route(&self, keys: &[ShortStr], headers: Option<&FieldTable>, properties: &Bytes, out: &mut Routed) -> bool {
+    pub fn route(&self, keys: &[&[u8]], headers: Option<&FieldTable>, properties: Lent<'_>, out: &mut Routed) -> bool {
         if self.points.is_empty() {
             return false;
         }
         let h = match &self.on {
-            HashOn::RoutingKey => position(keys.first().map(|k| k.as_bytes()).unwrap_or_default()),
+            HashOn::RoutingKey => position(keys.first().copied().unwrap_or_default()),
             HashOn::Header(name) => position(&value_bytes(headers.and_then(|h| h.get(&name.to_str_lossy())))),
             HashOn::Property(p) => position(&property_bytes(*p, properties)),
         };
@@ -143,8 +143,8 @@ fn value_bytes(v: Option<&FieldValue>) -> Vec<u8> {
 }
 
 /// The bytes a property hashes as (missing: empty).
-fn property_bytes(p: Property, properties: &Bytes) -> Vec<u8> {
-    let Ok(props) = BasicProperties::decode(properties.clone()) else { return Vec::new() };
+fn property_bytes(p: Property, properties: Lent<'_>) -> Vec<u8> {
+    let Ok(props) = BasicProperties::decode(properties.share()) else { return Vec::new() };
     match p {
         Property::MessageId => props.message_id.map(|s| s.as_bytes().to_vec()),
         Property::CorrelationId => props.correlation_id.map(|s| s.as_bytes().to_vec()),

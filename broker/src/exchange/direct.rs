@@ -50,9 +50,9 @@ impl DirectIndex {
 
     /// Destinations of a message with routing `keys`; whether any key matched.
     #[inline]
-    pub fn route(&self, keys: &[ShortStr], out: &mut Routed) -> bool {
+    pub fn route(&self, keys: &[&[u8]], out: &mut Routed) -> bool {
         let mut any = false;
-        for k in keys {
+        for &k in keys {
             if let Some(ds) = self.by_key.get(k) {
                 any = true;
                 for d in ds {

@@ -257,14 +257,14 @@ impl NameCache {
     /// The cached queue named `name`, if the cache is current (`at`, see
     /// [`crate::vhost::VHost::names_at`]).
     #[inline]
-    pub fn queue(&self, at: (usize, u64), name: &ShortStr) -> Option<&Arc<Queue>> {
-        self.queue.as_ref().filter(|q| self.taken == at && q.name == *name)
+    pub fn queue(&self, at: (usize, u64), name: &[u8]) -> Option<&Arc<Queue>> {
+        self.queue.as_ref().filter(|q| self.taken == at && q.name.as_bytes() == name)
     }
     /// The cached exchange named `name`, taken out, if the cache is current (put it back with
     /// [`NameCache::keep_exchange`] at the same `at`).
     #[inline]
-    pub fn take_exchange(&mut self, at: (usize, u64), name: &ShortStr) -> Option<Arc<Exchange>> {
-        if self.taken == at && self.exchange.as_ref().is_some_and(|e| e.name == *name) {
+    pub fn take_exchange(&mut self, at: (usize, u64), name: &[u8]) -> Option<Arc<Exchange>> {
+        if self.taken == at && self.exchange.as_ref().is_some_and(|e| e.name.as_bytes() == name) {
             self.exchange.take()
         } else {
             None
@@ -541,9 +541,9 @@ impl Exchange {
     #[inline]
     pub fn route_into(
         &self,
-        keys: &[ShortStr],
+        keys: &[&[u8]],
         headers: Option<&FieldTable>,
-        properties: &bytes::Bytes,
+        properties: crate::lent::Lent<'_>,
         out: &mut Routed,
     ) -> bool {
         let bs = self.bindings();

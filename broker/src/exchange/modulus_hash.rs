@@ -10,7 +10,6 @@
 //!   which a restart may change).
 use super::{Binding, Dest, Routed};
 use std::hash::BuildHasher;
-use warren_protocol::ShortStr;
 
 /// Seed of the hash: fixed, so a key picks the same destination in every run.
 const SEED: u64 = 0x4d4f_4455_4c55_5321;
@@ -44,11 +43,11 @@ impl ModulusIndex {
 
     /// The destination of a message with routing `keys` (the first is the routing key).
     #[inline]
-    pub fn route(&self, keys: &[ShortStr], out: &mut Routed) -> bool {
+    pub fn route(&self, keys: &[&[u8]], out: &mut Routed) -> bool {
         if self.dests.is_empty() {
             return false;
         }
-        let key = keys.first().map(|k| k.as_bytes()).unwrap_or_default();
+        let key = keys.first().copied().unwrap_or_default();
         let h = foldhash::fast::FixedState::with_seed(SEED).hash_one(key);
         out.push(&self.dests[(h % self.dests.len() as u64) as usize]);
         true

@@ -170,10 +170,10 @@ pub fn matches(pattern: &[u8], key: &[u8]) -> bool {
 /// Destinations of a message with routing `keys` through the exchange's trie; whether any
 /// matched.
 #[inline]
-pub fn route(trie: &TopicTrie<super::Dest>, keys: &[warren_protocol::ShortStr], out: &mut super::Routed) -> bool {
+pub fn route(trie: &TopicTrie<super::Dest>, keys: &[&[u8]], out: &mut super::Routed) -> bool {
     let mut found = Vec::new();
     for k in keys {
-        trie.match_into(k.as_bytes(), &mut found);
+        trie.match_into(k, &mut found);
     }
     for d in &found {
         out.push(d);

@@ -10,6 +10,7 @@
 //!   HTTP API reports its AMQP errors: 400 for precondition failures, 404 for missing objects).
 use super::{created_or_updated, listing, no_content, ok_json, views, ApiError, Mgmt, MgmtUser, Resp};
 use crate::error::AmqpError;
+use crate::lent::Lent;
 use crate::vhost::{Actor, ExchangeSpec, Publish, QueueSpec};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -767,13 +768,14 @@ async fn exchange_publish(
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
     let b = super::body::parse(&body)?;
-    let name = exchange_name(&name).to_string();
-    let rk = b.get("routing_key").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    // Short strings, as on the wire (cut at 255 bytes).
+    let name = s(exchange_name(&name));
+    let rk = s(b.get("routing_key").and_then(|v| v.as_str()).unwrap_or(""));
     // rabbitmq-compat: as RabbitMQ's publish endpoint, a refusal is 400 with the channel's
     // `403 ACCESS_REFUSED - ...` as the reason.
     let g = grants(&m, &u, &v);
     let who = actor(&u, &g);
-    v.authorize_publish(&who, &s(&name), &s(&rk))
+    v.authorize_publish(&who, name.as_bytes(), rk.as_bytes())
         .map_err(|e| ApiError::bad_request(format!("403 {}", refusal_text(&e))))?;
     let payload = b.get("payload").and_then(|v| v.as_str()).unwrap_or("");
     let body = match b.get("payload_encoding").and_then(|v| v.as_str()).unwrap_or("string") {
@@ -792,7 +794,14 @@ async fn exchange_publish(
         return Err(ApiError::bad_request("message size exceeds max_message_size"));
     }
     let properties = properties_of(b.get("properties"))?.to_bytes();
-    let publish = Publish { exchange: s(&name), routing_key: s(&rk), properties, body, mandatory: false, channel: 0 };
+    let publish = Publish {
+        exchange: name.as_bytes(),
+        routing_key: rk.as_bytes(),
+        properties: Lent::all(&properties),
+        body: Lent::all(&body),
+        mandatory: false,
+        channel: 0,
+    };
     // rabbitmq-compat: RabbitMQ's publish endpoint answers every channel error (a missing
     // exchange, a `user_id` that is not the user's) with 400 and the error as the reason.
     let (_, outcome) = v.publish(&who, publish).map_err(|e| match e.code() {

@@ -12,6 +12,7 @@
 //!   reach the client strictly increasing.
 //! - `unacked[i]` holds tag `base_tag + i`; `None` marks a tag already settled (or a no-ack delivery).
 //! - `in_flight` of a consumer and `global_in_flight` count exactly the unacked deliveries they cover.
+use crate::lent::Lent;
 use crate::message::QueuedMsg;
 use crate::outbound::Outbound;
 use crate::queue::Queue;
@@ -277,15 +278,14 @@ impl ChannelShared {
     /// Firehose: copy a delivery from `queue` while its vhost traces.
     #[inline]
     fn trace_delivery(&self, msg: &crate::message::Message, queue: &Queue, redelivered: bool) {
-        if self.origin.tracer.on() && Traced::traceable(&msg.exchange()) {
-            let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
-            let body = msg.body_owned();
+        if self.origin.tracer.on() && Traced::traceable(msg.exchange_bytes()) {
+            let (properties, body) = (msg.properties(), msg.body_owned());
             let m = Traced {
-                exchange: &exchange,
-                routing_key: &routing_key,
-                properties: &properties,
-                sent_properties: &properties,
-                body: &body,
+                exchange: msg.exchange_bytes(),
+                routing_key: msg.routing_key_bytes(),
+                properties: Lent::all(&properties),
+                sent_properties: Lent::all(&properties),
+                body: Lent::all(&body),
             };
             self.origin.delivered(&m, &queue.name, redelivered, self.id);
         }

@@ -370,7 +370,7 @@ impl Store {
             b"",
             b"",
             warren_protocol::properties::EMPTY_PROPERTIES,
-            bytes::Bytes::new(),
+            crate::lent::Lent::all(&bytes::Bytes::new()),
             (crate::message::MsgTtl::NONE, 0, false),
         );
         Ok(Arc::new(Store {

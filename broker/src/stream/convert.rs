@@ -23,7 +23,13 @@ pub fn to_amqp091(raw: &Bytes, offset: u64, stream: &warren_protocol::ShortStr) 
     };
     p.headers.get_or_insert_with(Default::default).insert("x-stream-offset", FieldValue::I64(offset as i64));
     let persistent = p.delivery_mode == Some(2);
-    Message::from_parts(b"", stream.as_bytes(), &p.to_bytes(), body, (MsgTtl::NONE, 0, persistent))
+    Message::from_parts(
+        b"",
+        stream.as_bytes(),
+        &p.to_bytes(),
+        crate::lent::Lent::all(&body),
+        (MsgTtl::NONE, 0, persistent),
+    )
 }
 
 /// The AMQP 1.0 encoding of a message published through AMQP 0-9-1 (the body is copied once).

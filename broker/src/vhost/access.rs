@@ -119,7 +119,7 @@ pub fn queue_read(g: &Grants, name: &[u8]) -> Checked {
 pub fn queue_bind(g: &Grants, v: &VHost, queue: &[u8], exchange: &ShortStr, key: &ShortStr) -> Checked {
     need(g, Access::Write, Resource::Queue, queue)?;
     need(g, Access::Read, Resource::Exchange, exchange.as_bytes())?;
-    topic(g, v, Access::Read, exchange, key)
+    topic(g, v, Access::Read, exchange.as_bytes(), key.as_bytes())
 }
 
 /// exchange.declare (not passive): configure on the exchange; creating one with an alternate
@@ -145,13 +145,13 @@ pub fn exchange_delete(g: &Grants, name: &[u8]) -> Checked {
 pub fn exchange_bind(g: &Grants, v: &VHost, destination: &[u8], source: &ShortStr, key: &ShortStr) -> Checked {
     need(g, Access::Write, Resource::Exchange, destination)?;
     need(g, Access::Read, Resource::Exchange, source.as_bytes())?;
-    topic(g, v, Access::Read, source, key)
+    topic(g, v, Access::Read, source.as_bytes(), key.as_bytes())
 }
 
 /// basic.publish: write on the exchange, and topic write on the routing key.
 #[inline]
-pub fn publish(g: &Grants, v: &VHost, exchange: &ShortStr, routing_key: &ShortStr) -> Checked {
-    need(g, Access::Write, Resource::Exchange, exchange.as_bytes())?;
+pub fn publish(g: &Grants, v: &VHost, exchange: &[u8], routing_key: &[u8]) -> Checked {
+    need(g, Access::Write, Resource::Exchange, exchange)?;
     if g.has_topic_permissions() {
         topic(g, v, Access::Write, exchange, routing_key)?;
     }
@@ -163,16 +163,16 @@ pub fn publish(g: &Grants, v: &VHost, exchange: &ShortStr, routing_key: &ShortSt
 /// routing key for `Write`, a binding key for `Read`) must match its expression. A missing
 /// exchange is not checked here: the operation itself reports it (404), as in RabbitMQ; neither
 /// is an internal one on publish (the publish is refused for that first).
-pub fn topic(g: &Grants, v: &VHost, access: Access, exchange: &ShortStr, key: &ShortStr) -> Checked {
-    if !g.has_topic_permission_for(exchange.as_bytes()) {
+pub fn topic(g: &Grants, v: &VHost, access: Access, exchange: &[u8], key: &[u8]) -> Checked {
+    if !g.has_topic_permission_for(exchange) {
         return Ok(());
     }
     match v.exchange(exchange) {
         Some(x) if x.kind == ExchangeKind::Topic && !(access == Access::Write && x.internal) => {
-            g.check_topic(access, exchange.as_bytes(), key.as_bytes()).map_err(|text| Refusal {
+            g.check_topic(access, exchange, key).map_err(|text| Refusal {
                 access,
                 resource: Resource::Exchange,
-                name: exchange.to_str_lossy().into_owned(),
+                name: String::from_utf8_lossy(exchange).into_owned(),
                 text,
             })
         }

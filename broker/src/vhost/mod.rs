@@ -266,13 +266,16 @@ impl VHost {
     pub fn queue(&self, name: &ShortStr) -> Option<Arc<Queue>> {
         self.queues.read().get(name).cloned()
     }
-    pub fn exchange(&self, name: &ShortStr) -> Option<Arc<Exchange>> {
+    pub fn exchange<K: std::hash::Hash + Eq + ?Sized>(&self, name: &K) -> Option<Arc<Exchange>>
+    where
+        ShortStr: std::borrow::Borrow<K>,
+    {
         self.exchanges.read().get(name).cloned()
     }
 
     /// `exchange 'x' in vhost '/'`.
-    fn ex_desc(&self, name: &ShortStr) -> String {
-        format!("exchange '{}' in vhost '{}'", name, self.name)
+    fn ex_desc(&self, name: impl AsRef<[u8]>) -> String {
+        format!("exchange '{}' in vhost '{}'", String::from_utf8_lossy(name.as_ref()), self.name)
     }
     fn q_desc(&self, name: &ShortStr) -> String {
         format!("queue '{}' in vhost '{}'", name, self.name)

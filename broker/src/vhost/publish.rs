@@ -16,29 +16,31 @@ use super::access::{self, Actor};
 use super::VHost;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Routed;
+use crate::lent::Lent;
 use crate::message::Message;
 use crate::queue::deadletter::{self, DeadLetter};
 use crate::queue::QueueHost;
 use crate::queue::{Enqueued, Queue};
 use crate::trace::Traced;
-use bytes::Bytes;
 use std::sync::Arc;
 use warren_protocol::constants::PRECONDITION_FAILED;
-use warren_protocol::{BasicProperties, ShortStr};
+use warren_protocol::BasicProperties;
 
 /// Bit 4 of the property flags (user-id present), as seen in the second flags byte.
 const USER_ID_FLAG_LOW_BYTE: u8 = 0x10;
 
-/// A message as a door hands it to the core.
-pub struct Publish {
-    /// Exchange name (`""` = the default exchange).
-    pub exchange: ShortStr,
-    /// Routing key.
-    pub routing_key: ShortStr,
+/// A message as a door hands it to the core: lent, not given (the AMQP door's lies in its read
+/// buffer); the core copies what it keeps, or shares it ([`Lent::share`]) when it is large.
+#[derive(Clone, Copy)]
+pub struct Publish<'a> {
+    /// Exchange name (`""` = the default exchange); at most 255 bytes.
+    pub exchange: &'a [u8],
+    /// Routing key; at most 255 bytes.
+    pub routing_key: &'a [u8],
     /// Raw content-header properties (validated by the door's codec).
-    pub properties: Bytes,
+    pub properties: Lent<'a>,
     /// Body.
-    pub body: Bytes,
+    pub body: Lent<'a>,
     /// Build the message even when no queue takes it (mandatory: the door returns it).
     pub mandatory: bool,
     /// The publishing channel's number (trace copies name it); 0 for doors without channels.
@@ -68,13 +70,13 @@ impl VHost {
     /// [`VHost::prepare`] applies them; the AMQP door calls this first on its own because
     /// direct reply-to rewriting sits between the check and routing, as in RabbitMQ.
     #[inline]
-    pub fn authorize_publish(&self, who: &Actor, exchange: &ShortStr, routing_key: &ShortStr) -> AmqpResult<()> {
+    pub fn authorize_publish(&self, who: &Actor, exchange: &[u8], routing_key: &[u8]) -> AmqpResult<()> {
         who.allowed(|g| access::publish(g, self, exchange, routing_key))
     }
 
     /// Check `who` may publish `p` ([`VHost::authorize_publish`]), then [`VHost::route_checked`].
-    pub fn prepare(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Message>> {
-        self.authorize_publish(who, &p.exchange, &p.routing_key)?;
+    pub fn prepare(&self, who: &Actor, p: Publish<'_>, routed: &mut Routed) -> AmqpResult<Option<Message>> {
+        self.authorize_publish(who, p.exchange, p.routing_key)?;
         self.route_checked(who, p, routed)
     }
 
@@ -82,19 +84,20 @@ impl VHost {
     /// `expiration` 406); `routed.queues` ends up holding its queues. Returns the message, or
     /// `None` when no queue takes it and it is not mandatory (nothing is built then). Publish
     /// permissions are [`VHost::prepare`]'s.
-    pub fn route_checked(&self, who: &Actor, p: Publish, routed: &mut Routed) -> AmqpResult<Option<Message>> {
-        let replaced = self.route(&p.exchange, &p.routing_key, &p.properties, routed)?;
+    pub fn route_checked(&self, who: &Actor, p: Publish<'_>, routed: &mut Routed) -> AmqpResult<Option<Message>> {
+        let replaced = self.route(p.exchange, p.routing_key, p.properties, routed)?;
         // rabbitmq-compat: a `user_id` property must name the authenticated user unless the user
         // is tagged `impersonator` (checked after the exchange lookup, as RabbitMQ does). The
         // properties are decoded only when the flag says user_id is there.
         if let (false, Some(user)) = (who.impersonator, who.user) {
             if p.properties.get(1).is_some_and(|f| f & USER_ID_FLAG_LOW_BYTE != 0) {
-                check_user_id(user, &p.properties).inspect_err(|_| routed.clear())?;
+                check_user_id(user, p.properties).inspect_err(|_| routed.clear())?;
             }
         }
         // Firehose: a user's publish is copied (dead letters and the tracer's own copies are not).
-        if self.tracer.on() && who.user.is_some() && Traced::traceable(&p.exchange) {
-            self.trace_publish(who, &p, replaced.as_ref().unwrap_or(&p.properties), &routed.queues);
+        if self.tracer.on() && who.user.is_some() && Traced::traceable(p.exchange) {
+            let properties = replaced.as_ref().map_or(p.properties, Lent::all);
+            self.trace_publish(who, &p, properties, &routed.queues);
         }
         if self.journal.on() {
             self.journal_publish(who, &p, routed);
@@ -103,7 +106,7 @@ impl VHost {
             // Held by a delayed-message exchange: built (and checked) now, routed when due.
             // rabbitmq-compat: a held message is never returned (mandatory); the plugin returns
             // every held mandatory message at once (312 NO_ROUTE) and still routes it when due.
-            let msg = Message::new(p.exchange, p.routing_key, p.properties, p.body)
+            let msg = Message::lent(p.exchange, p.routing_key, p.properties, p.body)
                 .map_err(|why| AmqpError::channel_ids(PRECONDITION_FAILED, why, 60, 40))?;
             routed.held_lsn = self.hold(delay, msg, routed.delay_durable);
             return Ok(None);
@@ -111,8 +114,8 @@ impl VHost {
         if routed.queues.is_empty() && !p.mandatory {
             return Ok(None);
         }
-        let properties = replaced.unwrap_or(p.properties);
-        match Message::new(p.exchange, p.routing_key, properties, p.body) {
+        let properties = replaced.as_ref().map_or(p.properties, Lent::all);
+        match Message::lent(p.exchange, p.routing_key, properties, p.body) {
             Ok(m) => Ok(Some(m)),
             Err(why) => {
                 routed.clear();
@@ -123,12 +126,12 @@ impl VHost {
 
     /// Message trace: the publish of `p` (held, or routed to `routed.queues`).
     fn journal_publish(&self, who: &Actor, p: &Publish, routed: &Routed) {
-        let lossy = |s: &ShortStr| s.to_str_lossy().into_owned();
+        let lossy = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
         self.journal.record(&p.properties, &self.clock, || match routed.delay_ms {
-            Some(delay_ms) => crate::journal::Event::Delayed { exchange: lossy(&p.exchange), delay_ms },
+            Some(delay_ms) => crate::journal::Event::Delayed { exchange: lossy(p.exchange), delay_ms },
             None => crate::journal::Event::Published {
-                exchange: lossy(&p.exchange),
-                routing_key: lossy(&p.routing_key),
+                exchange: lossy(p.exchange),
+                routing_key: lossy(p.routing_key),
                 queues: routed.queues.iter().map(|q| crate::journal::owned(&q.name)).collect(),
                 via: routed.via.iter().map(|(x, alt)| (crate::journal::owned(x), *alt)).collect(),
                 connection: who.origin.map_or_else(|| Arc::from(""), |o| o.connection.clone()),
@@ -157,13 +160,13 @@ impl VHost {
     /// Publish a message the broker itself makes (trace copies, events) to one of its internal
     /// exchanges, which clients may not publish to: routed by [`VHost::route_internal`], never
     /// traced. Returns whether a queue took it.
-    pub fn publish_internal(&self, p: Publish) -> bool {
+    pub fn publish_internal(&self, p: Publish<'_>) -> bool {
         let mut routed = Routed::default();
-        self.route_internal(&p.exchange, &p.routing_key, &p.properties, &mut routed);
+        self.route_internal(p.exchange, p.routing_key, p.properties, &mut routed);
         if routed.queues.is_empty() {
             return false;
         }
-        match Message::new(p.exchange, p.routing_key, p.properties, p.body) {
+        match Message::lent(p.exchange, p.routing_key, p.properties, p.body) {
             Ok(m) => VHost::enqueue(&mut routed.queues, &m, |_| false).routed,
             Err(_) => false,
         }
@@ -171,7 +174,7 @@ impl VHost {
 
     /// [`VHost::prepare`] then [`VHost::enqueue`]: the whole publish, for doors that do not
     /// defer (HTTP, dead letters).
-    pub fn publish(&self, who: &Actor, p: Publish) -> AmqpResult<(Option<Message>, Outcome)> {
+    pub fn publish(&self, who: &Actor, p: Publish<'_>) -> AmqpResult<(Option<Message>, Outcome)> {
         let mut routed = Routed::default();
         let msg = self.prepare(who, p, &mut routed)?;
         let out = match &msg {
@@ -185,9 +188,9 @@ impl VHost {
 
 /// A publish's `user_id` must be the authenticated user's name. 406 with RabbitMQ's text
 /// otherwise.
-fn check_user_id(user: &str, properties: &Bytes) -> AmqpResult<()> {
+fn check_user_id(user: &str, properties: Lent<'_>) -> AmqpResult<()> {
     // The properties were validated at the header, so this decode does not fail in practice.
-    let Ok(props) = BasicProperties::decode(properties.clone()) else {
+    let Ok(props) = BasicProperties::decode(properties.share()) else {
         return Ok(());
     };
     match props.user_id {
@@ -211,8 +214,15 @@ impl QueueHost for VHost {
 
     fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
         let DeadLetter { msg, deaths, reason } = dl;
-        let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
-        let p = Publish { exchange, routing_key, properties, body: msg.body_owned(), mandatory: false, channel: 0 };
+        let (properties, body) = (msg.properties(), msg.body_owned());
+        let p = Publish {
+            exchange: msg.exchange_bytes(),
+            routing_key: msg.routing_key_bytes(),
+            properties: Lent::all(&properties),
+            body: Lent::all(&body),
+            mandatory: false,
+            channel: 0,
+        };
         let mut routed = Routed::default();
         match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {

@@ -11,25 +11,27 @@
 use super::{rabbit_type, VHost};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Exchange, ExchangeKind, Routed};
+use crate::lent::Lent;
 use bytes::Bytes;
 use std::sync::Arc;
 use warren_protocol::constants::*;
+use warren_protocol::types::SHORTSTR_MAX;
+use warren_protocol::FieldTable;
 use warren_protocol::{BasicProperties, FieldValue};
-use warren_protocol::{FieldTable, ShortStr};
 
 /// Bit 13 of the property flags (headers present), as seen in the first flags byte.
 const HEADERS_FLAG_HIGH_BYTE: u8 = 0x20;
 
 /// Properties without the BCC header (RabbitMQ removes it before delivery).
-fn strip_bcc(properties: &Bytes) -> Bytes {
-    match BasicProperties::decode(properties.clone()) {
+fn strip_bcc(properties: Lent<'_>) -> Bytes {
+    match BasicProperties::decode(properties.share()) {
         Ok(mut p) => {
             if let Some(h) = &mut p.headers {
                 h.0.retain(|(k, _)| k != "BCC");
             }
             p.to_bytes()
         }
-        Err(_) => properties.clone(),
+        Err(_) => properties.share(),
     }
 }
 
@@ -40,9 +42,9 @@ impl VHost {
     /// Returns replacement properties when the BCC header had to be removed before delivery.
     pub fn route(
         &self,
-        exchange: &ShortStr,
-        routing_key: &ShortStr,
-        properties: &Bytes,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: Lent<'_>,
         out: &mut Routed,
     ) -> AmqpResult<Option<Bytes>> {
         self.route_with(exchange, routing_key, properties, out, true)
@@ -52,21 +54,21 @@ impl VHost {
     /// (`out.delay_ms` is set, no queue is chosen).
     pub(super) fn route_with(
         &self,
-        exchange: &ShortStr,
-        routing_key: &ShortStr,
-        properties: &Bytes,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: Lent<'_>,
         out: &mut Routed,
         may_delay: bool,
     ) -> AmqpResult<Option<Bytes>> {
         out.clear();
         // Only a message with a headers table can carry CC/BCC or match a headers exchange.
         let headers = if properties.first().is_some_and(|f| f & HEADERS_FLAG_HIGH_BYTE != 0) {
-            BasicProperties::decode(properties.clone()).ok().and_then(|p| p.headers)
+            BasicProperties::decode(properties.share()).ok().and_then(|p| p.headers)
         } else {
             None
         };
         // Routing keys: the message's, plus CC / BCC ones (a list is built only when there are any).
-        let mut cc_keys: Vec<ShortStr> = Vec::new();
+        let mut cc_keys: Vec<&[u8]> = Vec::new();
         let mut has_bcc = false;
         if let Some(h) = &headers {
             for (k, v) in h.iter() {
@@ -81,19 +83,15 @@ impl VHost {
                         ));
                     };
                     if cc_keys.is_empty() {
-                        cc_keys.push(routing_key.clone());
+                        cc_keys.push(routing_key);
                     }
-                    cc_keys.extend(
-                        items
-                            .iter()
-                            .filter_map(|i| i.as_bytes())
-                            .map(|b| ShortStr::truncating(Bytes::copy_from_slice(b))),
-                    );
+                    // Cut as short strings are (a longer key matches nothing a binding can name).
+                    cc_keys.extend(items.iter().filter_map(|i| i.as_bytes()).map(|b| &b[..b.len().min(SHORTSTR_MAX)]));
                     has_bcc |= bcc;
                 }
             }
         }
-        let keys: &[ShortStr] = if cc_keys.is_empty() { std::slice::from_ref(routing_key) } else { &cc_keys };
+        let keys: &[&[u8]] = if cc_keys.is_empty() { std::slice::from_ref(&routing_key) } else { &cc_keys };
         if exchange.is_empty() {
             // One routing key: the channel's cached queue when it is still current.
             let cached = match keys {
@@ -106,7 +104,7 @@ impl VHost {
                 let qs = self.queues.read();
                 let at = self.names_at();
                 for k in keys {
-                    if let Some(q) = qs.get(k) {
+                    if let Some(q) = qs.get(*k) {
                         if keys.len() == 1 {
                             out.names.keep_queue(at, q);
                         }
@@ -163,24 +161,18 @@ impl VHost {
     /// Route a message the broker itself makes (trace copies, events) from one of its internal
     /// exchanges: no CC / BCC, no internal-exchange refusal, no delay. Nothing when the exchange
     /// is missing.
-    pub(super) fn route_internal(
-        &self,
-        exchange: &ShortStr,
-        routing_key: &ShortStr,
-        properties: &Bytes,
-        out: &mut Routed,
-    ) {
+    pub(super) fn route_internal(&self, exchange: &[u8], routing_key: &[u8], properties: Lent<'_>, out: &mut Routed) {
         out.clear();
         let Some(start) = self.exchanges.read().get(exchange).cloned() else { return };
-        self.walk(&start, std::slice::from_ref(routing_key), None, properties, out);
+        self.walk(&start, &[routing_key], None, properties, out);
     }
 
     fn walk(
         &self,
         start: &Arc<Exchange>,
-        keys: &[ShortStr],
+        keys: &[&[u8]],
         headers: Option<&FieldTable>,
-        properties: &Bytes,
+        properties: Lent<'_>,
         out: &mut Routed,
     ) {
         let matched = start.route_into(keys, headers, properties, out);

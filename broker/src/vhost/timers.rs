@@ -235,7 +235,8 @@ impl VHost {
         };
         let mut routed = Routed::default();
         let (exchange, routing_key, properties) = (msg.exchange(), msg.routing_key(), msg.properties());
-        match self.route_with(&exchange, &routing_key, &properties, &mut routed, false) {
+        let properties = crate::lent::Lent::all(&properties);
+        match self.route_with(exchange.as_bytes(), routing_key.as_bytes(), properties, &mut routed, false) {
             Ok(replaced) => {
                 let msg = match replaced {
                     Some(p) => msg.with_properties(&p),

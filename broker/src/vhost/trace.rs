@@ -48,10 +48,10 @@ impl VHost {
 
     fn publish_trace_copy(&self, c: TraceCopy) {
         let p = Publish {
-            exchange: ShortStr::from_static(TRACE_EXCHANGE),
-            routing_key: c.routing_key,
-            properties: c.properties,
-            body: c.body,
+            exchange: TRACE_EXCHANGE.as_bytes(),
+            routing_key: c.routing_key.as_bytes(),
+            properties: crate::lent::Lent::all(&c.properties),
+            body: crate::lent::Lent::all(&c.body),
             mandatory: false,
             channel: 0,
         };
@@ -67,15 +67,15 @@ impl VHost {
         &self,
         who: &super::Actor,
         p: &Publish,
-        properties: &bytes::Bytes,
+        properties: crate::lent::Lent<'_>,
         queues: &[std::sync::Arc<crate::queue::Queue>],
     ) {
         let m = Traced {
-            exchange: &p.exchange,
-            routing_key: &p.routing_key,
+            exchange: p.exchange,
+            routing_key: p.routing_key,
             properties,
-            sent_properties: &p.properties,
-            body: &p.body,
+            sent_properties: p.properties,
+            body: p.body,
         };
         let mut routed: Vec<ShortStr> = queues.iter().map(|q| q.name.clone()).collect();
         routed.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
