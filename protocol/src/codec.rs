@@ -7,45 +7,29 @@ use crate::error::MethodError;
 use crate::table::FieldTable;
 use crate::types::{LongStr, ShortStr};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::borrow::Borrow;
 
-/// Cursor over a frame payload: owned (`Reader<Bytes>`, from [`Reader::new`]) or borrowed
-/// (`Reader<&Bytes>`, from [`Reader::within`]: a part of a larger buffer read in place, so the
-/// reader itself takes no reference to it; only the strings it returns do).
-pub struct Reader<B: Borrow<Bytes> = Bytes> {
-    /// The buffer the payload is in.
-    buf: B,
+/// Cursor over a frame payload.
+pub struct Reader {
+    /// The payload.
+    buf: Bytes,
     /// Offset of the next unread byte.
     pos: usize,
-    /// Offset just past the payload's last byte (`buf`'s length for an owned reader).
-    end: usize,
 }
 
 impl Reader {
     pub fn new(buf: Bytes) -> Reader {
-        let end = buf.len();
-        Reader { buf, pos: 0, end }
+        Reader { buf, pos: 0 }
     }
-}
 
-impl<'a> Reader<&'a Bytes> {
-    /// A reader of `buf[at]` (a range past `buf`'s end reads as truncated).
-    pub fn within(buf: &'a Bytes, at: std::ops::Range<usize>) -> Reader<&'a Bytes> {
-        let end = at.end.min(buf.len());
-        Reader { buf, pos: at.start.min(end), end }
-    }
-}
-
-impl<B: Borrow<Bytes>> Reader<B> {
     pub fn remaining(&self) -> usize {
-        self.end - self.pos
+        self.buf.len() - self.pos
     }
     #[inline]
     fn take(&mut self, n: usize) -> Result<&[u8], MethodError> {
         if self.remaining() < n {
             return Err(MethodError::Truncated);
         }
-        let s = &self.buf.borrow()[self.pos..self.pos + n];
+        let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
@@ -54,7 +38,7 @@ impl<B: Borrow<Bytes>> Reader<B> {
         if self.remaining() < n {
             return Err(MethodError::Truncated);
         }
-        let s = self.buf.borrow().slice(self.pos..self.pos + n);
+        let s = self.buf.slice(self.pos..self.pos + n);
         self.pos += n;
         Ok(s)
     }

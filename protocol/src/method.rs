@@ -159,7 +159,7 @@ impl BasicPublish {
         Ok(BasicPublishRef { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
     }
 
-    fn decode_ids_and_fields<B: std::borrow::Borrow<Bytes>>(r: &mut Reader<B>) -> Result<BasicPublish, MethodError> {
+    fn decode_ids_and_fields(r: &mut Reader) -> Result<BasicPublish, MethodError> {
         let (class, method) = (r.u16()?, r.u16()?);
         if (class, method) != (Self::CLASS_ID, Self::METHOD_ID) {
             return Err(MethodError::Unknown { class, method });
@@ -168,7 +168,7 @@ impl BasicPublish {
     }
 
     /// The arguments, after the ids.
-    fn decode_fields<B: std::borrow::Borrow<Bytes>>(r: &mut Reader<B>) -> Result<BasicPublish, MethodError> {
+    fn decode_fields(r: &mut Reader) -> Result<BasicPublish, MethodError> {
         let ticket = r.u16()?;
         let exchange = r.shortstr()?;
         let routing_key = r.shortstr()?;
