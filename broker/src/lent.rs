@@ -2,8 +2,9 @@
 //! read in place in the connection's read buffer; the core reads the properties and the body
 //! there, copies what a small message keeps, and takes a handle on the buffer ([`Lent::share`])
 //! only for what it keeps by reference (a large body, properties it decodes). Every handle is an
-//! atomic increment and decrement of the read buffer's count: a publish that took one for its
-//! routing key and one for its properties spent about a sixth of its time on those.
+//! atomic increment and decrement of the read buffer's count: without the two a publish took for
+//! its routing key and its properties, the broker's CPU per no-ack message fell from 0.32-0.33 to
+//! 0.28 us (BENCHMARKS.md).
 //!
 //! Runs in: the caller's task (a connection reader, an HTTP handler, a dead-lettering queue).
 //!

@@ -42,11 +42,11 @@ impl Channel {
     /// together in the read buffer: `frames` starts with them, `run` says where each payload is):
     /// what [`Channel::handle_publish`], [`Channel::on_header`] and [`Channel::on_body`] would do
     /// for the three frames when every check passes, without the assembly states in between.
-    /// The method, the header and the body are read in place in `frames`: the read buffer gains
-    /// no reference unless the message keeps its body by reference (a large one), each an atomic
-    /// increment and decrement (there were five, then three). `Err(frames)` when a check would
-    /// not pass (or a publish is already being assembled): nothing was done, and the frames go
-    /// those three ways, which report it.
+    /// The method, the header and the body are read in place in `frames` and lent to the core:
+    /// the read buffer gains no reference besides `frames`' own unless the core keeps a part
+    /// (a large body; properties it decodes), each one an atomic increment and decrement (there
+    /// were five, then three). `Err(frames)` when a check would not pass (or a publish is already
+    /// being assembled): nothing was done, and the frames go those three ways, which report it.
     pub fn publish_whole(
         &mut self,
         ctx: &ConnCtx,

@@ -85,7 +85,7 @@ impl VHost {
                     if cc_keys.is_empty() {
                         cc_keys.push(routing_key);
                     }
-                    // Cut as short strings are (a longer key matches nothing a binding can name).
+                    // Cut at 255 bytes, as a short string is (binding keys are short strings).
                     cc_keys.extend(items.iter().filter_map(|i| i.as_bytes()).map(|b| &b[..b.len().min(SHORTSTR_MAX)]));
                     has_bcc |= bcc;
                 }
