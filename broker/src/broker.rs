@@ -288,14 +288,13 @@ impl Broker {
                 let Some(b) = me.upgrade() else { return };
                 let Some(v) = b.vhost(&b.config.default_vhost) else { continue };
                 let (routing_key, no_body) = (e.routing_key(), bytes::Bytes::new());
-                v.publish_internal(crate::vhost::Publish {
-                    exchange: crate::events::EVENT_EXCHANGE.as_bytes(),
-                    routing_key: routing_key.as_bytes(),
-                    properties: crate::lent::Lent::all(&e.properties),
-                    body: crate::lent::Lent::all(&no_body),
-                    mandatory: false,
-                    channel: 0,
-                });
+                let exchange = crate::events::EVENT_EXCHANGE.as_bytes();
+                v.publish_internal(crate::vhost::Publish::of(
+                    exchange,
+                    routing_key.as_bytes(),
+                    &e.properties,
+                    &no_body,
+                ));
             }
         });
     }

@@ -10,7 +10,6 @@
 //!   HTTP API reports its AMQP errors: 400 for precondition failures, 404 for missing objects).
 use super::{created_or_updated, listing, no_content, ok_json, views, ApiError, Mgmt, MgmtUser, Resp};
 use crate::error::AmqpError;
-use crate::lent::Lent;
 use crate::vhost::{Actor, ExchangeSpec, Publish, QueueSpec};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -794,14 +793,7 @@ async fn exchange_publish(
         return Err(ApiError::bad_request("message size exceeds max_message_size"));
     }
     let properties = properties_of(b.get("properties"))?.to_bytes();
-    let publish = Publish {
-        exchange: name.as_bytes(),
-        routing_key: rk.as_bytes(),
-        properties: Lent::all(&properties),
-        body: Lent::all(&body),
-        mandatory: false,
-        channel: 0,
-    };
+    let publish = Publish::of(name.as_bytes(), rk.as_bytes(), &properties, &body);
     // rabbitmq-compat: RabbitMQ's publish endpoint answers every channel error (a missing
     // exchange, a `user_id` that is not the user's) with 400 and the error as the reason.
     let (_, outcome) = v.publish(&who, publish).map_err(|e| match e.code() {

@@ -22,6 +22,7 @@ use crate::queue::deadletter::{self, DeadLetter};
 use crate::queue::QueueHost;
 use crate::queue::{Enqueued, Queue};
 use crate::trace::Traced;
+use bytes::Bytes;
 use std::sync::Arc;
 use warren_protocol::constants::PRECONDITION_FAILED;
 use warren_protocol::BasicProperties;
@@ -45,6 +46,21 @@ pub struct Publish<'a> {
     pub mandatory: bool,
     /// The publishing channel's number (trace copies name it); 0 for doors without channels.
     pub channel: u16,
+}
+
+impl<'a> Publish<'a> {
+    /// A publish of owned parts from a door without channels (HTTP, dead letters, the broker's
+    /// own events and trace copies): not mandatory, channel 0.
+    pub fn of(exchange: &'a [u8], routing_key: &'a [u8], properties: &'a Bytes, body: &'a Bytes) -> Publish<'a> {
+        Publish {
+            exchange,
+            routing_key,
+            properties: Lent::all(properties),
+            body: Lent::all(body),
+            mandatory: false,
+            channel: 0,
+        }
+    }
 }
 
 /// What enqueueing did.
@@ -215,14 +231,7 @@ impl QueueHost for VHost {
     fn publish_dead_letter(&self, dl: DeadLetter, from: &str) {
         let DeadLetter { msg, deaths, reason } = dl;
         let (properties, body) = (msg.properties(), msg.body_owned());
-        let p = Publish {
-            exchange: msg.exchange_bytes(),
-            routing_key: msg.routing_key_bytes(),
-            properties: Lent::all(&properties),
-            body: Lent::all(&body),
-            mandatory: false,
-            channel: 0,
-        };
+        let p = Publish::of(msg.exchange_bytes(), msg.routing_key_bytes(), &properties, &body);
         let mut routed = Routed::default();
         match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {

@@ -47,15 +47,7 @@ impl VHost {
     }
 
     fn publish_trace_copy(&self, c: TraceCopy) {
-        let p = Publish {
-            exchange: TRACE_EXCHANGE.as_bytes(),
-            routing_key: c.routing_key.as_bytes(),
-            properties: crate::lent::Lent::all(&c.properties),
-            body: crate::lent::Lent::all(&c.body),
-            mandatory: false,
-            channel: 0,
-        };
-        self.publish_internal(p);
+        self.publish_internal(Publish::of(TRACE_EXCHANGE.as_bytes(), c.routing_key.as_bytes(), &c.properties, &c.body));
     }
 }
 
