@@ -235,7 +235,7 @@ pub async fn peek_delayed(
     Query(q): Query<HashMap<String, String>>,
 ) -> Resp {
     let v = m.vhost_for(&u, &vhost)?;
-    if v.exchange(warren_protocol::ShortStr::truncating(name.to_string()).as_bytes()).is_none() {
+    if v.exchange(name.as_bytes()).is_none() {
         return Err(ApiError::not_found());
     }
     // Reading what an exchange holds needs read permission on it, as reading a queue does.
