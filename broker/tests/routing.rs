@@ -293,3 +293,60 @@ async fn the_publish_after_a_queue_or_exchange_is_replaced_reaches_the_new_one()
     assert_eq!(close.reply_code, NOT_FOUND, "a publish to the deleted exchange: {close:?}");
     b.stop().await;
 }
+
+/// A channel that publishes with the same exchange and routing key again reuses the route it
+/// took last (no routing per message) while nothing changed: bindings added, removed or
+/// redirected by another connection, and a bound queue deleted, must each change where that
+/// channel's very next publish goes, for every exchange type whose route is remembered.
+#[tokio::test]
+async fn a_repeated_publish_follows_binding_changes_made_elsewhere() {
+    let b = TestBroker::start().await;
+    let mut p = setup_channel(&b).await;
+    let mut o = setup_channel(&b).await;
+    for kind in ["fanout", "direct", "topic"] {
+        let x = unique(&format!("memo-{kind}"));
+        exchange(&mut o, &x, kind, FieldTable::new()).await;
+        let q1 = queue_bound(&mut o, &x, "k").await;
+        // Declared before the publishes (a declare moves the vhost's names; a bind must do on its own).
+        let q2 = unique("memo-second");
+        o.declare(1, &q2).await;
+        p.publish(1, &x, "k", b"1").await;
+        p.publish(1, &x, "k", b"2").await;
+        assert_eq!(p.declare_passive(1, &q1).await, 2, "{kind}: both publishes reached the bound queue");
+        // A second queue bound elsewhere: the next publish reaches both.
+        bind(&mut o, &q2, &x, "k", FieldTable::new()).await;
+        p.publish(1, &x, "k", b"3").await;
+        assert_eq!(p.declare_passive(1, &q1).await, 3, "{kind}");
+        assert_eq!(p.declare_passive(1, &q2).await, 1, "{kind}: the publish after a bind reached the new queue");
+        // The first unbound: only the second.
+        let unbind = QueueUnbind {
+            queue: s(&q1),
+            exchange: s(&x),
+            routing_key: s("k"),
+            arguments: FieldTable::new(),
+            ..Default::default()
+        };
+        assert!(matches!(o.call(1, unbind).await, Method::QueueUnbindOk(_)));
+        p.publish(1, &x, "k", b"4").await;
+        assert_eq!(p.declare_passive(1, &q1).await, 3, "{kind}: the publish after an unbind skipped the unbound queue");
+        assert_eq!(p.declare_passive(1, &q2).await, 2, "{kind}");
+        // An exchange bound to this one: the next publish goes through it too.
+        let x2 = unique(&format!("memo-{kind}-dest"));
+        exchange(&mut o, &x2, "fanout", FieldTable::new()).await;
+        let q3 = queue_bound(&mut o, &x2, "").await;
+        xbind(&mut o, &x2, &x, "k").await;
+        p.publish(1, &x, "k", b"5").await;
+        assert_eq!(p.declare_passive(1, &q3).await, 1, "{kind}: the publish after an exchange binding went through it");
+        assert_eq!(p.declare_passive(1, &q2).await, 3, "{kind}");
+        // The bound queue deleted: nothing reaches a queue declared again under its name.
+        assert!(matches!(
+            o.call(1, QueueDelete { queue: s(&q2), ..Default::default() }).await,
+            Method::QueueDeleteOk(_)
+        ));
+        p.publish(1, &x, "k", b"6").await;
+        p.publish(1, &x, "k", b"7").await;
+        assert_eq!(p.declare(1, &q2).await.message_count, 0, "{kind}: a deleted queue's name is unbound");
+        assert_eq!(p.declare_passive(1, &q3).await, 3, "{kind}");
+    }
+    b.stop().await;
+}

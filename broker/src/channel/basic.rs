@@ -144,8 +144,8 @@ impl Channel {
         if let Some(msg) = msg {
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.
-                Some(tx) => tx.publish(routed.queues.drain(..).collect(), msg, p.mandatory),
-                None => outcome = self.enqueue(&mut routed.queues, msg, p.mandatory),
+                Some(tx) => tx.publish(routed.queues.clone(), msg, p.mandatory),
+                None => outcome = self.enqueue(&routed.queues, msg, p.mandatory),
             }
         }
         self.route_buf = routed;
@@ -216,12 +216,7 @@ impl Channel {
 
     /// Hand a prepared message to its queues through the core; basic.return it if mandatory and
     /// no queue took or refused it.
-    pub(super) fn enqueue(
-        &mut self,
-        queues: &mut Vec<Arc<crate::queue::Queue>>,
-        msg: Message,
-        mandatory: bool,
-    ) -> Outcome {
+    pub(super) fn enqueue(&mut self, queues: &[Arc<crate::queue::Queue>], msg: Message, mandatory: bool) -> Outcome {
         let outcome = VHost::enqueue(queues, &msg, |_| false);
         if outcome.unroutable() && mandatory {
             self.basic_return(&msg);

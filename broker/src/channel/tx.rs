@@ -89,8 +89,8 @@ impl Channel {
                 let mut lsn = 0;
                 for op in ops {
                     match op {
-                        TxOp::Publish { mut queues, msg, mandatory } => {
-                            lsn = lsn.max(self.enqueue(&mut queues, msg, mandatory).durable_lsn);
+                        TxOp::Publish { queues, msg, mandatory } => {
+                            lsn = lsn.max(self.enqueue(&queues, msg, mandatory).durable_lsn);
                         }
                         // Checked on arrival; a tag settled twice within one transaction is ignored
                         // the second time.

@@ -21,6 +21,7 @@ pub mod consistent_hash;
 pub mod direct;
 pub mod fanout;
 pub mod headers;
+pub mod memo;
 pub mod modulus_hash;
 pub mod random;
 pub mod topic;
@@ -228,6 +229,8 @@ pub struct Routed {
     pub via: Vec<(ShortStr, bool)>,
     /// The channel's last lookups, kept from one publish to the next (not cleared).
     pub names: NameCache,
+    /// What `queues` were routed from, while they may be used again without routing.
+    pub memo: memo::RouteMemo,
 }
 
 /// One channel's last queue (default exchange) and exchange looked up by name in its vhost, and
@@ -291,6 +294,7 @@ impl NameCache {
 
 impl Routed {
     pub fn clear(&mut self) {
+        self.memo.forget();
         self.queues.clear();
         self.exchanges.clear();
         self.delay_ms = None;
@@ -342,6 +346,10 @@ pub struct Exchange {
     bindings: ShardedLock<Bindings>,
     /// Messages published to it, and of those, routed to at least one queue (management API).
     pub counters: ExchangeCounters,
+    /// Moved on every change of `bindings`, under their write lock and before the change
+    /// ([`memo::RouteMemo`]: a route remembered at one version is what routing would return
+    /// while the version stays).
+    bindings_version: std::sync::atomic::AtomicU64,
 }
 
 /// Stripes of an exchange's counters: one per runtime thread on machines up to this size (more
@@ -458,6 +466,7 @@ impl Exchange {
             arguments,
             bindings,
             counters: ExchangeCounters::default(),
+            bindings_version: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -466,9 +475,17 @@ impl Exchange {
         self.bindings.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Its bindings, to change.
+    /// Its bindings, to change: the version moves before the caller changes them.
     fn bindings_mut(&self) -> ShardedLockWriteGuard<'_, Bindings> {
-        self.bindings.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let guard = self.bindings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.bindings_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        guard
+    }
+
+    /// The version of its bindings (read before routing with them: see [`memo::RouteMemo`]).
+    #[inline]
+    pub fn bindings_version(&self) -> u64 {
+        self.bindings_version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Add a binding; false if an identical one exists.

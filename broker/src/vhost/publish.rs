@@ -158,10 +158,10 @@ impl VHost {
     }
 
     /// Enqueue `msg` into `queues` (drained), skipping those `skip` names.
-    pub fn enqueue(queues: &mut Vec<Arc<Queue>>, msg: &Message, skip: impl Fn(&Queue) -> bool) -> Outcome {
+    pub fn enqueue(queues: &[Arc<Queue>], msg: &Message, skip: impl Fn(&Queue) -> bool) -> Outcome {
         let mut out = Outcome::default();
-        for q in queues.drain(..) {
-            if skip(&q) {
+        for q in queues {
+            if skip(q) {
                 continue;
             }
             match q.publish_durably(msg.clone(), &mut out.durable_lsn) {
@@ -183,7 +183,7 @@ impl VHost {
             return false;
         }
         match Message::lent(p.exchange, p.routing_key, p.properties, p.body) {
-            Ok(m) => VHost::enqueue(&mut routed.queues, &m, |_| false).routed,
+            Ok(m) => VHost::enqueue(&routed.queues, &m, |_| false).routed,
             Err(_) => false,
         }
     }
@@ -194,7 +194,7 @@ impl VHost {
         let mut routed = Routed::default();
         let msg = self.prepare(who, p, &mut routed)?;
         let out = match &msg {
-            Some(m) => VHost::enqueue(&mut routed.queues, m, |_| false),
+            Some(m) => VHost::enqueue(&routed.queues, m, |_| false),
             // Held by a delayed-message exchange: durable once its record is (if it has one).
             None => Outcome { durable_lsn: routed.held_lsn, ..Default::default() },
         };
@@ -235,7 +235,7 @@ impl QueueHost for VHost {
         let mut routed = Routed::default();
         match self.prepare(&Actor::BROKER, p, &mut routed) {
             Ok(Some(m)) => {
-                VHost::enqueue(&mut routed.queues, &m, |q| deadletter::skips(reason, &deaths, q.name.as_bytes()));
+                VHost::enqueue(&routed.queues, &m, |q| deadletter::skips(reason, &deaths, q.name.as_bytes()));
             }
             Ok(None) => {}
             Err(e) => tracing::debug!("dead letter of {from} dropped: {}", e.reply_text()),

@@ -10,6 +10,7 @@
 //! - Each exchange is visited once per message, so exchange cycles neither loop nor duplicate.
 use super::{rabbit_type, VHost};
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::memo::RouteMemo;
 use crate::exchange::{Exchange, ExchangeKind, Routed};
 use crate::lent::Lent;
 use bytes::Bytes;
@@ -60,13 +61,22 @@ impl VHost {
         out: &mut Routed,
         may_delay: bool,
     ) -> AmqpResult<Option<Bytes>> {
-        out.clear();
         // Only a message with a headers table can carry CC/BCC or match a headers exchange.
-        let headers = if properties.first().is_some_and(|f| f & HEADERS_FLAG_HIGH_BYTE != 0) {
-            BasicProperties::decode(properties.share()).ok().and_then(|p| p.headers)
-        } else {
-            None
-        };
+        let has_headers = properties.first().is_some_and(|f| f & HEADERS_FLAG_HIGH_BYTE != 0);
+        if !has_headers {
+            // The same route as the channel's last publish: its queues are still in `out`.
+            match out.memo.holds(self.names_at(), exchange, routing_key) {
+                Some(Some(e)) => {
+                    e.counters.count(true);
+                    return Ok(None);
+                }
+                Some(None) => return Ok(None),
+                None => {}
+            }
+        }
+        out.clear();
+        let headers =
+            if has_headers { BasicProperties::decode(properties.share()).ok().and_then(|p| p.headers) } else { None };
         // Routing keys: the message's, plus CC / BCC ones (a list is built only when there are any).
         let mut cc_keys: Vec<&[u8]> = Vec::new();
         let mut has_bcc = false;
@@ -94,12 +104,14 @@ impl VHost {
         let keys: &[&[u8]] = if cc_keys.is_empty() { std::slice::from_ref(&routing_key) } else { &cc_keys };
         if exchange.is_empty() {
             // One routing key: the channel's cached queue when it is still current.
+            let at = self.names_at();
             let cached = match keys {
-                [k] => out.names.queue(self.names_at(), k).cloned(),
+                [k] => out.names.queue(at, k).cloned(),
                 _ => None,
             };
-            if let Some(q) = cached {
+            let at = if let Some(q) = cached {
                 out.queues.push(q);
+                at
             } else {
                 let qs = self.queues.read();
                 let at = self.names_at();
@@ -113,6 +125,10 @@ impl VHost {
                         }
                     }
                 }
+                at
+            };
+            if !has_headers && !out.queues.is_empty() {
+                out.memo.remember(at, None, 0, routing_key);
             }
         } else {
             // The channel's cached exchange when it is still current (taken out and put back,
@@ -149,7 +165,12 @@ impl VHost {
                     return Ok(None);
                 }
             }
+            // Read before routing (see `RouteMemo`): a change after this read moves it again.
+            let version = start.bindings_version();
             self.walk(&start, keys, headers.as_ref(), properties, out);
+            if !has_headers && out.via.is_empty() && !out.queues.is_empty() && RouteMemo::may_remember(&start) {
+                out.memo.remember(at, Some(&start), version, routing_key);
+            }
             // Relaxed adds on this thread's stripe of the exchange's counters.
             start.counters.count(!out.queues.is_empty());
             out.names.keep_exchange(at, start);

@@ -246,7 +246,7 @@ impl VHost {
                     exchange: exchange.to_str_lossy().into_owned(),
                     queues: routed.queues.iter().map(|q| crate::journal::owned(&q.name)).collect(),
                 });
-                VHost::enqueue(&mut routed.queues, &msg, |_| false);
+                VHost::enqueue(&routed.queues, &msg, |_| false);
             }
             Err(e) => tracing::debug!("delayed message dropped: {}", e.reply_text()),
         }
