@@ -35,8 +35,11 @@ pub struct RouteMemo {
     exchange: Option<Arc<Exchange>>,
     /// The exchange's bindings version read before routing (0 for the default exchange).
     version: u64,
-    /// The routing key (its buffer is reused from one memo to the next).
-    key: Vec<u8>,
+    /// The exchange's name then the routing key, copied (compared without touching the
+    /// exchange; the buffer is reused from one memo to the next).
+    names: Vec<u8>,
+    /// Where the routing key starts in `names`.
+    split: usize,
 }
 
 impl RouteMemo {
@@ -50,13 +53,18 @@ impl RouteMemo {
     /// names epoch). Reads one exchange's bindings version; no lock.
     #[inline]
     pub fn holds(&self, at: (usize, u64), exchange: &[u8], key: &[u8]) -> Option<Option<&Arc<Exchange>>> {
-        if !self.valid || self.at != at || self.key != key {
+        if !self.valid
+            || self.at != at
+            || self.split != exchange.len()
+            || self.names[..self.split] != *exchange
+            || self.names[self.split..] != *key
+        {
             return None;
         }
         match &self.exchange {
-            None if exchange.is_empty() => Some(None),
-            Some(e) if e.name.as_bytes() == exchange && e.bindings_version() == self.version => Some(Some(e)),
-            _ => None,
+            None => Some(None),
+            Some(e) if e.bindings_version() == self.version => Some(Some(e)),
+            Some(_) => None,
         }
     }
 
@@ -73,8 +81,12 @@ impl RouteMemo {
         }
         self.at = at;
         self.version = version;
-        self.key.clear();
-        self.key.extend_from_slice(key);
+        self.names.clear();
+        if let Some(e) = exchange {
+            self.names.extend_from_slice(e.name.as_bytes());
+        }
+        self.split = self.names.len();
+        self.names.extend_from_slice(key);
         self.valid = true;
     }
 
