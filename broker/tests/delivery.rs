@@ -160,6 +160,81 @@ async fn replies_and_closes_in_the_same_read_follow_the_deliveries() {
     b.stop().await;
 }
 
+/// Publishes whose outcome nobody waits for are enqueued together at the end of a read's run of
+/// publishes (one queue lock per run): within one read, a channel's plain, mandatory and
+/// confirmed publishes, routed directly and through an exchange, must still reach the queue in
+/// the order they were sent, and a basic.get or queue.delete that follows them in the same read
+/// must see all of them.
+#[tokio::test]
+async fn publishes_in_one_read_keep_their_order_whatever_their_flags() {
+    use bytes::BytesMut;
+    let b = TestBroker::start().await;
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    r.call(2, ConfirmSelect { no_wait: false }).await;
+    let q = unique("staged");
+    r.declare(1, &q).await;
+    let x = unique("staged-x");
+    let m = ExchangeDeclare { exchange: s(&x), kind: "fanout".into(), ..Default::default() };
+    assert!(matches!(r.call(1, m).await, Method::ExchangeDeclareOk(_)));
+    let m = QueueBind { queue: s(&q), exchange: s(&x), ..Default::default() };
+    assert!(matches!(r.call(1, m).await, Method::QueueBindOk(_)));
+    // (channel, exchange, mandatory) of each publish, its body its index.
+    let sends: [(u16, &str, bool); 9] = [
+        (1, "", false),
+        (1, "", false),
+        (1, "", true),
+        (1, &x, false),
+        (2, "", false),
+        (1, "", false),
+        (1, &x, false),
+        (1, &x, true),
+        (1, "", false),
+    ];
+    let mut w = BytesMut::new();
+    for (i, (ch, ex, mandatory)) in sends.iter().enumerate() {
+        w.extend_from_slice(&r.publish_frames(*ch, ex, &q, &[i as u8], EMPTY_PROPERTIES, *mandatory));
+    }
+    warren_protocol::frame::encode_method(
+        &mut w,
+        1,
+        &BasicGet { queue: s(&q), no_ack: true, ..Default::default() }.into(),
+    );
+    r.send_bytes(&w).await;
+    // The get-ok with the first message, and channel 2's confirm (before or after it).
+    let (mut got, mut confirmed) = (Vec::new(), false);
+    while got.is_empty() || !confirmed {
+        match r.recv_method().await {
+            (2, Method::BasicAck(_)) => confirmed = true,
+            (1, m @ Method::BasicGetOk(_)) => {
+                let Method::BasicGetOk(ok) = &m else { unreachable!() };
+                assert_eq!(ok.message_count, 8, "the get after nine publishes in the same read saw all of them");
+                got.push(r.content_after(m).await.body.to_vec());
+            }
+            other => panic!("expected basic.get-ok and basic.ack, got {other:?}"),
+        }
+    }
+    for _ in 1..9 {
+        let m = r.call(1, BasicGet { queue: s(&q), no_ack: true, ..Default::default() }).await;
+        got.push(r.content_after(m).await.body.to_vec());
+    }
+    let want: Vec<Vec<u8>> = (0..9u8).map(|i| vec![i]).collect();
+    assert_eq!(got, want, "the queue holds the publishes in the order they were sent");
+    // Publishes then the queue's deletion, in one write: deleted with all of them.
+    let mut w = BytesMut::new();
+    for i in 0..5u8 {
+        w.extend_from_slice(&r.publish_frames(1, &x, "", &[i], EMPTY_PROPERTIES, false));
+    }
+    warren_protocol::frame::encode_method(&mut w, 1, &QueueDelete { queue: s(&q), ..Default::default() }.into());
+    r.send_bytes(&w).await;
+    match r.recv_method().await {
+        (1, Method::QueueDeleteOk(ok)) => assert_eq!(ok.message_count, 5, "deleted with the publishes before it"),
+        other => panic!("expected queue.delete-ok, got {other:?}"),
+    }
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn direct_reply_to_rpc() {
     let b = TestBroker::start().await;

@@ -145,6 +145,8 @@ impl Channel {
             match &mut self.tx {
                 // In a transaction the message is routed now (errors now) and enqueued at commit.
                 Some(tx) => tx.publish(routed.queues.clone(), msg, p.mandatory),
+                // Nobody waits for this one's outcome: it may join the batch's staged run.
+                None if self.confirm.is_none() && !p.mandatory => VHost::enqueue_unobserved(&routed.queues, msg),
                 None => outcome = self.enqueue(&routed.queues, msg, p.mandatory),
             }
         }

@@ -68,6 +68,8 @@ pub(super) fn add(q: Arc<Queue>) {
 /// is handled, and before an error closes a channel or the connection, so that the client sees
 /// the deliveries of earlier publishes before any later reply, as without deferral.
 pub fn flush() {
+    // The publishes staged so far reach their queues first.
+    super::staged::flush();
     // Driving may defer more (a dead letter, a trace copy): until the list stays empty.
     let mut list = Vec::new();
     loop {

@@ -25,6 +25,7 @@ pub mod deadletter;
 pub mod defer;
 pub mod ready;
 pub mod settings;
+pub mod staged;
 pub mod stream;
 
 use crate::clock::VClock;
@@ -488,6 +489,32 @@ impl Queue {
         }
     }
 
+    /// A run of messages a reader staged for this queue ([`staged`]): enqueued in order under one
+    /// lock of the queue, as [`Queue::publish`] would one by one (no outcome: nobody waits for
+    /// one).
+    pub fn publish_run(self: &Arc<Self>, msgs: &[Message]) {
+        let mut dead = DeadLetters::new();
+        let mut arm: Option<u64> = None;
+        {
+            let mut st = self.state.lock();
+            for m in msgs {
+                let mut at = None;
+                if self.publish_in(&mut st, m.clone(), &mut dead, &mut 0, &mut at) == Enqueued::Gone {
+                    break;
+                }
+                // The earliest: its timer re-arms itself for the next head.
+                arm = match (arm, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        self.dead_letter(dead);
+        if let Some(at) = arm {
+            self.arm_expiry(at);
+        }
+    }
+
     fn publish_locked(
         self: &Arc<Self>,
         msg: Message,
@@ -496,11 +523,24 @@ impl Queue {
         arm: &mut Option<u64>,
     ) -> Enqueued {
         let mut st = self.state.lock();
+        self.publish_in(&mut st, msg, dead, lsn, arm)
+    }
+
+    /// One publish, under the queue's lock.
+    #[inline]
+    fn publish_in(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        msg: Message,
+        dead: &mut DeadLetters,
+        lsn: &mut u64,
+        arm: &mut Option<u64>,
+    ) -> Enqueued {
         if st.deleted {
             return Enqueued::Gone;
         }
         if st.log.is_some() {
-            self.stream_publish(&mut st, &msg, lsn);
+            self.stream_publish(st, &msg, lsn);
             return Enqueued::Accepted;
         }
         let (queue_ttl, overflow, limited) = {
@@ -523,7 +563,7 @@ impl Queue {
         let persistent = msg.persistent();
         let mut m =
             QueuedMsg { msg, seq, redelivered: false, priority, expires_at, deliveries: 0, persistent, disk: None };
-        if overflow != Overflow::DropHead && self.full_for(&st, &m) {
+        if overflow != Overflow::DropHead && self.full_for(st, &m) {
             self.journal.record(m.msg.properties_bytes(), &self.clock, || crate::journal::Event::Refused {
                 queue: crate::journal::owned(&self.name),
                 reason: "maxlen",
@@ -573,7 +613,7 @@ impl Queue {
             }
         } else {
             let mut now = ttl.map(|_| now);
-            if let Some(back) = self.offer(&mut st, self, m, &mut now, dead) {
+            if let Some(back) = self.offer(st, self, m, &mut now, dead) {
                 st.ready.push_back(back);
             }
         }
@@ -584,7 +624,7 @@ impl Queue {
             dead.extend(expired.into_iter().map(|m| (m, Reason::Expired)));
         }
         if limited {
-            self.drop_head_over_limit(&mut st, dead);
+            self.drop_head_over_limit(st, dead);
         }
         // An expiring message: make sure a timer fires no later than its expiry, if it is (or
         // becomes) a head. One timer per queue at a time; it re-arms itself for the next head.

@@ -159,6 +159,8 @@ impl VHost {
 
     /// Enqueue `msg` into `queues` (drained), skipping those `skip` names.
     pub fn enqueue(queues: &[Arc<Queue>], msg: &Message, skip: impl Fn(&Queue) -> bool) -> Outcome {
+        // After the publishes this thread staged (a queue takes one channel's in order).
+        crate::queue::staged::flush();
         let mut out = Outcome::default();
         for q in queues {
             if skip(q) {
@@ -171,6 +173,13 @@ impl VHost {
             }
         }
         out
+    }
+
+    /// As [`VHost::enqueue`], for a door that waits for no outcome (no confirm, not mandatory,
+    /// no transaction): inside a reader's batch, consecutive such publishes to the same queues
+    /// are enqueued together, one lock of each queue per run ([`crate::queue::staged`]).
+    pub fn enqueue_unobserved(queues: &[Arc<Queue>], msg: Message) {
+        crate::queue::staged::stage(queues, msg);
     }
 
     /// Publish a message the broker itself makes (trace copies, events) to one of its internal
