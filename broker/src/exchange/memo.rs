@@ -19,6 +19,9 @@
 //!   a change just after this publish, as with [`super::NameCache`]).
 //! - The queues themselves are `Routed::queues`: the memo is valid only while they are the
 //!   remembered route's ([`super::Routed::clear`] forgets it).
+//! - Strong references, as in [`super::NameCache`]: the last route's queues (and its exchange)
+//!   stay referenced until the channel's next publish or its close; a deleted queue's messages
+//!   are gone with its deletion, and its deletion moved the epoch, so it is never used.
 use super::{Exchange, ExchangeKind};
 use std::sync::Arc;
 
