@@ -418,3 +418,64 @@ async fn many_channels_on_one_connection() {
     }
     b.stop().await;
 }
+
+/// A channel names the source of each unacked delivery (a consumer, or a basic.get's queue) by
+/// a slot it holds once per source: deliveries of several consumers and a basic.get interleaved
+/// on one channel must each release their own consumer's credit when acked together, a consumer
+/// cancelled with deliveries unacked must keep them ackable, a new consumer must get credit of
+/// its own, and the channel's close must requeue every unacked delivery to its own queue.
+#[tokio::test]
+async fn interleaved_sources_on_one_channel_keep_their_credit_and_queues() {
+    let b = TestBroker::start().await;
+    let (mut r, q1) = setup_queue(&b, "src-a").await;
+    let (q2, q3) = (unique("src-b"), unique("src-c"));
+    r.declare(1, &q2).await;
+    r.declare(1, &q3).await;
+    for (q, base) in [(&q1, 10u8), (&q2, 20), (&q3, 30)] {
+        for i in 0..6u8 {
+            r.publish(1, "", q, &[base + i]).await;
+        }
+    }
+    r.call(1, BasicQos { prefetch_count: 2, ..Default::default() }).await;
+    let tag_of = |d: &common::raw::Delivery| -> (String, u64, u8) {
+        match &d.method {
+            Method::BasicDeliver(x) => (x.consumer_tag.to_string(), x.delivery_tag, d.body[0]),
+            m => panic!("expected a delivery, got {m:?}"),
+        }
+    };
+    let mut first = Vec::new();
+    for (q, c) in [(&q1, "c1"), (&q2, "c2")] {
+        let (ok, d) = r.sync_collect(1, BasicConsume { queue: s(q), consumer_tag: s(c), ..Default::default() }).await;
+        assert!(matches!(ok, Method::BasicConsumeOk(_)), "got {ok:?}");
+        first.extend(d.iter().map(tag_of));
+    }
+    first.extend(r.barrier(1, &q1).await.iter().map(tag_of));
+    let bodies = |v: &[(String, u64, u8)], c: &str| -> Vec<u8> { v.iter().filter(|d| d.0 == c).map(|d| d.2).collect() };
+    assert_eq!((bodies(&first, "c1"), bodies(&first, "c2")), (vec![10, 11], vec![20, 21]));
+    let got = get(&mut r, &q3).await;
+    assert_eq!(got.body[0], 30);
+    // Acked together up to c2's first delivery: c1's two and c2's one, so c1 gets two more and
+    // c2 one more.
+    let upto = first.iter().find(|d| d.0 == "c2").map(|d| d.1).expect("a delivery to c2");
+    r.send(1, BasicAck { delivery_tag: upto, multiple: true }).await;
+    let second: Vec<_> = r.barrier(1, &q1).await.iter().map(tag_of).collect();
+    assert_eq!((bodies(&second, "c1"), bodies(&second, "c2")), (vec![12, 13], vec![22]));
+    // c2 cancelled with 21 and 22 unacked: 22 is still ackable; a new consumer has its own credit.
+    let cancel = BasicCancel { consumer_tag: "c2".into(), no_wait: false };
+    assert!(matches!(r.call(1, cancel).await, Method::BasicCancelOk(_)));
+    let t22 = second.iter().find(|d| d.2 == 22).map(|d| d.1).expect("22");
+    r.send(1, BasicAck { delivery_tag: t22, multiple: false }).await;
+    let (ok, d) = r.sync_collect(1, BasicConsume { queue: s(&q2), consumer_tag: s("c3"), ..Default::default() }).await;
+    assert!(matches!(ok, Method::BasicConsumeOk(_)), "got {ok:?}");
+    let mut third: Vec<_> = d.iter().map(tag_of).collect();
+    third.extend(r.barrier(1, &q2).await.iter().map(tag_of));
+    assert_eq!(bodies(&third, "c3"), vec![23, 24]);
+    // Closing the channel requeues 12, 13 (c1), 21 (cancelled c2), 23, 24 (c3) and 30 (basic.get)
+    // to their own queues.
+    assert!(matches!(r.call(1, ChannelClose::default()).await, Method::ChannelCloseOk(_)));
+    r.open_channel(1).await;
+    assert_eq!(r.declare_passive(1, &q1).await, 4, "12, 13, 14, 15");
+    assert_eq!(r.declare_passive(1, &q2).await, 4, "21, 23, 24, 25");
+    assert_eq!(r.declare_passive(1, &q3).await, 6, "30 back with 31-35");
+    b.stop().await;
+}

@@ -14,7 +14,7 @@ use crate::connection::ConnCtx;
 use crate::error::{AmqpError, AmqpResult};
 use crate::ids::random_suffix;
 use crate::lent::Lent;
-use crate::message::Message;
+use crate::message::{Message, QueuedMsg};
 use crate::queue::consumer::Consumer;
 use crate::vhost::{Outcome, Publish, VHost, REPLY_TO};
 use std::sync::atomic::AtomicU32;
@@ -250,47 +250,43 @@ impl Channel {
 
     /// basic.ack from the client.
     pub(super) fn ack(&mut self, ctx: &ConnCtx, tag: u64, multiple: bool, m: &Method) -> AmqpResult<()> {
-        let mut settled = std::mem::take(&mut self.settle_buf);
-        let ok = self.shared.state.lock().settle(tag, multiple, &mut settled);
+        let mut acked = std::mem::take(&mut self.ack_buf);
+        let ok = self.shared.state.lock().settle_acks(tag, multiple, &mut acked);
         if ok.is_none() {
-            self.settle_buf = settled;
+            self.ack_buf = acked;
             return Err(AmqpError::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"), Some(m)));
         }
-        // Credit was released: queues with waiting messages may deliver again. Acks are counted
-        // once per run of the same queue (one atomic add for a whole multiple-ack).
-        if settled.first().is_some_and(|u| u.queue().journal.on()) {
-            self.journal_settled(&settled, "ack", false);
-        }
-        crate::counters::bump(&ctx.info.counters.acked, settled.len() as u64);
-        crate::counters::bump(&self.shared.counters.acked, settled.len() as u64);
-        // Stored messages: their ack entries are recorded with one lock of the store per frame,
-        // not one per message.
-        if settled.iter().any(|u| u.msg.disk.is_some()) {
-            let mut refs: Vec<_> = settled.iter_mut().filter_map(|u| u.msg.disk.take()).collect();
-            crate::store::DiskRef::release_batch(&mut refs);
-        }
-        let mut last: Option<*const crate::queue::Queue> = None;
-        let mut run: Option<(Arc<crate::queue::Queue>, u64)> = None;
-        for u in settled.drain(..) {
-            let p = Arc::as_ptr(u.queue());
-            match &mut run {
-                Some((q, n)) if Arc::ptr_eq(q, u.queue()) => *n += 1,
-                _ => {
-                    if let Some((q, n)) = run.take() {
-                        q.count_acks(n);
-                    }
-                    run = Some((u.queue().clone(), 1));
+        if acked.runs.first().is_some_and(|r| r.queue.journal.on()) {
+            let mut msgs = acked.msgs.iter();
+            for r in &acked.runs {
+                for msg in msgs.by_ref().take(r.n) {
+                    self.journal_settled_one(&r.queue, msg, "ack", false);
                 }
             }
-            if last != Some(p) && u.consumer().is_some() {
-                u.queue().drive();
+        }
+        crate::counters::bump(&ctx.info.counters.acked, acked.msgs.len() as u64);
+        crate::counters::bump(&self.shared.counters.acked, acked.msgs.len() as u64);
+        // Stored messages: their ack entries are recorded with one lock of the store per frame,
+        // not one per message.
+        if acked.msgs.iter().any(|u| u.disk.is_some()) {
+            let mut refs: Vec<_> = acked.msgs.iter_mut().filter_map(|u| u.disk.take()).collect();
+            crate::store::DiskRef::release_batch(&mut refs);
+        }
+        // Credit was released: queues with waiting messages may deliver again. Acks are counted
+        // once per run of the same source (one atomic add for a whole multiple-ack).
+        let mut last: Option<*const crate::queue::Queue> = None;
+        for r in &acked.runs {
+            r.queue.count_acks(r.n as u64);
+            let p = Arc::as_ptr(&r.queue);
+            if r.consumer && last != Some(p) {
+                r.queue.drive();
                 last = Some(p);
             }
         }
-        if let Some((q, n)) = run {
-            q.count_acks(n);
-        }
-        self.settle_buf = settled;
+        acked.msgs.clear();
+        acked.runs.clear();
+        acked.freed.clear();
+        self.ack_buf = acked;
         self.drive_for_channel_credit();
         Ok(())
     }
@@ -344,15 +340,18 @@ impl Channel {
     /// Message trace: `settled` were acked, nacked or rejected.
     fn journal_settled(&self, settled: &[crate::queue::consumer::Unacked], how: &'static str, requeue: bool) {
         for u in settled {
-            u.queue().journal.record(u.msg.msg.properties_bytes(), &u.queue().clock, || {
-                crate::journal::Event::Settled {
-                    queue: crate::journal::owned(&u.queue().name),
-                    connection: self.shared.origin.connection.clone(),
-                    how,
-                    requeue,
-                }
-            });
+            self.journal_settled_one(u.queue(), &u.msg, how, requeue);
         }
+    }
+
+    /// Message trace: `msg`, delivered from `queue`, was acked, nacked or rejected.
+    fn journal_settled_one(&self, queue: &crate::queue::Queue, msg: &QueuedMsg, how: &'static str, requeue: bool) {
+        queue.journal.record(msg.msg.properties_bytes(), &queue.clock, || crate::journal::Event::Settled {
+            queue: crate::journal::owned(&queue.name),
+            connection: self.shared.origin.connection.clone(),
+            how,
+            requeue,
+        });
     }
 
     /// basic.recover / basic.recover-async.
@@ -444,6 +443,7 @@ impl Channel {
                 priority,
                 prefetch: st.consumer_prefetch,
                 in_flight: AtomicU32::new(0),
+                slot: AtomicU32::new(crate::queue::consumer::NO_SLOT),
                 timeout_ms,
                 arguments: c.arguments.clone(),
                 stream,

@@ -104,8 +104,8 @@ pub struct Channel {
     pub last_queue: Option<ShortStr>,
     /// Reused buffer for routing results (avoids an allocation per publish).
     route_buf: crate::exchange::Routed,
-    /// Reused buffer for settled deliveries.
-    settle_buf: Vec<Unacked>,
+    /// Reused buffers for what a basic.ack settles.
+    ack_buf: crate::queue::consumer::Acked,
 }
 
 impl Channel {
@@ -119,7 +119,7 @@ impl Channel {
             reply: None,
             last_queue: None,
             route_buf: Default::default(),
-            settle_buf: Vec::new(),
+            ack_buf: Default::default(),
         }
     }
 

@@ -86,16 +86,16 @@ pub fn unacked_by_queue(b: &Broker) -> HashMap<*const Queue, Unacked> {
         let chans: Vec<_> = c.channels.lock().values().cloned().collect();
         for ch in chans {
             let st = ch.state.lock();
-            for u in st.unacked.iter().flatten() {
-                let e = out.entry(Arc::as_ptr(u.queue())).or_default();
-                let n = u.msg.body_len() as u64;
+            st.each_unacked(|q, m| {
+                let e = out.entry(Arc::as_ptr(q)).or_default();
+                let n = m.body_len() as u64;
                 e.count += 1;
                 e.bytes += n;
-                if u.msg.persistent {
+                if m.persistent {
                     e.persistent += 1;
                     e.persistent_bytes += n;
                 }
-            }
+            });
         }
     }
     out

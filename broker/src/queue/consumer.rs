@@ -12,6 +12,10 @@
 //!   reach the client strictly increasing.
 //! - `unacked[i]` holds tag `base_tag + i`; `None` marks a tag already settled (or a no-ack delivery).
 //! - `in_flight` of a consumer and `global_in_flight` count exactly the unacked deliveries they cover.
+//! - An unacked delivery names its source (a consumer, or a basic.get's queue) by a slot of
+//!   `sources`, whose `refs` counts exactly the deliveries naming it; a slot is freed when that
+//!   count reaches 0, and a consumer's `slot` is its slot while it has one. So the source's `Arc`
+//!   is cloned once per slot, not once per delivery (and dropped once, not at every ack).
 use crate::lent::Lent;
 use crate::message::QueuedMsg;
 use crate::outbound::Outbound;
@@ -48,7 +52,13 @@ pub struct Consumer {
     pub arguments: FieldTable,
     /// A stream consumer's position and filter (`None` for other queues).
     pub stream: Option<crate::queue::stream::StreamCursor>,
+    /// Its slot in its channel's `Deliveries::sources` while it has unacked deliveries
+    /// ([`NO_SLOT`] otherwise). Changed only under its channel's `state` lock.
+    pub slot: AtomicU32,
 }
+
+/// `Consumer::slot` of a consumer without unacked deliveries.
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// One delivered, unacknowledged message.
 pub struct Unacked {
@@ -61,9 +71,9 @@ pub struct Unacked {
 }
 
 /// Where an unacked delivery came from: one reference, not one to the queue and one to the
-/// consumer. Each is cloned at the delivery (the publisher's core) and dropped at the ack (the
-/// consumer's), so its count's cache line crosses between the cores twice per message; two of
-/// them were 6 % of the broker's time with manual acks.
+/// consumer. A channel holds it once per source ([`Deliveries`]' slots), not once per delivery:
+/// cloned at each delivery and dropped at each ack, its count's cache line was written on every
+/// message (6 % of a fanout broker's time, the `lock` instruction absorbing the stores before it).
 pub enum Source {
     /// A consumer's delivery: it holds the consumer's credit, and its queue is the consumer's.
     Consumer(Arc<Consumer>),
@@ -75,19 +85,81 @@ impl Unacked {
     /// The queue to requeue into (or dead-letter from).
     #[inline]
     pub fn queue(&self) -> &Arc<Queue> {
-        match &self.source {
-            Source::Consumer(c) => &c.queue,
-            Source::Get(q) => q,
-        }
+        self.source.queue()
     }
     /// The consumer whose credit it holds (`None` for basic.get).
     #[inline]
     pub fn consumer(&self) -> Option<&Arc<Consumer>> {
-        match &self.source {
+        self.source.consumer()
+    }
+}
+
+impl Source {
+    /// The queue its deliveries came from.
+    #[inline]
+    pub fn queue(&self) -> &Arc<Queue> {
+        match self {
+            Source::Consumer(c) => &c.queue,
+            Source::Get(q) => q,
+        }
+    }
+    /// The consumer (`None` for basic.get).
+    #[inline]
+    pub fn consumer(&self) -> Option<&Arc<Consumer>> {
+        match self {
             Source::Consumer(c) => Some(c),
             Source::Get(_) => None,
         }
     }
+    fn clone_ref(&self) -> Source {
+        match self {
+            Source::Consumer(c) => Source::Consumer(c.clone()),
+            Source::Get(q) => Source::Get(q.clone()),
+        }
+    }
+}
+
+/// A delivered, unacknowledged message as its channel holds it (see [`Unacked`], which the
+/// channel hands out: this names its source by slot).
+struct Held {
+    /// The message and its queue position.
+    msg: QueuedMsg,
+    /// Its source's slot in `Deliveries::sources`.
+    slot: u32,
+    /// When it was delivered (`now_ms`), recorded only for consumers with an ack timeout.
+    delivered_ms: u64,
+}
+
+/// A source of unacked deliveries and how many name it.
+struct Slot {
+    /// The consumer, or a basic.get's queue.
+    source: Source,
+    /// Unacked deliveries naming this slot.
+    refs: u32,
+}
+
+/// What a basic.ack settled, for the acking reader to finish after the channel's lock
+/// ([`Deliveries::settle_acks`]).
+#[derive(Default)]
+pub struct Acked {
+    /// The messages, in tag order.
+    pub msgs: Vec<QueuedMsg>,
+    /// Consecutive runs of `msgs` with the same source.
+    pub runs: Vec<AckRun>,
+    /// Sources whose last unacked delivery this was: dropped after the lock.
+    pub freed: Vec<Source>,
+}
+
+/// A run of acked messages from one source.
+pub struct AckRun {
+    /// The queue they came from.
+    pub queue: Arc<Queue>,
+    /// How many (the next ones of `Acked::msgs`).
+    pub n: usize,
+    /// Delivered to a consumer (not by basic.get): the consumer's credit was released.
+    pub consumer: bool,
+    /// The source's slot (runs are split where it changes).
+    slot: u32,
 }
 
 /// Mutable delivery state of a channel.
@@ -97,7 +169,13 @@ pub struct Deliveries {
     /// Next tag to assign (tags start at 1).
     pub next_tag: u64,
     /// Delivered messages by tag, see invariants.
-    pub unacked: VecDeque<Option<Unacked>>,
+    unacked: VecDeque<Option<Held>>,
+    /// The sources the unacked deliveries name (a slab: `None` is a free slot).
+    sources: Vec<Option<Slot>>,
+    /// Free slots of `sources`.
+    free_slots: Vec<u32>,
+    /// Reused between settles (the deliveries taken, before they are handed out).
+    taken: Vec<Held>,
     /// Number of `Some` in `unacked`.
     pub unacked_count: u32,
     /// Bytes of the `unacked` entries still in memory, bodies and heads ([`QueuedMsg::mem_size`];
@@ -155,6 +233,9 @@ impl ChannelShared {
                 base_tag: 1,
                 next_tag: 1,
                 unacked: VecDeque::new(),
+                sources: Vec::new(),
+                free_slots: Vec::new(),
+                taken: Vec::new(),
                 unacked_count: 0,
                 unacked_bytes: 0,
                 consumer_prefetch: 0,
@@ -212,6 +293,7 @@ impl ChannelShared {
         }
         let mut run = self.out.run();
         let mut full = false;
+        let slot = if c.no_ack { NO_SLOT } else { st.slot_of_consumer(c) };
         while n < N {
             if !c.no_ack {
                 let inf = c.in_flight.load(Ordering::Relaxed);
@@ -255,10 +337,13 @@ impl ChannelShared {
                 st.unacked_bytes += m.mem_size() as u64;
                 let delivered_ms = if c.timeout_ms.is_some() { queue.clock.now_ms() } else { 0 };
                 debug_assert!(Arc::ptr_eq(&c.queue, queue), "a consumer is delivered to from its own queue");
-                st.unacked.push_back(Some(Unacked { msg: m, source: Source::Consumer(c.clone()), delivered_ms }));
+                st.hold(slot, m, delivered_ms);
             }
             n += 1;
         }
+        // A consumer's slot taken for a run that delivered nothing is given back (the caller
+        // holds the consumer too: not its last reference).
+        drop(st.unhold(slot, 0));
         drop(run);
         if full {
             self.out.wait_for_drain(queue);
@@ -318,7 +403,8 @@ impl ChannelShared {
             st.counted.got += 1;
             st.unacked_count += 1;
             st.unacked_bytes += m.mem_size() as u64;
-            st.unacked.push_back(Some(Unacked { msg: m, source: Source::Get(queue.clone()), delivered_ms: 0 }));
+            let slot = st.slot_of_get(queue);
+            st.hold(slot, m, 0);
         }
         self.out.write_content(
             self.id,
@@ -398,34 +484,117 @@ impl Deliveries {
         }
     }
 
-    /// Remove tag `tag` (and with `multiple` every lower tag). Tag 0 with `multiple` means all.
-    /// Returns None when `tag` is not an outstanding delivery (spec: a channel error 406).
-    pub fn settle(&mut self, tag: u64, multiple: bool, out: &mut Vec<Unacked>) -> Option<()> {
-        let start = out.len();
-        if multiple {
-            let upto = if tag == 0 { self.base_tag + self.unacked.len() as u64 } else { tag + 1 };
-            if tag != 0 {
-                // spec(basic.ack): acking a tag not delivered is an error even with multiple.
-                let idx = tag.checked_sub(self.base_tag)? as usize;
-                if idx >= self.unacked.len() || (self.unacked[idx].is_none() && !self.any_before(idx)) {
-                    return None;
-                }
+    /// `c`'s slot, taken if it has none (under this lock, as every change of `c.slot`).
+    fn slot_of_consumer(&mut self, c: &Arc<Consumer>) -> u32 {
+        match c.slot.load(Ordering::Relaxed) {
+            NO_SLOT => {
+                let s = self.new_slot(Source::Consumer(c.clone()));
+                c.slot.store(s, Ordering::Relaxed);
+                s
             }
+            s => s,
+        }
+    }
+
+    /// The slot of basic.get deliveries from `q` (a scan: basic.get is not the hot path).
+    fn slot_of_get(&mut self, q: &Arc<Queue>) -> u32 {
+        let found = self
+            .sources
+            .iter()
+            .position(|x| x.as_ref().is_some_and(|x| matches!(&x.source, Source::Get(g) if Arc::ptr_eq(g, q))));
+        match found {
+            Some(i) => i as u32,
+            None => self.new_slot(Source::Get(q.clone())),
+        }
+    }
+
+    fn new_slot(&mut self, source: Source) -> u32 {
+        let slot = Some(Slot { source, refs: 0 });
+        match self.free_slots.pop() {
+            Some(i) => {
+                self.sources[i as usize] = slot;
+                i
+            }
+            None => {
+                self.sources.push(slot);
+                (self.sources.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The source of slot `slot` (it is in use).
+    fn source(&self, slot: u32) -> &Source {
+        match self.sources.get(slot as usize) {
+            Some(Some(s)) => &s.source,
+            _ => unreachable!("an unacked delivery names a slot in use"),
+        }
+    }
+
+    /// Record an unacked delivery from the source in `slot`.
+    fn hold(&mut self, slot: u32, msg: QueuedMsg, delivered_ms: u64) {
+        if let Some(Some(s)) = self.sources.get_mut(slot as usize) {
+            s.refs += 1;
+        }
+        self.unacked.push_back(Some(Held { msg, slot, delivered_ms }));
+    }
+
+    /// `n` deliveries naming `slot` are gone: the slot's source, if that was its last one (the
+    /// slot is free then; a consumer has no slot).
+    fn unhold(&mut self, slot: u32, n: u32) -> Option<Source> {
+        let s = self.sources.get_mut(slot as usize)?.as_mut()?;
+        s.refs -= n;
+        if s.refs > 0 {
+            return None;
+        }
+        let s = self.sources[slot as usize].take()?;
+        self.free_slots.push(slot);
+        if let Source::Consumer(c) = &s.source {
+            c.slot.store(NO_SLOT, Ordering::Relaxed);
+        }
+        Some(s.source)
+    }
+
+    /// Hand out a taken delivery with its own reference to its source (the slot's, moved, when it
+    /// was the last one).
+    fn hand_out(&mut self, h: Held) -> Unacked {
+        let source = match self.unhold(h.slot, 1) {
+            Some(s) => s,
+            None => self.source(h.slot).clone_ref(),
+        };
+        Unacked { msg: h.msg, source, delivered_ms: h.delivered_ms }
+    }
+
+    /// Take tag `tag` (and with `multiple` every lower tag; tag 0 with `multiple`: all) into
+    /// `self.taken`, credit released. None when `tag` is not an outstanding delivery (spec: a
+    /// channel error 406).
+    fn take_tags(&mut self, tag: u64, multiple: bool) -> Option<()> {
+        // Checked first: nothing is taken from a settle that fails.
+        let upto = if multiple && tag == 0 {
+            self.base_tag + self.unacked.len() as u64
+        } else {
+            let idx = tag.checked_sub(self.base_tag)? as usize;
+            match self.unacked.get(idx) {
+                Some(Some(_)) => {}
+                // spec(basic.ack): acking a tag not delivered is an error even with multiple.
+                Some(None) if multiple && self.any_before(idx) => {}
+                _ => return None,
+            }
+            tag + 1
+        };
+        let mut out = std::mem::take(&mut self.taken);
+        out.clear();
+        if multiple {
             while self.base_tag < upto {
                 match self.unacked.pop_front() {
                     Some(e) => {
                         self.base_tag += 1;
-                        if let Some(u) = e {
-                            out.push(u);
-                        }
+                        out.extend(e);
                     }
                     None => break,
                 }
             }
         } else {
-            let idx = tag.checked_sub(self.base_tag)? as usize;
-            let u = self.unacked.get_mut(idx)?.take()?;
-            out.push(u);
+            out.extend(self.unacked.get_mut((tag - self.base_tag) as usize).and_then(Option::take));
             while let Some(None) = self.unacked.front() {
                 self.unacked.pop_front();
                 self.base_tag += 1;
@@ -434,8 +603,47 @@ impl Deliveries {
         if self.unacked.is_empty() {
             self.base_tag = self.next_tag;
         }
-        for u in &out[start..] {
-            self.release(u);
+        self.release(&out);
+        self.taken = out;
+        Some(())
+    }
+
+    /// Remove tag `tag` (and with `multiple` every lower tag). Tag 0 with `multiple` means all.
+    /// Returns None when `tag` is not an outstanding delivery (spec: a channel error 406).
+    pub fn settle(&mut self, tag: u64, multiple: bool, out: &mut Vec<Unacked>) -> Option<()> {
+        self.take_tags(tag, multiple)?;
+        let mut taken = std::mem::take(&mut self.taken);
+        out.extend(taken.drain(..).map(|h| self.hand_out(h)));
+        self.taken = taken;
+        Some(())
+    }
+
+    /// basic.ack: as [`Deliveries::settle`], handing out the messages and, per run of one
+    /// source, its queue (one reference per run, not per message).
+    pub fn settle_acks(&mut self, tag: u64, multiple: bool, out: &mut Acked) -> Option<()> {
+        debug_assert!(out.msgs.is_empty() && out.runs.is_empty() && out.freed.is_empty(), "emptied after the lock");
+        self.take_tags(tag, multiple)?;
+        let mut taken = std::mem::take(&mut self.taken);
+        for h in taken.drain(..) {
+            match out.runs.last_mut() {
+                Some(r) if r.slot == h.slot => r.n += 1,
+                _ => {
+                    let source = self.source(h.slot);
+                    let run = AckRun {
+                        queue: source.queue().clone(),
+                        n: 1,
+                        consumer: source.consumer().is_some(),
+                        slot: h.slot,
+                    };
+                    out.runs.push(run);
+                }
+            }
+            out.msgs.push(h.msg);
+        }
+        self.taken = taken;
+        for i in 0..out.runs.len() {
+            let (slot, n) = (out.runs[i].slot, out.runs[i].n as u32);
+            out.freed.extend(self.unhold(slot, n));
         }
         Some(())
     }
@@ -457,14 +665,27 @@ impl Deliveries {
         self.unacked.iter().take(idx).any(|e| e.is_some())
     }
 
-    /// Give back the credit an unacked entry held.
-    fn release(&mut self, u: &Unacked) {
-        self.unacked_count -= 1;
-        self.unacked_bytes -= u.msg.mem_size() as u64;
-        if let Some(c) = u.consumer() {
-            // Written only under its channel's `state` lock (`&mut self` is behind it).
-            c.in_flight.store(c.in_flight.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
-            self.global_in_flight -= 1;
+    /// Give back the credit taken entries held: each consumer's once per run of its entries.
+    fn release(&mut self, taken: &[Held]) {
+        self.unacked_count -= taken.len() as u32;
+        self.unacked_bytes -= taken.iter().map(|u| u.msg.mem_size() as u64).sum::<u64>();
+        let mut rest = taken;
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|u| u.slot == first.slot).count();
+            if let Some(c) = self.source(first.slot).consumer() {
+                // Written only under its channel's `state` lock (`&mut self` is behind it).
+                let left = c.in_flight.load(Ordering::Relaxed).saturating_sub(n as u32);
+                c.in_flight.store(left, Ordering::Relaxed);
+                self.global_in_flight -= n as u32;
+            }
+            rest = &rest[n..];
+        }
+    }
+
+    /// Every unacked delivery's queue and message (the management API's counts).
+    pub fn each_unacked(&self, mut f: impl FnMut(&Arc<Queue>, &QueuedMsg)) {
+        for u in self.unacked.iter().flatten() {
+            f(self.source(u.slot).queue(), &u.msg);
         }
     }
 
@@ -482,7 +703,7 @@ impl Deliveries {
     /// The first consumer with a delivery unacked for longer than its timeout, and that timeout.
     pub fn expired_consumer(&self, now: u64) -> Option<(Arc<Consumer>, u64)> {
         self.unacked.iter().flatten().find_map(|u| {
-            let c = u.consumer()?;
+            let c = self.source(u.slot).consumer()?;
             let t = c.timeout_ms?;
             (now.saturating_sub(u.delivered_ms) > t).then(|| (c.clone(), t))
         })
@@ -490,10 +711,14 @@ impl Deliveries {
 
     /// Take the outstanding deliveries of consumer `c`, in tag order.
     pub fn take_consumer(&mut self, c: &Arc<Consumer>) -> Vec<Unacked> {
-        let mut out = Vec::new();
+        let slot = c.slot.load(Ordering::Relaxed);
+        if slot == NO_SLOT {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
         for e in self.unacked.iter_mut() {
-            if e.as_ref().and_then(|u| u.consumer()).is_some_and(|x| Arc::ptr_eq(x, c)) {
-                out.extend(e.take());
+            if e.as_ref().is_some_and(|u| u.slot == slot) {
+                taken.extend(e.take());
             }
         }
         while let Some(None) = self.unacked.front() {
@@ -503,20 +728,16 @@ impl Deliveries {
         if self.unacked.is_empty() {
             self.base_tag = self.next_tag;
         }
-        for u in &out {
-            self.release(u);
-        }
-        out
+        self.release(&taken);
+        taken.into_iter().map(|h| self.hand_out(h)).collect()
     }
 
     /// Take every outstanding delivery, in tag order (channel close, basic.recover).
     pub fn take_all(&mut self) -> Vec<Unacked> {
-        let all: Vec<Unacked> = self.unacked.drain(..).flatten().collect();
+        let all: Vec<Held> = self.unacked.drain(..).flatten().collect();
         self.base_tag = self.next_tag;
-        for u in &all {
-            self.release(u);
-        }
-        all
+        self.release(&all);
+        all.into_iter().map(|h| self.hand_out(h)).collect()
     }
 }
 
