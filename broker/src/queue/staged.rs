@@ -18,11 +18,17 @@
 //!   publish, a dead letter, a trace copy), and before a run to other queues is staged. So each
 //!   queue receives one channel's messages in the order they were published, as without staging.
 //! - The run's messages all have the same queues, in the same order: each queue takes the whole
-//!   run, in order, under one lock.
+//!   run, in order, under one lock; a run holds at most [`RUN_MAX`] messages.
 use super::Queue;
 use crate::message::Message;
 use std::cell::RefCell;
 use std::sync::Arc;
+
+/// A run is enqueued once it holds this many messages: each queue's lock is held for at most
+/// this many publishes at once (a few microseconds), so a consumer's ack driving the same queue
+/// from another core waits no longer than that, while the lock's cost per message stays a
+/// fraction of a per-message lock's (a read buffer can hold thousands of small publishes).
+const RUN_MAX: usize = 256;
 
 /// This thread's staged run.
 #[derive(Default)]
@@ -56,13 +62,17 @@ pub fn stage(queues: &[Arc<Queue>], msg: Message) {
     if !joins {
         flush();
     }
-    STAGED.with(|s| {
+    let full = STAGED.with(|s| {
         let mut s = s.borrow_mut();
         if !joins {
             s.queues.extend_from_slice(queues);
         }
         s.msgs.push(msg);
+        s.msgs.len() >= RUN_MAX
     });
+    if full {
+        flush();
+    }
 }
 
 /// Enqueue the staged run, if any (the buffers are kept for the next run).
