@@ -235,6 +235,43 @@ async fn publishes_in_one_read_keep_their_order_whatever_their_flags() {
     b.stop().await;
 }
 
+/// A read of more publishes than one staged run holds (256): the runs reach the queue in order,
+/// and a passive declare in the same read counts all of them.
+#[tokio::test]
+async fn a_read_of_many_publishes_reaches_the_queue_in_order() {
+    use bytes::BytesMut;
+    let b = TestBroker::start().await;
+    let mut r = b.raw().await;
+    r.open_channel(1).await;
+    let q = unique("staged-many");
+    r.declare(1, &q).await;
+    const N: u16 = 1000;
+    let mut w = BytesMut::new();
+    for i in 0..N {
+        w.extend_from_slice(&r.publish_frames(1, "", &q, &i.to_be_bytes(), EMPTY_PROPERTIES, false));
+    }
+    let passive = QueueDeclare { queue: s(&q), passive: true, ..Default::default() };
+    warren_protocol::frame::encode_method(&mut w, 1, &passive.into());
+    r.send_bytes(&w).await;
+    match r.recv_method().await {
+        (1, Method::QueueDeclareOk(ok)) => assert_eq!(ok.message_count, N as u32, "counted after every publish"),
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    let ok = r.call(1, BasicConsume { queue: s(&q), consumer_tag: s("c"), no_ack: true, ..Default::default() }).await;
+    assert!(matches!(ok, Method::BasicConsumeOk(_)), "got {ok:?}");
+    let mut got = Vec::new();
+    // Each barrier sees what was delivered before it; a bounded number of them (nothing lost
+    // means the first few suffice).
+    for _ in 0..50 {
+        if got.len() >= N as usize {
+            break;
+        }
+        got.extend(r.barrier(1, &q).await.iter().map(|d| u16::from_be_bytes([d.body[0], d.body[1]])));
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "in publish order");
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn direct_reply_to_rpc() {
     let b = TestBroker::start().await;
