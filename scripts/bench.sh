@@ -39,6 +39,8 @@ fi
 # The load generator's own ceiling (a trivial sink that discards everything).
 record tool sink-16B "$($P --sink --seconds "$secs" --json --label sink 2>/dev/null)"
 record tool sink-64KiB "$($P --sink --seconds "$secs" --size 65536 --batch 10 --json --label sink 2>/dev/null)"
+# The machine's ceiling for bodies end to end: a raw TCP relay, no broker (4 kernel copies per body).
+record tool relay-64KiB "$($P --relay --seconds "$secs" --size 65536 --batch 10 --json --label relay 2>/dev/null)"
 
 # Start to first handshake, and idle RSS.
 record warren startup "$($P --addr 127.0.0.1:$W_PORT --json --label warren \
@@ -101,6 +103,24 @@ scenario confirms-persistent --confirm 1000 --persistent
 scenario fanout-10 --fanout 10
 scenario 64KiB --size 65536 --batch 10 --max-in-flight 2000
 scenario latency-10k --rate 10000 --no-ack
+# Latency at 10 k msgs/s on one queue while a second connection pair streams 64 KiB bodies through
+# the same broker; then while the stream goes through the raw relay instead (the broker does none of
+# its work: what is left is the cores being taken, the machine's floor for this tail).
+beside() { # broker port name stream-args...
+  local b=$1 port=$2 name=$3 s
+  shift 3
+  "$@" > "$out/stream.out" 2>/dev/null &
+  s=$!
+  sleep 1
+  record "$b" "$name" "$($P --addr 127.0.0.1:$port --seconds "$secs" --json --label "$b" --rate 10000 --no-ack --queue beside-latency 2>/dev/null)"
+  wait $s || true
+}
+for b in warren rabbitmq; do
+  [ $b = rabbitmq ] && [ -z "$with_rabbit" ] && continue
+  port=$W_PORT; [ $b = rabbitmq ] && port=$R_PORT
+  beside $b $port latency-10k-beside-64KiB $P --addr 127.0.0.1:$port --seconds $((secs + 2)) --size 65536 --batch 10 --max-in-flight 2000 --queue beside-stream
+  beside $b $port latency-10k-beside-64KiB-relay $P --relay --seconds $((secs + 2)) --size 65536 --batch 10
+done
 
 for c in connections queues; do
   record warren "churn-$c" "$($P --addr 127.0.0.1:$W_PORT --seconds "$secs" --json --label warren --churn $c)"
@@ -116,6 +136,8 @@ for r in rows:
 def fig(s, r):
     v, text = fig_only(s, r)
     cpu = (r or {}).get("server_cpu_us_per_msg")
+    if s == "relay-64KiB" and r:
+        text += " (relay CPU %.1f us per 64 KiB)" % r["relay_cpu_us_per_msg"]
     if cpu is not None and not s.startswith("latency"):
         per = "delivery" if s.startswith("fanout") else "msg"
         text += " (broker CPU %.2f us/%s)" % (cpu, per)
@@ -126,19 +148,21 @@ def fig_only(s, r):
     if s == "idle-rss": return r["rss_kib"], "%.1f MiB" % (r["rss_kib"] / 1024)
     if s.startswith("memory"): return r["bytes"], "%d B" % r["bytes"]
     if s.startswith("churn"): return r["ops_per_s"], "%.0f ops/s" % r["ops_per_s"]
-    if s == "latency-10k":
+    if s.startswith("latency"):
         l = r.get("latency_us") or {}
         return l.get("p99"), "p50 %.0f us, p99 %.0f us, p99.9 %.0f us" % (l.get("p50", 0), l.get("p99", 0), l.get("p999", 0))
-    if s.startswith("64KiB") or s == "sink-64KiB": return r["consumed_bytes_per_s"] if s != "sink-64KiB" else r["published_per_s"] * 65536, "%.2f GB/s" % ((r["consumed_bytes_per_s"] if s != "sink-64KiB" else r["published_per_s"] * 65536) / 1e9)
+    if s.startswith("64KiB") or s == "relay-64KiB": return r["consumed_bytes_per_s"], "%.2f GB/s" % (r["consumed_bytes_per_s"] / 1e9)
+    if s == "sink-64KiB": return r["published_per_s"] * 65536, "%.2f GB/s" % (r["published_per_s"] * 65536 / 1e9)
     if s in ("publish-only", "sink-16B"): return r["published_per_s"], "{:,.0f} msgs/s".format(r["published_per_s"])
     unit = "deliveries/s" if s.startswith("fanout") else "msgs/s"
     return r["consumed_per_s"], "{:,.0f} {}".format(r["consumed_per_s"], unit)
-lower_is_better = lambda s: s in ("startup", "idle-rss", "latency-10k") or s.startswith("memory")
+lower_is_better = lambda s: s in ("startup", "idle-rss") or s.startswith("memory") or s.startswith("latency")
 print("| scenario | Warren | RabbitMQ 3.10 | Warren advantage |")
 print("|---|---|---|---|")
 for s, d in by.items():
     if "tool" in d:
-        print("| perf tool ceiling (%s) | %s | | |" % (s, fig(s, d["tool"])[1]))
+        what = "machine ceiling, no broker" if s.startswith("relay") else "perf tool ceiling"
+        print("| %s (%s) | %s | | |" % (what, s, fig(s, d["tool"])[1]))
         continue
     (wv, wt), (rv, rt) = fig(s, d.get("warren")), fig(s, d.get("rabbitmq"))
     ratio = ""

@@ -8,6 +8,8 @@
 //!   record end-to-end latency in an HDR histogram; `--rate` fixes the publish rate for a latency
 //!   run. Published-but-not-consumed messages are capped (`--max-in-flight`).
 //! - `--sink`: the same producers against a trivial in-process sink: the tool's own ceiling.
+//! - `--relay`: no broker and no AMQP: `--size`-byte chunks through a raw TCP relay thread, the
+//!   four kernel copies of a brokered body and nothing else: the machine's ceiling for large bodies.
 //! - `--churn connections|queues`: open/close connections, or declare/delete queues, as fast as
 //!   possible; ops/s.
 //! - `--hold-connections N` / `--hold-queues N`: open N idle connections (one channel each) or
@@ -17,6 +19,7 @@
 //! `--json` prints the result as one JSON object. The client is built on Warren's codec with
 //! batched writes and no per-message allocation, so it is not the bottleneck (see `--sink`).
 mod client;
+mod relay;
 mod sink;
 mod stream;
 
@@ -121,6 +124,10 @@ struct Args {
     /// Publish into a trivial in-process sink instead of a broker (the tool's own ceiling).
     #[arg(long)]
     sink: bool,
+    /// Send `--size`-byte chunks (`--batch` per write) through a raw TCP relay thread for
+    /// `--seconds`, with no broker: the machine's ceiling for bodies end to end.
+    #[arg(long)]
+    relay: bool,
     /// Churn test instead of a throughput test.
     #[arg(long, value_enum)]
     churn: Option<Churn>,
@@ -197,6 +204,26 @@ async fn main() -> anyhow::Result<()> {
         match c.call(1, q.into()).await? {
             Method::QueueDeclareOk(ok) => println!("{}", ok.message_count),
             other => bail!("unexpected reply {other:?}"),
+        }
+        return Ok(());
+    }
+    if args.relay {
+        let (size, batch, seconds) = (args.size, args.batch, args.seconds);
+        let r = tokio::task::spawn_blocking(move || relay::run(size, batch, seconds)).await??;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"label": args.label, "consumed_bytes_per_s": r.bytes_per_s,
+                    "relay_cpu_us_per_msg": r.relay_cpu_us_per_chunk})
+            );
+        } else {
+            println!(
+                "{}: raw TCP relay, {} B chunks: {:.2} GB/s, relay CPU {:.1} us per chunk",
+                args.label,
+                args.size,
+                r.bytes_per_s / 1e9,
+                r.relay_cpu_us_per_chunk
+            );
         }
         return Ok(());
     }
