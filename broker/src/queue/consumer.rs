@@ -119,18 +119,8 @@ struct Held {
     msg: QueuedMsg,
     /// Its source's slot in `Deliveries::sources`.
     slot: u32,
-    /// When it was delivered, `now_ms` truncated to 32 bits (it wraps every 49.7 days; ages are
-    /// taken with wrapping arithmetic, and the ack-timeout check runs every few hundred
-    /// milliseconds), recorded only for consumers with an ack timeout. 32 bits make the entry
-    /// 48 bytes, not 56: the unacked entries are written on the delivering core and read on the
-    /// acking one, so each cache line of them crosses between cores once per 64 bytes.
-    delivered_ms: u32,
-}
-
-/// How long ago a delivery recorded at `delivered` (`now_ms` truncated to 32 bits) was made, at
-/// `now`: exact for ages below 2^32 ms (49.7 days), across the truncation's wrap-around.
-fn age_ms(now: u64, delivered: u32) -> u64 {
-    (now as u32).wrapping_sub(delivered) as u64
+    /// When it was delivered (`now_ms`), recorded only for consumers with an ack timeout.
+    delivered_ms: u64,
 }
 
 /// A source of unacked deliveries and how many name it.
@@ -338,7 +328,7 @@ impl ChannelShared {
                 st.global_in_flight += 1;
                 st.unacked_count += 1;
                 st.unacked_bytes += m.mem_size() as u64;
-                let delivered_ms = if c.timeout_ms.is_some() { queue.clock.now_ms() as u32 } else { 0 };
+                let delivered_ms = if c.timeout_ms.is_some() { queue.clock.now_ms() } else { 0 };
                 debug_assert!(Arc::ptr_eq(&c.queue, queue), "a consumer is delivered to from its own queue");
                 st.hold(slot, m, delivered_ms);
             }
@@ -534,7 +524,7 @@ impl Deliveries {
     }
 
     /// Record an unacked delivery from the source in `slot`.
-    fn hold(&mut self, slot: u32, msg: QueuedMsg, delivered_ms: u32) {
+    fn hold(&mut self, slot: u32, msg: QueuedMsg, delivered_ms: u64) {
         if let Some(Some(s)) = self.sources.get_mut(slot as usize) {
             s.refs += 1;
         }
@@ -707,7 +697,7 @@ impl Deliveries {
         self.unacked.iter().flatten().find_map(|u| {
             let c = self.source(u.slot).consumer()?;
             let t = c.timeout_ms?;
-            (age_ms(now, u.delivered_ms) > t).then(|| (c.clone(), t))
+            (now.saturating_sub(u.delivered_ms) > t).then(|| (c.clone(), t))
         })
     }
 
@@ -758,27 +748,5 @@ pub fn cancel_by_broker(c: &Arc<Consumer>) {
             no_wait: true,
         });
         ch.out.write(|b| warren_protocol::frame::encode_method(b, ch.id, &m));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unacked_entry_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<Option<Held>>(), 48);
-    }
-
-    #[test]
-    fn a_delivery_age_survives_the_32_bit_wrap() {
-        assert_eq!(age_ms(1_000, 400), 600);
-        // Delivered just before the truncated clock wrapped, checked just after.
-        let delivered = (u32::MAX as u64) - 100;
-        let now = (u32::MAX as u64) + 1 + 250;
-        assert_eq!(age_ms(now, delivered as u32), 351);
-        // Far beyond the first wrap (the clock counts from the broker's start).
-        let base = 7 * (1u64 << 32);
-        assert_eq!(age_ms(base + 30_000, (base + 5_000) as u32), 25_000);
     }
 }

@@ -157,7 +157,13 @@ struct Args {
 
 /// CPU time (user + system) a process has used so far, in microseconds, from /proc/<pid>/stat.
 fn process_cpu_us(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_us(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) from a `stat` file of /proc (a process's or a thread's), in
+/// microseconds.
+fn stat_cpu_us(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces: the fields after it start behind the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();

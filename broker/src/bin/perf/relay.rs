@@ -32,16 +32,6 @@ pub struct Relayed {
     pub relay_cpu_us_per_chunk: f64,
 }
 
-/// CPU time (user + system) of the calling thread so far, in microseconds (/proc/thread-self).
-fn thread_cpu_us() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // USER_HZ is 100 on every Linux ABI (as in `process_cpu_us`).
-    Some(ticks * 1e6 / 100.0)
-}
-
 /// Relay `size`-byte chunks, `batch` per write, for `seconds`.
 pub fn run(size: usize, batch: usize, seconds: u64) -> anyhow::Result<Relayed> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -58,7 +48,7 @@ pub fn run(size: usize, batch: usize, seconds: u64) -> anyhow::Result<Relayed> {
 
     // The relay: read, write what was read, until the writer's side closes.
     let relay = std::thread::spawn(move || -> (u64, f64) {
-        let start = thread_cpu_us().unwrap_or(0.0);
+        let start = crate::stat_cpu_us("/proc/thread-self/stat").unwrap_or(0.0);
         let mut buf = vec![0u8; RELAY_BUF];
         let mut total = 0u64;
         loop {
@@ -71,7 +61,7 @@ pub fn run(size: usize, batch: usize, seconds: u64) -> anyhow::Result<Relayed> {
             }
             total += n as u64;
         }
-        (total, thread_cpu_us().unwrap_or(0.0) - start)
+        (total, crate::stat_cpu_us("/proc/thread-self/stat").unwrap_or(0.0) - start)
     });
 
     // The writer: `batch` chunks per write until the run's end.
